@@ -1,0 +1,11 @@
+#pragma once
+// chainrule: automatic differentiation and neural networks in C++20.
+#include "chainrule/autodiff/frame.h"
+#include "chainrule/autodiff/primitive.h"
+#include "chainrule/autodiff/transforms.h"
+#include "chainrule/errors.h"
+#include "chainrule/ops/ops.h"
+#include "chainrule/tensor/random.h"
+#include "chainrule/tensor/tensor.h"
+
+namespace cr = chainrule;

@@ -1,0 +1,99 @@
+#pragma once
+// The differentiable operations of chainrule. Each is a primitive (declared with its rules in
+// src/ops/*.cpp) or a composite of primitives with no rule of its own.
+#include <cstdint>
+#include <vector>
+
+#include "chainrule/tensor/tensor.h"
+
+namespace chainrule {
+
+using Axes = std::vector<std::int64_t>;
+
+// Elementwise, with NumPy broadcasting.
+Tensor add(const Tensor& a, const Tensor& b);
+Tensor sub(const Tensor& a, const Tensor& b);
+Tensor mul(const Tensor& a, const Tensor& b);
+Tensor div(const Tensor& a, const Tensor& b);
+Tensor pow(const Tensor& a, const Tensor& b);
+Tensor pow(const Tensor& a, double exponent);
+Tensor maximum(const Tensor& a, const Tensor& b);
+Tensor minimum(const Tensor& a, const Tensor& b);
+Tensor neg(const Tensor& x);
+Tensor exp(const Tensor& x);
+Tensor log(const Tensor& x);
+Tensor sqrt(const Tensor& x);
+Tensor abs(const Tensor& x);
+Tensor tanh(const Tensor& x);
+Tensor sigmoid(const Tensor& x);
+Tensor relu(const Tensor& x);
+Tensor sign(const Tensor& x);  // piecewise constant: zero derivative
+Tensor square(const Tensor& x);  // composite: x * x
+Tensor where(const Tensor& cond, const Tensor& a, const Tensor& b);
+Tensor cast(const Tensor& x, DType dtype);
+
+// Comparisons give bool tensors and have no derivative.
+Tensor greater(const Tensor& a, const Tensor& b);
+Tensor greater_equal(const Tensor& a, const Tensor& b);
+Tensor less(const Tensor& a, const Tensor& b);
+Tensor less_equal(const Tensor& a, const Tensor& b);
+Tensor equal(const Tensor& a, const Tensor& b);
+
+// Linear algebra. matmul follows NumPy: 1-D operands are promoted and the unit axis removed.
+Tensor matmul(const Tensor& a, const Tensor& b);
+
+// Shape.
+Tensor reshape(const Tensor& x, const Shape& shape);  // one dimension may be -1
+Tensor flatten(const Tensor& x, std::int64_t start_axis = 0);
+Tensor unsqueeze(const Tensor& x, std::int64_t axis);
+Tensor squeeze(const Tensor& x, std::int64_t axis);
+Tensor permute(const Tensor& x, const Axes& perm);
+Tensor transpose(const Tensor& x, std::int64_t axis0 = -2, std::int64_t axis1 = -1);
+Tensor broadcast_to(const Tensor& x, const Shape& shape);
+Tensor sum_to(const Tensor& x, const Shape& shape);  // undoes broadcasting
+Tensor slice(const Tensor& x, std::int64_t axis, std::int64_t start, std::int64_t stop);
+Tensor pad(const Tensor& x, std::int64_t axis, std::int64_t before, std::int64_t after);
+Tensor concat(const std::vector<Tensor>& xs, std::int64_t axis = 0);
+Tensor stack(const std::vector<Tensor>& xs, std::int64_t axis = 0);
+Tensor gather(const Tensor& x, const Tensor& index, std::int64_t axis = 0);  // index_select
+Tensor scatter_add(const Tensor& src, const Tensor& index, std::int64_t axis, std::int64_t size);
+
+// Reductions. Empty axes means all axes.
+Tensor sum(const Tensor& x, const Axes& axes = {}, bool keepdims = false);
+Tensor mean(const Tensor& x, const Axes& axes = {}, bool keepdims = false);
+Tensor max(const Tensor& x, const Axes& axes = {}, bool keepdims = false);
+Tensor logsumexp(const Tensor& x, const Axes& axes = {}, bool keepdims = false);
+Tensor softmax(const Tensor& x, std::int64_t axis = -1);
+Tensor log_softmax(const Tensor& x, std::int64_t axis = -1);
+Tensor argmax(const Tensor& x, std::int64_t axis = -1);  // int64, no derivative
+
+// Losses.
+enum class Reduction { Mean, Sum, None };
+// Softmax cross-entropy of logits [..., C] against int64 class labels [...] (fused and stable).
+Tensor cross_entropy(const Tensor& logits, const Tensor& labels, Reduction reduction = Reduction::Mean);
+Tensor mse_loss(const Tensor& a, const Tensor& b);  // mean of squared differences
+
+// Operators.
+Tensor operator+(const Tensor& a, const Tensor& b);
+Tensor operator-(const Tensor& a, const Tensor& b);
+Tensor operator*(const Tensor& a, const Tensor& b);
+Tensor operator/(const Tensor& a, const Tensor& b);
+Tensor operator-(const Tensor& x);
+Tensor operator+(const Tensor& a, double b);
+Tensor operator-(const Tensor& a, double b);
+Tensor operator*(const Tensor& a, double b);
+Tensor operator/(const Tensor& a, double b);
+Tensor operator+(double a, const Tensor& b);
+Tensor operator-(double a, const Tensor& b);
+Tensor operator*(double a, const Tensor& b);
+Tensor operator/(double a, const Tensor& b);
+Tensor operator>(const Tensor& a, const Tensor& b);
+Tensor operator>(const Tensor& a, double b);
+Tensor operator<(const Tensor& a, const Tensor& b);
+Tensor operator<(const Tensor& a, double b);
+
+// Numerical helpers.
+bool allclose(const Tensor& a, const Tensor& b, double rtol = 1e-5, double atol = 1e-8);
+double max_abs_diff(const Tensor& a, const Tensor& b);
+
+}  // namespace chainrule

@@ -1,0 +1,141 @@
+// The reverse pass: order the graph topologically (depth-first post-order, reversed), then call
+// each node's VJP rule once with the sum of the cotangents that reached it.
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <atomic>
+#include <optional>
+
+#include "chainrule/autodiff/frame.h"
+#include "chainrule/autodiff/node.h"
+#include "chainrule/ops/ops.h"
+
+namespace chainrule {
+
+namespace {
+
+std::atomic<std::uint64_t> g_epoch{0};
+
+void check_version(const Node& n, const Tensor& t, std::uint64_t expected, const char* what) {
+  if (!t.defined() || t.impl()->frame) return;
+  auto now = t.impl()->storage->version;
+  if (now != expected)
+    throw AutodiffError(fmt::format("backward: {} saved by '{}' for the backward pass (shape {}) was modified in place "
+                                    "(version {}, expected {})", what, n.prim->name, t.shape().str(), now, expected));
+}
+
+void accumulate_leaf(Node& leaf, Tensor ct, bool create_graph) {
+  if (create_graph) {
+    leaf.grad = leaf.grad.defined() ? add(leaf.grad, ct) : ct;
+    return;
+  }
+  if (!leaf.grad.defined()) {
+    // Take the cotangent's buffer when nothing else refers to it, as PyTorch's AccumulateGrad does.
+    bool sole = ct.impl_ptr().use_count() == 1 && !ct.impl()->frame && ct.impl()->storage.use_count() == 1 && !ct.impl()->node;
+    leaf.grad = sole ? ct : ct.detach().contiguous_clone();
+  } else if (leaf.grad.impl()->node || leaf.grad.impl()->frame || ct.impl()->frame) {
+    leaf.grad = add(leaf.grad, ct);
+  } else {
+    leaf.grad.add_(ct);
+  }
+}
+
+}  // namespace
+
+std::vector<Tensor> run_backward(std::span<const std::shared_ptr<Node>> roots, std::span<const Tensor> seeds,
+                                 std::span<const std::shared_ptr<Node>> wrt, const BackwardOptions& opts) {
+  const std::uint64_t epoch = ++g_epoch;
+
+  // 1. Depth-first post-order from the roots.
+  std::vector<Node*> order;
+  std::vector<std::pair<Node*, std::size_t>> stack;
+  for (const auto& r : roots) {
+    if (!r || r->mark == epoch) continue;
+    r->mark = epoch;
+    stack.emplace_back(r.get(), 0);
+    while (!stack.empty()) {
+      auto& [n, i] = stack.back();
+      if (i < n->next.size()) {
+        Node* child = n->next[i++].get();
+        if (child && child->mark != epoch) {
+          child->mark = epoch;
+          stack.emplace_back(child, 0);
+        }
+      } else {
+        order.push_back(n);
+        stack.pop_back();
+      }
+    }
+  }
+  std::reverse(order.begin(), order.end());
+  // Resolve every edge to a slot now: a nested backward pass (inside a rule) reuses the scratch
+  // fields of shared nodes.
+  for (std::size_t k = 0; k < order.size(); ++k) order[k]->topo = static_cast<std::uint32_t>(k);
+  std::vector<std::uint32_t> edge_begin(order.size() + 1, 0), edge_slot;
+  for (std::size_t k = 0; k < order.size(); ++k) {
+    edge_begin[k] = static_cast<std::uint32_t>(edge_slot.size());
+    for (const auto& e : order[k]->next) edge_slot.push_back(e ? e->topo : UINT32_MAX);
+  }
+  edge_begin[order.size()] = static_cast<std::uint32_t>(edge_slot.size());
+  std::vector<std::int64_t> wrt_slot(wrt.size(), -1);
+  std::vector<char> keep(order.size(), 0);
+  for (std::size_t w = 0; w < wrt.size(); ++w)
+    if (wrt[w] && wrt[w]->mark == epoch) wrt_slot[w] = wrt[w]->topo, keep[wrt[w]->topo] = 1;
+
+  // 2. Seed and sweep.
+  std::vector<Tensor> buf(order.size());
+  for (std::size_t r = 0; r < roots.size(); ++r) {
+    if (!roots[r]) continue;
+    Tensor& b = buf[roots[r]->topo];
+    b = b.defined() ? add(b, seeds[r]) : seeds[r];
+  }
+  std::optional<NoGradGuard> no_grad;
+  std::optional<EnableGradGuard> enable_grad;
+  if (opts.create_graph) enable_grad.emplace();
+  else no_grad.emplace();
+
+  for (std::size_t k = 0; k < order.size(); ++k) {
+    Node* node = order[k];
+    if (!buf[k].defined()) continue;
+    Tensor ct = keep[k] ? buf[k] : std::move(buf[k]);
+    if (!node->prim) {
+      if (node->accumulates && opts.accumulate) accumulate_leaf(*node, std::move(ct), opts.create_graph);
+      continue;
+    }
+    if (node->released)
+      throw AutodiffError(fmt::format("backward: the graph through '{}' was freed by an earlier backward pass; "
+                                      "pass retain_graph=true to run backward through it again", node->prim->name));
+    for (std::size_t i = 0; i < node->saved.size(); ++i)
+      check_version(*node, node->saved[i], node->saved_versions[i], "an input");
+    check_version(*node, node->saved_out, node->saved_out_version, "the output");
+    Tensor out = node->saved_out;
+    if (out.defined() && node->eager && opts.create_graph) {
+      // Differentiating the backward pass needs the output attached to its own node again.
+      out = out.detach();
+      out.impl()->node = node->shared_from_this();
+    }
+    SmallVec<Tensor, 3> none;
+    Ctx c{node->saved.empty() ? std::span<const Tensor>(none) : std::span<const Tensor>(node->saved), out, node->params,
+          node->in_shapes};
+    for (std::size_t i = 0; i < node->next.size(); ++i) {
+      auto slot = edge_slot[edge_begin[k] + i];
+      if (slot == UINT32_MAX) continue;
+      Tensor g = node->prim->vjp(static_cast<int>(i), ct, c);
+      if (!g.defined()) continue;
+      if (g.shape() != node->in_shapes[i]) g = sum_to(g, node->in_shapes[i]);
+      buf[slot] = buf[slot].defined() ? add(buf[slot], g) : std::move(g);
+    }
+    if (!opts.retain_graph) {
+      node->saved.clear();
+      node->saved_out = Tensor();
+      node->released = true;
+    }
+  }
+
+  std::vector<Tensor> result(wrt.size());
+  for (std::size_t w = 0; w < wrt.size(); ++w)
+    if (wrt_slot[w] >= 0) result[w] = buf[static_cast<std::size_t>(wrt_slot[w])];
+  return result;
+}
+
+}  // namespace chainrule

@@ -1,0 +1,114 @@
+#include "chainrule/autodiff/transforms.h"
+
+#include <fmt/format.h>
+
+namespace chainrule {
+namespace detail {
+
+Tensor ReverseTrace::track(const Tensor& x) {
+  if (!is_floating(x.dtype()))
+    throw DTypeError(fmt::format("grad: cannot differentiate with respect to a {} tensor of shape {}", dtype_name(x.dtype()),
+                                 x.shape().str()));
+  if (!scope_) throw AutodiffError("grad: inputs must be tracked before the function returns");
+  auto leaf = make_leaf();
+  leaves_.push_back(leaf);
+  inputs_.push_back(x);
+  return make_reverse_tracer(scope_->frame(), x, std::move(leaf));
+}
+std::vector<Tensor> ReverseTrace::track(const std::vector<Tensor>& xs) {
+  std::vector<Tensor> r;
+  r.reserve(xs.size());
+  for (const auto& x : xs) r.push_back(track(x));
+  return r;
+}
+void ReverseTrace::finish(const Tensor& out) {
+  if (!out.defined()) throw AutodiffError("grad: the function returned an undefined tensor");
+  frame_ = scope_->frame();
+  if (is_traced_by(out, frame_.get())) {
+    out_ = out.impl()->primal;
+    out_node_ = out.impl()->node;
+  } else {
+    out_ = out;  // does not depend on the inputs
+  }
+  scope_.reset();
+}
+std::vector<Tensor> ReverseTrace::pull(const Tensor& out_ct) const {
+  if (out_ct.shape() != out_.shape())
+    throw ShapeError(fmt::format("vjp: cotangent shape {} differs from output shape {}", out_ct.shape().str(), out_.shape().str()));
+  std::vector<Tensor> g;
+  if (out_node_) {
+    std::shared_ptr<Node> roots[] = {out_node_};
+    Tensor seeds[] = {out_ct};
+    g = run_backward(roots, seeds, leaves_, {.retain_graph = true, .create_graph = GradMode::is_enabled()});
+  } else {
+    g.resize(leaves_.size());
+  }
+  for (std::size_t i = 0; i < g.size(); ++i)
+    if (!g[i].defined()) g[i] = zeros_like(inputs_[i]);
+  return g;
+}
+
+void check_scalar_output(const char* transform, const Tensor& out) {
+  if (out.numel() != 1 || out.dim() != 0)
+    throw AutodiffError(fmt::format("{}: the function must return a scalar, got shape {}; use vjp or jacrev for "
+                                    "non-scalar outputs", transform, out.shape().str()));
+  if (!is_floating(out.dtype()))
+    throw DTypeError(fmt::format("{}: the function must return a float scalar, got {}", transform, dtype_name(out.dtype())));
+}
+void check_argnums(const char* transform, const std::vector<int>& argnums, std::size_t nargs) {
+  for (int a : argnums)
+    if (a < 0 || static_cast<std::size_t>(a) >= nargs)
+      throw AutodiffError(fmt::format("{}: argnum {} is not an input (the function was called with {} arguments)", transform, a, nargs));
+}
+
+void check_tangent(const Tensor& x, const Tensor& t) {
+  if (!is_floating(x.dtype()))
+    throw DTypeError(fmt::format("jvp: cannot differentiate with respect to a {} tensor", dtype_name(x.dtype())));
+  if (t.shape() != x.shape() || t.dtype() != x.dtype())
+    throw ShapeError(fmt::format("jvp: tangent {} {} does not match primal {} {}", t.shape().str(), dtype_name(t.dtype()),
+                                 x.shape().str(), dtype_name(x.dtype())));
+}
+std::pair<Tensor, Tensor> jvp_finish(const std::shared_ptr<Frame>& f, const Tensor& out) {
+  if (is_traced_by(out, f.get())) {
+    Tensor t = out.impl()->tangent;
+    return {out.impl()->primal, t.defined() ? t : zeros_like(out.impl()->primal)};
+  }
+  return {out, zeros_like(out)};
+}
+
+Tensor vmap_finish(const std::shared_ptr<Frame>& f, const Tensor& out) {
+  if (is_traced_by(out, f.get())) return out.impl()->primal;
+  return broadcast_to(out, Shape{f->batch_size} + out.shape());  // unbatched: same for every entry
+}
+
+}  // namespace detail
+
+std::vector<Tensor> autograd_grad(const std::vector<Tensor>& outputs, const std::vector<Tensor>& inputs,
+                                  const std::vector<Tensor>& grad_outputs, bool retain_graph, bool create_graph) {
+  std::vector<std::shared_ptr<Node>> roots, wrt;
+  std::vector<Tensor> seeds;
+  for (std::size_t i = 0; i < outputs.size(); ++i) {
+    const Tensor& y = outputs[i];
+    if (!y.impl()->node) throw AutodiffError(fmt::format("autograd_grad: output {} does not require grad", i));
+    Tensor s = i < grad_outputs.size() ? grad_outputs[i] : Tensor();
+    if (!s.defined()) {
+      if (y.numel() != 1)
+        throw AutodiffError(fmt::format("autograd_grad: output {} has shape {}; a non-scalar output needs a grad_output", i, y.shape().str()));
+      s = ones(y.shape(), y.dtype());
+    }
+    roots.push_back(y.impl()->node);
+    seeds.push_back(s);
+  }
+  for (std::size_t i = 0; i < inputs.size(); ++i) {
+    if (!inputs[i].impl()->node)
+      throw AutodiffError(fmt::format("autograd_grad: input {} (shape {}) does not require grad", i, inputs[i].shape().str()));
+    wrt.push_back(inputs[i].impl()->node);
+  }
+  auto g = run_backward(roots, seeds, wrt, {.retain_graph = retain_graph || create_graph, .create_graph = create_graph});
+  for (std::size_t i = 0; i < g.size(); ++i)
+    if (!g[i].defined())
+      throw AutodiffError(fmt::format("autograd_grad: input {} (shape {}) is not reachable from the outputs", i, inputs[i].shape().str()));
+  return g;
+}
+
+}  // namespace chainrule

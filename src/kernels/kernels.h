@@ -1,0 +1,161 @@
+#pragma once
+// Loops shared by the forward kernels of the primitives: dtype dispatch, broadcasting iteration,
+// maps and reductions. Kernels see concrete tensors only, possibly with extra leading dimensions.
+#include <fmt/format.h>
+
+#include <array>
+#include <cmath>
+#include <cstring>
+#include <string_view>
+
+#include "chainrule/autodiff/primitive.h"
+#include "chainrule/tensor/tensor.h"
+
+namespace chainrule::kernels {
+
+template <class Fn>
+decltype(auto) dispatch_float(DType t, std::string_view op, Fn&& fn) {
+  switch (t) {
+    case DType::f32: return fn(float{});
+    case DType::f64: return fn(double{});
+    default:
+      throw DTypeError(fmt::format("{}: expected float32 or float64, got {}", op, dtype_name(t)));
+  }
+}
+template <class Fn>
+decltype(auto) dispatch_all(DType t, Fn&& fn) {
+  switch (t) {
+    case DType::f32: return fn(float{});
+    case DType::f64: return fn(double{});
+    case DType::i64: return fn(std::int64_t{});
+    case DType::b8: break;
+  }
+  return fn(bool{});
+}
+
+template <class T> const T* in(const Tensor& t) {
+  return static_cast<const T*>(t.impl()->storage->data) + t.impl()->offset;
+}
+template <class T> T* out(const Tensor& t) { return static_cast<T*>(t.impl()->storage->data) + t.impl()->offset; }
+
+// Normalises an axis against a rank, naming the operation on error.
+inline std::int64_t norm_axis(std::string_view op, std::int64_t axis, std::size_t rank) {
+  auto r = static_cast<std::int64_t>(rank);
+  if (axis < -r || axis >= r) throw ShapeError(fmt::format("{}: axis {} out of range for rank {}", op, axis, r));
+  return axis < 0 ? axis + r : axis;
+}
+
+// NumPy broadcasting of two shapes.
+Shape broadcast_shapes(std::string_view op, const Shape& a, const Shape& b);
+
+// Element strides of an operand of shape `s` read as `out` (right-aligned; 0 where broadcast).
+Shape broadcast_strides(const Shape& s, const Shape& out);
+Shape contiguous_strides(const Shape& s);
+
+// Calls f(offsets, n, inner_strides) once per innermost row of `shape`, where offsets[k] is the
+// element offset of operand k at the row's start and inner_strides[k] its stride along the row.
+template <std::size_t K, class F>
+void for_each_row(const Shape& shape, const std::array<const Shape*, K>& strides, F&& f) {
+  const std::size_t rank = shape.size();
+  if (shape.numel() == 0) return;
+  std::array<std::int64_t, K> off{}, inner{};
+  if (rank == 0) {
+    f(off, std::int64_t{1}, inner);
+    return;
+  }
+  for (std::size_t k = 0; k < K; ++k) inner[k] = (*strides[k])[rank - 1];
+  const std::int64_t n = shape[rank - 1];
+  const std::int64_t rows = shape.numel() / n;
+  Shape idx = Shape::filled(rank, 0);
+  for (std::int64_t r = 0; r < rows; ++r) {
+    f(off, n, inner);
+    for (std::size_t d = rank - 1; d-- > 0;) {
+      if (++idx[d] < shape[d]) {
+        for (std::size_t k = 0; k < K; ++k) off[k] += (*strides[k])[d];
+        break;
+      }
+      for (std::size_t k = 0; k < K; ++k) off[k] -= (*strides[k])[d] * (shape[d] - 1);
+      idx[d] = 0;
+    }
+  }
+}
+
+template <class T, class R = T, class Op>
+Tensor map_unary(const Tensor& x, Op op) {
+  Tensor o = empty(x.shape(), dtype_of<R>());
+  const T* a = in<T>(x);
+  R* d = out<R>(o);
+  const std::int64_t n = x.numel();
+  for (std::int64_t i = 0; i < n; ++i) d[i] = op(a[i]);
+  return o;
+}
+
+// out[i] = op(a[i], b[i]) with broadcasting; the row loops are specialised on unit/zero strides
+// so that the common cases vectorise.
+template <class T, class R = T, class Op>
+Tensor map_binary(std::string_view name, const Tensor& x, const Tensor& y, Op op) {
+  Shape shape = broadcast_shapes(name, x.shape(), y.shape());
+  Tensor o = empty(shape, dtype_of<R>());
+  const T* a = in<T>(x);
+  const T* b = in<T>(y);
+  R* d = out<R>(o);
+  if (x.shape() == y.shape()) {
+    const std::int64_t n = o.numel();
+    for (std::int64_t i = 0; i < n; ++i) d[i] = op(a[i], b[i]);
+    return o;
+  }
+  Shape sa = broadcast_strides(x.shape(), shape), sb = broadcast_strides(y.shape(), shape), so = contiguous_strides(shape);
+  for_each_row<3>(shape, {&sa, &sb, &so}, [&](const auto& off, std::int64_t n, const auto& inner) {
+    const T* pa = a + off[0];
+    const T* pb = b + off[1];
+    R* pd = d + off[2];
+    if (inner[0] == 1 && inner[1] == 1) for (std::int64_t i = 0; i < n; ++i) pd[i] = op(pa[i], pb[i]);
+    else if (inner[0] == 1 && inner[1] == 0) { T vb = *pb; for (std::int64_t i = 0; i < n; ++i) pd[i] = op(pa[i], vb); }
+    else if (inner[0] == 0 && inner[1] == 1) { T va = *pa; for (std::int64_t i = 0; i < n; ++i) pd[i] = op(va, pb[i]); }
+    else for (std::int64_t i = 0; i < n; ++i) pd[i] = op(pa[i * inner[0]], pb[i * inner[1]]);
+  });
+  return o;
+}
+
+// Reduction over `axes` (normalised, sorted) of x; out has the reduced axes kept as size 1.
+// Accumulates in double so that float32 sums of many terms stay accurate.
+template <class T, class Op>
+Tensor reduce_keepdims(const Tensor& x, const Shape& axes, double init, Op op) {
+  Shape oshape = x.shape();
+  for (auto a : axes) oshape[static_cast<std::size_t>(a)] = 1;
+  std::vector<double> acc(static_cast<std::size_t>(oshape.numel()), init);
+  Shape sx = contiguous_strides(x.shape());
+  Shape so = broadcast_strides(oshape, x.shape());
+  const T* a = in<T>(x);
+  for_each_row<2>(x.shape(), {&sx, &so}, [&](const auto& off, std::int64_t n, const auto& inner) {
+    const T* pa = a + off[0];
+    double* po = acc.data() + off[1];
+    if (inner[1] == 0) {
+      double s = *po;
+      for (std::int64_t i = 0; i < n; ++i) s = op(s, static_cast<double>(pa[i]));
+      *po = s;
+    } else {
+      for (std::int64_t i = 0; i < n; ++i) po[i] = op(po[i], static_cast<double>(pa[i]));
+    }
+  });
+  Tensor o = empty(oshape, x.dtype());
+  T* d = out<T>(o);
+  for (std::size_t i = 0; i < acc.size(); ++i) d[i] = static_cast<T>(acc[i]);
+  return o;
+}
+
+// Resolves reduction parameters (negative axes, all axes when empty) against the actual rank.
+Shape resolve_axes(std::string_view op, const Shape& neg_axes, std::size_t rank);
+// Output shape of a reduction without keepdims.
+Shape drop_axes(const Shape& shape, const Shape& axes);
+
+// Row-major GEMM: C = alpha * op(A) op(B) + beta * C.
+void gemm(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::int64_t k, float alpha, const float* a,
+          std::int64_t lda, const float* b, std::int64_t ldb, float beta, float* c, std::int64_t ldc);
+void gemm(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::int64_t k, double alpha, const double* a,
+          std::int64_t lda, const double* b, std::int64_t ldb, double beta, double* c, std::int64_t ldc);
+
+// Multiply-add counter (for the cost experiments): GEMM adds m*n*k per call.
+std::uint64_t& gemm_madds();
+
+}  // namespace chainrule::kernels

@@ -1,0 +1,117 @@
+// matmul: C = op(A) op(B) with optional transposes folded into the GEMM call, and NumPy-style
+// broadcasting of leading (batch) dimensions. The VJPs are matmuls with other transpose flags,
+// so no transposed copy is ever made.
+#include "kernels/kernels.h"
+#include "ops/cases.h"
+#include "ops/registry.h"
+
+namespace chainrule {
+
+namespace {
+
+struct Flags {
+  bool ta, tb;
+};
+Flags flags(const Params& p) { return {(p.code & 1) != 0, (p.code & 2) != 0}; }
+
+Tensor matmul_forward(std::span<const Tensor> x, const Params& p) {
+  const Tensor& a = x[0];
+  const Tensor& b = x[1];
+  auto [ta, tb] = flags(p);
+  check_same_dtype("matmul", a, b);
+  if (a.dim() < 2 || b.dim() < 2)
+    throw ShapeError(fmt::format("matmul: operands must have rank >= 2, got {} @ {}", a.shape().str(), b.shape().str()));
+  const Shape& as = a.shape();
+  const Shape& bs = b.shape();
+  const std::size_t ra = as.size(), rb = bs.size();
+  const std::int64_t m = ta ? as[ra - 1] : as[ra - 2], k = ta ? as[ra - 2] : as[ra - 1];
+  const std::int64_t k2 = tb ? bs[rb - 1] : bs[rb - 2], n = tb ? bs[rb - 2] : bs[rb - 1];
+  if (k != k2)
+    throw ShapeError(fmt::format("matmul: inner dimensions differ: {}{} @ {}{} ({} != {})", as.str(), ta ? "ᵀ" : "", bs.str(),
+                                 tb ? "ᵀ" : "", k, k2));
+  Shape abatch = as.slice(0, ra - 2), bbatch = bs.slice(0, rb - 2);
+  Shape batch = kernels::broadcast_shapes("matmul", abatch, bbatch);
+  Tensor o = empty(batch + Shape{m, n}, a.dtype());
+  const std::int64_t nb = batch.numel();
+  const std::int64_t lda = ta ? m : k, ldb = tb ? k : n;
+  kernels::dispatch_float(a.dtype(), "matmul", [&](auto tag) {
+    using T = decltype(tag);
+    const T* pa = kernels::in<T>(a);
+    const T* pb = kernels::in<T>(b);
+    T* pc = kernels::out<T>(o);
+    if (bbatch.numel() == 1 && abatch.numel() == nb && !ta) {
+      // B is shared by every batch entry: one GEMM over all rows of A.
+      kernels::gemm(false, tb, nb * m, n, k, T(1), pa, lda, pb, ldb, T(0), pc, n);
+      return 0;
+    }
+    Shape sa = kernels::broadcast_strides(abatch, batch), sb = kernels::broadcast_strides(bbatch, batch);
+    Shape idx = Shape::filled(batch.size(), 0);
+    for (std::int64_t i = 0; i < nb; ++i) {
+      std::int64_t oa = 0, ob = 0;
+      for (std::size_t d = 0; d < batch.size(); ++d) oa += idx[d] * sa[d], ob += idx[d] * sb[d];
+      kernels::gemm(ta, tb, m, n, k, T(1), pa + oa * m * k, lda, pb + ob * k * n, ldb, T(0), pc + i * m * n, n);
+      for (std::size_t d = batch.size(); d-- > 0;) {
+        if (++idx[d] < batch[d]) break;
+        idx[d] = 0;
+      }
+    }
+    return 0;
+  });
+  return o;
+}
+
+using cases::Domain;
+
+}  // namespace
+
+Tensor matmul(const Tensor& a, const Tensor& b, bool transpose_a, bool transpose_b);
+
+const Primitive matmul_p{
+    .name = "matmul",
+    .forward = matmul_forward,
+    .jvp = [](int i, const Tensor& t, const Ctx& c) {
+      auto [ta, tb] = flags(c.p);
+      return i == 0 ? matmul(t, c.x[1], ta, tb) : matmul(c.x[0], t, ta, tb);
+    },
+    .vjp = [](int i, const Tensor& ct, const Ctx& c) {
+      auto [ta, tb] = flags(c.p);
+      const Tensor& a = c.x[0];
+      const Tensor& b = c.x[1];
+      if (i == 0) return ta ? matmul(b, ct, tb, true) : matmul(ct, b, false, !tb);
+      return tb ? matmul(ct, a, true, ta) : matmul(a, ct, !ta, false);
+    },
+    .batching = Batching::Broadcast,
+    .cases = [] {
+      auto s = [](Shape sh, std::uint64_t seed) { return cases::sample(sh, Domain::Real, seed); };
+      auto mm = [](std::span<const Tensor> x) { return matmul(x[0], x[1]); };
+      return std::vector<OpCase>{
+          cases::single("[2,3]@[3,4]", {s({2, 3}, 1), s({3, 4}, 2)}, mm),
+          cases::single("[3]@[3,2] (vector)", {s({3}, 3), s({3, 2}, 4)}, mm),
+          cases::single("[2,3]@[3]", {s({2, 3}, 5), s({3}, 6)}, mm),
+          cases::single("[2,2,3]@[3,1] batched", {s({2, 2, 3}, 7), s({3, 1}, 8)}, mm),
+          cases::single("[2,1,3]@[4,3,2] broadcast", {s({2, 1, 3}, 9), s({4, 3, 2}, 10)}, mm),
+          cases::single("[0,3]@[3,2] empty", {s({0, 3}, 11), s({3, 2}, 12)}, mm),
+          cases::single("[2,0]@[0,3] empty inner", {s({2, 0}, 13), s({0, 3}, 14)}, mm),
+          cases::single("[3,2]ᵀ@[3,4]", {s({3, 2}, 15), s({3, 4}, 16)}, [](auto x) { return matmul(x[0], x[1], true, false); }),
+          cases::single("[2,3]@[4,3]ᵀ", {s({2, 3}, 17), s({4, 3}, 18)}, [](auto x) { return matmul(x[0], x[1], false, true); }),
+          cases::single("[16,24]@[24,20]", {s({16, 24}, 19), s({24, 20}, 20)}, mm),
+      };
+    },
+};
+
+Tensor matmul(const Tensor& a, const Tensor& b, bool transpose_a, bool transpose_b) {
+  if (a.dim() == 0 || b.dim() == 0)
+    throw ShapeError(fmt::format("matmul: operands must not be scalars, got {} @ {}", a.shape().str(), b.shape().str()));
+  // NumPy semantics for vectors: promote, multiply, drop the added axis.
+  if (a.dim() == 1) return squeeze(matmul(unsqueeze(a, 0), b, false, transpose_b), -2);
+  if (b.dim() == 1) return squeeze(matmul(a, unsqueeze(b, -1), transpose_a, false), -1);
+  Params p;
+  p.code = (transpose_a ? 1 : 0) | (transpose_b ? 2 : 0);
+  return bind(matmul_p, {a, b}, p);
+}
+Tensor matmul(const Tensor& a, const Tensor& b) { return matmul(a, b, false, false); }
+
+const Primitive* const kLinalgPrimitives[] = {&matmul_p};
+std::span<const Primitive* const> linalg_primitives() { return kLinalgPrimitives; }
+
+}  // namespace chainrule

@@ -1,0 +1,146 @@
+// Fused, numerically stable losses.
+#include <cmath>
+#include <limits>
+
+#include "kernels/kernels.h"
+#include "ops/cases.h"
+#include "ops/registry.h"
+
+namespace chainrule {
+
+namespace {
+
+Tensor one_hot_like(const Tensor& labels, const Tensor& logits) {
+  auto classes = logits.shape().back();
+  return cast(equal(unsqueeze(labels, -1), arange(classes, DType::i64)), logits.dtype());
+}
+// d loss / d logits = softmax(logits) - onehot(labels), per row.
+Tensor ce_grad(const Ctx& c) { return sub(softmax(c.x[0], -1), one_hot_like(c.x[1], c.x[0])); }
+
+using cases::Domain;
+
+}  // namespace
+
+// Per-sample softmax cross-entropy: logsumexp(logits) - logits[label], computed in one pass
+// per row with the row maximum subtracted, so logits of +-1e4 and rows of -inf stay finite.
+const Primitive cross_entropy_p{
+    .name = "cross_entropy",
+    .forward = [](auto x, auto&) {
+      const Tensor& logits = x[0];
+      const Tensor& labels = x[1];
+      if (labels.dtype() != DType::i64)
+        throw DTypeError(fmt::format("cross_entropy: labels must be int64, got {} {}", dtype_name(labels.dtype()), labels.shape().str()));
+      if (logits.dim() < 1 || logits.shape().slice(0, logits.shape().size() - 1) != labels.shape())
+        throw ShapeError(fmt::format("cross_entropy: logits {} need labels of shape [..., C] minus C, got {}",
+                                     logits.shape().str(), labels.shape().str()));
+      const std::int64_t C = logits.shape().back(), rows = labels.numel();
+      const auto* y = kernels::in<std::int64_t>(labels);
+      for (std::int64_t r = 0; r < rows; ++r)
+        if (y[r] < 0 || y[r] >= C)
+          throw ValueError(fmt::format("cross_entropy: label {} at position {} is out of range for {} classes", y[r], r, C));
+      Tensor o = empty(labels.shape(), logits.dtype());
+      kernels::dispatch_float(logits.dtype(), "cross_entropy", [&](auto tag) {
+        using T = decltype(tag);
+        const T* z = kernels::in<T>(logits);
+        T* d = kernels::out<T>(o);
+        for (std::int64_t r = 0; r < rows; ++r) {
+          const T* row = z + r * C;
+          T m = -std::numeric_limits<T>::infinity();
+          for (std::int64_t j = 0; j < C; ++j) m = std::max(m, row[j]);
+          if (std::isinf(m)) m = m > 0 ? m : T(0);
+          double s = 0;
+          for (std::int64_t j = 0; j < C; ++j) s += std::exp(static_cast<double>(row[j] - m));
+          d[r] = static_cast<T>(std::log(s) + static_cast<double>(m) - static_cast<double>(row[y[r]]));
+        }
+        return 0;
+      });
+      return o;
+    },
+    .jvp = [](int, const Tensor& t, const Ctx& c) { return sum(mul(ce_grad(c), t), {-1}); },
+    .vjp = [](int, const Tensor& ct, const Ctx& c) { return mul(ce_grad(c), unsqueeze(ct, -1)); },
+    .batching = Batching::Materialize,
+    .cases = [] {
+      auto s = [](Shape sh, std::uint64_t seed) { return cases::sample(sh, Domain::Logits, seed); };
+      auto lab = [](std::vector<std::int64_t> v, Shape sh) { return from_vector(v, sh); };
+      auto ce = [](std::span<const Tensor> x) { return cross_entropy(x[0], x[1], Reduction::None); };
+      return std::vector<OpCase>{
+          cases::single("[3] label 1", {s({3}, 1), lab({1}, {})}, ce),
+          cases::single("[4,3] labels", {s({4, 3}, 2), lab({0, 2, 1, 2}, {4})}, ce),
+          cases::single("[1,1] single class", {s({1, 1}, 3), lab({0}, {1})}, ce),
+          cases::single("[0,5] empty batch", {s({0, 5}, 4), lab({}, {0})}, ce),
+          cases::single("[2,2,3] labels", {s({2, 2, 3}, 5), lab({0, 1, 2, 2}, {2, 2})}, ce),
+          cases::single("[16,10] mean", {s({16, 10}, 6), lab({0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 0, 1, 2, 3, 4, 5}, {16})},
+                        [](auto x) { return cross_entropy(x[0], x[1]); }),
+      };
+    },
+};
+
+// Mean squared error over the trailing `rank` dimensions.
+const Primitive mse_p{
+    .name = "mse",
+    .forward = [](auto x, auto& p) {
+      check_same_dtype("mse", x[0], x[1]);
+      if (x[0].shape() != x[1].shape())
+        throw ShapeError(fmt::format("mse: shapes differ: {} and {}", x[0].shape().str(), x[1].shape().str()));
+      const Shape& s = x[0].shape();
+      Shape lead = s.slice(0, s.size() - static_cast<std::size_t>(p.rank));
+      const std::int64_t rows = lead.numel(), n = s.slice(lead.size()).numel();
+      Tensor o = empty(lead, x[0].dtype());
+      kernels::dispatch_float(o.dtype(), "mse", [&](auto tag) {
+        using T = decltype(tag);
+        const T* a = kernels::in<T>(x[0]);
+        const T* b = kernels::in<T>(x[1]);
+        T* d = kernels::out<T>(o);
+        for (std::int64_t r = 0; r < rows; ++r) {
+          double acc = 0;
+          for (std::int64_t j = 0; j < n; ++j) {
+            double diff = static_cast<double>(a[r * n + j]) - static_cast<double>(b[r * n + j]);
+            acc += diff * diff;
+          }
+          d[r] = static_cast<T>(acc / static_cast<double>(n));
+        }
+        return 0;
+      });
+      return o;
+    },
+    .jvp = [](int i, const Tensor& t, const Ctx& c) {
+      Tensor g = mean(mul(mul(sub(c.x[0], c.x[1]), scalar_tensor(2.0, t.dtype())), t));
+      return i == 0 ? g : neg(g);
+    },
+    .vjp = [](int i, const Tensor& ct, const Ctx& c) {
+      auto n = static_cast<double>(c.shape(0).numel());
+      Tensor g = mul(ct, mul(sub(c.x[0], c.x[1]), scalar_tensor(2.0 / n, ct.dtype())));
+      return i == 0 ? g : neg(g);
+    },
+    .batching = Batching::Materialize,
+    .cases = [] {
+      auto s = [](Shape sh, std::uint64_t seed) { return cases::sample(sh, Domain::Real, seed); };
+      auto f = [](std::span<const Tensor> x) { return mse_loss(x[0], x[1]); };
+      return std::vector<OpCase>{
+          cases::single("[]", {s({}, 1), s({}, 2)}, f),         cases::single("[4]", {s({4}, 3), s({4}, 4)}, f),
+          cases::single("[2,3]", {s({2, 3}, 5), s({2, 3}, 6)}, f), cases::single("[1,1]", {s({1, 1}, 7), s({1, 1}, 8)}, f),
+          cases::single("[3,1,2]", {s({3, 1, 2}, 9), s({3, 1, 2}, 10)}, f),
+          cases::single("[12,10]", {s({12, 10}, 11), s({12, 10}, 12)}, f),
+      };
+    },
+};
+
+Tensor cross_entropy(const Tensor& logits, const Tensor& labels, Reduction reduction) {
+  Tensor per = bind(cross_entropy_p, {logits, labels});
+  switch (reduction) {
+    case Reduction::Mean: return mean(per);
+    case Reduction::Sum: return sum(per);
+    case Reduction::None: break;
+  }
+  return per;
+}
+Tensor mse_loss(const Tensor& a, const Tensor& b) {
+  Params p;
+  p.rank = a.dim();
+  return bind(mse_p, {a, b}, p);
+}
+
+const Primitive* const kLossPrimitives[] = {&cross_entropy_p, &mse_p};
+std::span<const Primitive* const> loss_primitives() { return kLossPrimitives; }
+
+}  // namespace chainrule
