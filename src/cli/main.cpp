@@ -1,9 +1,28 @@
+// chainrule command-line tool: one line of error on stderr and a non-zero exit for bad input.
+#include <fmt/format.h>
+
 #include <iostream>
 
-#include "chainrule/chainrule.h"
+#include "chainrule/errors.h"
+#include "cli/commands.h"
 
-int main() {
-  using namespace chainrule;
-  Tensor x = tensor({1, 2, 3}, {3}, DType::f64);
-  std::cout << grad([](const Tensor& v) { return sum(mul(v, v)); })(x) << "\n";
+int main(int argc, char** argv) {
+  CLI::App app{"chainrule: automatic differentiation and neural-network training"};
+  app.require_subcommand(1);
+  app.set_version_flag("--version", "chainrule 0.1.0");
+  int exit_code = 0;
+  chainrule::cli::add_check_command(app, exit_code);
+  chainrule::cli::add_train_commands(app, exit_code);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  } catch (const chainrule::Error& e) {
+    std::cerr << "chainrule: " << e.what() << "\n";
+    return 1;
+  } catch (const std::exception& e) {
+    std::cerr << "chainrule: error: " << e.what() << "\n";
+    return 1;
+  }
+  return exit_code;
 }

@@ -89,7 +89,7 @@ const Primitive matmul_p{
           cases::single("[3]@[3,2] (vector)", {s({3}, 3), s({3, 2}, 4)}, mm),
           cases::single("[2,3]@[3]", {s({2, 3}, 5), s({3}, 6)}, mm),
           cases::single("[2,2,3]@[3,1] batched", {s({2, 2, 3}, 7), s({3, 1}, 8)}, mm),
-          cases::single("[2,1,3]@[4,3,2] broadcast", {s({2, 1, 3}, 9), s({4, 3, 2}, 10)}, mm),
+          cases::single("[2,1,1,3]@[4,3,2] broadcast", {s({2, 1, 1, 3}, 9), s({4, 3, 2}, 10)}, mm),
           cases::single("[0,3]@[3,2] empty", {s({0, 3}, 11), s({3, 2}, 12)}, mm),
           cases::single("[2,0]@[0,3] empty inner", {s({2, 0}, 13), s({0, 3}, 14)}, mm),
           cases::single("[3,2]ᵀ@[3,4]", {s({3, 2}, 15), s({3, 4}, 16)}, [](auto x) { return matmul(x[0], x[1], true, false); }),

@@ -91,6 +91,9 @@ struct OpCase {
   std::vector<Tensor> inputs;
   std::function<Tensor(std::span<const Tensor>)> fn;
   bool second_order = true;  // check derivatives of derivatives as well
+  double eps = 0;             // finite-difference step, when the default (1e-6) does not suit
+  double atol = 0;            // absolute tolerance, likewise
+  double identity_rtol = 0;   // JVP/VJP identity tolerance, when the path is not float64 throughout
 };
 
 }  // namespace chainrule

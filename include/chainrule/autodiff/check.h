@@ -1,0 +1,49 @@
+#pragma once
+// Derivative checks, as JAX's check_grads and PyTorch's gradcheck: reverse and forward mode
+// against central finite differences in float64, the JVP/VJP identity <v, J u> = <Jᵀ v, u>,
+// batched Jacobians (vmap) against unbatched ones, second order (every mode over every mode
+// of the first derivative), and float32 against float64.
+#include <functional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "chainrule/autodiff/primitive.h"
+#include "chainrule/tensor/tensor.h"
+
+namespace chainrule {
+
+struct CheckOptions {
+  double eps = 1e-6;       // finite-difference step
+  double atol = 1e-5;      // |ad - fd| <= atol + rtol |fd|
+  double rtol = 1e-3;
+  double identity_rtol = 1e-12;  // <v, J u> = <Jᵀ v, u>, relative to sum |v_i (J u)_i|
+  bool second_order = true;
+  bool float32 = true;     // float32 derivatives within 1e-4 * max(1, |g|) of float64
+  std::uint64_t seed = 0;  // for the random directions u, v
+};
+
+struct CheckReport {
+  bool pass = true;
+  double max_abs_error = 0;          // largest |ad - fd| over the first-order comparisons
+  std::vector<std::string> checks;   // names of the checks that ran
+  std::string failure;               // the first failure, with numbers
+};
+
+using CheckFn = std::function<Tensor(std::span<const Tensor>)>;
+
+// Checks the derivatives of fn at `inputs` (float64; non-float inputs are held fixed).
+CheckReport check_grads(const CheckFn& fn, const std::vector<Tensor>& inputs, const CheckOptions& opts = {});
+
+// Runs every test case of a primitive.
+struct PrimitiveReport {
+  std::string name;
+  int cases = 0;
+  double max_abs_error = 0;
+  std::vector<std::string> checks;
+  bool pass = true;
+  std::vector<std::string> failures;  // "case label: message"
+};
+PrimitiveReport check_primitive(const Primitive& p, const CheckOptions& opts = {});
+
+}  // namespace chainrule

@@ -1,0 +1,258 @@
+#include "chainrule/autodiff/check.h"
+
+#include <fmt/format.h>
+
+#include <cmath>
+
+#include "chainrule/autodiff/transforms.h"
+#include "chainrule/ops/ops.h"
+#include "chainrule/tensor/random.h"
+
+namespace chainrule {
+
+namespace {
+
+// fn with only the float inputs as arguments (the others held fixed).
+struct Split {
+  const CheckFn& fn;
+  std::vector<Tensor> all;
+  std::vector<std::size_t> diff;  // indices of the float inputs
+
+  std::vector<Tensor> diff_inputs() const {
+    std::vector<Tensor> d;
+    for (auto i : diff) d.push_back(all[i]);
+    return d;
+  }
+  Tensor operator()(const std::vector<Tensor>& ds) const {
+    std::vector<Tensor> xs = all;
+    for (std::size_t k = 0; k < diff.size(); ++k) xs[diff[k]] = ds[k];
+    return fn(xs);
+  }
+};
+
+std::vector<double> flat(const Tensor& t) { return cast(t.detach(), DType::f64).to_vector<double>(); }
+
+Tensor unit(const Tensor& like, std::int64_t j) {
+  std::vector<double> e(static_cast<std::size_t>(like.numel()), 0.0);
+  e[static_cast<std::size_t>(j)] = 1.0;
+  return tensor(e, like.shape(), like.dtype());
+}
+
+// Dense Jacobian [m, n_total] as rows of doubles.
+using Jac = std::vector<std::vector<double>>;
+
+Jac jacobian_fd(const Split& f, const std::vector<Tensor>& xs, std::int64_t m, double eps) {
+  std::int64_t n = 0;
+  for (const auto& x : xs) n += x.numel();
+  Jac J(static_cast<std::size_t>(m), std::vector<double>(static_cast<std::size_t>(n)));
+  std::int64_t col = 0;
+  for (std::size_t i = 0; i < xs.size(); ++i) {
+    for (std::int64_t j = 0; j < xs[i].numel(); ++j, ++col) {
+      std::vector<Tensor> plus = xs, minus = xs;
+      plus[i] = xs[i].contiguous_clone();
+      minus[i] = xs[i].contiguous_clone();
+      plus[i].mutable_data<double>()[j] += eps;
+      minus[i].mutable_data<double>()[j] -= eps;
+      auto yp = flat(f(plus)), ym = flat(f(minus));
+      for (std::int64_t k = 0; k < m; ++k)
+        J[static_cast<std::size_t>(k)][static_cast<std::size_t>(col)] = (yp[static_cast<std::size_t>(k)] - ym[static_cast<std::size_t>(k)]) / (2 * eps);
+    }
+  }
+  return J;
+}
+
+Jac jacobian_rev(const Split& f, const std::vector<Tensor>& xs, const Tensor& y) {
+  auto [out, pullback] = vjp([&](const std::vector<Tensor>& ds) { return f(ds); }, xs);
+  Jac J;
+  for (std::int64_t k = 0; k < y.numel(); ++k) {
+    auto g = pullback(unit(out, k));
+    std::vector<double> row;
+    for (const auto& gi : g) {
+      auto v = flat(gi);
+      row.insert(row.end(), v.begin(), v.end());
+    }
+    J.push_back(std::move(row));
+  }
+  return J;
+}
+
+Jac jacobian_fwd(const Split& f, const std::vector<Tensor>& xs, std::int64_t m) {
+  std::int64_t n = 0;
+  for (const auto& x : xs) n += x.numel();
+  Jac J(static_cast<std::size_t>(m), std::vector<double>(static_cast<std::size_t>(n)));
+  std::int64_t col = 0;
+  for (std::size_t i = 0; i < xs.size(); ++i) {
+    for (std::int64_t j = 0; j < xs[i].numel(); ++j, ++col) {
+      std::vector<Tensor> ts;
+      for (std::size_t q = 0; q < xs.size(); ++q) ts.push_back(q == i ? unit(xs[q], j) : zeros_like(xs[q]));
+      auto [y, y_t] = jvp([&](const std::vector<Tensor>& ds) { return f(ds); }, xs, ts);
+      auto v = flat(y_t);
+      for (std::int64_t k = 0; k < m; ++k) J[static_cast<std::size_t>(k)][static_cast<std::size_t>(col)] = v[static_cast<std::size_t>(k)];
+    }
+  }
+  return J;
+}
+
+// Batched Jacobians (vmap) of each input separately, concatenated along columns.
+Jac jacobian_batched(const Split& f, const std::vector<Tensor>& xs, std::int64_t m, bool forward) {
+  std::int64_t n = 0;
+  for (const auto& x : xs) n += x.numel();
+  Jac J(static_cast<std::size_t>(m), std::vector<double>(static_cast<std::size_t>(n)));
+  std::int64_t col0 = 0;
+  for (std::size_t i = 0; i < xs.size(); ++i) {
+    auto fi = [&](const Tensor& xi) {
+      std::vector<Tensor> ds = xs;
+      ds[i] = xi;
+      return f(ds);
+    };
+    Tensor Ji = forward ? jacfwd(fi)(xs[i]) : jacrev(fi)(xs[i]);
+    auto v = flat(Ji);
+    const std::int64_t ni = xs[i].numel();
+    for (std::int64_t k = 0; k < m; ++k)
+      for (std::int64_t j = 0; j < ni; ++j)
+        J[static_cast<std::size_t>(k)][static_cast<std::size_t>(col0 + j)] = v[static_cast<std::size_t>(k * ni + j)];
+    col0 += ni;
+  }
+  return J;
+}
+
+struct Compare {
+  CheckReport& r;
+  const CheckOptions& o;
+  bool record_error;
+  void operator()(const std::string& what, const Jac& ad, const Jac& ref, double atol, double rtol) {
+    r.checks.push_back(what);
+    for (std::size_t k = 0; k < ref.size(); ++k)
+      for (std::size_t j = 0; j < ref[k].size(); ++j) {
+        double a = ad[k][j], b = ref[k][j], d = std::abs(a - b);
+        if (record_error && std::isfinite(d)) r.max_abs_error = std::max(r.max_abs_error, d);
+        if (!(d <= atol + rtol * std::abs(b)) && r.pass) {
+          r.pass = false;
+          r.failure = fmt::format("{}: d out[{}] / d in[{}] = {:.10g}, expected {:.10g} (|diff| {:.3g})", what, k, j, a, b, d);
+        }
+      }
+  }
+};
+
+double dot(const std::vector<double>& a, const std::vector<double>& b, double* scale) {
+  double s = 0;
+  for (std::size_t i = 0; i < a.size(); ++i) s += a[i] * b[i], *scale += std::abs(a[i] * b[i]);
+  return s;
+}
+
+}  // namespace
+
+CheckReport check_grads(const CheckFn& fn, const std::vector<Tensor>& inputs, const CheckOptions& o) {
+  CheckReport r;
+  Split f{fn, inputs, {}};
+  for (std::size_t i = 0; i < inputs.size(); ++i)
+    if (inputs[i].dtype() == DType::f64) f.diff.push_back(i);
+    else if (inputs[i].dtype() == DType::f32)
+      throw DTypeError("check_grads: inputs must be float64 (float32 is checked against them)");
+  auto xs = f.diff_inputs();
+  Tensor y = f(xs);
+  const std::int64_t m = y.numel();
+  Compare cmp{r, o, true};
+
+  Jac fd = jacobian_fd(f, xs, m, o.eps);
+  Jac rev = jacobian_rev(f, xs, y);
+  cmp("reverse vs finite differences", rev, fd, o.atol, o.rtol);
+  Jac fwd = jacobian_fwd(f, xs, m);
+  cmp("forward vs finite differences", fwd, fd, o.atol, o.rtol);
+  cmp.record_error = false;
+  cmp("jacrev (batched) vs reverse", jacobian_batched(f, xs, m, false), rev, 1e-12, 1e-10);
+  cmp("jacfwd (batched) vs forward", jacobian_batched(f, xs, m, true), fwd, 1e-12, 1e-10);
+
+  // <v, J u> = <Jᵀ v, u> for random u, v.
+  Generator gen(o.seed + 7);
+  std::vector<Tensor> us;
+  for (const auto& x : xs) us.push_back(randn(x.shape(), gen, DType::f64));
+  Tensor v = randn(y.shape(), gen, DType::f64);
+  {
+    r.checks.push_back("jvp/vjp identity");
+    auto [y1, ju] = jvp([&](const std::vector<Tensor>& ds) { return f(ds); }, xs, us);
+    auto [y2, pullback] = vjp([&](const std::vector<Tensor>& ds) { return f(ds); }, xs);
+    auto jtv = pullback(v);
+    double scale = 0, lhs = dot(flat(v), flat(ju), &scale), rhs = 0;
+    for (std::size_t i = 0; i < xs.size(); ++i) rhs += dot(flat(jtv[i]), flat(us[i]), &scale);
+    if (!(std::abs(lhs - rhs) <= o.identity_rtol * scale + 1e-300) && r.pass) {
+      r.pass = false;
+      r.failure = fmt::format("jvp/vjp identity: <v, J u> = {:.17g} but <Jᵀ v, u> = {:.17g} (scale {:.3g})", lhs, rhs, scale);
+    }
+  }
+
+  if (o.second_order && !xs.empty() && m > 0) {
+    // h(x) = <v, J(x) u> in two ways (through the VJP and through the JVP); its gradient by
+    // reverse and forward mode is checked against finite differences of h.
+    auto h_rev = [&](const std::vector<Tensor>& ds) {
+      auto [yy, pb] = vjp([&](const std::vector<Tensor>& e) { return f(e); }, ds);
+      auto g = pb(v);
+      Tensor s = scalar_tensor(0.0, DType::f64);
+      for (std::size_t i = 0; i < g.size(); ++i) s = add(s, sum(mul(g[i], us[i])));
+      return s;
+    };
+    auto h_fwd = [&](const std::vector<Tensor>& ds) {
+      auto [yy, t] = jvp([&](const std::vector<Tensor>& e) { return f(e); }, ds, us);
+      return sum(mul(t, v));
+    };
+    CheckFn hr = [&](std::span<const Tensor> a) { return h_rev(std::vector<Tensor>(a.begin(), a.end())); };
+    CheckFn hf = [&](std::span<const Tensor> a) { return h_fwd(std::vector<Tensor>(a.begin(), a.end())); };
+    for (auto [name, h] : {std::pair{"second order, over the VJP", &hr}, std::pair{"second order, over the JVP", &hf}}) {
+      Split g{*h, xs, {}};
+      for (std::size_t i = 0; i < xs.size(); ++i) g.diff.push_back(i);
+      Jac gfd = jacobian_fd(g, xs, 1, o.eps);
+      cmp(std::string(name) + " (reverse)", jacobian_rev(g, xs, (*h)(xs)), gfd, o.atol * 10, o.rtol * 10);
+      cmp(std::string(name) + " (forward)", jacobian_fwd(g, xs, 1), gfd, o.atol * 10, o.rtol * 10);
+    }
+  }
+
+  if (o.float32 && m > 0) {
+    std::vector<Tensor> all32 = inputs;
+    for (auto i : f.diff) all32[i] = cast(inputs[i], DType::f32);
+    CheckFn f32 = [&](std::span<const Tensor> a) { return fn(a); };
+    Split s32{f32, all32, f.diff};
+    auto xs32 = s32.diff_inputs();
+    Jac rev32 = jacobian_rev(s32, xs32, s32(xs32));
+    r.checks.push_back("float32 vs float64");
+    for (std::size_t k = 0; k < rev.size(); ++k)
+      for (std::size_t j = 0; j < rev[k].size(); ++j) {
+        double d = std::abs(rev32[k][j] - rev[k][j]);
+        if (!(d <= 1e-4 * std::max(1.0, std::abs(rev[k][j]))) && r.pass) {
+          r.pass = false;
+          r.failure = fmt::format("float32 vs float64: d out[{}] / d in[{}] = {:.8g} in float32, {:.8g} in float64", k, j,
+                                  rev32[k][j], rev[k][j]);
+        }
+      }
+  }
+  return r;
+}
+
+PrimitiveReport check_primitive(const Primitive& p, const CheckOptions& opts) {
+  PrimitiveReport rep;
+  rep.name = std::string(p.name);
+  if (!p.cases) return rep;
+  for (const auto& c : p.cases()) {
+    ++rep.cases;
+    CheckOptions o = opts;
+    o.second_order = opts.second_order && c.second_order;
+    if (c.eps > 0) o.eps = c.eps;
+    if (c.atol > 0) o.atol = c.atol;
+    if (c.identity_rtol > 0) o.identity_rtol = c.identity_rtol;
+    try {
+      CheckReport r = check_grads(c.fn, c.inputs, o);
+      rep.max_abs_error = std::max(rep.max_abs_error, r.max_abs_error);
+      for (const auto& name : r.checks)
+        if (std::find(rep.checks.begin(), rep.checks.end(), name) == rep.checks.end()) rep.checks.push_back(name);
+      if (!r.pass) {
+        rep.pass = false;
+        rep.failures.push_back(c.label + ": " + r.failure);
+      }
+    } catch (const std::exception& e) {
+      rep.pass = false;
+      rep.failures.push_back(c.label + ": threw " + e.what());
+    }
+  }
+  return rep;
+}
+
+}  // namespace chainrule
