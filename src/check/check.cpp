@@ -203,6 +203,8 @@ CheckReport check_grads(const CheckFn& fn, const std::vector<Tensor>& inputs, co
       Jac gfd = jacobian_fd(g, xs, 1, o.eps);
       cmp(std::string(name) + " (reverse)", jacobian_rev(g, xs, (*h)(xs)), gfd, o.atol * 10, o.rtol * 10);
       cmp(std::string(name) + " (forward)", jacobian_fwd(g, xs, 1), gfd, o.atol * 10, o.rtol * 10);
+      cmp(std::string(name) + " (jacfwd, batched)", jacobian_batched(g, xs, 1, true), gfd, o.atol * 10, o.rtol * 10);
+      cmp(std::string(name) + " (jacrev, batched)", jacobian_batched(g, xs, 1, false), gfd, o.atol * 10, o.rtol * 10);
     }
   }
 

@@ -17,6 +17,16 @@ Tensor one_hot_like(const Tensor& labels, const Tensor& logits) {
 // d loss / d logits = softmax(logits) - onehot(labels), per row.
 Tensor ce_grad(const Ctx& c) { return sub(softmax(c.x[0], -1), one_hot_like(c.x[1], c.x[0])); }
 
+Axes trailing_axes(std::int64_t rank) {
+  Axes a;
+  for (std::int64_t i = -rank; i < 0; ++i) a.push_back(i);
+  return a;
+}
+std::int64_t trailing_count(const Ctx& c) {
+  const Shape& s = c.shape(0);
+  return s.slice(s.size() - static_cast<std::size_t>(c.p.rank)).numel();
+}
+
 using cases::Domain;
 
 }  // namespace
@@ -104,12 +114,16 @@ const Primitive mse_p{
       return o;
     },
     .jvp = [](int i, const Tensor& t, const Ctx& c) {
-      Tensor g = mean(mul(mul(sub(c.x[0], c.x[1]), scalar_tensor(2.0, t.dtype())), t));
+      Tensor prod = mul(mul(sub(c.x[0], c.x[1]), scalar_tensor(2.0, t.dtype())), t);
+      if (c.p.rank > 0) prod = sum(prod, trailing_axes(c.p.rank));
+      Tensor g = div(prod, scalar_tensor(static_cast<double>(trailing_count(c)), t.dtype()));
       return i == 0 ? g : neg(g);
     },
     .vjp = [](int i, const Tensor& ct, const Ctx& c) {
-      auto n = static_cast<double>(c.shape(0).numel());
-      Tensor g = mul(ct, mul(sub(c.x[0], c.x[1]), scalar_tensor(2.0 / n, ct.dtype())));
+      // The cotangent has the leading shape; give it unit trailing axes to broadcast.
+      Tensor ct_keep = reshape(ct, ct.shape() + Shape::filled(static_cast<std::size_t>(c.p.rank), 1));
+      auto n = static_cast<double>(trailing_count(c));
+      Tensor g = mul(ct_keep, mul(sub(c.x[0], c.x[1]), scalar_tensor(2.0 / n, ct.dtype())));
       return i == 0 ? g : neg(g);
     },
     .batching = Batching::Materialize,

@@ -53,6 +53,20 @@ Shape lead_of(const Shape& s, std::int64_t rank, std::string_view op) {
   return s.slice(0, s.size() - static_cast<std::size_t>(rank));
 }
 
+// The permutation of the trailing axes extended over `rank` axes (identity on the leading ones),
+// or its inverse.
+Axes full_perm(const Shape& trailing, std::int64_t rank, bool inverse) {
+  const auto lead = rank - static_cast<std::int64_t>(trailing.size());
+  Axes perm(static_cast<std::size_t>(rank));
+  for (std::int64_t i = 0; i < lead; ++i) perm[static_cast<std::size_t>(i)] = i;
+  for (std::size_t i = 0; i < trailing.size(); ++i) {
+    auto from = lead + static_cast<std::int64_t>(i), to = lead + trailing[i];
+    if (inverse) perm[static_cast<std::size_t>(to)] = from;
+    else perm[static_cast<std::size_t>(from)] = to;
+  }
+  return perm;
+}
+
 using cases::Domain;
 
 }  // namespace
@@ -60,7 +74,7 @@ using cases::Domain;
 const Primitive reshape_p{
     .name = "reshape",
     .forward = [](auto x, auto& p) { return view(x[0], lead_of(x[0].shape(), p.rank, "reshape") + p.shape); },
-    .jvp = [](int, const Tensor& t, const Ctx& c) { return reshape(t, c.p.shape); },
+    .jvp = [](int, const Tensor& t, const Ctx& c) { return reshape(t, c.out.shape()); },
     .vjp = [](int, const Tensor& ct, const Ctx& c) { return reshape(ct, c.shape(0)); },
     .batching = Batching::Leading,
     .saves = kSaveNone,
@@ -99,12 +113,8 @@ const Primitive permute_p{
       });
       return o;
     },
-    .jvp = [](int, const Tensor& t, const Ctx& c) { return permute(t, c.p.axes.vec()); },
-    .vjp = [](int, const Tensor& ct, const Ctx& c) {
-      Axes inv(c.p.axes.size());
-      for (std::size_t i = 0; i < inv.size(); ++i) inv[static_cast<std::size_t>(c.p.axes[i])] = static_cast<std::int64_t>(i);
-      return permute(ct, inv);
-    },
+    .jvp = [](int, const Tensor& t, const Ctx& c) { return permute(t, full_perm(c.p.axes, t.dim(), false)); },
+    .vjp = [](int, const Tensor& ct, const Ctx& c) { return permute(ct, full_perm(c.p.axes, ct.dim(), true)); },
     .batching = Batching::Leading,
     .saves = kSaveNone,
     .cases = [] {
@@ -143,7 +153,7 @@ const Primitive broadcast_to_p{
       });
       return o;
     },
-    .jvp = [](int, const Tensor& t, const Ctx& c) { return broadcast_to(t, c.p.shape); },
+    .jvp = [](int, const Tensor& t, const Ctx& c) { return broadcast_to(t, c.out.shape()); },
     .vjp = [](int, const Tensor& ct, const Ctx& c) { return sum_to(ct, c.shape(0)); },
     .batching = Batching::Leading,
     .saves = kSaveNone,

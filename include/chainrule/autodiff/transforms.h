@@ -68,7 +68,9 @@ decltype(auto) nth(const Args&... args) {
 template <class F, class... Args, std::size_t... I>
 auto call_tracked(const F& f, ReverseTrace& tr, const std::vector<int>& argnums, std::index_sequence<I...>, const Args&... args) {
   auto on = [&](std::size_t i) { return std::find(argnums.begin(), argnums.end(), static_cast<int>(i)) != argnums.end(); };
-  return f(tr.maybe_track(on(I), args)...);
+  // A braced list is evaluated left to right, so inputs are tracked in argument order.
+  std::tuple<std::decay_t<Args>...> tracked{tr.maybe_track(on(I), args)...};
+  return std::apply(f, tracked);
 }
 
 void check_scalar_output(const char* transform, const Tensor& out);

@@ -1,0 +1,122 @@
+#pragma once
+// Layers. Shapes follow PyTorch: inputs are [batch, features] (or [features] for one example),
+// Linear stores W as [out, in], so f = β + W h for each example h, computed as x Wᵀ + β on a batch
+// without transposing W (the transpose is folded into the GEMM).
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "chainrule/nn/module.h"
+#include "chainrule/tensor/random.h"
+
+namespace chainrule::nn {
+
+struct LinearOptions {
+  bool bias = true;
+  DType dtype = DType::f32;
+};
+
+// f = β + W h. Parameters "weight" [out, in] and "bias" [out]; initialised to zero (apply an
+// initialiser from nn/init.h, or use init_model).
+class Linear : public Module {
+ public:
+  Linear(std::int64_t in_features, std::int64_t out_features, LinearOptions opts = {});
+  Tensor forward(const Tensor& x) override;
+  std::string repr() const override;
+  std::int64_t in_features, out_features;
+  Tensor weight, bias;
+};
+
+class ReLU : public Module {
+ public:
+  Tensor forward(const Tensor& x) override;
+  std::string repr() const override { return "ReLU()"; }
+};
+
+// Children named "0", "1", ... applied in order.
+class Sequential : public Module {
+ public:
+  Sequential() = default;
+  explicit Sequential(std::vector<ModulePtr> layers);
+  void push_back(ModulePtr layer);
+  Tensor forward(const Tensor& x) override;
+  std::string repr() const override { return "Sequential"; }
+  std::size_t size() const { return layers_.size(); }
+  const ModulePtr& operator[](std::size_t i) const { return layers_[i]; }
+
+ private:
+  std::vector<ModulePtr> layers_;
+};
+
+// h + F(h) for any module F (child "fn").
+class Residual : public Module {
+ public:
+  explicit Residual(ModulePtr fn);
+  Tensor forward(const Tensor& x) override;
+  std::string repr() const override { return "Residual"; }
+  ModulePtr fn;
+};
+
+// Normalises each example over its last axis: (h - mean) / sqrt(var + eps), then "weight" ⊙ · +
+// "bias" (biased variance, as PyTorch).
+class LayerNorm : public Module {
+ public:
+  explicit LayerNorm(std::int64_t features, double eps = 1e-5, bool affine = true, DType dtype = DType::f32);
+  Tensor forward(const Tensor& x) override;
+  std::string repr() const override;
+  std::int64_t features;
+  double eps;
+  Tensor weight, bias;
+};
+
+// Batch normalisation over axis 0 of [batch, features]. In training mode it normalises with the
+// batch statistics and updates the buffers "running_mean" and "running_var" (unbiased variance,
+// momentum 0.1, as PyTorch); in eval mode it uses the buffers. Buffer updates are skipped inside
+// vmap, where no single batch statistic exists.
+class BatchNorm1d : public Module {
+ public:
+  explicit BatchNorm1d(std::int64_t features, double eps = 1e-5, double momentum = 0.1, bool affine = true,
+                       DType dtype = DType::f32);
+  Tensor forward(const Tensor& x) override;
+  std::string repr() const override;
+  std::int64_t features;
+  double eps, momentum;
+  Tensor weight, bias, running_mean, running_var, num_batches_tracked;
+};
+
+// Zeroes each element with probability p in training mode and scales the rest by 1/(1-p); the
+// identity in eval mode. The mask comes from the module's own counter-based generator, so runs
+// are reproducible and the generator's state can be checkpointed.
+class Dropout : public Module {
+ public:
+  explicit Dropout(double p = 0.5, std::uint64_t seed = 0);
+  Tensor forward(const Tensor& x) override;
+  std::string repr() const override;
+  double p;
+  Generator generator;
+};
+
+// Residual block layouts, as discussed in the text (a block usually begins and ends with a linear
+// layer; starting with a ReLU hides the negative part of its input, ending with one makes every
+// block output non-negative):
+//   lrl  = linear-relu-linear (default),   h + l2(relu(l1(h)))
+//   pre  = relu-linear-relu-linear,        h + l2(relu(l1(relu(h))))
+//   lrlr = linear-relu-linear-relu,        h + relu(l2(relu(l1(h))))
+// With a norm, it is applied first on the branch: h + F(norm(h)).
+enum class BlockLayout { LRL, Pre, LRLR };
+enum class BlockNorm { None, LayerNorm, BatchNorm };
+
+// Children "norm" (when present), "l1" and "l2", so parameters are named like "2.l1.weight".
+class ResidualBlock : public Module {
+ public:
+  ResidualBlock(std::int64_t width, BlockLayout layout = BlockLayout::LRL, BlockNorm norm = BlockNorm::None,
+                DType dtype = DType::f32);
+  Tensor forward(const Tensor& x) override;
+  std::string repr() const override;
+  BlockLayout layout;
+  ModulePtr norm;  // null when BlockNorm::None
+  std::shared_ptr<Linear> l1, l2;
+};
+
+}  // namespace chainrule::nn
