@@ -7,5 +7,6 @@ namespace chainrule::cli {
 // Registers the subcommand on `app`; its callback runs the command and sets `exit_code`.
 void add_check_command(CLI::App& app, int& exit_code);
 void add_train_commands(CLI::App& app, int& exit_code);  // train, eval, predict, grad
+void add_experiment_command(CLI::App& app, int& exit_code);
 
 }  // namespace chainrule::cli

@@ -13,6 +13,7 @@ int main(int argc, char** argv) {
   int exit_code = 0;
   chainrule::cli::add_check_command(app, exit_code);
   chainrule::cli::add_train_commands(app, exit_code);
+  chainrule::cli::add_experiment_command(app, exit_code);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
