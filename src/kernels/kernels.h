@@ -80,12 +80,16 @@ void for_each_row(const Shape& shape, const std::array<const Shape*, K>& strides
   }
 }
 
+// Below this many elements a loop runs on one thread: starting the team costs more than it saves.
+constexpr std::int64_t kParallelGrain = 1 << 15;
+
 template <class T, class R = T, class Op>
 Tensor map_unary(const Tensor& x, Op op) {
   Tensor o = empty(x.shape(), dtype_of<R>());
   const T* a = in<T>(x);
   R* d = out<R>(o);
   const std::int64_t n = x.numel();
+#pragma omp parallel for simd if (n >= kParallelGrain) schedule(static)
   for (std::int64_t i = 0; i < n; ++i) d[i] = op(a[i]);
   return o;
 }
@@ -101,6 +105,7 @@ Tensor map_binary(std::string_view name, const Tensor& x, const Tensor& y, Op op
   R* d = out<R>(o);
   if (x.shape() == y.shape()) {
     const std::int64_t n = o.numel();
+#pragma omp parallel for simd if (n >= kParallelGrain) schedule(static)
     for (std::int64_t i = 0; i < n; ++i) d[i] = op(a[i], b[i]);
     return o;
   }

@@ -304,7 +304,7 @@ template <class T> Tensor from_vector(const std::vector<T>& values, const Shape&
     bool* d = static_cast<bool*>(t.impl()->storage->data);
     for (std::size_t i = 0; i < values.size(); ++i) d[i] = values[i];
   } else {
-    std::memcpy(t.impl()->storage->data, values.data(), values.size() * sizeof(T));
+    if (!values.empty()) std::memcpy(t.impl()->storage->data, values.data(), values.size() * sizeof(T));
   }
   return t;
 }
