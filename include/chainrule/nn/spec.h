@@ -1,0 +1,40 @@
+#pragma once
+// Model specs, one syntax everywhere (train --model, eval, grad, checkpoint metadata):
+//   mlp:784-256-256-10            Sequential(Linear(784,256), ReLU, Linear(256,256), ReLU, Linear(256,10))
+//                                 parameters 0.weight, 0.bias, 2.weight, ..., 4.bias
+//   resmlp:784-256x8-10[:LAYOUT]  Sequential(Linear(784,256), ReLU, ResidualBlock × 8, Linear(256,10))
+//                                 block i at index 2+i ("2.l1.weight"), output Linear at 2+B
+// LAYOUT is lrl (default), pre or lrlr, optionally followed by +ln (LayerNorm) or +bn
+// (BatchNorm1d) on each branch, e.g. resmlp:784-256x4-10:pre+ln.
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "chainrule/nn/layers.h"
+
+namespace chainrule::nn {
+
+struct ModelSpec {
+  enum class Kind { MLP, ResMLP };
+  Kind kind = Kind::MLP;
+  std::vector<std::int64_t> sizes;  // mlp: every layer width, input first, output last
+  std::int64_t in = 0, width = 0, blocks = 0, out = 0;  // resmlp
+  BlockLayout layout = BlockLayout::LRL;
+  BlockNorm norm = BlockNorm::None;
+
+  // Throws ValueError naming the spec and what is wrong.
+  static ModelSpec parse(std::string_view spec);
+  std::string str() const;  // the canonical spelling (parse(s.str()) == s)
+  std::int64_t input_dim() const { return kind == Kind::MLP ? sizes.front() : in; }
+  std::int64_t output_dim() const { return kind == Kind::MLP ? sizes.back() : out; }
+};
+
+// A freshly built model (parameters zero; initialise with init_model).
+std::shared_ptr<Sequential> build_model(const ModelSpec& spec, DType dtype = DType::f32);
+inline std::shared_ptr<Sequential> build_model(std::string_view spec, DType dtype = DType::f32) {
+  return build_model(ModelSpec::parse(spec), dtype);
+}
+
+}  // namespace chainrule::nn

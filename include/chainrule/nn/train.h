@@ -1,0 +1,95 @@
+#pragma once
+// The training loop behind `chainrule train`: a model spec, an initialiser, an optimiser with a
+// schedule, a seeded loader, per-epoch validation, and checkpoints that make a resumed run end
+// with the same weights, bit for bit, as an uninterrupted one.
+//
+// A run directory holds model.safetensors (the weights, loadable by PyTorch), state.safetensors
+// (optimiser state, step, RNG state, the epoch's data order, partial-epoch sums and the run's
+// configuration, carrying the same chainrule.step) and metrics.jsonl (one JSON object per epoch).
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "chainrule/data/dataset.h"
+#include "chainrule/nn/layers.h"
+
+namespace chainrule::nn {
+
+struct TrainConfig {
+  std::string data = "fashion-mnist";
+  std::string model;            // empty: the recommended model for the data (recommended_model)
+  std::string init = "he";      // parse_init names
+  bool zero_residual = false;   // zero the last layer of each residual branch
+  std::string opt = "adamw";    // sgd, adam, adamw
+  double lr = 0;                // 0: the optimiser's recommended rate
+  double weight_decay = -1;     // < 0: the optimiser's default
+  double momentum = 0.9;        // sgd
+  std::string schedule = "cosine";  // cosine, step, constant
+  std::int64_t warmup = -1;     // linear warm-up steps; < 0: automatic (a fraction of an epoch)
+  double clip = 0;              // clip gradients to this global norm (0: off)
+  std::int64_t batch = 128;
+  std::int64_t epochs = 10;
+  std::uint64_t seed = 0;
+  bool drop_last = false;
+  bool augment = true;          // random flips and ±2 pixel shifts of image data (no effect otherwise)
+  DType dtype = DType::f32;
+
+  std::string json() const;  // the configuration as one JSON object (stored in state.safetensors)
+  static TrainConfig from_json(const std::string& json);
+};
+
+// The recommended model for a data set with `features` inputs and `classes` outputs.
+std::string recommended_model(const std::string& data, std::int64_t features, std::int64_t classes);
+
+struct EpochMetrics {
+  std::int64_t epoch = 0;  // 1-based
+  std::int64_t step = 0;   // optimiser steps so far
+  double lr = 0;           // at the end of the epoch
+  double train_loss = 0;   // sample-weighted mean over the epoch
+  double train_accuracy = 0;
+  double val_loss = 0, val_accuracy = 0;
+  double seconds = 0;            // wall time of the epoch (training only)
+  double samples_per_second = 0;
+  std::string json() const;
+};
+
+struct Evaluation {
+  double loss = 0, accuracy = 0;  // accuracy is NaN for regression
+  std::int64_t count = 0;
+};
+// Mean loss and accuracy of the model (in eval mode, no graph) over a data set, in chunks.
+Evaluation evaluate(Module& model, const data::Dataset& data, std::int64_t chunk = 1000);
+
+struct RunOptions {
+  std::string out_dir;                // must be set; created if missing
+  std::int64_t checkpoint_every = 0;  // also checkpoint every N steps (0: at epoch ends only)
+  std::int64_t stop_after = -1;       // stop (checkpointed) after this many steps in total
+  bool resume = false;                // continue from out_dir's checkpoint pair
+  std::function<void(const EpochMetrics&)> on_epoch;
+  // After every step: step in epoch (1-based), steps per epoch, running loss and accuracy, samples/s.
+  std::function<void(std::int64_t, std::int64_t, double, double, double)> on_batch;
+};
+
+struct TrainResult {
+  TrainConfig config;
+  std::string model_spec;
+  std::vector<EpochMetrics> epochs;  // every epoch of the run, also those before a resume
+  bool finished = false;             // false when stopped by stop_after
+  std::int64_t steps = 0;
+  Evaluation test;                   // when finished
+  double train_loss = 0;             // of the last epoch
+  double seconds = 0;                // this process's training and evaluation time
+  std::shared_ptr<Sequential> model;
+};
+
+// Trains on splits.train, validates on splits.val after every epoch and tests on splits.test at
+// the end. With opts.resume the configuration comes from the run directory's state file.
+TrainResult train(TrainConfig config, const data::Splits& splits, const RunOptions& opts);
+
+// Reads the configuration stored in DIR/state.safetensors.
+TrainConfig read_run_config(const std::string& dir);
+
+}  // namespace chainrule::nn

@@ -1,0 +1,163 @@
+#include "chainrule/nn/layers.h"
+
+#include <fmt/format.h>
+
+#include "chainrule/autodiff/frame.h"
+#include "chainrule/ops/ops.h"
+#include "nn/detail.h"
+
+namespace chainrule::nn {
+
+// ---- Linear --------------------------------------------------------------------------------
+
+Linear::Linear(std::int64_t in, std::int64_t out, LinearOptions opts) : in_features(in), out_features(out) {
+  if (in <= 0 || out <= 0) throw ValueError(fmt::format("Linear: sizes must be positive, got in={} out={}", in, out));
+  register_parameter("weight", weight, zeros({out, in}, opts.dtype));
+  if (opts.bias) register_parameter("bias", bias, zeros({out}, opts.dtype));
+}
+
+// f = β + W h for every row h of x: x Wᵀ + β, with Wᵀ folded into the GEMM.
+Tensor Linear::forward(const Tensor& x) {
+  if (x.dim() < 1 || x.shape().back() != in_features)
+    throw ShapeError(fmt::format("Linear({}, {}): input of shape {} needs a last axis of {}", in_features, out_features,
+                                 x.shape().str(), in_features));
+  Tensor f = matmul(x, weight, false, true);
+  return bias.defined() ? add(f, bias) : f;
+}
+
+std::string Linear::repr() const {
+  return fmt::format("Linear(in_features={}, out_features={}, bias={})", in_features, out_features, bias.defined());
+}
+
+// ---- ReLU, Sequential, Residual -------------------------------------------------------------
+
+Tensor ReLU::forward(const Tensor& x) { return relu(x); }
+
+Sequential::Sequential(std::vector<ModulePtr> layers) {
+  for (auto& l : layers) push_back(std::move(l));
+}
+void Sequential::push_back(ModulePtr layer) {
+  register_module(std::to_string(layers_.size()), layer);
+  layers_.push_back(std::move(layer));
+}
+Tensor Sequential::forward(const Tensor& x) {
+  Tensor h = x;
+  for (auto& l : layers_) h = l->forward(h);
+  return h;
+}
+
+Residual::Residual(ModulePtr f) : fn(register_module("fn", std::move(f))) {}
+Tensor Residual::forward(const Tensor& x) { return add(x, fn->forward(x)); }
+
+// ---- LayerNorm -----------------------------------------------------------------------------
+
+LayerNorm::LayerNorm(std::int64_t n, double e, bool affine, DType dtype) : features(n), eps(e) {
+  if (n <= 0) throw ValueError(fmt::format("LayerNorm: features must be positive, got {}", n));
+  if (affine) {
+    register_parameter("weight", weight, ones({n}, dtype));
+    register_parameter("bias", bias, zeros({n}, dtype));
+  }
+}
+
+Tensor LayerNorm::forward(const Tensor& x) {
+  if (x.dim() < 1 || x.shape().back() != features)
+    throw ShapeError(fmt::format("LayerNorm({}): input of shape {} needs a last axis of {}", features, x.shape().str(), features));
+  Tensor d = sub(x, mean(x, {-1}, true));
+  Tensor var = mean(square(d), {-1}, true);
+  Tensor y = div(d, sqrt(add(var, scalar_tensor(eps, x.dtype()))));
+  return weight.defined() ? add(mul(y, weight), bias) : y;
+}
+
+std::string LayerNorm::repr() const { return fmt::format("LayerNorm({}, eps={}, affine={})", features, eps, weight.defined()); }
+
+// ---- BatchNorm1d ---------------------------------------------------------------------------
+
+BatchNorm1d::BatchNorm1d(std::int64_t n, double e, double m, bool affine, DType dtype) : features(n), eps(e), momentum(m) {
+  if (n <= 0) throw ValueError(fmt::format("BatchNorm1d: features must be positive, got {}", n));
+  if (affine) {
+    register_parameter("weight", weight, ones({n}, dtype));
+    register_parameter("bias", bias, zeros({n}, dtype));
+  }
+  register_buffer("running_mean", running_mean, zeros({n}, dtype));
+  register_buffer("running_var", running_var, ones({n}, dtype));
+  register_buffer("num_batches_tracked", num_batches_tracked, zeros({}, DType::i64));
+}
+
+namespace {
+bool is_batched(const Tensor& t) {
+  for (const TensorImpl* c = t.impl(); c && c->frame; c = c->primal.impl())
+    if (c->frame->kind == TraceKind::Batch) return true;
+  return false;
+}
+}  // namespace
+
+Tensor BatchNorm1d::forward(const Tensor& x) {
+  if (x.dim() != 2 || x.shape()[1] != features)
+    throw ShapeError(fmt::format("BatchNorm1d({}): input of shape {} must be [batch, {}]", features, x.shape().str(), features));
+  Tensor y;
+  if (is_training()) {
+    const std::int64_t n = x.shape()[0];
+    if (n < 2) throw ValueError(fmt::format("BatchNorm1d({}): training needs more than one example per batch, got {}", features, n));
+    Tensor mu = mean(x, {0});
+    Tensor d = sub(x, mu);
+    Tensor var = mean(square(d), {0});
+    y = div(d, sqrt(add(var, scalar_tensor(eps, x.dtype()))));
+    if (!is_batched(mu) && running_mean.dtype() == x.dtype()) {
+      NoGradGuard ng;
+      Tensor mu_c = mu.detach(), var_c = var.detach();
+      running_mean.mul_(1 - momentum).add_(mu_c, momentum);
+      // Running variance is the unbiased estimate, as in PyTorch.
+      running_var.mul_(1 - momentum).add_(var_c, momentum * static_cast<double>(n) / static_cast<double>(n - 1));
+      num_batches_tracked.mutable_data<std::int64_t>()[0] += 1;
+    }
+  } else {
+    y = div(sub(x, running_mean), sqrt(add(running_var, scalar_tensor(eps, x.dtype()))));
+  }
+  return weight.defined() ? add(mul(y, weight), bias) : y;
+}
+
+std::string BatchNorm1d::repr() const {
+  return fmt::format("BatchNorm1d({}, eps={}, momentum={}, affine={})", features, eps, momentum, weight.defined());
+}
+
+// ---- Dropout -------------------------------------------------------------------------------
+
+Dropout::Dropout(double prob, std::uint64_t seed) : p(prob), generator(seed) {
+  if (!(p >= 0 && p <= 1)) throw ValueError(fmt::format("Dropout: p must be in [0, 1], got {}", p));
+}
+
+Tensor Dropout::forward(const Tensor& x) {
+  if (!is_training() || p == 0) return x;
+  if (p == 1) return mul(x, zeros_like(x.detach()));
+  Tensor u = rand(x.shape(), generator, x.dtype());
+  Tensor keep = cast(greater_equal(u, scalar_tensor(p, x.dtype())), x.dtype());
+  return mul(x, mul(keep, scalar_tensor(1.0 / (1.0 - p), x.dtype())));
+}
+
+std::string Dropout::repr() const { return fmt::format("Dropout(p={})", p); }
+
+// ---- ResidualBlock -------------------------------------------------------------------------
+
+ResidualBlock::ResidualBlock(std::int64_t width, BlockLayout lay, BlockNorm nrm, DType dtype) : layout(lay) {
+  if (nrm == BlockNorm::LayerNorm) norm = register_module("norm", std::make_shared<LayerNorm>(width, 1e-5, true, dtype));
+  if (nrm == BlockNorm::BatchNorm) norm = register_module("norm", std::make_shared<BatchNorm1d>(width, 1e-5, 0.1, true, dtype));
+  l1 = register_module("l1", std::make_shared<Linear>(width, width, LinearOptions{.dtype = dtype}));
+  l2 = register_module("l2", std::make_shared<Linear>(width, width, LinearOptions{.dtype = dtype}));
+}
+
+Tensor ResidualBlock::forward(const Tensor& h) {
+  Tensor b = norm ? norm->forward(h) : h;
+  switch (layout) {
+    case BlockLayout::LRL: b = l2->forward(relu(l1->forward(b))); break;
+    case BlockLayout::Pre: b = l2->forward(relu(l1->forward(relu(b)))); break;
+    case BlockLayout::LRLR: b = relu(l2->forward(relu(l1->forward(b)))); break;
+  }
+  return add(h, b);
+}
+
+std::string ResidualBlock::repr() const {
+  static const char* names[] = {"lrl", "pre", "lrlr"};
+  return fmt::format("ResidualBlock(width={}, layout={})", l1->in_features, names[static_cast<int>(layout)]);
+}
+
+}  // namespace chainrule::nn

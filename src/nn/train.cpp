@@ -1,0 +1,415 @@
+#include "chainrule/nn/train.h"
+
+#include <fmt/format.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <limits>
+#include <nlohmann/json.hpp>
+
+#include "chainrule/autodiff/frame.h"
+#include "chainrule/data/loader.h"
+#include "chainrule/io/atomic_file.h"
+#include "chainrule/nn/checkpoint.h"
+#include "chainrule/nn/init.h"
+#include "chainrule/nn/loss.h"
+#include "chainrule/nn/spec.h"
+#include "chainrule/optim/optimizer.h"
+#include "chainrule/optim/schedule.h"
+
+namespace chainrule::nn {
+
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+
+// ---- configuration -------------------------------------------------------------------------
+
+std::string TrainConfig::json() const {
+  nlohmann::json j = {{"data", data},     {"model", model},       {"init", init},         {"zero_residual", zero_residual},
+                      {"opt", opt},       {"lr", lr},             {"weight_decay", weight_decay},
+                      {"momentum", momentum}, {"schedule", schedule}, {"warmup", warmup}, {"clip", clip},
+                      {"batch", batch},   {"epochs", epochs},     {"seed", seed},         {"drop_last", drop_last}, {"augment", augment},
+                      {"dtype", std::string(dtype_name(dtype))}};
+  return j.dump();
+}
+
+TrainConfig TrainConfig::from_json(const std::string& text) {
+  TrainConfig c;
+  try {
+    auto j = nlohmann::json::parse(text);
+    c.data = j.at("data"), c.model = j.at("model"), c.init = j.at("init"), c.zero_residual = j.at("zero_residual");
+    c.opt = j.at("opt"), c.lr = j.at("lr"), c.weight_decay = j.at("weight_decay"), c.momentum = j.at("momentum");
+    c.schedule = j.at("schedule"), c.warmup = j.at("warmup"), c.clip = j.at("clip");
+    c.batch = j.at("batch"), c.epochs = j.at("epochs"), c.seed = j.at("seed"), c.drop_last = j.at("drop_last");
+    c.augment = j.at("augment");
+    c.dtype = j.at("dtype").get<std::string>() == "float64" ? DType::f64 : DType::f32;
+  } catch (const nlohmann::json::exception& e) {
+    throw IOError(fmt::format("run configuration: {}", e.what()));
+  }
+  return c;
+}
+
+std::string recommended_model(const std::string& data, std::int64_t features, std::int64_t classes) {
+  if (data.starts_with("fashion-mnist")) return fmt::format("resmlp:{}-512x2-{}", features, classes);
+  if (data == "spirals") return fmt::format("resmlp:{}-64x2-{}", features, classes);
+  return fmt::format("mlp:{}-64-64-{}", features, classes);
+}
+
+std::string EpochMetrics::json() const {
+  nlohmann::json j = {{"epoch", epoch},
+                      {"step", step},
+                      {"lr", lr},
+                      {"train_loss", train_loss},
+                      {"train_accuracy", std::isnan(train_accuracy) ? nlohmann::json() : nlohmann::json(train_accuracy)},
+                      {"val_loss", val_loss},
+                      {"val_accuracy", std::isnan(val_accuracy) ? nlohmann::json() : nlohmann::json(val_accuracy)},
+                      {"seconds", seconds},
+                      {"samples_per_second", samples_per_second}};
+  return j.dump();
+}
+
+namespace {
+
+double num(const nlohmann::json& j) { return j.is_number() ? j.get<double>() : std::numeric_limits<double>::quiet_NaN(); }
+
+EpochMetrics metrics_from_json(const nlohmann::json& j) {
+  EpochMetrics m;
+  m.epoch = j.at("epoch"), m.step = j.at("step"), m.lr = num(j.at("lr"));
+  m.train_loss = num(j.at("train_loss")), m.train_accuracy = num(j.at("train_accuracy"));
+  m.val_loss = num(j.at("val_loss")), m.val_accuracy = num(j.at("val_accuracy"));
+  if (j.contains("seconds")) m.seconds = num(j["seconds"]);
+  if (j.contains("samples_per_second")) m.samples_per_second = num(j["samples_per_second"]);
+  return m;
+}
+
+// The deterministic part of the metrics (no timings), kept in the state file.
+nlohmann::json metrics_history(const std::vector<EpochMetrics>& ms) {
+  auto a = nlohmann::json::array();
+  for (auto m : ms) {
+    auto j = nlohmann::json::parse(m.json());
+    j.erase("seconds");
+    j.erase("samples_per_second");
+    a.push_back(j);
+  }
+  return a;
+}
+
+// ---- evaluation ----------------------------------------------------------------------------
+
+struct Counts {
+  double loss_sum = 0;
+  std::int64_t correct = 0;
+};
+
+std::int64_t count_correct(const Tensor& logits, const Tensor& labels) {
+  const std::int64_t n = logits.shape()[0], c = logits.shape()[1];
+  const auto* y = labels.data<std::int64_t>();
+  std::int64_t correct = 0;
+  auto count = [&](const auto* z) {
+    for (std::int64_t i = 0; i < n; ++i) {
+      std::int64_t best = 0;
+      for (std::int64_t j = 1; j < c; ++j)
+        if (z[i * c + j] > z[i * c + best]) best = j;
+      correct += best == y[i];
+    }
+  };
+  if (logits.dtype() == DType::f32) count(logits.data<float>());
+  else count(logits.data<double>());
+  return correct;
+}
+
+Tensor loss_of(const Tensor& out, const Tensor& y, bool classify, Reduction r = Reduction::Mean) {
+  return classify ? cross_entropy(out, y, r) : mse_loss(out, y, r);
+}
+
+}  // namespace
+
+Evaluation evaluate(Module& model, const data::Dataset& d, std::int64_t chunk) {
+  const bool was_training = model.is_training();
+  model.eval();
+  NoGradGuard ng;
+  const bool classify = d.num_classes > 0;
+  double loss_sum = 0;
+  std::int64_t correct = 0;
+  for (std::int64_t start = 0; start < d.size(); start += chunk) {
+    data::Dataset part = d.slice(start, std::min(d.size(), start + chunk));
+    Tensor out = model.forward(part.x);
+    loss_sum += loss_of(out, part.y, classify, Reduction::Sum).item();
+    if (classify) correct += count_correct(out, part.y);
+  }
+  model.train(was_training);
+  Evaluation e;
+  e.count = d.size();
+  const double n = static_cast<double>(std::max<std::int64_t>(d.size(), 1));
+  e.loss = loss_sum / (classify ? n : n * static_cast<double>(d.y.numel() / std::max<std::int64_t>(d.size(), 1)));
+  e.accuracy = classify ? static_cast<double>(correct) / n : std::numeric_limits<double>::quiet_NaN();
+  return e;
+}
+
+// ---- checkpoints of a run ------------------------------------------------------------------
+
+namespace {
+
+constexpr const char* kConfigKey = "chainrule.config";
+constexpr const char* kMetricsKey = "chainrule.metrics";
+
+std::string model_path(const std::string& dir) { return (fs::path(dir) / "model.safetensors").string(); }
+std::string state_path(const std::string& dir) { return (fs::path(dir) / "state.safetensors").string(); }
+std::string metrics_path(const std::string& dir) { return (fs::path(dir) / "metrics.jsonl").string(); }
+
+Tensor u64_pair(std::uint64_t a, std::uint64_t b) {
+  Tensor t = empty({2}, DType::i64);
+  auto* p = t.mutable_data<std::int64_t>();
+  std::memcpy(&p[0], &a, 8);
+  std::memcpy(&p[1], &b, 8);
+  return t;
+}
+std::pair<std::uint64_t, std::uint64_t> read_u64_pair(const Tensor& t) {
+  std::uint64_t a, b;
+  const auto* p = t.data<std::int64_t>();
+  std::memcpy(&a, &p[0], 8);
+  std::memcpy(&b, &p[1], 8);
+  return {a, b};
+}
+
+std::int64_t step_of(const TensorFile& f, const std::string& path) {
+  auto it = f.metadata.find(kStepKey);
+  if (it == f.metadata.end()) throw IOError(fmt::format("{}: no \"{}\" metadata", path, kStepKey));
+  try {
+    return std::stoll(it->second);
+  } catch (const std::exception&) {
+    throw IOError(fmt::format("{}: metadata {} = '{}' is not an integer", path, kStepKey, it->second));
+  }
+}
+
+void write_metrics_file(const std::string& dir, const std::vector<EpochMetrics>& ms) {
+  std::string text;
+  for (const auto& m : ms) text += m.json() + "\n";
+  io::write_file_atomic(metrics_path(dir), std::as_bytes(std::span(text.data(), text.size())));
+}
+
+std::vector<EpochMetrics> read_metrics_file(const std::string& dir) {
+  std::vector<EpochMetrics> out;
+  std::ifstream in(metrics_path(dir));
+  std::string line;
+  while (std::getline(in, line)) {
+    try {
+      out.push_back(metrics_from_json(nlohmann::json::parse(line)));
+    } catch (const std::exception&) {
+      break;  // a damaged line: the state file's copy is used from here on
+    }
+  }
+  return out;
+}
+
+std::unique_ptr<optim::Optimizer> make_optimizer(const TrainConfig& c, const NamedTensors& params) {
+  if (c.opt == "sgd") {
+    return std::make_unique<optim::SGD>(params, optim::SGDOptions{.lr = c.lr,
+                                                                  .momentum = c.momentum,
+                                                                  .weight_decay = c.weight_decay,
+                                                                  .nesterov = c.momentum > 0});
+  }
+  if (c.opt == "adam") return std::make_unique<optim::Adam>(params, optim::AdamOptions{.lr = c.lr, .weight_decay = c.weight_decay});
+  if (c.opt == "adamw") {
+    optim::AdamWOptions o;
+    o.lr = c.lr, o.weight_decay = c.weight_decay;
+    return std::make_unique<optim::AdamW>(params, o);
+  }
+  throw ValueError(fmt::format("unknown optimiser '{}' (sgd, adam, adamw)", c.opt));
+}
+
+void fill_defaults(TrainConfig& c, const data::Splits& s) {
+  const std::int64_t outputs = s.train.num_classes > 0 ? s.train.num_classes : s.train.y.shape()[1];
+  if (c.model.empty()) c.model = recommended_model(c.data, s.train.features(), outputs);
+  c.model = ModelSpec::parse(c.model).str();
+  if (c.opt != "sgd" && c.opt != "adam" && c.opt != "adamw") throw ValueError(fmt::format("unknown optimiser '{}' (sgd, adam, adamw)", c.opt));
+  if (c.lr <= 0) c.lr = c.opt == "sgd" ? 0.05 : 1e-3;
+  if (c.weight_decay < 0) c.weight_decay = c.opt == "sgd" ? 5e-4 : c.opt == "adamw" ? 0.05 : 0.0;
+  if (c.batch <= 0) throw ValueError(fmt::format("--batch must be positive, got {}", c.batch));
+  if (c.epochs <= 0) throw ValueError(fmt::format("--epochs must be positive, got {}", c.epochs));
+  if (c.schedule != "cosine" && c.schedule != "step" && c.schedule != "constant")
+    throw ValueError(fmt::format("unknown schedule '{}' (cosine, step, constant)", c.schedule));
+  parse_init(c.init);
+}
+
+optim::SchedulePtr make_schedule(const TrainConfig& c, std::int64_t steps_per_epoch) {
+  const std::int64_t total = c.epochs * steps_per_epoch;
+  const std::int64_t warmup = c.warmup >= 0 ? c.warmup : std::min<std::int64_t>(steps_per_epoch / 4, total / 10);
+  optim::SchedulePtr after;
+  if (c.schedule == "cosine") after = std::make_shared<optim::CosineLR>(std::max<std::int64_t>(total - warmup, 1));
+  else if (c.schedule == "step") after = std::make_shared<optim::StepLR>(std::max<std::int64_t>(total / 3, 1), 0.1);
+  else after = std::make_shared<optim::ConstantLR>();
+  return std::make_shared<optim::WarmupLR>(warmup, after);
+}
+
+}  // namespace
+
+TrainConfig read_run_config(const std::string& dir) {
+  const std::string path = state_path(dir);
+  TensorFile st = load_tensors(path);
+  auto it = st.metadata.find(kConfigKey);
+  if (it == st.metadata.end()) throw IOError(fmt::format("{}: no \"{}\" metadata; not a chainrule run state", path, kConfigKey));
+  return TrainConfig::from_json(it->second);
+}
+
+// ---- the loop ------------------------------------------------------------------------------
+
+TrainResult train(TrainConfig config, const data::Splits& splits, const RunOptions& opts) {
+  using clock = std::chrono::steady_clock;
+  const auto t_start = clock::now();
+  if (opts.out_dir.empty()) throw ValueError("train: no output directory");
+  if (opts.resume) config = read_run_config(opts.out_dir);
+  fill_defaults(config, splits);
+  const ModelSpec spec = ModelSpec::parse(config.model);
+  const bool classify = splits.train.num_classes > 0;
+  const std::int64_t outputs = classify ? splits.train.num_classes : splits.train.y.shape()[1];
+  if (spec.input_dim() != splits.train.features() || spec.output_dim() != outputs)
+    throw ValueError(fmt::format("model {} maps {} inputs to {} outputs, but data set {} has {} features and {} {}", spec.str(),
+                                 spec.input_dim(), spec.output_dim(), config.data, splits.train.features(), outputs,
+                                 classify ? "classes" : "targets"));
+  const data::Dataset train_set = splits.train.to(config.dtype), val_set = splits.val.to(config.dtype), test_set = splits.test.to(config.dtype);
+
+  TrainResult result;
+  result.model_spec = spec.str();
+  auto model = build_model(spec, config.dtype);
+  Generator init_gen(config.seed);
+  init_model(*model, init_gen, {.scheme = parse_init(config.init), .zero_residual = config.zero_residual});
+  auto params = model->named_parameters();
+  std::vector<Tensor> param_list = model->parameters();
+  auto opt = make_optimizer(config, params);
+  data::DataLoader loader(train_set, {.batch_size = config.batch, .shuffle = true, .drop_last = config.drop_last, .seed = config.seed, .augment = config.augment});
+  const std::int64_t bpe = loader.batches_per_epoch();
+  if (bpe == 0) throw ValueError(fmt::format("train: {} examples make no batch of {} with drop_last", train_set.size(), config.batch));
+  auto schedule = make_schedule(config, bpe);
+  const std::int64_t total_steps = config.epochs * bpe;
+
+  std::int64_t step = 0;
+  double loss_sum = 0, correct = 0, seen = 0;  // over the current epoch
+  std::vector<EpochMetrics> history;
+  std::vector<std::int64_t> order;
+
+  fs::create_directories(opts.out_dir);
+  if (opts.resume) {
+    TensorFile st = load_tensors(state_path(opts.out_dir));
+    TensorFile mf = load_tensors(model_path(opts.out_dir));
+    const std::int64_t s_step = step_of(st, state_path(opts.out_dir)), m_step = step_of(mf, model_path(opts.out_dir));
+    if (s_step != m_step)
+      throw IOError(fmt::format("{}: model.safetensors is at step {} but state.safetensors at step {}; the checkpoint pair does not "
+                                "match (a write was interrupted?), refusing to resume",
+                                opts.out_dir, m_step, s_step));
+    if (auto it = mf.metadata.find(kModelKey); it == mf.metadata.end() || it->second != spec.str())
+      throw IOError(fmt::format("{}: model.safetensors holds model '{}', the run state says '{}'", opts.out_dir,
+                                it == mf.metadata.end() ? "" : it->second, spec.str()));
+    model->load_state_dict(mf.tensors, true);
+    std::map<std::string, Tensor> ostate;
+    for (auto& [n, t] : st.tensors)
+      if (n.starts_with("optim.")) ostate.emplace(n.substr(6), t);
+    opt->load_state(ostate);
+    if (opt->steps() != s_step)
+      throw IOError(fmt::format("{}: optimiser state is at step {}, the checkpoint at {}", state_path(opts.out_dir), opt->steps(), s_step));
+    step = s_step;
+    auto sums = st.tensors.at("train.sums").to_vector<double>();
+    loss_sum = sums.at(0), correct = sums.at(1), seen = sums.at(2);
+    for (auto& [name, m] : model->named_modules())
+      if (auto* d = dynamic_cast<Dropout*>(m)) {
+        auto [seed, counter] = read_u64_pair(st.tensors.at("rng.dropout." + name));
+        d->generator.set_state(seed, counter);
+      }
+    // Metrics: the file's lines (with timings) where present, else the state's copy.
+    auto saved = nlohmann::json::parse(st.metadata.at(kMetricsKey));
+    auto on_disk = read_metrics_file(opts.out_dir);
+    for (std::size_t i = 0; i < saved.size(); ++i)
+      history.push_back(i < on_disk.size() && on_disk[i].epoch == static_cast<std::int64_t>(i + 1) ? on_disk[i] : metrics_from_json(saved[i]));
+    if (step % bpe != 0 || step == total_steps) {
+      order = st.tensors.at("data.order").to_vector<std::int64_t>();
+      if (order != loader.order(step / bpe - (step % bpe == 0 ? 1 : 0)))
+        throw IOError(fmt::format("{}: the saved data order differs from the loader's; the data set changed?", state_path(opts.out_dir)));
+    }
+  }
+
+  auto save_checkpoint = [&] {
+    NamedTensors st;
+    for (auto& [n, t] : opt->state()) st.emplace_back("optim." + n, t);
+    st.emplace_back("data.order", from_vector(order, {static_cast<std::int64_t>(order.size())}));
+    st.emplace_back("train.sums", tensor({loss_sum, correct, seen}, {3}, DType::f64));
+    st.emplace_back("rng.init", u64_pair(init_gen.seed(), init_gen.counter()));
+    for (auto& [name, m] : model->named_modules())
+      if (auto* d = dynamic_cast<Dropout*>(m)) st.emplace_back("rng.dropout." + name, u64_pair(d->generator.seed(), d->generator.counter()));
+    // The state first, then the model: a crash in between leaves a pair that resume refuses.
+    save_tensors(state_path(opts.out_dir), st,
+                 {{kModelKey, spec.str()}, {kStepKey, std::to_string(step)}, {kConfigKey, config.json()},
+                  {kMetricsKey, metrics_history(history).dump()}});
+    save_model(model_path(opts.out_dir), *model, spec.str(), step);
+  };
+
+  model->train();
+  double train_seconds = 0;
+  for (std::int64_t epoch = step / bpe; epoch < config.epochs; ++epoch) {
+    const std::int64_t first = step - epoch * bpe;
+    if (first == 0) {
+      order = loader.order(epoch);
+      loss_sum = correct = seen = 0;
+    }
+    const auto t_epoch = clock::now();
+    double epoch_samples = 0;
+    for (std::int64_t b = first; b < bpe; ++b) {
+      opt->set_lr(config.lr * schedule->factor(step));
+      data::Batch batch = loader.batch(order, b, epoch);
+      Tensor out = model->forward(batch.x);
+      Tensor loss = loss_of(out, batch.y, classify);
+      opt->zero_grad();
+      loss.backward();
+      if (config.clip > 0) optim::clip_grad_norm_(param_list, config.clip);
+      opt->step();
+      ++step;
+      const double n = static_cast<double>(batch.size());
+      loss_sum += loss.item() * n;
+      if (classify) correct += static_cast<double>(count_correct(out, batch.y));
+      seen += n;
+      epoch_samples += n;
+      if (!std::isfinite(loss.item()))
+        throw ValueError(fmt::format("train: the loss became {} at step {} (learning rate {} too high?)", loss.item(), step, opt->lr()));
+      if (opts.on_batch) {
+        double secs = std::chrono::duration<double>(clock::now() - t_epoch).count();
+        opts.on_batch(b + 1, bpe, loss_sum / seen, classify ? correct / seen : std::numeric_limits<double>::quiet_NaN(),
+                      secs > 0 ? epoch_samples / secs : 0);
+      }
+      const bool stopping = opts.stop_after >= 0 && step >= opts.stop_after && step < total_steps;
+      if (b + 1 < bpe && ((opts.checkpoint_every > 0 && step % opts.checkpoint_every == 0) || stopping)) save_checkpoint();
+      if (stopping && b + 1 < bpe) {
+        result.seconds = std::chrono::duration<double>(clock::now() - t_start).count();
+        result.epochs = history, result.steps = step, result.model = model, result.config = config;
+        return result;
+      }
+    }
+    const double secs = std::chrono::duration<double>(clock::now() - t_epoch).count();
+    train_seconds += secs;
+    EpochMetrics m;
+    m.epoch = epoch + 1, m.step = step, m.lr = opt->lr();
+    m.train_loss = loss_sum / seen;
+    m.train_accuracy = classify ? correct / seen : std::numeric_limits<double>::quiet_NaN();
+    Evaluation v = evaluate(*model, val_set);
+    m.val_loss = v.loss, m.val_accuracy = v.accuracy;
+    m.seconds = secs, m.samples_per_second = secs > 0 ? epoch_samples / secs : 0;
+    history.push_back(m);
+    save_checkpoint();
+    write_metrics_file(opts.out_dir, history);
+    if (opts.on_epoch) opts.on_epoch(m);
+    if (opts.stop_after >= 0 && step >= opts.stop_after && step < total_steps) {
+      result.seconds = std::chrono::duration<double>(clock::now() - t_start).count();
+      result.epochs = history, result.steps = step, result.model = model, result.config = config;
+      return result;
+    }
+  }
+  result.finished = true;
+  result.test = evaluate(*model, test_set);
+  result.train_loss = history.empty() ? 0 : history.back().train_loss;
+  result.epochs = history, result.steps = step, result.model = model, result.config = config;
+  result.seconds = std::chrono::duration<double>(clock::now() - t_start).count();
+  return result;
+}
+
+}  // namespace chainrule::nn
