@@ -1,6 +1,357 @@
-// Placeholder until the networks work lands: registers nothing.
+// `chainrule train | eval | predict | grad`: training and using dense networks (src/nn, src/optim,
+// src/data). Every option has a default printed by --help; bad options or files end with one
+// line on stderr and a non-zero exit (main.cpp catches chainrule::Error).
+#include <dlfcn.h>
+#include <fmt/format.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <nlohmann/json.hpp>
+
+#include "chainrule/autodiff/frame.h"
+#include "chainrule/autodiff/transforms.h"
+#include "chainrule/data/dataset.h"
+#include "chainrule/errors.h"
+#include "chainrule/nn/checkpoint.h"
+#include "chainrule/nn/loss.h"
+#include "chainrule/nn/train.h"
 #include "cli/commands.h"
 
 namespace chainrule::cli {
-void add_train_commands(CLI::App&, int&) {}
+
+namespace fs = std::filesystem;
+
+namespace {
+
+// oneDNN and OpenBLAS run on OpenMP / their own pools; set both when the libraries are present.
+void set_threads(int n) {
+  if (n <= 0) throw ValueError(fmt::format("--threads must be positive, got {}", n));
+  if (auto* f = reinterpret_cast<void (*)(int)>(dlsym(RTLD_DEFAULT, "omp_set_num_threads"))) f(n);
+  if (auto* f = reinterpret_cast<void (*)(int)>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"))) f(n);
+}
+
+DType parse_dtype(const std::string& s) {
+  if (s == "f32" || s == "float32") return DType::f32;
+  if (s == "f64" || s == "float64") return DType::f64;
+  throw ValueError(fmt::format("--dtype must be f32 or f64, got '{}'", s));
+}
+
+const data::Dataset& pick_split(const data::Splits& s, const std::string& split) {
+  if (split == "train") return s.train;
+  if (split == "val") return s.val;
+  if (split == "test") return s.test;
+  throw ValueError(fmt::format("--split must be train, val or test, got '{}'", split));
+}
+
+std::string fmt_acc(double a) { return std::isnan(a) ? "-" : fmt::format("{:.4f}", a); }
+nlohmann::json jnum(double v) { return std::isnan(v) ? nlohmann::json() : nlohmann::json(v); }
+
+bool run_files_exist(const fs::path& dir) {
+  for (const char* f : {"model.safetensors", "state.safetensors", "metrics.jsonl"})
+    if (fs::exists(dir / f)) return true;
+  return false;
+}
+
+std::string new_run_dir() {
+  for (int i = 1; i < 100000; ++i) {
+    fs::path p = fs::path("runs") / fmt::format("train-{:03d}", i);
+    if (!fs::exists(p)) return p.string();
+  }
+  throw IOError("runs/: no free run directory name");
+}
+
+// ---- train ---------------------------------------------------------------------------------
+
+struct TrainArgs {
+  nn::TrainConfig c;
+  std::string dtype = "f32";
+  std::string out;
+  int threads = 0;
+  std::int64_t checkpoint_every = 0, stop_after = -1;
+  bool resume = false, force = false, json = false, quiet = false;
+};
+
+void add_train(CLI::App& app, int& exit_code) {
+  auto a = std::make_shared<TrainArgs>();
+  auto* cmd = app.add_subcommand("train", "Train a network (default: the recommended Fashion-MNIST recipe)");
+  cmd->add_option("--data", a->c.data, "fashion-mnist[:DIR], spirals, regression or csv:PATH")->capture_default_str();
+  cmd->add_option("--model", a->c.model,
+                  "Model spec, mlp:IN-H-...-OUT or resmlp:IN-WIDTHxBLOCKS-OUT[:lrl|pre|lrlr[+ln|+bn]] (default: "
+                  "resmlp:784-512x2-10 for Fashion-MNIST, resmlp:2-64x2-2 for spirals, mlp:IN-64-64-OUT otherwise)");
+  cmd->add_option("--init", a->c.init,
+                  "Initialiser: he (kaiming_normal, fan_in), he_fan_out, he_fan_avg, he_uniform, xavier, xavier_uniform, lecun, torch")
+      ->capture_default_str();
+  cmd->add_flag("--zero-residual", a->c.zero_residual, "Zero-initialise the last layer of each residual branch");
+  cmd->add_option("--opt", a->c.opt, "Optimiser: sgd (Nesterov momentum), adam, adamw")->capture_default_str();
+  cmd->add_option("--lr", a->c.lr, "Peak learning rate (default: 1e-3 for adam/adamw, 0.05 for sgd)");
+  cmd->add_option("--wd", a->c.weight_decay, "Weight decay (default: 0.05 adamw, 0 adam, 5e-4 sgd)");
+  cmd->add_option("--momentum", a->c.momentum, "SGD momentum")->capture_default_str();
+  cmd->add_option("--schedule", a->c.schedule, "Learning-rate schedule after warm-up: cosine, step, constant")->capture_default_str();
+  cmd->add_option("--warmup", a->c.warmup, "Linear warm-up steps (default: a quarter of an epoch)");
+  cmd->add_option("--clip", a->c.clip, "Clip gradients to this global L2 norm (0: off)")->capture_default_str();
+  cmd->add_flag("!--no-augment", a->c.augment, "Turn off random flips and shifts of image data");
+  cmd->add_option("--batch", a->c.batch, "Batch size")->capture_default_str();
+  cmd->add_option("--epochs", a->c.epochs, "Epochs")->capture_default_str();
+  cmd->add_option("--seed", a->c.seed, "Seed of initialisation and data order")->capture_default_str();
+  cmd->add_option("--dtype", a->dtype, "Parameter and data precision: f32 or f64")->capture_default_str();
+  cmd->add_option("--threads", a->threads, "Threads for matrix products (default: all cores)");
+  cmd->add_option("--out", a->out, "Run directory (default: a new runs/train-NNN)");
+  cmd->add_option("--checkpoint-every", a->checkpoint_every, "Also checkpoint every N steps (0: at the end of each epoch)")
+      ->capture_default_str();
+  cmd->add_option("--stop-after", a->stop_after, "Stop, checkpointed, after N steps in total (for testing --resume)");
+  cmd->add_flag("--resume", a->resume, "Continue the run in --out from its checkpoint (same configuration)");
+  cmd->add_flag("--force", a->force, "Overwrite an existing run directory");
+  cmd->add_flag("--json", a->json, "End stdout with one JSON line of results");
+  cmd->add_flag("--quiet", a->quiet, "No per-epoch lines or progress bar");
+  cmd->callback([a, cmd, &exit_code] {
+    using clock = std::chrono::steady_clock;
+    const auto t0 = clock::now();
+    if (a->threads) set_threads(a->threads);
+    nn::TrainConfig c = a->c;
+    c.dtype = parse_dtype(a->dtype);
+    if (a->resume && a->force) throw ValueError("--resume and --force exclude each other");
+    std::string out = a->out;
+    if (a->resume) {
+      if (out.empty()) throw ValueError("--resume needs --out DIR, the run to continue");
+      if (!fs::exists(fs::path(out) / "state.safetensors"))
+        throw IOError(fmt::format("{}: no state.safetensors to resume from", out));
+      nn::TrainConfig saved = nn::read_run_config(out);
+      // A resumed run keeps its configuration; an option given again must agree with it.
+      auto same = [&](const char* opt, bool equal, const std::string& given, const std::string& run) {
+        if (cmd->count(opt) && !equal) throw ValueError(fmt::format("{} {} differs from the run's {} (a resumed run keeps its configuration)", opt, given, run));
+      };
+      same("--data", c.data == saved.data, c.data, saved.data);
+      same("--model", c.model.empty() || nn::ModelSpec::parse(c.model).str() == saved.model, c.model, saved.model);
+      same("--init", c.init == saved.init, c.init, saved.init);
+      same("--opt", c.opt == saved.opt, c.opt, saved.opt);
+      same("--lr", c.lr == saved.lr, fmt::format("{}", c.lr), fmt::format("{}", saved.lr));
+      same("--wd", c.weight_decay == saved.weight_decay, fmt::format("{}", c.weight_decay), fmt::format("{}", saved.weight_decay));
+      same("--batch", c.batch == saved.batch, std::to_string(c.batch), std::to_string(saved.batch));
+      same("--epochs", c.epochs == saved.epochs, std::to_string(c.epochs), std::to_string(saved.epochs));
+      same("--seed", c.seed == saved.seed, std::to_string(c.seed), std::to_string(saved.seed));
+      same("--schedule", c.schedule == saved.schedule, c.schedule, saved.schedule);
+      same("--dtype", c.dtype == saved.dtype, a->dtype, std::string(dtype_name(saved.dtype)));
+      c = saved;
+    } else {
+      if (out.empty()) out = new_run_dir();
+      if (fs::exists(out) && !fs::is_directory(out)) throw IOError(fmt::format("--out {}: exists and is not a directory", out));
+      if (fs::exists(out) && run_files_exist(out) && !a->force)
+        throw IOError(fmt::format("--out {}: already holds a run; pass --resume to continue it or --force to overwrite it", out));
+      if (a->force)
+        for (const char* f : {"model.safetensors", "state.safetensors", "metrics.jsonl"}) fs::remove(fs::path(out) / f);
+    }
+    if (!a->quiet) fmt::print("run directory: {}\n", out);
+    std::fflush(stdout);
+    data::Splits splits = data::load_by_name(c.data, c.dtype);
+
+    const bool tty = !a->quiet && isatty(fileno(stderr));
+    nn::RunOptions ro;
+    ro.out_dir = out;
+    ro.checkpoint_every = a->checkpoint_every;
+    ro.stop_after = a->stop_after;
+    ro.resume = a->resume;
+    auto last_draw = std::make_shared<clock::time_point>();
+    if (tty) {
+      ro.on_batch = [last_draw, batch = c.batch](std::int64_t b, std::int64_t n, double loss, double acc, double sps) {
+        auto now = clock::now();
+        if (b != n && now - *last_draw < std::chrono::milliseconds(100)) return;
+        *last_draw = now;
+        const int width = 30;
+        const int filled = static_cast<int>(width * b / n);
+        const double eta = sps > 0 ? static_cast<double>((n - b) * batch) / sps : 0;
+        std::string bar(static_cast<std::size_t>(filled), '#');
+        bar.resize(width, '.');
+        fmt::print(stderr, "\r  [{}] {}/{}  loss {:.4f}  acc {}  {:.0f} samples/s  ETA {:.0f} s ", bar, b, n, loss, fmt_acc(acc), sps, eta);
+        if (b == n) fmt::print(stderr, "\r{:80}\r", "");
+        std::fflush(stderr);
+      };
+    }
+    auto nepochs = std::make_shared<std::int64_t>(c.epochs);
+    if (!a->quiet) {
+      ro.on_epoch = [nepochs](const nn::EpochMetrics& m) {
+        fmt::print("epoch {:>3}/{}  loss {:.4f}  train acc {}  val loss {:.4f}  val acc {}  {:.1f} s  {:.0f} samples/s\n", m.epoch,
+                   *nepochs, m.train_loss, fmt_acc(m.train_accuracy), m.val_loss, fmt_acc(m.val_accuracy), m.seconds,
+                   m.samples_per_second);
+        std::fflush(stdout);
+      };
+    }
+    if (!a->quiet) {
+      fmt::print("data {}: {} train, {} validation, {} test examples\n", c.data, splits.train.size(), splits.val.size(), splits.test.size());
+    }
+    nn::TrainResult r = nn::train(c, splits, ro);
+    const double seconds = std::chrono::duration<double>(clock::now() - t0).count();
+    if (!a->quiet && !r.epochs.empty() && r.finished)
+      fmt::print("model {}, {} parameters, {} steps\n", r.model_spec, r.model->num_parameters(), r.steps);
+    if (!r.finished) {
+      if (!a->quiet) fmt::print("stopped after step {} (checkpoint in {}; continue with --resume --out {})\n", r.steps, out, out);
+      if (a->json)
+        std::cout << nlohmann::json{{"stopped_at_step", r.steps}, {"epochs", r.epochs.size()}, {"seconds", seconds}}.dump() << "\n";
+      exit_code = 0;
+      return;
+    }
+    if (!a->quiet)
+      fmt::print("test accuracy {}  test loss {:.4f}  ({} epochs, {:.1f} s)\n", fmt_acc(r.test.accuracy), r.test.loss, r.epochs.size(), seconds);
+    if (a->json)
+      std::cout << nlohmann::json{{"test_accuracy", jnum(r.test.accuracy)},
+                                  {"test_loss", r.test.loss},
+                                  {"train_loss", r.train_loss},
+                                  {"epochs", r.epochs.size()},
+                                  {"seconds", seconds}}
+                       .dump()
+                << "\n";
+    exit_code = 0;
+  });
+}
+
+// ---- eval, predict, grad -------------------------------------------------------------------
+
+struct ModelArgs {
+  std::string checkpoint, model, data = "fashion-mnist", split = "test", dtype = "f32", out;
+  std::int64_t batch = 128, limit = -1;
+  int threads = 0;
+  bool json = false;
+};
+
+void add_model_options(CLI::App* cmd, ModelArgs& a) {
+  cmd->add_option("--checkpoint", a.checkpoint, "Model file (safetensors)")->required();
+  cmd->add_option("--model", a.model, "Model spec, needed only for a file without chainrule.model metadata");
+  cmd->add_option("--data", a.data, "fashion-mnist[:DIR], spirals, regression or csv:PATH")->capture_default_str();
+  cmd->add_option("--threads", a.threads, "Threads for matrix products (default: all cores)");
+}
+
+nn::LoadedModel load_for(const ModelArgs& a, DType dtype) {
+  if (a.threads) set_threads(a.threads);
+  auto m = nn::load_model(a.checkpoint, a.model.empty() ? std::nullopt : std::optional<std::string>(a.model), dtype);
+  m.model->eval();
+  return m;
+}
+
+void check_fits(const nn::ModelSpec& spec, const data::Dataset& d) {
+  const std::int64_t outputs = d.num_classes > 0 ? d.num_classes : d.y.shape()[1];
+  if (spec.input_dim() != d.features() || spec.output_dim() != outputs)
+    throw ValueError(fmt::format("model {} maps {} inputs to {} outputs; data {} has {} features and {} outputs", spec.str(),
+                                 spec.input_dim(), spec.output_dim(), d.name, d.features(), outputs));
+}
+
+void add_eval(CLI::App& app, int& exit_code) {
+  auto a = std::make_shared<ModelArgs>();
+  auto* cmd = app.add_subcommand("eval", "Accuracy and loss of a checkpoint on a data split");
+  add_model_options(cmd, *a);
+  cmd->add_option("--split", a->split, "train, val or test")->capture_default_str();
+  cmd->add_flag("--json", a->json, "Print {\"accuracy\": x, \"loss\": x}");
+  cmd->callback([a, &exit_code] {
+    auto m = load_for(*a, DType::f32);
+    data::Splits s = data::load_by_name(a->data, DType::f32);
+    const data::Dataset& d = pick_split(s, a->split);
+    check_fits(m.spec, d);
+    nn::Evaluation e = nn::evaluate(*m.model, d);
+    if (a->json)
+      std::cout << nlohmann::json{{"accuracy", jnum(e.accuracy)}, {"loss", e.loss}}.dump() << "\n";
+    else
+      fmt::print("{} on {} ({} examples): accuracy {}  loss {:.4f}\n", m.spec.str(), d.name, e.count, fmt_acc(e.accuracy), e.loss);
+    exit_code = 0;
+  });
+}
+
+void add_predict(CLI::App& app, int& exit_code) {
+  auto a = std::make_shared<ModelArgs>();
+  auto* cmd = app.add_subcommand("predict", "Class and class probabilities per input, as CSV");
+  add_model_options(cmd, *a);
+  cmd->add_option("--split", a->split, "train, val or test")->capture_default_str();
+  cmd->add_option("--limit", a->limit, "Only the first N inputs (default: all)");
+  cmd->add_option("--out", a->out, "CSV file to write (default: stdout)");
+  cmd->callback([a, &exit_code] {
+    auto m = load_for(*a, DType::f32);
+    data::Splits s = data::load_by_name(a->data, DType::f32);
+    data::Dataset d = pick_split(s, a->split);
+    check_fits(m.spec, d);
+    if (d.num_classes == 0) throw ValueError(fmt::format("predict: data {} is a regression set; predict needs classes", a->data));
+    if (a->limit >= 0) d = d.slice(0, std::min(a->limit, d.size()));
+    std::string text = "index,label,class";
+    for (std::int64_t c = 0; c < d.num_classes; ++c) text += fmt::format(",p{}", c);
+    text += "\n";
+    NoGradGuard ng;
+    for (std::int64_t start = 0; start < d.size(); start += 1000) {
+      data::Dataset part = d.slice(start, std::min(d.size(), start + 1000));
+      Tensor p = softmax(m.model->forward(part.x), -1);
+      const float* pp = p.data<float>();
+      const auto* y = part.y.data<std::int64_t>();
+      const std::int64_t C = d.num_classes;
+      for (std::int64_t i = 0; i < part.size(); ++i) {
+        std::int64_t best = 0;
+        for (std::int64_t c = 1; c < C; ++c)
+          if (pp[i * C + c] > pp[i * C + best]) best = c;
+        text += fmt::format("{},{},{}", start + i, y[i], best);
+        for (std::int64_t c = 0; c < C; ++c) text += fmt::format(",{:.6g}", pp[i * C + c]);
+        text += "\n";
+      }
+    }
+    if (a->out.empty()) {
+      std::cout << text;
+    } else {
+      std::ofstream f(a->out, std::ios::binary);
+      f << text;
+      if (!f) throw IOError(fmt::format("{}: cannot write", a->out));
+      fmt::print("wrote {} predictions to {}\n", d.size(), a->out);
+    }
+    exit_code = 0;
+  });
+}
+
+void add_grad(CLI::App& app, int& exit_code) {
+  auto a = std::make_shared<ModelArgs>();
+  a->split = "train";
+  auto* cmd = app.add_subcommand("grad", "Gradient of the mean cross-entropy over the first N examples, per parameter, as safetensors");
+  add_model_options(cmd, *a);
+  cmd->add_option("--split", a->split, "train, val or test")->capture_default_str();
+  cmd->add_option("--batch", a->batch, "N: the first N examples of the split, in file order")->capture_default_str();
+  cmd->add_option("--dtype", a->dtype, "f32 or f64 (weights and data converted)")->capture_default_str();
+  cmd->add_option("--out", a->out, "Output safetensors file")->required();
+  cmd->add_flag("--json", a->json, "Print {\"loss\": x, \"parameters\": n}");
+  cmd->callback([a, &exit_code] {
+    const DType dt = parse_dtype(a->dtype);
+    auto m = load_for(*a, dt);
+    data::Splits s = data::load_by_name(a->data, dt);
+    const data::Dataset& full = pick_split(s, a->split);
+    check_fits(m.spec, full);
+    if (a->batch <= 0 || a->batch > full.size())
+      throw ValueError(fmt::format("--batch {} must be in [1, {}] for the {} split", a->batch, full.size(), a->split));
+    data::Dataset d = full.slice(0, a->batch);
+    auto named = m.model->named_parameters();
+    std::vector<std::string> names;
+    std::vector<Tensor> values;
+    for (auto& [n, t] : named) names.push_back(n), values.push_back(t.detach());
+    const bool classify = d.num_classes > 0;
+    auto loss_fn = [&](const std::vector<Tensor>& p) {
+      std::map<std::string, Tensor> params;
+      for (std::size_t i = 0; i < p.size(); ++i) params.emplace(names[i], p[i]);
+      Tensor out = nn::functional_call(*m.model, params, d.x);
+      return classify ? cross_entropy(out, d.y) : mse_loss(out, d.y);
+    };
+    auto [loss, grads] = value_and_grad(loss_fn)(values);
+    nn::NamedTensors out;
+    for (std::size_t i = 0; i < names.size(); ++i) out.emplace_back(names[i], grads[i]);
+    nn::save_tensors(a->out, out, {{nn::kModelKey, m.spec.str()}, {"chainrule.loss", fmt::format("{:.17g}", loss.item())}});
+    if (a->json)
+      std::cout << nlohmann::json{{"loss", loss.item()}, {"parameters", names.size()}}.dump() << "\n";
+    else
+      fmt::print("mean loss {:.10g} over {} examples; gradients of {} parameters written to {}\n", loss.item(), d.size(), names.size(), a->out);
+    exit_code = 0;
+  });
+}
+
+}  // namespace
+
+void add_train_commands(CLI::App& app, int& exit_code) {
+  add_train(app, exit_code);
+  add_eval(app, exit_code);
+  add_predict(app, exit_code);
+  add_grad(app, exit_code);
+}
+
 }  // namespace chainrule::cli
