@@ -1,5 +1,6 @@
 #pragma once
 // chainrule: automatic differentiation and neural networks in C++20.
+#include "chainrule/autodiff/anomaly.h"
 #include "chainrule/autodiff/frame.h"
 #include "chainrule/autodiff/primitive.h"
 #include "chainrule/autodiff/transforms.h"

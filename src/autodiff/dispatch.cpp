@@ -5,6 +5,8 @@
 
 #include <vector>
 
+#include "autodiff/anomaly_internal.h"
+#include "chainrule/autodiff/anomaly.h"
 #include "chainrule/autodiff/frame.h"
 #include "chainrule/autodiff/node.h"
 #include "chainrule/autodiff/primitive.h"
@@ -80,6 +82,10 @@ std::shared_ptr<Node> record_node(const Primitive& p, std::span<const Tensor> in
   node->prim = &p;
   node->params = params;
   node->eager = eager;
+  if (AnomalyMode::is_enabled()) {
+    std::string scope = current_name_scope();
+    node->created_in = scope.empty() ? "at top level" : "in module " + scope;
+  }
   node->next.resize(inputs.size());
   node->in_shapes.resize(inputs.size());
   for (std::size_t i = 0; i < inputs.size(); ++i) {
@@ -108,6 +114,7 @@ namespace {
 
 Tensor eval_eager(const Primitive& p, std::span<const Tensor> xs, const Params& params) {
   Tensor out = p.forward(xs, params);
+  if (AnomalyMode::is_enabled()) detail::check_output(p.name, xs, out);
   if (!p.differentiable() || !t_grad_enabled) return out;
   bool tracked = false;
   for (const auto& x : xs) tracked |= x.impl()->node != nullptr;

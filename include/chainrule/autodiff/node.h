@@ -4,6 +4,7 @@
 // Leaf nodes have no primitive; they collect the cotangent of a differentiated input.
 #include <cstdint>
 #include <memory>
+#include <string>
 
 #include "chainrule/autodiff/primitive.h"
 
@@ -22,6 +23,7 @@ struct Node : std::enable_shared_from_this<Node> {
   bool eager = false;      // level-0 node (its saved output is re-attached under create_graph)
   bool accumulates = false;  // leaf of an eager tensor: backward() adds into `grad`
   Tensor grad;             // leaf accumulator
+  std::string created_in;  // where in the forward pass (anomaly mode only)
   std::uint64_t mark = 0;  // scratch for graph traversal
   std::uint32_t topo = 0;  // scratch for graph traversal
 };
