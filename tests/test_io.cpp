@@ -169,7 +169,7 @@ TEST(AtomicFile, OverwritesExistingFileAndKeepsItsMode) {
   ASSERT_EQ(::chmod(path.c_str(), 0600), 0);
   write_file_atomic(path, bytes_of("new"));
   EXPECT_EQ(slurp(path), "new");
-  struct stat st{};
+  struct stat st {};
   ASSERT_EQ(::stat(path.c_str(), &st), 0);
   EXPECT_EQ(st.st_mode & 0777, 0600u);
   EXPECT_EQ(tmp.entries(), std::vector<std::string>{"out.bin"});
@@ -313,11 +313,11 @@ TEST(Safetensors, ExactBytesMatchReferenceLayout) {
   st.metadata = {{"format", "pt"}};
   st.tensors.push_back({"b", {"F32", {1}, raw_of<float>({1.0f})}});
   st.tensors.push_back({"a", {"I64", {}, raw_of<std::int64_t>({5})}});
-  std::string header =
-      R"({"__metadata__":{"format":"pt"},"a":{"dtype":"I64","shape":[],"data_offsets":[0,8]},)"
-      R"("b":{"dtype":"F32","shape":[1],"data_offsets":[8,12]}})";
+  std::string header = R"({"__metadata__":{"format":"pt"},"a":{"dtype":"I64","shape":[],"data_offsets":[0,8]},)"
+                       R"("b":{"dtype":"F32","shape":[1],"data_offsets":[8,12]}})";
   while (header.size() % 8 != 0) header += ' ';
-  const std::string expected = st_image(header, string_of(raw_of<std::int64_t>({5})) + string_of(raw_of<float>({1.0f})));
+  const std::string expected =
+      st_image(header, string_of(raw_of<std::int64_t>({5})) + string_of(raw_of<float>({1.0f})));
   EXPECT_EQ(string_of(serialize_safetensors(st)), expected);
 }
 
@@ -370,15 +370,27 @@ TEST(Safetensors, SerializeRejectsInvalidStructs) {
     st.tensors.push_back({std::move(name), std::move(t)});
     return st;
   };
-  EXPECT_TRUE(throws_with<ValueError>([&] { serialize_safetensors(one({"F99", {1}, raw_of<float>({1})})); },
-                                      {"'t'", "unknown dtype 'F99'"}));
-  EXPECT_TRUE(throws_with<ValueError>([&] { serialize_safetensors(one({"F32", {2}, raw_of<float>({1})})); },
-                                      {"'t'", "needs 8 bytes", "data has 4"}));
+  EXPECT_TRUE(throws_with<ValueError>(
+      [&] {
+        serialize_safetensors(one({"F99", {1}, raw_of<float>({1})}));
+      },
+      {"'t'", "unknown dtype 'F99'"}));
+  EXPECT_TRUE(throws_with<ValueError>(
+      [&] {
+        serialize_safetensors(one({"F32", {2}, raw_of<float>({1})}));
+      },
+      {"'t'", "needs 8 bytes", "data has 4"}));
   EXPECT_TRUE(throws_with<ValueError>([&] { serialize_safetensors(one({"F32", {-1}, {}})); }, {"negative"}));
   EXPECT_TRUE(throws_with<ValueError>(
-      [&] { serialize_safetensors(one({"U8", {1}, raw_of<std::uint8_t>({1})}, "__metadata__")); }, {"reserved"}));
+      [&] {
+        serialize_safetensors(one({"U8", {1}, raw_of<std::uint8_t>({1})}, "__metadata__"));
+      },
+      {"reserved"}));
   EXPECT_TRUE(throws_with<ValueError>(
-      [&] { serialize_safetensors(one({"U8", {1}, raw_of<std::uint8_t>({1})}, "bad\xff")); }, {"UTF-8"}));
+      [&] {
+        serialize_safetensors(one({"U8", {1}, raw_of<std::uint8_t>({1})}, "bad\xff"));
+      },
+      {"UTF-8"}));
   Safetensors dup = one({"U8", {1}, raw_of<std::uint8_t>({1})});
   dup.tensors.push_back(dup.tensors[0]);
   EXPECT_TRUE(throws_with<ValueError>([&] { serialize_safetensors(dup); }, {"'t' appears twice"}));
@@ -448,8 +460,8 @@ TEST(Safetensors, RejectsUnknownDtype) {
 
 TEST(Safetensors, RejectsMalformedEntries) {
   EXPECT_TRUE(st_rejects(st_image(R"({"w":[1,2]})"), {"tensor 'w'", "array", "expected an object"}));
-  EXPECT_TRUE(st_rejects(st_image(R"({"w":{"dtype":"F32","data_offsets":[0,0]}})"),
-                         {"tensor 'w'", "missing field 'shape'"}));
+  EXPECT_TRUE(
+      st_rejects(st_image(R"({"w":{"dtype":"F32","data_offsets":[0,0]}})"), {"tensor 'w'", "missing field 'shape'"}));
   EXPECT_TRUE(st_rejects(st_image(R"({"w":{"shape":[],"data_offsets":[0,0]}})"), {"missing field 'dtype'"}));
   EXPECT_TRUE(st_rejects(st_image(R"({"w":{"dtype":"F32","shape":[0]}})"), {"missing field 'data_offsets'"}));
 }
@@ -513,23 +525,22 @@ TEST(Safetensors, RejectsHoleBetweenTensors) {
 
 TEST(Safetensors, RejectsOffsetsNotStartingAtZero) {
   const std::string header = R"({"a":{"dtype":"U8","shape":[4],"data_offsets":[4,8]}})";
-  EXPECT_TRUE(st_rejects(st_image(header, std::string(8, 'x')),
-                         {"tensor 'a'", "lowest offset must be 0 but is 4", "file offset " + std::to_string(8 + header.size())}));
+  EXPECT_TRUE(st_rejects(st_image(header, std::string(8, 'x')), {"tensor 'a'", "lowest offset must be 0 but is 4",
+                                                                 "file offset " + std::to_string(8 + header.size())}));
 }
 
 TEST(Safetensors, RejectsTrailingBytesAfterLastTensor) {
   const std::string header = R"({"a":{"dtype":"U8","shape":[4],"data_offsets":[0,4]}})";
-  EXPECT_TRUE(st_rejects(st_image(header, std::string(6, 'x')),
-                         {"data buffer is 6 bytes", "cover only 4", "2 unused bytes",
-                          "file offset " + std::to_string(8 + header.size() + 4)}));
+  EXPECT_TRUE(
+      st_rejects(st_image(header, std::string(6, 'x')), {"data buffer is 6 bytes", "cover only 4", "2 unused bytes",
+                                                         "file offset " + std::to_string(8 + header.size() + 4)}));
   EXPECT_TRUE(st_rejects(st_image("{}", "x"), {"data buffer is 1 bytes", "cover only 0"}));
 }
 
 TEST(Safetensors, RejectsTruncatedDataBuffer) {
   const std::string header = R"({"a":{"dtype":"U8","shape":[4],"data_offsets":[0,4]}})";
-  EXPECT_TRUE(st_rejects(st_image(header, "xy"),
-                         {"tensor 'a'", "ends at 4", "only 2 bytes", "truncated",
-                          "file offset " + std::to_string(8 + header.size())}));
+  EXPECT_TRUE(st_rejects(st_image(header, "xy"), {"tensor 'a'", "ends at 4", "only 2 bytes", "truncated",
+                                                  "file offset " + std::to_string(8 + header.size())}));
 }
 
 TEST(Safetensors, RejectsDuplicateKeys) {
@@ -538,6 +549,14 @@ TEST(Safetensors, RejectsDuplicateKeys) {
   EXPECT_TRUE(st_rejects(st_image(header, "xy"), {"tensor 'a' more than once"}));
   EXPECT_TRUE(st_rejects(st_image(R"({"a":{"dtype":"U8","dtype":"F32","shape":[1],"data_offsets":[0,1]}})", "x"),
                          {"duplicate key 'dtype'"}));
+}
+
+TEST(Safetensors, RejectsDeeplyNestedHeader) {
+  // Millions of levels would overflow the stack in recursive JSON code; a cap stops it early.
+  const std::string deep = std::string(1'000'000, '[') + std::string(1'000'000, ']');
+  EXPECT_TRUE(st_rejects(st_image(R"({"w":{"shape":)" + deep + R"(,"dtype":"U8","data_offsets":[0,0]}})"),
+                         {"more than 64 levels deep"}));
+  EXPECT_TRUE(st_rejects(st_image(R"({"__metadata__":{"k":)" + deep + "}}"), {"more than 64 levels deep"}));
 }
 
 TEST(Safetensors, MissingFileIsIOError) {
@@ -659,7 +678,8 @@ TEST(Idx, RejectsTruncatedGzip) {
   std::string big(50000, 'q');
   const std::string gz = gzip_with_zlib(tmp.path("t.gz"), idx_image(0x08, {50000}, big));
   // Cut inside the trailer, and inside the deflate data.
-  EXPECT_TRUE(idx_rejects(gz.substr(0, gz.size() - 3), {"truncated", "compressed offset " + std::to_string(gz.size() - 3)}));
+  EXPECT_TRUE(
+      idx_rejects(gz.substr(0, gz.size() - 3), {"truncated", "compressed offset " + std::to_string(gz.size() - 3)}));
   EXPECT_TRUE(idx_rejects(gz.substr(0, gz.size() / 2), {"truncated", "compressed offset"}));
   EXPECT_TRUE(idx_rejects(gz.substr(0, 5), {"truncated", "compressed offset 5"}));
 }
@@ -743,8 +763,9 @@ TEST(Idx, ReadsFashionMnist) {
     const char* file;
     std::vector<std::int64_t> dims;
   };
-  for (const Case& c : {Case{"train-images-idx3-ubyte.gz", {60000, 28, 28}}, Case{"train-labels-idx1-ubyte.gz", {60000}},
-                        Case{"t10k-images-idx3-ubyte.gz", {10000, 28, 28}}, Case{"t10k-labels-idx1-ubyte.gz", {10000}}}) {
+  for (const Case& c :
+       {Case{"train-images-idx3-ubyte.gz", {60000, 28, 28}}, Case{"train-labels-idx1-ubyte.gz", {60000}},
+        Case{"t10k-images-idx3-ubyte.gz", {10000, 28, 28}}, Case{"t10k-labels-idx1-ubyte.gz", {10000}}}) {
     SCOPED_TRACE(c.file);
     const IdxArray a = read_idx(dir + "/" + c.file);
     EXPECT_EQ(a.type_code, 0x08);
@@ -819,7 +840,8 @@ TEST(Csv, ExplicitHeaderFlag) {
 }
 
 TEST(Csv, CrlfBomBlankLinesQuotesAndSpaces) {
-  const std::string text = "\xEF\xBB\xBF\"first, name\",\"say \"\"hi\"\"\",label\r\n\r\n 1 , \"2\" ,0\r\n\n  \n3,4,1\r\n";
+  const std::string text =
+      "\xEF\xBB\xBF\"first, name\",\"say \"\"hi\"\"\",label\r\n\r\n 1 , \"2\" ,0\r\n\n  \n3,4,1\r\n";
   const CsvTable t = parse_csv(text, "mem");
   EXPECT_EQ(t.header, (std::vector<std::string>{"first, name", "say \"hi\"", "label"}));
   EXPECT_EQ(t.values, (std::vector<double>{1, 2, 3, 4}));

@@ -1,6 +1,7 @@
 #include "chainrule/io/atomic_file.h"
 
 #include <fcntl.h>
+#include <fmt/format.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -13,8 +14,6 @@
 #include <filesystem>
 #include <random>
 #include <string_view>
-
-#include <fmt/format.h>
 
 #include "chainrule/errors.h"
 
@@ -52,8 +51,8 @@ std::string temp_name(const std::filesystem::path& dir, const std::string& base)
   thread_local std::mt19937_64 rng{std::random_device{}()};
   // Keep the name under NAME_MAX even when the target's name is already long.
   std::string stem = base.substr(0, std::min<std::size_t>(base.size(), 100));
-  std::string name = fmt::format(".{}.tmp.{}.{}.{:016x}", stem, static_cast<long>(::getpid()),
-                                 counter.fetch_add(1), rng());
+  std::string name =
+      fmt::format(".{}.tmp.{}.{}.{:016x}", stem, static_cast<long>(::getpid()), counter.fetch_add(1), rng());
   return (dir / name).string();
 }
 
@@ -93,7 +92,7 @@ void write_file_atomic(const std::string& path, std::span<const std::byte> bytes
   }
 
   // Replacing a file should not silently change who may read it (e.g. a 0600 file).
-  struct stat st{};
+  struct stat st {};
   if (::stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode)) {
     if (::fchmod(tmp.fd, st.st_mode & 07777) != 0) fail_write(path, "fchmod of temporary file", errno);
   }
@@ -128,16 +127,22 @@ void write_file_atomic(const std::string& path, std::span<const std::byte> bytes
   // Without this the rename may be lost on power failure, resurrecting the old file.
   int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (dfd < 0) {
-    fail_write(path, fmt::format("opening directory '{}' to fsync it (the new contents are in place "
-                                 "but may not survive a crash)", dir.string()), errno);
+    fail_write(path,
+               fmt::format("opening directory '{}' to fsync it (the new contents are in place "
+                           "but may not survive a crash)",
+                           dir.string()),
+               errno);
   }
   int rc = ::fsync(dfd);
   int err = errno;
   ::close(dfd);
   // EINVAL: the file system cannot sync directories at all, so there is nothing more to do.
   if (rc != 0 && err != EINVAL) {
-    fail_write(path, fmt::format("fsync of directory '{}' (the new contents are in place but may "
-                                 "not survive a crash)", dir.string()), err);
+    fail_write(path,
+               fmt::format("fsync of directory '{}' (the new contents are in place but may "
+                           "not survive a crash)",
+                           dir.string()),
+               err);
   }
 }
 
@@ -149,7 +154,7 @@ std::vector<std::byte> read_file(const std::string& path, std::size_t max_bytes)
     ~Closer() { ::close(fd); }
   } closer{fd};
 
-  struct stat st{};
+  struct stat st {};
   if (::fstat(fd, &st) != 0) fail_read(path, fmt::format("fstat failed: {}", sys_error(errno)));
   if (S_ISDIR(st.st_mode)) fail_read(path, "is a directory, not a file");
   std::size_t expected = 0;

@@ -1,11 +1,11 @@
 #include "chainrule/io/csv.h"
 
+#include <fmt/format.h>
+
 #include <charconv>
 #include <cmath>
 #include <cstddef>
 #include <system_error>
-
-#include <fmt/format.h>
 
 #include "chainrule/errors.h"
 #include "chainrule/io/atomic_file.h"
@@ -138,8 +138,8 @@ bool parse_label(std::string_view t, std::int64_t& label) {
 
 CsvTable parse_csv(std::string_view text, const std::string& file, int label_column, std::optional<bool> has_header) {
   if (label_column < -1) {
-    throw ValueError(fmt::format("parse_csv('{}'): label_column must be -1 (last) or a column index, got {}", file,
-                                 label_column));
+    throw ValueError(
+        fmt::format("parse_csv('{}'): label_column must be -1 (last) or a column index, got {}", file, label_column));
   }
   RecordReader reader(text, file);
   std::vector<std::string> fields;
@@ -169,13 +169,15 @@ CsvTable parse_csv(std::string_view text, const std::string& file, int label_col
   }
   do {
     if (fields.size() != ncols) {
-      fail(file, line, 0, fmt::format("row has {} fields, expected {} as on line {}", fields.size(), ncols, first_line));
+      fail(file, line, 0,
+           fmt::format("row has {} fields, expected {} as on line {}", fields.size(), ncols, first_line));
     }
     for (std::size_t c = 0; c < ncols; ++c) {
       const std::string& f = fields[c];
       if (c == label) {
         std::int64_t y = 0;
-        if (!parse_label(f, y)) fail(file, line, c + 1, fmt::format("label {} is not a non-negative integer", brief(f)));
+        if (!parse_label(f, y))
+          fail(file, line, c + 1, fmt::format("label {} is not a non-negative integer", brief(f)));
         t.labels.push_back(y);
         continue;
       }

@@ -1,17 +1,16 @@
 #include "chainrule/io/idx.h"
 
+#include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <zlib.h>
 
 #include <algorithm>
 #include <bit>
 #include <cstring>
 #include <filesystem>
-#include <system_error>
 #include <limits>
 #include <string_view>
-
-#include <fmt/format.h>
-#include <fmt/ranges.h>
+#include <system_error>
 
 #include "chainrule/errors.h"
 #include "chainrule/io/atomic_file.h"
@@ -48,7 +47,8 @@ std::vector<std::uint8_t> gunzip(std::span<const std::byte> in, std::uint64_t ma
   // The trailer is untrusted: bound the first allocation by deflate's best ratio (~1032:1) and
   // a fixed ceiling, then grow by doubling.
   guess = std::min<std::uint64_t>({guess + 1, 1040 * static_cast<std::uint64_t>(in.size()), 256ull << 20});
-  std::vector<std::uint8_t> out(static_cast<std::size_t>(std::min<std::uint64_t>(cap, std::max<std::uint64_t>(guess, 1 << 16))));
+  std::vector<std::uint8_t> out(
+      static_cast<std::size_t>(std::min<std::uint64_t>(cap, std::max<std::uint64_t>(guess, 1 << 16))));
   std::size_t filled = 0, consumed = 0;
   constexpr std::size_t kChunk = 1u << 30;  // avail_in / avail_out are 32-bit
 
@@ -82,14 +82,15 @@ std::vector<std::uint8_t> gunzip(std::span<const std::byte> in, std::uint64_t ma
     if (rc == Z_BUF_ERROR && zs.avail_out == 0) continue;  // out of room: grow and retry
     if (rc == Z_BUF_ERROR && consumed == in.size()) {
       fail(file, fmt::format("gzip stream truncated: input ends at compressed offset {} before the end of the "
-                             "stream ({} bytes decompressed so far)", consumed, filled));
+                             "stream ({} bytes decompressed so far)",
+                             consumed, filled));
     }
     fail(file, fmt::format("corrupt gzip stream at compressed offset {}: {}", consumed,
                            zs.msg != nullptr ? zs.msg : fmt::format("zlib error {}", rc)));
   }
   if (filled > max_out) {
-    fail(file, fmt::format("decompressed data exceeds the limit of {} bytes (at compressed offset {})", max_out,
-                           consumed));
+    fail(file,
+         fmt::format("decompressed data exceeds the limit of {} bytes (at compressed offset {})", max_out, consumed));
   }
   out.resize(filled);
   return out;
@@ -146,14 +147,15 @@ IdxArray parse_idx(std::span<const std::byte> bytes, const std::string& file, st
   }
   const std::size_t header = 4 + 4 * ndims;
   if (s.size() < header) {
-    fail(file, fmt::format("field 'dims': header truncated at {} {}, {} dimensions need {} header bytes", off,
-                           s.size(), ndims, header));
+    fail(file, fmt::format("field 'dims': header truncated at {} {}, {} dimensions need {} header bytes", off, s.size(),
+                           ndims, header));
   }
   std::uint64_t need = itemsize;
   bool overflow = false;
   for (std::size_t i = 0; i < ndims; ++i) {
     const std::uint8_t* p = s.data() + 4 + 4 * i;
-    const std::uint32_t d = (std::uint32_t{p[0]} << 24) | (std::uint32_t{p[1]} << 16) | (std::uint32_t{p[2]} << 8) | p[3];
+    const std::uint32_t d =
+        (std::uint32_t{p[0]} << 24) | (std::uint32_t{p[1]} << 16) | (std::uint32_t{p[2]} << 8) | p[3];
     a.dims.push_back(d);
     overflow |= __builtin_mul_overflow(need, std::uint64_t{d}, &need);
   }

@@ -1,16 +1,16 @@
 #include "chainrule/io/safetensors.h"
 
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
 #include <algorithm>
 #include <cstring>
 #include <limits>
+#include <nlohmann/json.hpp>
 #include <numeric>
 #include <optional>
 #include <set>
 #include <tuple>
-
-#include <fmt/format.h>
-#include <fmt/ranges.h>
-#include <nlohmann/json.hpp>
 
 #include "chainrule/errors.h"
 #include "chainrule/io/atomic_file.h"
@@ -18,16 +18,15 @@
 namespace chainrule::io {
 namespace {
 
-// ordered_json keeps the header's key order, which is the order we report tensors in.
-using Json = nlohmann::ordered_json;
+// Plain json (std::map) rather than ordered_json: ordered_json inserts in linear time, which
+// a header with a million entries turns into a hang. File order is recorded separately.
+using Json = nlohmann::json;
 
 [[noreturn]] void fail(const std::string& file, const std::string& msg) {
   throw IOError(fmt::format("safetensors '{}': {}", file, msg));
 }
 
-[[noreturn]] void bad_input(const std::string& msg) {
-  throw ValueError(fmt::format("serialize_safetensors: {}", msg));
-}
+[[noreturn]] void bad_input(const std::string& msg) { throw ValueError(fmt::format("serialize_safetensors: {}", msg)); }
 
 // Offset of the first byte that is not part of a well-formed UTF-8 sequence (overlong forms,
 // surrogates and code points past U+10FFFF are ill-formed), or nullopt.
@@ -67,14 +66,18 @@ std::optional<std::size_t> first_invalid_utf8(std::string_view s) {
 
 // Short rendering of a JSON value for error messages; a hostile header can hold huge values.
 std::string brief(const Json& v) {
+  // dump() recurses; a header can nest millions of levels deep, so only flat values are shown.
+  if (v.is_structured()) {
+    bool flat = v.size() <= 8;
+    for (const Json& child : v) flat = flat && !child.is_structured();
+    if (!flat) return fmt::format("a JSON {} of {} elements", v.type_name(), v.size());
+  }
   std::string s = v.dump(-1, ' ', true, Json::error_handler_t::replace);
   if (s.size() > 60) s = s.substr(0, 57) + "...";
   return s;
 }
 
-std::string shape_str(const std::vector<std::int64_t>& shape) {
-  return fmt::format("[{}]", fmt::join(shape, ", "));
-}
+std::string shape_str(const std::vector<std::int64_t>& shape) { return fmt::format("[{}]", fmt::join(shape, ", ")); }
 
 // Element count and byte count of a shape, or nullopt if either overflows 64 bits.
 std::optional<std::uint64_t> byte_count(const std::vector<std::int64_t>& shape, std::size_t itemsize) {
@@ -91,51 +94,102 @@ struct Entry {
   std::uint64_t begin = 0, end = 0;
 };
 
-struct DuplicateKey {
-  std::string key;
-  int depth;
-};
+// A valid header nests three levels deep. The cap keeps hostile input away from anything
+// recursive (dump, copies) and bounds the bookkeeping below.
+constexpr std::size_t kMaxHeaderDepth = 64;
 
-Json parse_header(std::string_view header, const std::string& file) {
-  // nlohmann keeps the last of duplicate keys silently; a file that names a tensor twice is
-  // ambiguous, so we track the keys of each open object and refuse repeats.
-  std::vector<std::set<std::string>> open_objects;
-  Json::parser_callback_t cb = [&](int depth, Json::parse_event_t event, Json& parsed) {
-    switch (event) {
-      case Json::parse_event_t::object_start: open_objects.emplace_back(); break;
-      case Json::parse_event_t::object_end: open_objects.pop_back(); break;
-      case Json::parse_event_t::key:
-        if (!open_objects.back().insert(parsed.get<std::string>()).second) {
-          throw DuplicateKey{parsed.get<std::string>(), depth};
-        }
-        break;
-      default: break;
+// A first SAX pass over the header. nlohmann's DOM keeps the last of duplicate keys silently
+// and forgets key order; its callback parser could see both but is quadratic in the number of
+// keys per object. This pass records the top-level key order, refuses duplicate keys (a file
+// naming a tensor twice is ambiguous) and excessive nesting, and reports syntax errors with
+// their byte position.
+class HeaderScan {
+ public:
+  std::vector<std::string> key_order;  // top-level keys as they appear in the file
+  std::string error;                   // set when the scan stops early
+
+  bool null() { return true; }
+  bool boolean(bool) { return true; }
+  bool number_integer(Json::number_integer_t) { return true; }
+  bool number_unsigned(Json::number_unsigned_t) { return true; }
+  bool number_float(Json::number_float_t, const Json::string_t&) { return true; }
+  bool string(Json::string_t&) { return true; }
+  bool binary(Json::binary_t&) { return true; }
+  bool start_object(std::size_t) {
+    if (!enter()) return false;
+    objects_.emplace_back(depth_, std::set<std::string>{});
+    return true;
+  }
+  bool end_object() {
+    objects_.pop_back();
+    --depth_;
+    return true;
+  }
+  bool start_array(std::size_t) { return enter(); }
+  bool end_array() {
+    --depth_;
+    return true;
+  }
+  bool key(Json::string_t& k) {
+    auto& [depth, keys] = objects_.back();
+    if (!keys.insert(k).second) {
+      error = depth == 1 ? fmt::format("header lists tensor '{}' more than once", k)
+                         : fmt::format("header has duplicate key '{}' inside an entry", k);
+      return false;
+    }
+    if (depth == 1) key_order.push_back(k);
+    return true;
+  }
+  bool parse_error(std::size_t position, const std::string& /*last_token*/, const nlohmann::detail::exception& e) {
+    // position is 1-based within the header; the header starts at file offset 8.
+    error =
+        fmt::format("header is not valid JSON at file offset {}: {}", 8 + (position > 0 ? position - 1 : 0), e.what());
+    return false;
+  }
+
+ private:
+  bool enter() {
+    if (++depth_ > kMaxHeaderDepth) {
+      error = fmt::format("header nests JSON values more than {} levels deep", kMaxHeaderDepth);
+      return false;
     }
     return true;
-  };
+  }
+  std::size_t depth_ = 0;
+  std::vector<std::pair<std::size_t, std::set<std::string>>> objects_;  // (depth, keys seen)
+};
+
+struct Header {
+  Json json;
+  std::vector<std::string> key_order;
+};
+
+Header parse_header(std::string_view header, const std::string& file) {
+  HeaderScan scan;
+  bool ok = false;
   try {
-    return Json::parse(header.begin(), header.end(), cb);
-  } catch (const Json::parse_error& e) {
-    // e.byte is 1-based within the header; the header starts at file offset 8.
-    std::uint64_t at = 8 + (e.byte > 0 ? e.byte - 1 : 0);
-    fail(file, fmt::format("header is not valid JSON at file offset {}: {}", at, e.what()));
+    ok = Json::sax_parse(header.begin(), header.end(), &scan);
   } catch (const Json::exception& e) {
     fail(file, fmt::format("header could not be parsed: {}", e.what()));
-  } catch (const DuplicateKey& d) {
-    if (d.depth <= 1) fail(file, fmt::format("header lists tensor '{}' more than once", d.key));
-    fail(file, fmt::format("header has duplicate key '{}' inside an entry", d.key));
+  }
+  if (!ok) fail(file, scan.error.empty() ? std::string("header could not be parsed") : scan.error);
+  try {
+    return Header{Json::parse(header.begin(), header.end()), std::move(scan.key_order)};
+  } catch (const Json::exception& e) {  // not expected after a clean scan
+    fail(file, fmt::format("header could not be parsed: {}", e.what()));
   }
 }
 
 Entry parse_entry(const std::string& name, const Json& v, const std::string& file, std::uint64_t data_start) {
-  const std::string where = fmt::format("tensor '{}'", name);
+  // Only formatted on failure: this runs once per tensor, and files can hold very many.
+  const auto where = [&] { return fmt::format("tensor '{}'", name); };
   if (!v.is_object()) {
-    fail(file, fmt::format("{}: entry is a JSON {}, expected an object with dtype, shape and data_offsets",
-                           where, v.type_name()));
+    fail(file, fmt::format("{}: entry is a JSON {}, expected an object with dtype, shape and data_offsets", where(),
+                           v.type_name()));
   }
   auto field = [&](const char* key) -> const Json& {
     auto it = v.find(key);
-    if (it == v.end()) fail(file, fmt::format("{}: missing field '{}'", where, key));
+    if (it == v.end()) fail(file, fmt::format("{}: missing field '{}'", where(), key));
     return *it;
   };
 
@@ -143,16 +197,16 @@ Entry parse_entry(const std::string& name, const Json& v, const std::string& fil
   e.name = name;
   const Json& dtype = field("dtype");
   if (!dtype.is_string()) {
-    fail(file, fmt::format("{}: field 'dtype' is {}, expected a string", where, brief(dtype)));
+    fail(file, fmt::format("{}: field 'dtype' is {}, expected a string", where(), brief(dtype)));
   }
   e.tensor.dtype = dtype.get<std::string>();
   const std::size_t itemsize = safetensors_dtype_size(e.tensor.dtype);
-  if (itemsize == 0) fail(file, fmt::format("{}: field 'dtype' has unknown dtype '{}'", where, e.tensor.dtype));
+  if (itemsize == 0) fail(file, fmt::format("{}: field 'dtype' has unknown dtype '{}'", where(), e.tensor.dtype));
 
   const Json& shape = field("shape");
   if (!shape.is_array()) {
-    fail(file, fmt::format("{}: field 'shape' is {}, expected an array of non-negative integers", where,
-                           brief(shape)));
+    fail(file,
+         fmt::format("{}: field 'shape' is {}, expected an array of non-negative integers", where(), brief(shape)));
   }
   for (std::size_t i = 0; i < shape.size(); ++i) {
     const Json& d = shape[i];
@@ -160,40 +214,42 @@ Entry parse_entry(const std::string& name, const Json& v, const std::string& fil
     // would turn negative in RawTensor::shape.
     if (!d.is_number_unsigned() ||
         d.get<std::uint64_t>() > static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max())) {
-      fail(file, fmt::format("{}: field 'shape' element {} is {}, expected a non-negative integer", where, i,
-                             brief(d)));
+      fail(file,
+           fmt::format("{}: field 'shape' element {} is {}, expected a non-negative integer", where(), i, brief(d)));
     }
     e.tensor.shape.push_back(static_cast<std::int64_t>(d.get<std::uint64_t>()));
   }
   const auto nbytes = byte_count(e.tensor.shape, itemsize);
   if (!nbytes) {
-    fail(file, fmt::format("{}: field 'shape' {} of {}: element or byte count overflows 64 bits", where,
+    fail(file, fmt::format("{}: field 'shape' {} of {}: element or byte count overflows 64 bits", where(),
                            shape_str(e.tensor.shape), e.tensor.dtype));
   }
 
   const Json& offs = field("data_offsets");
   if (!offs.is_array() || offs.size() != 2 || !offs[0].is_number_unsigned() || !offs[1].is_number_unsigned()) {
-    fail(file, fmt::format("{}: field 'data_offsets' is {}, expected [begin, end] of non-negative integers",
-                           where, brief(offs)));
+    fail(file, fmt::format("{}: field 'data_offsets' is {}, expected [begin, end] of non-negative integers", where(),
+                           brief(offs)));
   }
   e.begin = offs[0].get<std::uint64_t>();
   e.end = offs[1].get<std::uint64_t>();
   if (e.begin > e.end) {
-    fail(file, fmt::format("{}: field 'data_offsets' [{}, {}] has begin > end", where, e.begin, e.end));
+    fail(file, fmt::format("{}: field 'data_offsets' [{}, {}] has begin > end", where(), e.begin, e.end));
   }
   if (e.end - e.begin != *nbytes) {
     std::string at = e.begin <= std::numeric_limits<std::uint64_t>::max() - data_start
                          ? fmt::format(" (file offset {})", data_start + e.begin)
                          : std::string();
-    fail(file, fmt::format("{}: field 'data_offsets' [{}, {}] spans {} bytes but shape {} of {} needs {} bytes{}",
-                           where, e.begin, e.end, e.end - e.begin, shape_str(e.tensor.shape), e.tensor.dtype,
-                           *nbytes, at));
+    fail(file,
+         fmt::format("{}: field 'data_offsets' [{}, {}] spans {} bytes but shape {} of {} needs {} bytes{}", where(),
+                     e.begin, e.end, e.end - e.begin, shape_str(e.tensor.shape), e.tensor.dtype, *nbytes, at));
   }
   return e;
 }
 
-std::string json_string(const std::string& s, std::string_view what) {
-  if (auto bad = first_invalid_utf8(s)) bad_input(fmt::format("{} is not valid UTF-8 at byte {}", what, *bad));
+std::string json_string(const std::string& s, std::string_view kind, std::string_view owner) {
+  if (auto bad = first_invalid_utf8(s)) {
+    bad_input(fmt::format("{} '{}' is not valid UTF-8 at byte {}", kind, owner, *bad));
+  }
   return nlohmann::json(s).dump();
 }
 
@@ -201,9 +257,9 @@ std::string json_string(const std::string& s, std::string_view what) {
 
 std::size_t safetensors_dtype_size(std::string_view dtype) {
   static constexpr std::pair<std::string_view, std::size_t> kSizes[] = {
-      {"BOOL", 1}, {"U8", 1},  {"I8", 1},   {"F8_E5M2", 1}, {"F8_E4M3", 1}, {"F8_E8M0", 1},
-      {"I16", 2},  {"U16", 2}, {"F16", 2},  {"BF16", 2},    {"I32", 4},     {"U32", 4},
-      {"F32", 4},  {"F64", 8}, {"I64", 8},  {"U64", 8},     {"C64", 8},
+      {"BOOL", 1}, {"U8", 1},  {"I8", 1},  {"F8_E5M2", 1}, {"F8_E4M3", 1}, {"F8_E8M0", 1},
+      {"I16", 2},  {"U16", 2}, {"F16", 2}, {"BF16", 2},    {"I32", 4},     {"U32", 4},
+      {"F32", 4},  {"F64", 8}, {"I64", 8}, {"U64", 8},     {"C64", 8},
   };
   for (const auto& [name, size] : kSizes) {
     if (name == dtype) return size;
@@ -225,36 +281,39 @@ Safetensors parse_safetensors(std::span<const std::byte> bytes, const std::strin
   std::uint64_t n = 0;
   for (int i = 7; i >= 0; --i) n = (n << 8) | std::to_integer<std::uint64_t>(bytes[static_cast<std::size_t>(i)]);
   if (n > kMaxSafetensorsHeaderBytes) {
-    fail(file, fmt::format("header length {} at offset 0 exceeds the limit of {} bytes", n,
-                           kMaxSafetensorsHeaderBytes));
+    fail(file,
+         fmt::format("header length {} at offset 0 exceeds the limit of {} bytes", n, kMaxSafetensorsHeaderBytes));
   }
   if (n > bytes.size() - 8) {
-    fail(file, fmt::format("header length {} at offset 0 runs past the end of the file ({} bytes after offset 8)",
-                           n, bytes.size() - 8));
+    fail(file, fmt::format("header length {} at offset 0 runs past the end of the file ({} bytes after offset 8)", n,
+                           bytes.size() - 8));
   }
   const std::uint64_t data_start = 8 + n;
   const std::string_view header(reinterpret_cast<const char*>(bytes.data()) + 8, n);
   if (auto bad = first_invalid_utf8(header)) {
     fail(file, fmt::format("header is not valid UTF-8 at file offset {}", 8 + *bad));
   }
-  const Json j = parse_header(header, file);
+  const Header h = parse_header(header, file);
+  const Json& j = h.json;
   if (!j.is_object()) fail(file, fmt::format("header at offset 8 is a JSON {}, expected an object", j.type_name()));
 
   Safetensors out;
   std::vector<Entry> entries;
-  for (auto it = j.begin(); it != j.end(); ++it) {
-    if (it.key() == "__metadata__") {
-      const Json& m = it.value();
-      if (!m.is_object()) fail(file, fmt::format("field '__metadata__' is a JSON {}, expected an object", m.type_name()));
+  for (const std::string& key : h.key_order) {
+    const Json& value = j.at(key);
+    if (key == "__metadata__") {
+      const Json& m = value;
+      if (!m.is_object())
+        fail(file, fmt::format("field '__metadata__' is a JSON {}, expected an object", m.type_name()));
       for (auto mt = m.begin(); mt != m.end(); ++mt) {
         if (!mt.value().is_string()) {
-          fail(file, fmt::format("field '__metadata__' entry '{}' is {}, expected a string", mt.key(),
-                                 brief(mt.value())));
+          fail(file,
+               fmt::format("field '__metadata__' entry '{}' is {}, expected a string", mt.key(), brief(mt.value())));
         }
         out.metadata.emplace(mt.key(), mt.value().get<std::string>());
       }
     } else {
-      entries.push_back(parse_entry(it.key(), it.value(), file, data_start));
+      entries.push_back(parse_entry(key, value, file, data_start));
     }
   }
 
@@ -267,36 +326,39 @@ Safetensors parse_safetensors(std::span<const std::byte> bytes, const std::strin
             [](const Entry* a, const Entry* b) { return std::tie(a->begin, a->end) < std::tie(b->begin, b->end); });
   std::uint64_t covered = 0;
   const Entry* prev = nullptr;
+  const std::uint64_t buffer = bytes.size() - data_start;
+  // File offsets are only printed for data offsets inside the file; others could overflow.
+  const auto file_offset = [&](std::uint64_t rel) {
+    return rel <= buffer ? fmt::format(" (file offset {})", data_start + rel) : std::string();
+  };
   for (const Entry* e : by_offset) {
     if (e->begin < covered) {
-      fail(file, fmt::format("tensor '{}': field 'data_offsets' [{}, {}] overlaps tensor '{}' [{}, {}] (file offset {})",
-                             e->name, e->begin, e->end, prev->name, prev->begin, prev->end, data_start + e->begin));
+      fail(file, fmt::format("tensor '{}': field 'data_offsets' [{}, {}] overlaps tensor '{}' [{}, {}]{}", e->name,
+                             e->begin, e->end, prev->name, prev->begin, prev->end, file_offset(e->begin)));
     }
     if (e->begin > covered) {
-      // Offsets are only trusted once they are known to lie inside the file.
-      std::string at = e->begin <= bytes.size() - data_start
-                           ? fmt::format(" (file offset {})", data_start + covered)
-                           : std::string();
+      const std::string at = file_offset(covered);
       if (prev == nullptr) {
         fail(file, fmt::format("tensor '{}': field 'data_offsets' [{}, {}] leaves a hole: the lowest offset must be "
-                               "0 but is {}{}", e->name, e->begin, e->end, e->begin, at));
+                               "0 but is {}{}",
+                               e->name, e->begin, e->end, e->begin, at));
       }
       fail(file, fmt::format("tensor '{}': field 'data_offsets' [{}, {}] leaves a hole of {} bytes after tensor "
-                             "'{}' which ends at {}{}", e->name, e->begin, e->end, e->begin - covered, prev->name,
-                             covered, at));
+                             "'{}' which ends at {}{}",
+                             e->name, e->begin, e->end, e->begin - covered, prev->name, covered, at));
     }
     covered = e->end;
     prev = e;
   }
-  const std::uint64_t buffer = bytes.size() - data_start;
   if (covered < buffer) {
     fail(file, fmt::format("data buffer is {} bytes but the tensors' data_offsets cover only {}: {} unused bytes at "
-                           "file offset {}", buffer, covered, buffer - covered, data_start + covered));
+                           "file offset {}",
+                           buffer, covered, buffer - covered, data_start + covered));
   }
   if (covered > buffer) {
     fail(file, fmt::format("tensor '{}': field 'data_offsets' ends at {} but the data buffer is only {} bytes "
-                           "(file truncated: {} bytes, data buffer starts at file offset {})", prev->name, covered,
-                           buffer, bytes.size(), data_start));
+                           "(file truncated: {} bytes, data buffer starts at file offset {})",
+                           prev->name, covered, buffer, bytes.size(), data_start));
   }
 
   out.tensors.reserve(entries.size());
@@ -326,9 +388,9 @@ std::vector<std::byte> serialize_safetensors(const Safetensors& st) {
     for (const auto& [k, v] : st.metadata) {
       if (!first) header += ',';
       first = false;
-      header += json_string(k, fmt::format("metadata key '{}'", k));
+      header += json_string(k, "metadata key", k);
       header += ':';
-      header += json_string(v, fmt::format("metadata value for '{}'", k));
+      header += json_string(v, "metadata value of key", k);
     }
     header += '}';
   }
@@ -349,7 +411,7 @@ std::vector<std::byte> serialize_safetensors(const Safetensors& st) {
                             t.data.size()));
     }
     if (header.size() > 1) header += ',';
-    header += json_string(name, fmt::format("tensor name '{}'", name));
+    header += json_string(name, "tensor name", name);
     header += fmt::format(R"(:{{"dtype":"{}","shape":{},"data_offsets":[{},{}]}})", t.dtype,
                           fmt::format("[{}]", fmt::join(t.shape, ",")), offset, offset + t.data.size());
     offset += t.data.size();

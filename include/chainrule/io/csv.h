@@ -9,8 +9,8 @@
 namespace chainrule::io {
 
 struct CsvTable {
-  std::vector<std::string> header;  // every column's name as in the file, label included; empty if none
-  std::vector<double> values;       // rows x cols features, row-major, label column removed
+  std::vector<std::string> header;   // every column's name as in the file, label included; empty if none
+  std::vector<double> values;        // rows x cols features, row-major, label column removed
   std::vector<std::int64_t> labels;  // one per row
   std::int64_t rows = 0;
   std::int64_t cols = 0;  // feature columns: the file's column count minus the label column
