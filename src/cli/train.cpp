@@ -95,6 +95,7 @@ void add_train(CLI::App& app, int& exit_code) {
   cmd->add_option("--warmup", a->c.warmup, "Linear warm-up steps (default: a quarter of an epoch)");
   cmd->add_option("--clip", a->c.clip, "Clip gradients to this global L2 norm (0: off)")->capture_default_str();
   cmd->add_flag("!--no-augment", a->c.augment, "Turn off random flips and shifts of image data");
+  cmd->add_option("--shift", a->c.shift, "Largest random shift of images in pixels when augmenting (0: flips only)")->capture_default_str();
   cmd->add_option("--batch", a->c.batch, "Batch size")->capture_default_str();
   cmd->add_option("--epochs", a->c.epochs, "Epochs")->capture_default_str();
   cmd->add_option("--seed", a->c.seed, "Seed of initialisation and data order")->capture_default_str();

@@ -138,19 +138,22 @@ std::string Dropout::repr() const { return fmt::format("Dropout(p={})", p); }
 
 // ---- ResidualBlock -------------------------------------------------------------------------
 
-ResidualBlock::ResidualBlock(std::int64_t width, BlockLayout lay, BlockNorm nrm, DType dtype) : layout(lay) {
+ResidualBlock::ResidualBlock(std::int64_t width, BlockLayout lay, BlockNorm nrm, DType dtype, double dropout, std::uint64_t seed)
+    : layout(lay) {
   if (nrm == BlockNorm::LayerNorm) norm = register_module("norm", std::make_shared<LayerNorm>(width, 1e-5, true, dtype));
   if (nrm == BlockNorm::BatchNorm) norm = register_module("norm", std::make_shared<BatchNorm1d>(width, 1e-5, 0.1, true, dtype));
   l1 = register_module("l1", std::make_shared<Linear>(width, width, LinearOptions{.dtype = dtype}));
   l2 = register_module("l2", std::make_shared<Linear>(width, width, LinearOptions{.dtype = dtype}));
+  if (dropout > 0) drop = register_module("drop", std::make_shared<Dropout>(dropout, seed));
 }
 
 Tensor ResidualBlock::forward(const Tensor& h) {
   Tensor b = norm ? norm->forward(h) : h;
+  auto inner = [&](const Tensor& t) { return drop ? drop->forward(relu(t)) : relu(t); };
   switch (layout) {
-    case BlockLayout::LRL: b = l2->forward(relu(l1->forward(b))); break;
-    case BlockLayout::Pre: b = l2->forward(relu(l1->forward(relu(b)))); break;
-    case BlockLayout::LRLR: b = relu(l2->forward(relu(l1->forward(b)))); break;
+    case BlockLayout::LRL: b = l2->forward(inner(l1->forward(b))); break;
+    case BlockLayout::Pre: b = l2->forward(inner(l1->forward(relu(b)))); break;
+    case BlockLayout::LRLR: b = relu(l2->forward(inner(l1->forward(b)))); break;
   }
   return add(h, b);
 }

@@ -58,18 +58,25 @@ ModelSpec ModelSpec::parse(std::string_view spec) {
   }
   m.out = positive(spec, f[2], "output size");
   if (parts.size() == 3) {
-    auto lay = parts[2];
-    auto plus = lay.find('+');
-    auto norm = plus == std::string_view::npos ? std::string_view{} : lay.substr(plus + 1);
-    lay = lay.substr(0, plus);
+    auto opts = split(parts[2], '+');
+    auto lay = opts[0];
     if (lay == "lrl") m.layout = BlockLayout::LRL;
     else if (lay == "pre") m.layout = BlockLayout::Pre;
     else if (lay == "lrlr") m.layout = BlockLayout::LRLR;
     else throw ValueError(fmt::format("model spec '{}': unknown block layout '{}' (lrl, pre, lrlr)", spec, lay));
-    if (plus != std::string_view::npos) {
-      if (norm == "ln") m.norm = BlockNorm::LayerNorm;
-      else if (norm == "bn") m.norm = BlockNorm::BatchNorm;
-      else throw ValueError(fmt::format("model spec '{}': unknown norm '+{}' (+ln, +bn)", spec, norm));
+    for (std::size_t i = 1; i < opts.size(); ++i) {
+      auto o = opts[i];
+      if (o == "ln" && m.norm == BlockNorm::None) m.norm = BlockNorm::LayerNorm;
+      else if (o == "bn" && m.norm == BlockNorm::None) m.norm = BlockNorm::BatchNorm;
+      else if (o.size() > 1 && o[0] == 'd' && m.dropout == 0) {
+        double p = -1;
+        auto [end, ec] = std::from_chars(o.data() + 1, o.data() + o.size(), p);
+        if (ec != std::errc() || end != o.data() + o.size() || !(p > 0 && p < 1))
+          throw ValueError(fmt::format("model spec '{}': dropout '+{}' needs a probability in (0, 1), e.g. +d0.2", spec, o));
+        m.dropout = p;
+      } else {
+        throw ValueError(fmt::format("model spec '{}': unknown or repeated block option '+{}' (+ln, +bn, +dP)", spec, o));
+      }
     }
   }
   return m;
@@ -82,10 +89,11 @@ std::string ModelSpec::str() const {
     return s;
   }
   std::string s = fmt::format("resmlp:{}-{}x{}-{}", in, width, blocks, out);
-  if (layout != BlockLayout::LRL || norm != BlockNorm::None) {
+  if (layout != BlockLayout::LRL || norm != BlockNorm::None || dropout > 0) {
     static const char* layouts[] = {"lrl", "pre", "lrlr"};
     static const char* norms[] = {"", "+ln", "+bn"};
     s += fmt::format(":{}{}", layouts[static_cast<int>(layout)], norms[static_cast<int>(norm)]);
+    if (dropout > 0) s += fmt::format("+d{}", dropout);
   }
   return s;
 }
@@ -103,7 +111,8 @@ std::shared_ptr<Sequential> build_model(const ModelSpec& spec, DType dtype) {
   model->push_back(std::make_shared<Linear>(spec.in, spec.width, lo));
   model->push_back(std::make_shared<ReLU>());
   for (std::int64_t b = 0; b < spec.blocks; ++b)
-    model->push_back(std::make_shared<ResidualBlock>(spec.width, spec.layout, spec.norm, dtype));
+    model->push_back(std::make_shared<ResidualBlock>(spec.width, spec.layout, spec.norm, dtype, spec.dropout,
+                                                     static_cast<std::uint64_t>(b)));
   model->push_back(std::make_shared<Linear>(spec.width, spec.out, lo));
   return model;
 }

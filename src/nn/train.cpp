@@ -31,7 +31,7 @@ std::string TrainConfig::json() const {
   nlohmann::json j = {{"data", data},     {"model", model},       {"init", init},         {"zero_residual", zero_residual},
                       {"opt", opt},       {"lr", lr},             {"weight_decay", weight_decay},
                       {"momentum", momentum}, {"schedule", schedule}, {"warmup", warmup}, {"clip", clip},
-                      {"batch", batch},   {"epochs", epochs},     {"seed", seed},         {"drop_last", drop_last}, {"augment", augment},
+                      {"batch", batch},   {"epochs", epochs},     {"seed", seed},         {"drop_last", drop_last}, {"augment", augment}, {"shift", shift},
                       {"dtype", std::string(dtype_name(dtype))}};
   return j.dump();
 }
@@ -45,6 +45,7 @@ TrainConfig TrainConfig::from_json(const std::string& text) {
     c.schedule = j.at("schedule"), c.warmup = j.at("warmup"), c.clip = j.at("clip");
     c.batch = j.at("batch"), c.epochs = j.at("epochs"), c.seed = j.at("seed"), c.drop_last = j.at("drop_last");
     c.augment = j.at("augment");
+    c.shift = j.at("shift");
     c.dtype = j.at("dtype").get<std::string>() == "float64" ? DType::f64 : DType::f32;
   } catch (const nlohmann::json::exception& e) {
     throw IOError(fmt::format("run configuration: {}", e.what()));
@@ -277,10 +278,15 @@ TrainResult train(TrainConfig config, const data::Splits& splits, const RunOptio
   auto model = build_model(spec, config.dtype);
   Generator init_gen(config.seed);
   init_model(*model, init_gen, {.scheme = parse_init(config.init), .zero_residual = config.zero_residual});
+  {
+    std::uint64_t k = 0;
+    for (auto& [name, m] : model->named_modules())
+      if (auto* d = dynamic_cast<Dropout*>(m)) d->generator.set_state(Generator::bits(config.seed, 0xD0D0D0D0ull + k++), 0);
+  }
   auto params = model->named_parameters();
   std::vector<Tensor> param_list = model->parameters();
   auto opt = make_optimizer(config, params);
-  data::DataLoader loader(train_set, {.batch_size = config.batch, .shuffle = true, .drop_last = config.drop_last, .seed = config.seed, .augment = config.augment});
+  data::DataLoader loader(train_set, {.batch_size = config.batch, .shuffle = true, .drop_last = config.drop_last, .seed = config.seed, .augment = config.augment, .shift = config.shift});
   const std::int64_t bpe = loader.batches_per_epoch();
   if (bpe == 0) throw ValueError(fmt::format("train: {} examples make no batch of {} with drop_last", train_set.size(), config.batch));
   auto schedule = make_schedule(config, bpe);

@@ -103,7 +103,8 @@ class Dropout : public Module {
 //   lrl  = linear-relu-linear (default),   h + l2(relu(l1(h)))
 //   pre  = relu-linear-relu-linear,        h + l2(relu(l1(relu(h))))
 //   lrlr = linear-relu-linear-relu,        h + relu(l2(relu(l1(h))))
-// With a norm, it is applied first on the branch: h + F(norm(h)).
+// With a norm, it is applied first on the branch: h + F(norm(h)); with dropout, it follows the
+// branch's inner ReLU (child "drop", no parameters).
 enum class BlockLayout { LRL, Pre, LRLR };
 enum class BlockNorm { None, LayerNorm, BatchNorm };
 
@@ -111,12 +112,13 @@ enum class BlockNorm { None, LayerNorm, BatchNorm };
 class ResidualBlock : public Module {
  public:
   ResidualBlock(std::int64_t width, BlockLayout layout = BlockLayout::LRL, BlockNorm norm = BlockNorm::None,
-                DType dtype = DType::f32);
+                DType dtype = DType::f32, double dropout = 0, std::uint64_t dropout_seed = 0);
   Tensor forward(const Tensor& x) override;
   std::string repr() const override;
   BlockLayout layout;
   ModulePtr norm;  // null when BlockNorm::None
   std::shared_ptr<Linear> l1, l2;
+  std::shared_ptr<Dropout> drop;  // null without dropout
 };
 
 }  // namespace chainrule::nn

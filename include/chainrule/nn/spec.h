@@ -5,7 +5,9 @@
 //   resmlp:784-256x8-10[:LAYOUT]  Sequential(Linear(784,256), ReLU, ResidualBlock × 8, Linear(256,10))
 //                                 block i at index 2+i ("2.l1.weight"), output Linear at 2+B
 // LAYOUT is lrl (default), pre or lrlr, optionally followed by +ln (LayerNorm) or +bn
-// (BatchNorm1d) on each branch, e.g. resmlp:784-256x4-10:pre+ln.
+// (BatchNorm1d) on each branch and +dP (Dropout with probability P after the branch's inner ReLU;
+// no parameters, so the names do not change), e.g. resmlp:784-256x4-10:pre+ln or
+// resmlp:784-512x2-10:lrl+d0.2.
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -23,6 +25,7 @@ struct ModelSpec {
   std::int64_t in = 0, width = 0, blocks = 0, out = 0;  // resmlp
   BlockLayout layout = BlockLayout::LRL;
   BlockNorm norm = BlockNorm::None;
+  double dropout = 0;
 
   // Throws ValueError naming the spec and what is wrong.
   static ModelSpec parse(std::string_view spec);

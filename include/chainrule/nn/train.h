@@ -34,7 +34,8 @@ struct TrainConfig {
   std::int64_t epochs = 10;
   std::uint64_t seed = 0;
   bool drop_last = false;
-  bool augment = true;          // random flips and ±2 pixel shifts of image data (no effect otherwise)
+  bool augment = true;          // random horizontal flips and shifts of image data (no effect otherwise)
+  int shift = 2;                // largest shift in pixels (0: flips only)
   DType dtype = DType::f32;
 
   std::string json() const;  // the configuration as one JSON object (stored in state.safetensors)
