@@ -1,0 +1,62 @@
+#pragma once
+// Helpers shared by the experiments (not installed).
+#include <fmt/format.h>
+
+#include <chrono>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "chainrule/experiments/experiments.h"
+#include "kernels/kernels.h"
+
+namespace chainrule::experiments {
+
+Result run_modes(const Options& opts);
+Result run_cost(const Options& opts);
+Result run_init(const Options& opts);
+Result run_shattered(const Options& opts);
+
+// GEMM multiply-adds done by `fn` on this thread.
+template <class Fn>
+std::uint64_t count_madds(Fn&& fn) {
+  const std::uint64_t before = kernels::gemm_madds();
+  fn();
+  return kernels::gemm_madds() - before;
+}
+
+// Best wall time of `fn` in seconds: at least `repeats` runs and at least `min_total` seconds of
+// runs (short operations are repeated until the minimum is stable), at most `budget` seconds.
+template <class Fn>
+double best_time(Fn&& fn, int repeats = 3, double min_total = 0.05, double budget = 2.0) {
+  double best = 1e300, spent = 0;
+  for (int i = 0; i < 1000 && (i < repeats || spent < min_total) && (i == 0 || spent < budget); ++i) {
+    auto t0 = std::chrono::steady_clock::now();
+    fn();
+    double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    best = std::min(best, s);
+    spent += s;
+  }
+  return best;
+}
+
+struct Timing {
+  int repeats = 3;
+  double min_total = 0.05;
+};
+template <class Fn>
+double best_time(Fn&& fn, const Timing& t) {
+  return best_time(fn, t.repeats, t.min_total);
+}
+
+inline std::string num(double v) { return fmt::format("{:.6g}", v); }
+inline std::string num(std::uint64_t v) { return std::to_string(v); }
+inline std::string num(std::int64_t v) { return std::to_string(v); }
+inline std::string num(int v) { return std::to_string(v); }
+
+// A markdown table from a Table (all rows, or the first `max_rows`).
+std::string markdown_table(const Table& t, std::size_t max_rows = 1000);
+
+Check make_check(std::string name, bool pass, std::string detail);
+
+}  // namespace chainrule::experiments
