@@ -11,19 +11,13 @@
 #include "chainrule/autodiff/frame.h"
 #include "chainrule/autodiff/node.h"
 #include "chainrule/ops/ops.h"
+#include "chainrule/tensor/allocator.h"
 #include "chainrule/tensor/random.h"
 
 namespace chainrule {
 
-namespace {
-constexpr std::size_t kAlign = 64;
-}
-
-Storage::Storage(std::size_t n) : nbytes(n) {
-  // 64-byte alignment for vector loads; a zero-size tensor still gets a valid pointer.
-  data = ::operator new(n == 0 ? kAlign : n, std::align_val_t(kAlign));
-}
-Storage::~Storage() { ::operator delete(data, std::align_val_t(kAlign)); }
+Storage::Storage(std::size_t n) : data(memory::allocate(n)), nbytes(n) {}
+Storage::~Storage() { memory::deallocate(data, nbytes); }
 
 const Shape& Tensor::shape() const {
   if (!impl_) throw ValueError("shape: the tensor is undefined");
