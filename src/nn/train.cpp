@@ -224,15 +224,18 @@ std::unique_ptr<optim::Optimizer> make_optimizer(const TrainConfig& c, const Nam
 
 void fill_defaults(TrainConfig& c, const data::Splits& s) {
   const std::int64_t outputs = s.train.num_classes > 0 ? s.train.num_classes : s.train.y.shape()[1];
+  const bool fashion = c.data.starts_with("fashion-mnist"), spirals = c.data == "spirals";
   if (c.model.empty()) c.model = recommended_model(c.data, s.train.features(), outputs);
   c.model = ModelSpec::parse(c.model).str();
   if (c.opt != "sgd" && c.opt != "adam" && c.opt != "adamw") throw ValueError(fmt::format("unknown optimiser '{}' (sgd, adam, adamw)", c.opt));
-  if (c.lr <= 0) c.lr = c.opt == "sgd" ? 0.05 : 1e-3;
+  if (c.lr <= 0) c.lr = c.opt == "sgd" ? 0.05 : spirals ? 1e-2 : 1e-3;
   if (c.weight_decay < 0) c.weight_decay = c.opt == "sgd" ? 5e-4 : c.opt == "adamw" ? 0.05 : 0.0;
+  if (c.epochs == 0) c.epochs = fashion ? kRecommendedEpochs : spirals ? 30 : 20;
   if (c.batch <= 0) throw ValueError(fmt::format("--batch must be positive, got {}", c.batch));
-  if (c.epochs <= 0) throw ValueError(fmt::format("--epochs must be positive, got {}", c.epochs));
+  if (c.epochs < 0) throw ValueError(fmt::format("--epochs must be positive, got {}", c.epochs));
   if (c.schedule != "cosine" && c.schedule != "step" && c.schedule != "constant")
     throw ValueError(fmt::format("unknown schedule '{}' (cosine, step, constant)", c.schedule));
+  if (c.shift < 0) throw ValueError(fmt::format("--shift must be >= 0, got {}", c.shift));
   parse_init(c.init);
 }
 
@@ -394,7 +397,7 @@ TrainResult train(TrainConfig config, const data::Splits& splits, const RunOptio
     const double secs = std::chrono::duration<double>(clock::now() - t_epoch).count();
     train_seconds += secs;
     EpochMetrics m;
-    m.epoch = epoch + 1, m.step = step, m.lr = opt->lr();
+    m.epoch = epoch + 1, m.epochs = config.epochs, m.step = step, m.lr = opt->lr();
     m.train_loss = loss_sum / seen;
     m.train_accuracy = classify ? correct / seen : std::numeric_limits<double>::quiet_NaN();
     Evaluation v = evaluate(*model, val_set);

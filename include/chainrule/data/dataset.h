@@ -44,7 +44,7 @@ inline constexpr const char* kFashionMnistClasses[10] = {"T-shirt/top", "Trouser
 // Two interleaved spirals in the plane, 2 classes (a classic hard case for a small MLP).
 struct SpiralsOptions {
   std::int64_t train = 2000, validation = 500, test = 500;  // examples, split evenly between classes
-  double noise = 0.15;
+  double noise = 0.04;
   double turns = 1.5;
   std::uint64_t seed = 0;
   DType dtype = DType::f32;

@@ -18,20 +18,22 @@
 
 namespace chainrule::nn {
 
+inline constexpr std::int64_t kRecommendedEpochs = 15;  // Fashion-MNIST
+
 struct TrainConfig {
   std::string data = "fashion-mnist";
   std::string model;            // empty: the recommended model for the data (recommended_model)
   std::string init = "he";      // parse_init names
   bool zero_residual = false;   // zero the last layer of each residual branch
   std::string opt = "adamw";    // sgd, adam, adamw
-  double lr = 0;                // 0: the optimiser's recommended rate
+  double lr = 0;                // 0: recommended (1e-3 adam/adamw, 1e-2 on spirals; 0.05 sgd)
   double weight_decay = -1;     // < 0: the optimiser's default
   double momentum = 0.9;        // sgd
   std::string schedule = "cosine";  // cosine, step, constant
   std::int64_t warmup = -1;     // linear warm-up steps; < 0: automatic (a fraction of an epoch)
   double clip = 0;              // clip gradients to this global norm (0: off)
   std::int64_t batch = 128;
-  std::int64_t epochs = 10;
+  std::int64_t epochs = 0;      // 0: the recommended number (kRecommendedEpochs for Fashion-MNIST)
   std::uint64_t seed = 0;
   bool drop_last = false;
   bool augment = true;          // random horizontal flips and shifts of image data (no effect otherwise)
@@ -47,6 +49,7 @@ std::string recommended_model(const std::string& data, std::int64_t features, st
 
 struct EpochMetrics {
   std::int64_t epoch = 0;  // 1-based
+  std::int64_t epochs = 0; // of the whole run
   std::int64_t step = 0;   // optimiser steps so far
   double lr = 0;           // at the end of the epoch
   double train_loss = 0;   // sample-weighted mean over the epoch
