@@ -8,6 +8,7 @@
 #include <sstream>
 
 #include "chainrule/chainrule.h"
+#include "chainrule/data/dataset.h"
 #include "chainrule/experiments/experiments.h"
 
 namespace ex = chainrule::experiments;
@@ -21,6 +22,14 @@ const ex::Result& quick(const std::string& name) {
   if (it == cache.end()) it = cache.emplace(name, ex::run_experiment(name, {.quick = true, .seed = 0})).first;
   return it->second;
 }
+
+// The experiments that train need Fashion-MNIST (Debian package dataset-fashion-mnist).
+bool have_fashion_mnist() {
+  return std::filesystem::exists(std::filesystem::path(chainrule::data::kFashionMnistDir) / "train-images-idx3-ubyte.gz") ||
+         std::filesystem::exists(std::filesystem::path(chainrule::data::kFashionMnistDir) / "train-images-idx3-ubyte");
+}
+#define REQUIRE_FASHION_MNIST() \
+  if (!have_fashion_mnist()) GTEST_SKIP() << "Fashion-MNIST not installed (dataset-fashion-mnist)"
 
 void expect_check(const std::string& experiment, const std::string& check) {
   const auto& r = quick(experiment);
@@ -149,3 +158,36 @@ TEST(ExperimentShattered, ScaledResidualKeepsCorrelation) {
   expect_check("shattered", "1/sqrt(L) residual lag-16 autocorrelation >= 2x the 24-layer plain net's");
 }
 TEST(ExperimentShattered, DeepPlainIsWhiteNoise) { expect_check("shattered", "deep plain gradients look like white noise"); }
+
+// ---- backprop -------------------------------------------------------------------------------------
+
+TEST(ExperimentBackprop, HandEqualsReverseInFloat64) { expect_check("backprop", "hand vs reverse <= 1e-12 max|g| in float64"); }
+TEST(ExperimentBackprop, ForwardEqualsReverseInFloat64) { expect_check("backprop", "jacfwd vs reverse <= 1e-12 max|g| in float64"); }
+TEST(ExperimentBackprop, FiniteDifferencesAgree) { expect_check("backprop", "finite differences agree to 1e-6 in float64"); }
+
+// ---- residual-block -------------------------------------------------------------------------------
+
+TEST(ExperimentResidualBlock, LrlrBranchOutputsNonNegative) {
+  expect_check("residual-block", "lrlr branch outputs are all non-negative");
+}
+TEST(ExperimentResidualBlock, GrowthMatchesDerivation) {
+  expect_check("residual-block", "variance growth matches the derivation within 15 %");
+}
+TEST(ExperimentResidualBlock, PreActivationDoubles) {
+  expect_check("residual-block", "a pre-activation block about doubles the variance");
+}
+
+// ---- training on Fashion-MNIST --------------------------------------------------------------------
+
+TEST(ExperimentVanishing, HeTrains) {
+  REQUIRE_FASHION_MNIST();
+  expect_check("vanishing", "He trains");
+}
+TEST(ExperimentVanishing, XavierAndSmallStdStall) {
+  REQUIRE_FASHION_MNIST();
+  expect_check("vanishing", "Xavier and N(0, 0.01²) stall near ln 10");
+}
+TEST(ExperimentDepth, ResidualBeatsPlainAtLargestDepth) {
+  REQUIRE_FASHION_MNIST();
+  expect_check("depth", "at the largest depth, residual training loss < plain");
+}

@@ -394,6 +394,26 @@ TEST(Losses, CrossEntropyMeanSumAndNone) {
   EXPECT_NEAR(cross_entropy(z, y, Reduction::None).to_vector<double>()[1], l1, 1e-14);
 }
 
+TEST(Losses, LabelSmoothingMatchesSmoothedTargets) {
+  Tensor z = tensor({1, 2, 3, -1, 0, 4}, {2, 3}, DType::f64);
+  Tensor y = from_vector<std::int64_t>({2, 0});
+  const double eps = 0.1;
+  double want = 0;
+  auto zv = z.to_vector<double>();
+  for (int r = 0; r < 2; ++r) {
+    double lse = std::log(std::exp(zv[3 * r]) + std::exp(zv[3 * r + 1]) + std::exp(zv[3 * r + 2]));
+    for (int c = 0; c < 3; ++c) {
+      double target = (c == (r == 0 ? 2 : 0) ? 1 - eps : 0) + eps / 3;
+      want -= target * (zv[static_cast<std::size_t>(3 * r + c)] - lse);
+    }
+  }
+  EXPECT_NEAR(cross_entropy(z, y, eps, Reduction::Sum).item(), want, 1e-14);
+  EXPECT_NEAR(cross_entropy(z, y, 0.0).item(), cross_entropy(z, y).item(), 1e-15);
+  EXPECT_THROW(cross_entropy(z, y, 1.5), ValueError);
+  auto r = check_grads([&](std::span<const Tensor> x) { return cross_entropy(x[0], y, eps); }, {z});
+  EXPECT_TRUE(r.pass) << r.failure;
+}
+
 TEST(Losses, MseAndBceWithLogits) {
   Tensor a = tensor({1, 2, 3}, {3}, DType::f64), b = tensor({0, 2, 5}, {3}, DType::f64);
   EXPECT_NEAR(mse_loss(a, b, Reduction::Mean).item(), 5.0 / 3, 1e-15);

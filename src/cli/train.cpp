@@ -93,6 +93,8 @@ void add_train(CLI::App& app, int& exit_code) {
   cmd->add_option("--momentum", a->c.momentum, "SGD momentum")->capture_default_str();
   cmd->add_option("--schedule", a->c.schedule, "Learning-rate schedule after warm-up: cosine, step, constant")->capture_default_str();
   cmd->add_option("--warmup", a->c.warmup, "Linear warm-up steps (default: a quarter of an epoch)");
+  cmd->add_option("--label-smoothing", a->c.label_smoothing, "Smooth classification targets towards uniform by this much")
+      ->capture_default_str();
   cmd->add_option("--clip", a->c.clip, "Clip gradients to this global L2 norm (0: off)")->capture_default_str();
   cmd->add_flag("!--no-augment", a->c.augment, "Turn off random flips and shifts of image data");
   cmd->add_option("--shift", a->c.shift, "Largest random shift of images in pixels when augmenting (0: flips only)")->capture_default_str();

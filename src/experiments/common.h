@@ -12,10 +12,15 @@
 
 namespace chainrule::experiments {
 
+Result run_backprop(const Options& opts);
 Result run_modes(const Options& opts);
 Result run_cost(const Options& opts);
 Result run_init(const Options& opts);
 Result run_shattered(const Options& opts);
+Result run_residual_block(const Options& opts);
+Result run_vanishing(const Options& opts);
+Result run_depth(const Options& opts);
+Result run_paths(const Options& opts);
 
 // GEMM multiply-adds done by `fn` on this thread.
 template <class Fn>

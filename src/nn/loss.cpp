@@ -19,6 +19,16 @@ void check_same_shape(const char* op, const Tensor& a, const Tensor& b) {
 }
 }  // namespace
 
+Tensor cross_entropy(const Tensor& logits, const Tensor& labels, double eps, Reduction reduction) {
+  if (!(eps >= 0 && eps <= 1)) throw ValueError(fmt::format("cross_entropy: label_smoothing must be in [0, 1], got {}", eps));
+  Tensor ce = chainrule::cross_entropy(logits, labels, Reduction::None);
+  if (eps == 0) return reduce(ce, reduction);
+  // -Σ_c (ε/C) log softmax(z)_c = ε (logsumexp(z) - mean_c z_c); both terms are shift invariant.
+  Tensor uniform = sub(logsumexp(logits, {-1}), mean(logits, {-1}));
+  const DType t = logits.dtype();
+  return reduce(add(mul(ce, scalar_tensor(1 - eps, t)), mul(uniform, scalar_tensor(eps, t))), reduction);
+}
+
 Tensor mse_loss(const Tensor& input, const Tensor& target, Reduction reduction) {
   check_same_shape("mse_loss", input, target);
   return reduce(square(sub(input, target)), reduction);

@@ -30,7 +30,7 @@ using json = nlohmann::json;
 std::string TrainConfig::json() const {
   nlohmann::json j = {{"data", data},     {"model", model},       {"init", init},         {"zero_residual", zero_residual},
                       {"opt", opt},       {"lr", lr},             {"weight_decay", weight_decay},
-                      {"momentum", momentum}, {"schedule", schedule}, {"warmup", warmup}, {"clip", clip},
+                      {"momentum", momentum}, {"schedule", schedule}, {"warmup", warmup}, {"clip", clip}, {"label_smoothing", label_smoothing},
                       {"batch", batch},   {"epochs", epochs},     {"seed", seed},         {"drop_last", drop_last}, {"augment", augment}, {"shift", shift},
                       {"dtype", std::string(dtype_name(dtype))}};
   return j.dump();
@@ -43,6 +43,7 @@ TrainConfig TrainConfig::from_json(const std::string& text) {
     c.data = j.at("data"), c.model = j.at("model"), c.init = j.at("init"), c.zero_residual = j.at("zero_residual");
     c.opt = j.at("opt"), c.lr = j.at("lr"), c.weight_decay = j.at("weight_decay"), c.momentum = j.at("momentum");
     c.schedule = j.at("schedule"), c.warmup = j.at("warmup"), c.clip = j.at("clip");
+    c.label_smoothing = j.at("label_smoothing");
     c.batch = j.at("batch"), c.epochs = j.at("epochs"), c.seed = j.at("seed"), c.drop_last = j.at("drop_last");
     c.augment = j.at("augment");
     c.shift = j.at("shift");
@@ -368,7 +369,8 @@ TrainResult train(TrainConfig config, const data::Splits& splits, const RunOptio
       opt->set_lr(config.lr * schedule->factor(step));
       data::Batch batch = loader.batch(order, b, epoch);
       Tensor out = model->forward(batch.x);
-      Tensor loss = loss_of(out, batch.y, classify);
+      Tensor loss = classify && config.label_smoothing > 0 ? cross_entropy(out, batch.y, config.label_smoothing)
+                                                           : loss_of(out, batch.y, classify);
       opt->zero_grad();
       loss.backward();
       if (config.clip > 0) optim::clip_grad_norm_(param_list, config.clip);

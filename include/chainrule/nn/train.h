@@ -31,6 +31,7 @@ struct TrainConfig {
   double momentum = 0.9;        // sgd
   std::string schedule = "cosine";  // cosine, step, constant
   std::int64_t warmup = -1;     // linear warm-up steps; < 0: automatic (a fraction of an epoch)
+  double label_smoothing = 0;   // classification: smooth the targets towards uniform by ε
   double clip = 0;              // clip gradients to this global norm (0: off)
   std::int64_t batch = 128;
   std::int64_t epochs = 0;      // 0: the recommended number (kRecommendedEpochs for Fashion-MNIST)
