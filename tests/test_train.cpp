@@ -1,5 +1,6 @@
 // The training loop on the two-spirals set: it learns, identical runs give identical bytes, and a
 // run stopped and resumed ends with the same weights, bit for bit, as an uninterrupted one.
+#include <dlfcn.h>
 #include <gtest/gtest.h>
 
 #include <filesystem>
@@ -27,7 +28,14 @@ struct RunDir {
   }
 };
 
+// These runs are tiny (64-wide layers): on one thread they take well under a second, while
+// OpenMP's spinning barriers on a busy 2-core machine can make them 10x slower.
+void one_thread() {
+  if (auto* f = reinterpret_cast<void (*)(int)>(dlsym(RTLD_DEFAULT, "omp_set_num_threads"))) f(1);
+}
+
 TrainConfig spirals_config() {
+  one_thread();
   TrainConfig c;
   c.data = "spirals";
   c.model = "resmlp:2-32x2-2:lrl+d0.1";  // dropout: its generator state must survive a resume
