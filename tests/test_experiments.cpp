@@ -191,3 +191,14 @@ TEST(ExperimentDepth, ResidualBeatsPlainAtLargestDepth) {
   REQUIRE_FASHION_MNIST();
   expect_check("depth", "at the largest depth, residual training loss < plain");
 }
+
+// ---- paths ----------------------------------------------------------------------------------------
+
+TEST(ExperimentPaths, DeletingResidualBlockCostsLessThanPlainLayer) {
+  REQUIRE_FASHION_MNIST();
+  expect_check("paths", "deleting a residual block costs less accuracy than deleting a plain layer");
+}
+TEST(ExperimentPaths, GradientPerPathFallsWithLength) {
+  REQUIRE_FASHION_MNIST();
+  expect_check("paths", "gradient per path falls with its length");
+}
