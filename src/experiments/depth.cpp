@@ -20,7 +20,7 @@ Result run_depth(const Options& opts) {
   r.title = "plain against residual networks of growing depth";
   const std::vector<int> depths = opts.quick ? std::vector<int>{2, 8, 32} : std::vector<int>{2, 4, 8, 16, 32, 64};
   const std::int64_t width = opts.quick ? 32 : 64;
-  const std::int64_t steps = opts.quick ? 150 : 1000, n_train = opts.quick ? 5000 : 60000, n_test = opts.quick ? 2000 : 10000;
+  const std::int64_t steps = opts.quick ? 150 : 400, n_train = opts.quick ? 5000 : 60000, n_test = opts.quick ? 2000 : 10000;
   const double lr = 0.01;
   const auto& data = fashion_mnist(n_train, n_test);
   struct Point {

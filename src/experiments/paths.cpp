@@ -46,7 +46,7 @@ Result run_paths(const Options& opts) {
   r.title = "residual networks as ensembles of short paths";
   const int n = opts.quick ? 6 : 12;  // residual blocks; the plain net has n deletable hidden layers
   const std::int64_t width = 64;
-  const std::int64_t steps = opts.quick ? 200 : 1000, n_train = opts.quick ? 5000 : 60000, n_test = opts.quick ? 2000 : 10000;
+  const std::int64_t steps = opts.quick ? 200 : 600, n_train = opts.quick ? 5000 : 60000, n_test = opts.quick ? 2000 : 10000;
   const int samples = opts.quick ? 6 : 24;  // random paths per length
   const auto& data = fashion_mnist(n_train, n_test);
 

@@ -102,13 +102,13 @@ Result run_residual_block(const Options& opts) {
   for (const auto& [lname, l] : kLayouts)
     for (const auto& v : kVariants) cells.push_back({lname, v.name, l, measure(l, v, blocks, width, batch, nets, gen), {}, false});
 
-  // Training (full version only): resmlp:784-128x4-10 with each layout and variant, same budget.
+  // Training (full version only): resmlp:784-64x4-10 with each layout and variant, same budget.
   const std::int64_t train_steps = 400;
   if (!opts.quick) {
     const auto& data = fashion_mnist(20000, 10000);
     for (auto& c : cells) {
       const Variant& v = *std::find_if(kVariants.begin(), kVariants.end(), [&](const Variant& x) { return x.name == c.variant; });
-      std::string spec = "resmlp:784-128x4-10:" + c.layout + (v.norm == nn::BlockNorm::LayerNorm ? "+ln" : "");
+      std::string spec = "resmlp:784-64x4-10:" + c.layout + (v.norm == nn::BlockNorm::LayerNorm ? "+ln" : "");
       auto model = nn::build_model(spec);
       Generator g(opts.seed + 5);
       nn::init_model(*model, g, {.scheme = nn::InitScheme::He, .zero_residual = v.zero});
@@ -171,7 +171,7 @@ Result run_residual_block(const Options& opts) {
   }
   r.figure.plots = {pg, pf};
   if (!opts.quick) {
-    Plot pt{fmt::format("training loss, resmlp:784-128x4-10, SGD, {} steps", train_steps), "step", "training loss", false, false, {},
+    Plot pt{fmt::format("training loss, resmlp:784-64x4-10, SGD, {} steps", train_steps), "step", "training loss", false, false, {},
             "set key top right font ',7'\n"};
     for (const auto& c : cells) {
       Series s{c.layout + ", " + c.variant, {}, {}, "lines"};
@@ -213,7 +213,7 @@ Result run_residual_block(const Options& opts) {
                           fmt::format("{:.3f}", c.st.frac_branch[0]), fmt::format("{:.3f}", c.st.frac_output[last])});
   m += markdown_table(shown);
   if (!tt.rows.empty()) {
-    m += fmt::format("\nTraining: `resmlp:784-128x4-10:LAYOUT[+ln]` on the first 20,000 Fashion-MNIST training images, "
+    m += fmt::format("\nTraining: `resmlp:784-64x4-10:LAYOUT[+ln]` on the first 20,000 Fashion-MNIST training images, "
                      "SGD (lr 0.01, momentum 0.9), batch 128, {} steps; test on the 10,000 test images.\n\n",
                      train_steps);
     Table st{"", {"layout", "variant", "final training loss", "test accuracy"}, {}};

@@ -41,8 +41,8 @@ Result run_vanishing(const Options& opts) {
   Result r;
   r.name = "vanishing";
   r.title = "vanishing gradients in a 30-layer plain network: He against Xavier and N(0, 0.01²)";
-  const std::int64_t width = opts.quick ? 64 : 128, layers = 30;
-  const std::int64_t steps = opts.quick ? 300 : 1500, n_train = opts.quick ? 5000 : 60000, n_test = opts.quick ? 2000 : 10000;
+  const std::int64_t width = 64, layers = 30;
+  const std::int64_t steps = opts.quick ? 300 : 1000, n_train = opts.quick ? 5000 : 60000, n_test = opts.quick ? 2000 : 10000;
   const double lr = 0.01;
   std::string spec = "mlp:784";
   for (std::int64_t k = 0; k < layers - 1; ++k) spec += "-" + std::to_string(width);
