@@ -190,7 +190,7 @@ std::string markdown_table(const Table& t, std::size_t max_rows) {
 }
 
 std::string report_section(const Result& r) {
-  std::string s = fmt::format("## `{}`: {}\n\n", r.name, r.title);
+  std::string s = fmt::format("<a id=\"{0}\"></a>\n\n## `{0}`: {1}\n\n", r.name, r.title);
   if (!r.figure.plots.empty()) s += fmt::format("![{}]({}.svg)\n\n", r.name, r.name);
   s += "**What the text claims.** " + r.claim + "\n\n";
   s += "**What the literature reports.** " + r.literature + "\n\n";

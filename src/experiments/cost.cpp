@@ -209,7 +209,7 @@ Result run_cost(const Options& opts) {
       "pass per input; but reverse mode is more memory-intensive, because every intermediate variable needed by the "
       "vector-Jacobian products must be stored until the backward pass.";
   r.literature =
-      "The cheap-gradient principle (Griewank & Walther, *Evaluating Derivatives*, 2nd ed. 2008, §4.6 and table 4.1; "
+      "The cheap-gradient principle (Griewank & Walther, *Evaluating Derivatives*, 2nd ed. 2008, ch. 4; "
       "Baur & Strassen 1983): the gradient of a scalar function costs at most a small constant times the function "
       "(≤ 4 operations counts in general, and for a matrix product exactly 3: the product itself plus one product "
       "per input cotangent); forward mode likewise costs a small constant per direction (a JVP of a product needs two "

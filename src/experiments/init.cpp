@@ -221,11 +221,11 @@ Result run_init(const Options& opts) {
   r.literature =
       "He et al., *Delving Deep into Rectifiers* (ICCV 2015), §2.2, eqs. 10 and 14: the forward condition "
       "½ n_l Var(w_l) = 1 and the backward condition ½ n̂_l Var(w_l) = 1, either of which suffices in practice since "
-      "their ratio over the whole network is a constant, not an exponential; Xavier/Glorot (Glorot & Bengio 2010, "
-      "eq. 12: Var(W) = 2/(n_in + n_out)) halves the variance per ReLU layer, so 'the variance of the input is "
-      "diminished by 1/2^L' (He et al. §2.2, comparison with Xavier). Their fig. 2 shows a 22-layer net training with "
-      "both, and a 30-layer one stalling with Xavier (fig. 3); std 0.01 (as in VGG/Krizhevsky et al.) cannot train "
-      "deep plain nets (He et al. §2.2, 'std of 0.01 ... stalls').";
+      "their ratio over the whole network is a constant, not an exponential. Xavier/Glorot initialisation (Glorot & "
+      "Bengio, AISTATS 2010: Var(W) = 2/(n_in + n_out)) ignores the ReLU's halving, so with equal widths the variance "
+      "shrinks by 1/2 per layer, 2^-L over L layers (He et al. §2.2, comparison with Xavier). Their fig. 2 shows a "
+      "22-layer net converging with both, fig. 3 a 30-layer one stalling with Xavier; a fixed std of 0.01 (as used by "
+      "Krizhevsky et al. and for VGG) does not let deep plain nets converge (He et al. §2.2).";
   std::string m = fmt::format(
       "Plain ReLU networks with 50 linear layers, f_0 = W_0 x and f_k = W_k ReLU(f_{{k-1}}), zero biases, x ~ N(0, I), "
       "float64; l = Σ c ⊙ f_49 with c ~ N(0, 1), so ∂l/∂f_49 = c. The gradients ∂l/∂f_k come from one `grad` call "

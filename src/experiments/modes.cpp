@@ -296,8 +296,8 @@ Result run_modes(const Options& opts) {
   r.literature =
       "Griewank & Walther, *Evaluating Derivatives* (2nd ed., SIAM 2008), ch. 3–4: the cost of a Jacobian is about n "
       "forward evaluations in the forward (tangent) mode and about m evaluations in the reverse (adjoint) mode, each "
-      "within a small constant factor of one evaluation of f (table 4.1 gives the per-operation bounds). "
-      "Baydin et al., *Automatic differentiation in machine learning: a survey* (JMLR 2018), §3 and fig. 4: forward "
+      "within a small constant factor of one evaluation of f. "
+      "Baydin et al., *Automatic differentiation in machine learning: a survey* (JMLR 2018), §3: forward "
       "mode for f: Rⁿ → Rᵐ costs n evaluations, reverse m, so forward wins for n ≪ m and reverse for n ≫ m. "
       "Finding the cheapest order of the chain is the matrix-chain problem (Cormen et al., *Introduction to "
       "Algorithms*, §15.2, an O(K³) dynamic programme); Naumann (*Optimal Jacobian accumulation is NP-complete*, "

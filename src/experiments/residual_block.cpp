@@ -188,11 +188,11 @@ Result run_residual_block(const Options& opts) {
       "non-negative part of its input; ending with a ReLU, all block outputs are non-negative, narrowing what the block "
       "can add and restricting the information passed through the network.";
   r.literature =
-      "He et al., *Identity Mappings in Deep Residual Networks* (ECCV 2016), fig. 4 and table 2: of the block layouts "
-      "tried, 'ReLU after addition' and similar variants that make the residual non-negative train worse; the "
-      "full pre-activation block (BN-ReLU-weight-BN-ReLU-weight) gives the lowest error (e.g. 6.37 % vs 6.61 % on "
-      "CIFAR-10 with ResNet-110, 4.92 % for ResNet-164). Zero-initialised last layers of each branch (Goyal et al. 2017, "
-      "§5.1; Zhang et al., *Fixup*, ICLR 2019) make each block start as the identity, and the variance of a plain "
+      "He et al., *Identity Mappings in Deep Residual Networks* (ECCV 2016), fig. 4 and table 2 (ResNet-110, CIFAR-10 "
+      "test error): the original block 6.61 %, 'ReLU before addition' (the branch ends with a ReLU, so it only adds "
+      "non-negative values: our lrlr) 7.84 %, ReLU-only pre-activation 6.71 %, full pre-activation (our pre, with BN) "
+      "6.37 %. Zero-initialised last layers of each branch (Goyal et al. 2017; Zhang et al., *Fixup*, ICLR 2019) make "
+      "each block start as the identity, and the variance of a plain "
       "residual stack grows with depth (Hanin & Rolnick, NeurIPS 2018; Zhang et al. 2019, §2: without normalisation "
       "the output variance explodes exponentially with the number of blocks).";
   std::string m = fmt::format(

@@ -257,7 +257,7 @@ Result run_shattered(const Options& opts) {
       "feedforward net gives brown noise, a 24-layer one white noise, a 50-layer resnet something in between. "
       "Theorem 1: in feedforward ReLU nets the correlation between gradients at different inputs decays "
       "exponentially, as 2^-L; theorem 3: with batch normalisation and skip connections it decays as 1/sqrt(L) "
-      "(sublinearly). Their fig. 3 plots these covariances against depth.";
+      "(sublinearly).";
   std::string m = fmt::format(
       "Scalar input on 256 grid points in [-2, 2], {} ReLU units per layer, He initialisation N(0, 2/fan_in), biases "
       "N(0, 0.1²), float32. Plain nets: L layers h ← ReLU(W u + b) with u = BN(h) on every hidden-to-hidden layer "
