@@ -202,7 +202,8 @@ Result run_init(const Options& opts) {
   for (int dir = 0; dir < 2; ++dir) {
     for (std::size_t ci = 0; ci < configs.size(); ++ci) {
       Plot p{fmt::format("{}, widths {}", dir == 0 ? "Var(f_k)" : "Var(dl/df_k)", configs[ci].name), "layer k",
-             "variance (mean of " + std::to_string(nets) + " nets)", false, true, {}, "set key bottom left font ',7'\n"};
+             "variance (mean of " + std::to_string(nets) + " nets)", false, true, {},
+             "set key bottom left font ',7'\nset yrange [1e-24:1e4]\n"};
       for (std::size_t si = 0; si < schemes().size(); ++si) {
         Series s{schemes()[si].name, {}, {}, "lines lw 2"};
         const auto& v = dir == 0 ? curves[ci][si].forward : curves[ci][si].backward;
@@ -242,10 +243,11 @@ Result run_init(const Options& opts) {
   }
   m += markdown_table(shown);
   m += "\nThe measured log2 change follows the prediction for every scheme. He fan_in holds the forward variance and "
-       "He fan_out the backward one; with equal widths they coincide. With alternating widths 256/1024, fan_in "
+       "He fan_out the backward one; with equal widths they coincide (and so do Xavier and LeCun, both 1/d). The "
+       "plot is cut at 1e-24; N(0, 0.01²) leaves it after a few layers. With alternating widths 256/1024, fan_in "
        "makes the backward variance oscillate by the ratio d_out/d_in = 4 from layer to layer (and fan_out the "
-       "forward), without drifting, as He et al. note. Xavier loses a factor 2 per layer in both directions, and "
-       "N(0, 0.01²) loses a factor d·10⁻⁴/2 per layer until nothing is left.";
+       "forward), without drifting, as He et al. note. With equal widths Xavier loses a factor 2 per layer in both "
+       "directions, and N(0, 0.01²) loses a factor d·10⁻⁴/2 per layer until nothing is left.";
   r.measured = m;
   r.json = nlohmann::json{{"layers", L}, {"nets", nets}, {"curves", j}}.dump();
   return r;

@@ -31,14 +31,14 @@ struct TrainConfig {
   double momentum = 0.9;        // sgd
   std::string schedule = "cosine";  // cosine, step, constant
   std::int64_t warmup = -1;     // linear warm-up steps; < 0: automatic (a fraction of an epoch)
-  double label_smoothing = 0;   // classification: smooth the targets towards uniform by ε
+  double label_smoothing = -1;  // classification: smooth the targets towards uniform by ε (< 0: 0.1 on Fashion-MNIST, else 0)
   double clip = 0;              // clip gradients to this global norm (0: off)
   std::int64_t batch = 128;
   std::int64_t epochs = 0;      // 0: the recommended number (kRecommendedEpochs for Fashion-MNIST)
   std::uint64_t seed = 0;
   bool drop_last = false;
   bool augment = true;          // random horizontal flips and shifts of image data (no effect otherwise)
-  int shift = 2;                // largest shift in pixels (0: flips only)
+  int shift = 0;                // largest shift in pixels (0: flips only)
   DType dtype = DType::f32;
 
   std::string json() const;  // the configuration as one JSON object (stored in state.safetensors)
