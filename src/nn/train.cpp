@@ -55,7 +55,7 @@ TrainConfig TrainConfig::from_json(const std::string& text) {
 }
 
 std::string recommended_model(const std::string& data, std::int64_t features, std::int64_t classes) {
-  if (data.starts_with("fashion-mnist")) return fmt::format("resmlp:{}-512x2-{}", features, classes);
+  if (data.starts_with("fashion-mnist")) return fmt::format("resmlp:{}-512x2-{}:lrl+d0.1", features, classes);
   if (data == "spirals") return fmt::format("resmlp:{}-64x2-{}", features, classes);
   return fmt::format("mlp:{}-64-64-{}", features, classes);
 }

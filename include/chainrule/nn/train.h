@@ -18,7 +18,7 @@
 
 namespace chainrule::nn {
 
-inline constexpr std::int64_t kRecommendedEpochs = 15;  // Fashion-MNIST
+inline constexpr std::int64_t kRecommendedEpochs = 20;  // Fashion-MNIST
 
 struct TrainConfig {
   std::string data = "fashion-mnist";
