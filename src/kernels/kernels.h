@@ -2,6 +2,7 @@
 // Loops shared by the forward kernels of the primitives: dtype dispatch, broadcasting iteration,
 // maps and reductions. Kernels see concrete tensors only, possibly with extra leading dimensions.
 #include <fmt/format.h>
+#include <omp.h>
 
 #include <array>
 #include <cmath>
@@ -83,14 +84,30 @@ void for_each_row(const Shape& shape, const std::array<const Shape*, K>& strides
 // Below this many elements a loop runs on one thread: starting the team costs more than it saves.
 constexpr std::int64_t kParallelGrain = 1 << 15;
 
+// Runs body(begin, end) over [0, n): on the OpenMP team when n is large, else inline (an `if`
+// clause alone still pays for entering the parallel region).
+template <class Body>
+void parallel_range(std::int64_t n, Body body) {
+  if (n < kParallelGrain) {
+    body(std::int64_t{0}, n);
+    return;
+  }
+#pragma omp parallel
+  {
+    const std::int64_t chunk = (n + omp_get_num_threads() - 1) / omp_get_num_threads();
+    const std::int64_t begin = std::min(n, chunk * omp_get_thread_num());
+    body(begin, std::min(n, begin + chunk));
+  }
+}
+
 template <class T, class R = T, class Op>
 Tensor map_unary(const Tensor& x, Op op) {
   Tensor o = empty(x.shape(), dtype_of<R>());
   const T* a = in<T>(x);
   R* d = out<R>(o);
-  const std::int64_t n = x.numel();
-#pragma omp parallel for simd if (n >= kParallelGrain) schedule(static)
-  for (std::int64_t i = 0; i < n; ++i) d[i] = op(a[i]);
+  parallel_range(x.numel(), [&](std::int64_t b, std::int64_t e) {
+    for (std::int64_t i = b; i < e; ++i) d[i] = op(a[i]);
+  });
   return o;
 }
 
@@ -104,9 +121,9 @@ Tensor map_binary(std::string_view name, const Tensor& x, const Tensor& y, Op op
   const T* b = in<T>(y);
   R* d = out<R>(o);
   if (x.shape() == y.shape()) {
-    const std::int64_t n = o.numel();
-#pragma omp parallel for simd if (n >= kParallelGrain) schedule(static)
-    for (std::int64_t i = 0; i < n; ++i) d[i] = op(a[i], b[i]);
+    parallel_range(o.numel(), [&](std::int64_t lo, std::int64_t hi) {
+      for (std::int64_t i = lo; i < hi; ++i) d[i] = op(a[i], b[i]);
+    });
     return o;
   }
   Shape sa = broadcast_strides(x.shape(), shape), sb = broadcast_strides(y.shape(), shape), so = contiguous_strides(shape);
