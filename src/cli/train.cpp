@@ -93,7 +93,7 @@ void add_train(CLI::App& app, int& exit_code) {
       ->capture_default_str();
   cmd->add_flag("--zero-residual", a->c.zero_residual, "Zero-initialise the last layer of each residual branch");
   cmd->add_option("--opt", a->c.opt, "Optimiser: sgd (Nesterov momentum), adam, adamw")->capture_default_str();
-  cmd->add_option("--lr", a->c.lr, "Peak learning rate (default: 1e-3 for adam/adamw, 1e-2 on spirals, 0.05 for sgd)");
+  cmd->add_option("--lr", a->c.lr, "Peak learning rate (default: 1e-3 for adam/adamw, 1e-2 on spirals and regression, 0.05 for sgd)");
   cmd->add_option("--wd", a->c.weight_decay, "Weight decay (default: 0.05 adamw, 0 adam, 5e-4 sgd)");
   cmd->add_option("--momentum", a->c.momentum, "SGD momentum")->capture_default_str();
   cmd->add_option("--schedule", a->c.schedule, "Learning-rate schedule after warm-up: cosine, step, constant")->capture_default_str();
@@ -105,7 +105,7 @@ void add_train(CLI::App& app, int& exit_code) {
   cmd->add_option("--shift", a->c.shift, "Largest random shift of images in pixels when augmenting (0: flips only)")->capture_default_str();
   cmd->add_option("--batch", a->c.batch, "Batch size")->capture_default_str();
   cmd->add_option("--epochs", a->c.epochs,
-                  fmt::format("Epochs (default: {} for Fashion-MNIST, 30 for spirals, 20 otherwise)", nn::kRecommendedEpochs));
+                  fmt::format("Epochs (default: {} for Fashion-MNIST, 30 for spirals, 50 for regression, 20 otherwise)", nn::kRecommendedEpochs));
   cmd->add_option("--seed", a->c.seed, "Seed of initialisation and data order")->capture_default_str();
   cmd->add_option("--dtype", a->dtype, "Parameter and data precision: f32 or f64")->capture_default_str();
   cmd->add_option("--threads", a->threads, "Threads for matrix products and kernels")->capture_default_str();

@@ -229,11 +229,12 @@ void fill_defaults(TrainConfig& c, const data::Splits& s) {
   if (c.model.empty()) c.model = recommended_model(c.data, s.train.features(), outputs);
   c.model = ModelSpec::parse(c.model).str();
   if (c.opt != "sgd" && c.opt != "adam" && c.opt != "adamw") throw ValueError(fmt::format("unknown optimiser '{}' (sgd, adam, adamw)", c.opt));
-  if (c.lr <= 0) c.lr = c.opt == "sgd" ? 0.05 : spirals ? 1e-2 : 1e-3;
+  const bool regression = c.data == "regression";
+  if (c.lr <= 0) c.lr = c.opt == "sgd" ? 0.05 : spirals || regression ? 1e-2 : 1e-3;
   if (c.weight_decay < 0) c.weight_decay = c.opt == "sgd" ? 5e-4 : c.opt == "adamw" ? 0.05 : 0.0;
   if (c.label_smoothing < 0) c.label_smoothing = fashion ? 0.1 : 0.0;
   if (c.label_smoothing > 1) throw ValueError(fmt::format("--label-smoothing must be in [0, 1], got {}", c.label_smoothing));
-  if (c.epochs == 0) c.epochs = fashion ? kRecommendedEpochs : spirals ? 30 : 20;
+  if (c.epochs == 0) c.epochs = fashion ? kRecommendedEpochs : spirals ? 30 : regression ? 50 : 20;
   if (c.batch <= 0) throw ValueError(fmt::format("--batch must be positive, got {}", c.batch));
   if (c.epochs < 0) throw ValueError(fmt::format("--epochs must be positive, got {}", c.epochs));
   if (c.schedule != "cosine" && c.schedule != "step" && c.schedule != "constant")
