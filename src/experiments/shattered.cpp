@@ -280,11 +280,22 @@ Result run_shattered(const Options& opts) {
     sd.rows.push_back(row);
   }
   m += markdown_table(sd);
-  m += "\nAs in the paper's fig. 1, the 1-layer net's gradient is a smooth random walk and the 24-layer plain net's "
-       "is close to white noise, while the residual nets keep most of the correlation at 50 blocks. The plain net's "
-       "lag-1 correlation falls by a roughly constant factor per layer (exponentially, as theorem 1 says, though "
-       "slower than 2^-L at lag 1 since neighbouring grid points are closer than the independent inputs of the "
-       "theorem), the residual nets' decays slowly with depth.";
+  m += fmt::format("\nAs in the paper's fig. 1, the 1-layer net's gradient is a smooth random walk (lag-16 {:.2f}, brown "
+                   "noise {:.2f}) and the 24-layer plain + BN net's is white noise (lag-16 {:.2f}), while the residual net "
+                   "with branches scaled by 1/sqrt(L) keeps its correlation at 50 blocks (lag-16 {:.2f}).",
+                   lag(Arch::PlainBN, 1, 16), brown_rho[16], plain24, scaled50);
+  if (!opts.quick)
+    m += fmt::format(
+        " The plain + BN net's lag-1 correlation falls from {:.2f} (1 layer) to {:.2f} (8) and {:.2f} (16): "
+        "exponentially, as theorem 1 says. The unscaled residual net keeps lag-16 {:.2f} at 50 blocks. With BN in "
+        "every branch the lag-1 correlation decays slowly and sublinearly ({:.2f} at 1 block, {:.2f} at 50; 1/sqrt(L) "
+        "would give {:.2f}), but the lag-16 correlation is gone by 32 blocks ({:.2f}): in this setting the BN resnet's "
+        "gradients stay correlated only between close inputs. Without BN the plain net shatters far more slowly "
+        "(lag-1 {:.2f} at 50 layers); the normalisation, which re-centres every layer on the data, is what packs the "
+        "ReLU kinks densely into [-2, 2].",
+        lag(Arch::PlainBN, 1, 1), lag(Arch::PlainBN, 8, 1), lag(Arch::PlainBN, 16, 1), lag(Arch::Residual, blocks, 16),
+        lag(Arch::ResidualBN, 1, 1), lag(Arch::ResidualBN, blocks, 1), lag(Arch::ResidualBN, 1, 1) / std::sqrt(50.0),
+        lag(Arch::ResidualBN, 32, 16), lag(Arch::Plain, blocks, 1));
   r.measured = m;
 
   nlohmann::json j;
