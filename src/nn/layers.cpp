@@ -4,7 +4,6 @@
 
 #include "chainrule/autodiff/frame.h"
 #include "chainrule/ops/ops.h"
-#include "nn/detail.h"
 
 namespace chainrule::nn {
 

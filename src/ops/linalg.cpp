@@ -64,7 +64,6 @@ using cases::Domain;
 
 }  // namespace
 
-Tensor matmul(const Tensor& a, const Tensor& b, bool transpose_a, bool transpose_b);
 
 const Primitive matmul_p{
     .name = "matmul",

@@ -41,6 +41,8 @@ Tensor equal(const Tensor& a, const Tensor& b);
 
 // Linear algebra. matmul follows NumPy: 1-D operands are promoted and the unit axis removed.
 Tensor matmul(const Tensor& a, const Tensor& b);
+// C = op(A) op(B) with the transposes folded into the GEMM call (no transposed copy is made).
+Tensor matmul(const Tensor& a, const Tensor& b, bool transpose_a, bool transpose_b);
 
 // Shape.
 Tensor reshape(const Tensor& x, const Shape& shape);  // one dimension may be -1
