@@ -2,11 +2,16 @@
 """Cross-check `chainrule grad` against PyTorch (Debian: python3-torch; safetensors is read here
 without the safetensors package).
 
-    build/chainrule train --data spirals --epochs 3 --dtype f64 --out /tmp/run
+    build/chainrule train --data fashion-mnist --model resmlp:784-32x2-10 --dtype f64 \
+        --stop-after 20 --out /tmp/run --force --quiet
     build/chainrule grad --checkpoint /tmp/run/model.safetensors --data fashion-mnist --split train \
         --batch 64 --dtype f64 --out /tmp/grad.safetensors
-    python3 tools/torch_grad_check.py --checkpoint /tmp/run/model.safetensors \
+    /usr/bin/python3 tools/torch_grad_check.py --checkpoint /tmp/run/model.safetensors \
         --grad /tmp/grad.safetensors --data fashion-mnist --batch 64
+
+(The model must be trained on the data the gradient is taken on: a spirals model has 2 inputs, not
+784. /usr/bin/python3 is Debian's, the one with torch.) Measured 2026-11-27, float64, batch 64:
+worst relative difference 5.6e-16 for mlp:784-64-32-10 and 7.5e-16 for resmlp:784-32x2-10.
 
 Builds the same nn.Sequential as the checkpoint's chainrule.model spec, loads the weights by
 name, computes the mean cross-entropy over the first N examples of the split in float64 and
