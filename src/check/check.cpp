@@ -41,10 +41,14 @@ Tensor unit(const Tensor& like, std::int64_t j) {
 // Dense Jacobian [m, n_total] as rows of doubles.
 using Jac = std::vector<std::vector<double>>;
 
-Jac jacobian_fd(const Split& f, const std::vector<Tensor>& xs, std::int64_t m, double eps) {
+Jac zero_jacobian(const std::vector<Tensor>& xs, std::int64_t m) {
   std::int64_t n = 0;
   for (const auto& x : xs) n += x.numel();
-  Jac J(static_cast<std::size_t>(m), std::vector<double>(static_cast<std::size_t>(n)));
+  return Jac(static_cast<std::size_t>(m), std::vector<double>(static_cast<std::size_t>(n)));
+}
+
+Jac jacobian_fd(const Split& f, const std::vector<Tensor>& xs, std::int64_t m, double eps) {
+  Jac J = zero_jacobian(xs, m);
   std::int64_t col = 0;
   for (std::size_t i = 0; i < xs.size(); ++i) {
     for (std::int64_t j = 0; j < xs[i].numel(); ++j, ++col) {
@@ -77,9 +81,7 @@ Jac jacobian_rev(const Split& f, const std::vector<Tensor>& xs, const Tensor& y)
 }
 
 Jac jacobian_fwd(const Split& f, const std::vector<Tensor>& xs, std::int64_t m) {
-  std::int64_t n = 0;
-  for (const auto& x : xs) n += x.numel();
-  Jac J(static_cast<std::size_t>(m), std::vector<double>(static_cast<std::size_t>(n)));
+  Jac J = zero_jacobian(xs, m);
   std::int64_t col = 0;
   for (std::size_t i = 0; i < xs.size(); ++i) {
     for (std::int64_t j = 0; j < xs[i].numel(); ++j, ++col) {
@@ -95,9 +97,7 @@ Jac jacobian_fwd(const Split& f, const std::vector<Tensor>& xs, std::int64_t m) 
 
 // Batched Jacobians (vmap) of each input separately, concatenated along columns.
 Jac jacobian_batched(const Split& f, const std::vector<Tensor>& xs, std::int64_t m, bool forward) {
-  std::int64_t n = 0;
-  for (const auto& x : xs) n += x.numel();
-  Jac J(static_cast<std::size_t>(m), std::vector<double>(static_cast<std::size_t>(n)));
+  Jac J = zero_jacobian(xs, m);
   std::int64_t col0 = 0;
   for (std::size_t i = 0; i < xs.size(); ++i) {
     auto fi = [&](const Tensor& xi) {
