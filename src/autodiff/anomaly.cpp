@@ -19,8 +19,12 @@ thread_local std::string t_backward_context;
 bool AnomalyMode::is_enabled() { return t_anomaly; }
 void AnomalyMode::set_enabled(bool on) { t_anomaly = on; }
 
-NameScope::NameScope(const std::string& name) { t_scopes.push_back(name); }
-NameScope::~NameScope() { t_scopes.pop_back(); }
+NameScope::NameScope(const std::string& name) : active_(t_anomaly) {
+  if (active_) t_scopes.push_back(name);
+}
+NameScope::~NameScope() {
+  if (active_) t_scopes.pop_back();
+}
 std::string current_name_scope() {
   std::string s;
   for (const auto& n : t_scopes) s += (s.empty() ? "" : ".") + n;

@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include "chainrule/autodiff/frame.h"
+#include "chainrule/autodiff/anomaly.h"
 #include "chainrule/ops/ops.h"
 
 namespace chainrule::nn {
@@ -41,7 +42,10 @@ void Sequential::push_back(ModulePtr layer) {
 }
 Tensor Sequential::forward(const Tensor& x) {
   Tensor h = x;
-  for (auto& l : layers_) h = l->forward(h);
+  for (std::size_t i = 0; i < layers_.size(); ++i) {
+    NameScope scope(std::to_string(i));  // anomaly reports name the module path, e.g. "2.l1"
+    h = layers_[i]->forward(h);
+  }
   return h;
 }
 
@@ -149,10 +153,18 @@ ResidualBlock::ResidualBlock(std::int64_t width, BlockLayout lay, BlockNorm nrm,
 Tensor ResidualBlock::forward(const Tensor& h) {
   Tensor b = norm ? norm->forward(h) : h;
   auto inner = [&](const Tensor& t) { return drop ? drop->forward(relu(t)) : relu(t); };
+  auto first = [&](const Tensor& t) {
+    NameScope scope("l1");
+    return l1->forward(t);
+  };
+  auto second = [&](const Tensor& t) {
+    NameScope scope("l2");
+    return l2->forward(t);
+  };
   switch (layout) {
-    case BlockLayout::LRL: b = l2->forward(inner(l1->forward(b))); break;
-    case BlockLayout::Pre: b = l2->forward(inner(l1->forward(relu(b)))); break;
-    case BlockLayout::LRLR: b = relu(l2->forward(inner(l1->forward(b)))); break;
+    case BlockLayout::LRL: b = second(inner(first(b))); break;
+    case BlockLayout::Pre: b = second(inner(first(relu(b)))); break;
+    case BlockLayout::LRLR: b = relu(second(inner(first(b)))); break;
   }
   return add(h, b);
 }

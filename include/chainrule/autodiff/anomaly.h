@@ -36,6 +36,9 @@ class NameScope {
   ~NameScope();
   NameScope(const NameScope&) = delete;
   NameScope& operator=(const NameScope&) = delete;
+
+ private:
+  bool active_;  // names are kept only in anomaly mode, so the common path costs nothing
 };
 std::string current_name_scope();  // the pushed names joined with '.', or "" at top level
 
