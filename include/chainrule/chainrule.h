@@ -3,6 +3,7 @@
 #include "chainrule/autodiff/anomaly.h"
 #include "chainrule/autodiff/frame.h"
 #include "chainrule/autodiff/primitive.h"
+#include "chainrule/autodiff/chain.h"
 #include "chainrule/autodiff/transforms.h"
 #include "chainrule/errors.h"
 #include "chainrule/ops/ops.h"

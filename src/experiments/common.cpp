@@ -218,49 +218,11 @@ std::string report_markdown(const std::vector<Result>& results, const ReportInfo
   return s;
 }
 
-// ---- the Jacobian chain ---------------------------------------------------------------------------
+// ---- the Jacobian chain (the dynamic programme itself is in autodiff/chain.cpp) ----------------
 
 namespace {
-std::string bracketing(const std::vector<std::vector<int>>& split, int i, int j) {
-  if (i == j) return fmt::format("J{}", i);
-  int s = split[static_cast<std::size_t>(i)][static_cast<std::size_t>(j)];
-  return "(" + bracketing(split, s + 1, j) + " " + bracketing(split, i, s) + ")";
-}
-void check_dims(const char* fn, const std::vector<std::int64_t>& dims) {
-  if (dims.size() < 2) throw ValueError(fmt::format("{}: need at least two widths (one factor), got {}", fn, dims.size()));
-  for (auto d : dims)
-    if (d <= 0) throw ValueError(fmt::format("{}: widths must be positive, got {}", fn, d));
-}
 using u64 = std::uint64_t;
 u64 U(std::int64_t v) { return static_cast<u64>(v); }
-}  // namespace
-
-ChainOrder matrix_chain_order(const std::vector<std::int64_t>& dims) {
-  check_dims("matrix_chain_order", dims);
-  const int K = static_cast<int>(dims.size()) - 1;
-  auto d = [&](int k) { return U(dims[static_cast<std::size_t>(k)]); };
-  std::vector<std::vector<u64>> cost(static_cast<std::size_t>(K + 1), std::vector<u64>(static_cast<std::size_t>(K + 1), 0));
-  ChainOrder r;
-  r.split.assign(static_cast<std::size_t>(K + 1), std::vector<int>(static_cast<std::size_t>(K + 1), 0));
-  for (int len = 2; len <= K; ++len) {
-    for (int i = 1; i + len - 1 <= K; ++i) {
-      const int j = i + len - 1;
-      u64 best = std::numeric_limits<u64>::max();
-      for (int s = i; s < j; ++s) {
-        // (J_j..J_{s+1}) is d_j × d_s, (J_s..J_i) is d_s × d_{i-1}.
-        u64 c = cost[static_cast<std::size_t>(i)][static_cast<std::size_t>(s)] +
-                cost[static_cast<std::size_t>(s + 1)][static_cast<std::size_t>(j)] + d(j) * d(s) * d(i - 1);
-        if (c < best) best = c, r.split[static_cast<std::size_t>(i)][static_cast<std::size_t>(j)] = s;
-      }
-      cost[static_cast<std::size_t>(i)][static_cast<std::size_t>(j)] = best;
-    }
-  }
-  r.cost = cost[1][static_cast<std::size_t>(K)];
-  r.bracketing = bracketing(r.split, 1, K);
-  return r;
-}
-
-namespace {
 // The cost of every bracketing of J_j..J_i, listed explicitly (Catalan(j-i) of them).
 std::vector<u64> all_costs(const std::vector<std::int64_t>& dims, int i, int j) {
   if (i == j) return {0};
@@ -276,62 +238,12 @@ std::vector<u64> all_costs(const std::vector<std::int64_t>& dims, int i, int j) 
 }  // namespace
 
 std::uint64_t matrix_chain_brute_force(const std::vector<std::int64_t>& dims) {
-  check_dims("matrix_chain_brute_force", dims);
+  if (dims.size() < 2) throw ValueError(fmt::format("matrix_chain_brute_force: need at least two widths, got {}", dims.size()));
   if (dims.size() > 13) throw ValueError("matrix_chain_brute_force: at most 12 factors");
+  for (auto d : dims)
+    if (d <= 0) throw ValueError(fmt::format("matrix_chain_brute_force: widths must be positive, got {}", d));
   auto costs = all_costs(dims, 1, static_cast<int>(dims.size()) - 1);
   return *std::min_element(costs.begin(), costs.end());
-}
-
-std::uint64_t chain_cost_forward(const std::vector<std::int64_t>& dims) {
-  check_dims("chain_cost_forward", dims);
-  u64 c = 0;
-  for (std::size_t k = 2; k < dims.size(); ++k) c += U(dims[k]) * U(dims[k - 1]) * U(dims[0]);
-  return c;
-}
-
-std::uint64_t chain_cost_reverse(const std::vector<std::int64_t>& dims) {
-  check_dims("chain_cost_reverse", dims);
-  u64 c = 0;
-  const std::size_t K = dims.size() - 1;
-  for (std::size_t k = 1; k < K; ++k) c += U(dims[K]) * U(dims[k]) * U(dims[k - 1]);
-  return c;
-}
-
-ChainOrder chain_order_forward(const std::vector<std::int64_t>& dims) {
-  check_dims("chain_order_forward", dims);
-  const int K = static_cast<int>(dims.size()) - 1;
-  ChainOrder r;
-  r.split.assign(static_cast<std::size_t>(K + 1), std::vector<int>(static_cast<std::size_t>(K + 1), 0));
-  for (int j = 2; j <= K; ++j) r.split[1][static_cast<std::size_t>(j)] = j - 1;  // J_j (J_{j-1} .. J_1)
-  r.cost = chain_cost_forward(dims);
-  r.bracketing = bracketing(r.split, 1, K);
-  return r;
-}
-
-ChainOrder chain_order_reverse(const std::vector<std::int64_t>& dims) {
-  check_dims("chain_order_reverse", dims);
-  const int K = static_cast<int>(dims.size()) - 1;
-  ChainOrder r;
-  r.split.assign(static_cast<std::size_t>(K + 1), std::vector<int>(static_cast<std::size_t>(K + 1), 0));
-  for (int i = 1; i < K; ++i) r.split[static_cast<std::size_t>(i)][static_cast<std::size_t>(K)] = i;  // (J_K .. J_{i+1}) J_i
-  r.cost = chain_cost_reverse(dims);
-  r.bracketing = bracketing(r.split, 1, K);
-  return r;
-}
-
-namespace {
-Tensor multiply(const std::vector<Tensor>& f, const ChainOrder& o, int i, int j) {
-  if (i == j) return f[static_cast<std::size_t>(i - 1)];
-  int s = o.split[static_cast<std::size_t>(i)][static_cast<std::size_t>(j)];
-  return matmul(multiply(f, o, s + 1, j), multiply(f, o, i, s));
-}
-}  // namespace
-
-Tensor multiply_chain(const std::vector<Tensor>& factors, const ChainOrder& order) {
-  if (factors.empty()) throw ValueError("multiply_chain: no factors");
-  if (order.split.size() != factors.size() + 1)
-    throw ValueError(fmt::format("multiply_chain: the order is for {} factors, got {}", order.split.size() - 1, factors.size()));
-  return multiply(factors, order, 1, static_cast<int>(factors.size()));
 }
 
 std::vector<double> autocorrelation(const std::vector<double>& g, int max_lag) {

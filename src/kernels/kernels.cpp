@@ -1,5 +1,7 @@
 #include "kernels/kernels.h"
 
+#include "chainrule/ops/ops.h"
+
 #include <cblas.h>
 #include <dnnl.h>
 
@@ -51,6 +53,13 @@ std::uint64_t& gemm_madds() {
   static thread_local std::uint64_t count = 0;
   return count;
 }
+}  // namespace chainrule::kernels
+
+namespace chainrule {
+std::uint64_t matmul_multiply_adds() { return kernels::gemm_madds(); }
+}  // namespace chainrule
+
+namespace chainrule::kernels {
 
 // float32 goes to oneDNN, which measured faster than OpenBLAS here (see docs/performance.md).
 void gemm(bool ta, bool tb, std::int64_t m, std::int64_t n, std::int64_t k, float alpha, const float* a, std::int64_t lda,

@@ -11,6 +11,7 @@
 #include <string_view>
 #include <vector>
 
+#include "chainrule/autodiff/chain.h"
 #include "chainrule/tensor/tensor.h"
 
 namespace chainrule::experiments {
@@ -94,23 +95,16 @@ std::string report_markdown(const std::vector<Result>& results, const ReportInfo
 
 // ---- Building blocks exposed for the tests ----------------------------------------------------
 
-// The Jacobian chain J = J_K ⋯ J_1 of a network with widths dims = [d_0, ..., d_K]: factor J_k is
-// d_k × d_{k-1}. Multiplying a (p × q) by a (q × r) matrix costs p q r multiply-adds.
-struct ChainOrder {
-  std::uint64_t cost = 0;  // multiply-adds of the best bracketing
-  // split[i][j] (1-based factors i <= j): the s of the top-level product (J_j..J_{s+1})(J_s..J_i).
-  std::vector<std::vector<int>> split;
-  std::string bracketing;  // e.g. "((J3 J2) J1)"
-};
-ChainOrder matrix_chain_order(const std::vector<std::int64_t>& dims);  // dynamic programming, O(K³)
+// The Jacobian chain's orders and products live in the core (chainrule/autodiff/chain.h); the
+// experiments and their tests also use the brute force over every bracketing.
+using chainrule::ChainOrder;
+using chainrule::chain_cost_forward;
+using chainrule::chain_cost_reverse;
+using chainrule::chain_order_forward;
+using chainrule::chain_order_reverse;
+using chainrule::matrix_chain_order;
+using chainrule::multiply_chain;
 std::uint64_t matrix_chain_brute_force(const std::vector<std::int64_t>& dims);  // every bracketing
-std::uint64_t chain_cost_forward(const std::vector<std::int64_t>& dims);  // (J_K (… (J_2 J_1)))
-std::uint64_t chain_cost_reverse(const std::vector<std::int64_t>& dims);  // (((J_K J_{K-1}) …) J_1)
-// The all-forward and all-reverse bracketings as orders (cost and bracketing filled in).
-ChainOrder chain_order_forward(const std::vector<std::int64_t>& dims);
-ChainOrder chain_order_reverse(const std::vector<std::int64_t>& dims);
-// Multiplies explicit factors (factors[k-1] = J_k) in the order of `order`.
-Tensor multiply_chain(const std::vector<Tensor>& factors, const ChainOrder& order);
 
 // Normalised autocorrelation of a sequence at lags 0..max_lag (ρ(0) = 1).
 std::vector<double> autocorrelation(const std::vector<double>& g, int max_lag);

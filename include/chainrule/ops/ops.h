@@ -43,6 +43,9 @@ Tensor equal(const Tensor& a, const Tensor& b);
 Tensor matmul(const Tensor& a, const Tensor& b);
 // C = op(A) op(B) with the transposes folded into the GEMM call (no transposed copy is made).
 Tensor matmul(const Tensor& a, const Tensor& b, bool transpose_a, bool transpose_b);
+// Multiply-adds done by matrix products on this thread so far (m·n·k per GEMM): a count of work
+// that, unlike time, tests can assert on.
+std::uint64_t matmul_multiply_adds();
 
 // Shape.
 Tensor reshape(const Tensor& x, const Shape& shape);  // one dimension may be -1
