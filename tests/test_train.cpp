@@ -8,7 +8,9 @@
 #include <nlohmann/json.hpp>
 
 #include "chainrule/chainrule.h"
+#include "chainrule/data/loader.h"
 #include "chainrule/nn/checkpoint.h"
+#include "chainrule/nn/init.h"
 #include "chainrule/nn/train.h"
 
 using namespace chainrule;
@@ -168,4 +170,44 @@ TEST(Train, ConfigRoundTripsThroughJson) {
   c.dtype = DType::f64;
   c.warmup = 7;
   EXPECT_EQ(TrainConfig::from_json(c.json()).json(), c.json());
+}
+
+// `chainrule bench` times nn::train_step; `chainrule train` must run exactly that step. Three steps
+// of the trainer (SGD with momentum, constant rate) and three hand-driven train_step calls on the
+// same batches give identical parameters.
+TEST(TrainStep, TrainerRunsTheBenchmarkedStep) {
+  one_thread();
+  TrainConfig c;
+  c.data = "spirals";
+  c.model = "mlp:2-16-16-2";
+  c.opt = "sgd";
+  c.momentum = 0.9;
+  c.lr = 0.05;
+  c.schedule = "constant";
+  c.warmup = 0;
+  c.batch = 32;
+  c.epochs = 1;
+  c.seed = 5;
+  RunDir dir("chainrule_train_step");
+  TrainResult r = train(c, spirals(), {.out_dir = dir.str(), .stop_after = 3});
+  ASSERT_EQ(r.steps, 3);
+
+  auto model = build_model(c.model);
+  Generator gen(c.seed);
+  init_model(*model, gen, {.scheme = parse_init(c.init)});
+  // The trainer's SGD: Nesterov momentum and its default weight decay (r.config has the defaults filled in).
+  optim::SGD opt(model->named_parameters(),
+                 {.lr = c.lr, .momentum = c.momentum, .weight_decay = r.config.weight_decay, .nesterov = true});
+  data::DataLoader loader(spirals().train, {.batch_size = c.batch, .shuffle = true, .seed = c.seed});
+  auto order = loader.order(0);
+  for (std::int64_t b = 0; b < 3; ++b) {
+    data::Batch batch = loader.batch(order, b, 0);
+    train_step(*model, opt, batch.x, batch.y, [](const Tensor& out, const Tensor& y) { return cross_entropy(out, y); });
+  }
+  auto want = model->named_parameters(), got = r.model->named_parameters();
+  ASSERT_EQ(want.size(), got.size());
+  for (std::size_t i = 0; i < want.size(); ++i) {
+    EXPECT_EQ(want[i].first, got[i].first);
+    EXPECT_EQ(want[i].second.to_vector<float>(), got[i].second.to_vector<float>()) << want[i].first;
+  }
 }

@@ -8,5 +8,9 @@ namespace chainrule::cli {
 void add_check_command(CLI::App& app, int& exit_code);
 void add_train_commands(CLI::App& app, int& exit_code);  // train, eval, predict, grad
 void add_experiment_command(CLI::App& app, int& exit_code);
+void add_bench_command(CLI::App& app, int& exit_code);
+
+// Threads for matrix products and kernels: OpenMP (oneDNN and chainrule's loops) and OpenBLAS.
+void set_threads(int n);
 
 }  // namespace chainrule::cli

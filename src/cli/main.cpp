@@ -1,10 +1,20 @@
 // chainrule command-line tool: one line of error on stderr and a non-zero exit for bad input.
+#include <dlfcn.h>
 #include <fmt/format.h>
 
 #include <iostream>
 
 #include "chainrule/errors.h"
 #include "cli/commands.h"
+
+namespace chainrule::cli {
+// oneDNN and OpenBLAS run on OpenMP / their own pools; set both when the libraries are present.
+void set_threads(int n) {
+  if (n <= 0) throw ValueError(fmt::format("--threads must be positive, got {}", n));
+  if (auto* f = reinterpret_cast<void (*)(int)>(dlsym(RTLD_DEFAULT, "omp_set_num_threads"))) f(n);
+  if (auto* f = reinterpret_cast<void (*)(int)>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"))) f(n);
+}
+}  // namespace chainrule::cli
 
 int main(int argc, char** argv) {
   CLI::App app{"chainrule: automatic differentiation and neural-network training"};
@@ -14,6 +24,7 @@ int main(int argc, char** argv) {
   chainrule::cli::add_check_command(app, exit_code);
   chainrule::cli::add_train_commands(app, exit_code);
   chainrule::cli::add_experiment_command(app, exit_code);
+  chainrule::cli::add_bench_command(app, exit_code);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -1,7 +1,6 @@
 // `chainrule train | eval | predict | grad`: training and using dense networks (src/nn, src/optim,
 // src/data). Every option has a default printed by --help; bad options or files end with one
 // line on stderr and a non-zero exit (main.cpp catches chainrule::Error).
-#include <dlfcn.h>
 #include <fmt/format.h>
 #include <unistd.h>
 
@@ -27,13 +26,6 @@ namespace chainrule::cli {
 namespace fs = std::filesystem;
 
 namespace {
-
-// oneDNN and OpenBLAS run on OpenMP / their own pools; set both when the libraries are present.
-void set_threads(int n) {
-  if (n <= 0) throw ValueError(fmt::format("--threads must be positive, got {}", n));
-  if (auto* f = reinterpret_cast<void (*)(int)>(dlsym(RTLD_DEFAULT, "omp_set_num_threads"))) f(n);
-  if (auto* f = reinterpret_cast<void (*)(int)>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"))) f(n);
-}
 
 DType parse_dtype(const std::string& s) {
   if (s == "f32" || s == "float32") return DType::f32;

@@ -255,6 +255,18 @@ optim::SchedulePtr make_schedule(const TrainConfig& c, std::int64_t steps_per_ep
 
 }  // namespace
 
+StepOutput train_step(Module& model, optim::Optimizer& opt, const Tensor& x, const Tensor& target, const LossFn& loss,
+                      double clip) {
+  opt.zero_grad();
+  StepOutput r;
+  r.out = model.forward(x);
+  r.loss = loss(r.out, target);
+  r.loss.backward();
+  if (clip > 0) optim::clip_grad_norm_(model.parameters(), clip);
+  opt.step();
+  return r;
+}
+
 TrainConfig read_run_config(const std::string& dir) {
   const std::string path = state_path(dir);
   TensorFile st = load_tensors(path);
@@ -291,7 +303,6 @@ TrainResult train(TrainConfig config, const data::Splits& splits, const RunOptio
       if (auto* d = dynamic_cast<Dropout*>(m)) d->generator.set_state(Generator::bits(config.seed, 0xD0D0D0D0ull + k++), 0);
   }
   auto params = model->named_parameters();
-  std::vector<Tensor> param_list = model->parameters();
   auto opt = make_optimizer(config, params);
   data::DataLoader loader(train_set, {.batch_size = config.batch, .shuffle = true, .drop_last = config.drop_last, .seed = config.seed, .augment = config.augment, .shift = config.shift});
   const std::int64_t bpe = loader.batches_per_epoch();
@@ -358,6 +369,9 @@ TrainResult train(TrainConfig config, const data::Splits& splits, const RunOptio
     save_model(model_path(opts.out_dir), *model, spec.str(), step);
   };
 
+  const LossFn loss_fn = [&](const Tensor& out, const Tensor& y) {
+    return classify && config.label_smoothing > 0 ? cross_entropy(out, y, config.label_smoothing) : loss_of(out, y, classify);
+  };
   model->train();
   double train_seconds = 0;
   for (std::int64_t epoch = step / bpe; epoch < config.epochs; ++epoch) {
@@ -371,13 +385,7 @@ TrainResult train(TrainConfig config, const data::Splits& splits, const RunOptio
     for (std::int64_t b = first; b < bpe; ++b) {
       opt->set_lr(config.lr * schedule->factor(step));
       data::Batch batch = loader.batch(order, b, epoch);
-      Tensor out = model->forward(batch.x);
-      Tensor loss = classify && config.label_smoothing > 0 ? cross_entropy(out, batch.y, config.label_smoothing)
-                                                           : loss_of(out, batch.y, classify);
-      opt->zero_grad();
-      loss.backward();
-      if (config.clip > 0) optim::clip_grad_norm_(param_list, config.clip);
-      opt->step();
+      auto [out, loss] = train_step(*model, *opt, batch.x, batch.y, loss_fn, config.clip);
       ++step;
       const double n = static_cast<double>(batch.size());
       loss_sum += loss.item() * n;

@@ -15,6 +15,7 @@
 
 #include "chainrule/data/dataset.h"
 #include "chainrule/nn/layers.h"
+#include "chainrule/optim/optimizer.h"
 
 namespace chainrule::nn {
 
@@ -60,6 +61,15 @@ struct EpochMetrics {
   double samples_per_second = 0;
   std::string json() const;
 };
+
+// One optimiser step on a batch: zero the gradients, forward, loss, backward, clip (when clip > 0),
+// update. It is the step `chainrule train` runs and `chainrule bench` times.
+struct StepOutput {
+  Tensor out, loss;
+};
+using LossFn = std::function<Tensor(const Tensor& out, const Tensor& target)>;
+StepOutput train_step(Module& model, optim::Optimizer& opt, const Tensor& x, const Tensor& target, const LossFn& loss,
+                      double clip = 0);
 
 struct Evaluation {
   double loss = 0, accuracy = 0;  // accuracy is NaN for regression

@@ -1,0 +1,199 @@
+// `chainrule bench`: how fast a training step, the forward pass, the gradient and a JVP run on the
+// dense networks of the speed issue, against the GEMM peak measured in the same process.
+// bench/compare_pytorch.py runs the same configurations in PyTorch; docs/performance.md keeps both.
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <chrono>
+#include <iostream>
+#include <nlohmann/json.hpp>
+
+#include "chainrule/autodiff/frame.h"
+#include "chainrule/autodiff/transforms.h"
+#include "chainrule/errors.h"
+#include "chainrule/nn/init.h"
+#include "chainrule/nn/loss.h"
+#include "chainrule/nn/spec.h"
+#include "chainrule/nn/train.h"
+#include "chainrule/tensor/allocator.h"
+#include "chainrule/tensor/random.h"
+#include "cli/commands.h"
+
+namespace chainrule::cli {
+
+namespace {
+
+struct BenchConfig {
+  std::string name, model;
+  std::int64_t batch;
+};
+const std::vector<BenchConfig>& bench_configs() {
+  static const std::vector<BenchConfig> list = {
+      {"tiny", "mlp:2-64-64-2", 32},
+      {"small", "mlp:64-256-256-256-10", 64},
+      {"fmnist", "mlp:784-1024-1024-1024-10", 256},
+      {"wide", "mlp:1024-4096-4096-10", 512},
+      {"resmlp", "resmlp:784-256x15-10", 128},
+  };
+  return list;
+}
+
+using Clock = std::chrono::steady_clock;
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  const std::size_t n = v.size();
+  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+// Median seconds per call: `warmup` untimed calls, then timed calls until both `min_calls` calls
+// and `min_seconds` have passed.
+template <class F>
+double median_seconds(F&& fn, int warmup, int min_calls, double min_seconds) {
+  for (int i = 0; i < warmup; ++i) fn();
+  std::vector<double> times;
+  const auto start = Clock::now();
+  while (static_cast<int>(times.size()) < min_calls || std::chrono::duration<double>(Clock::now() - start).count() < min_seconds) {
+    const auto t0 = Clock::now();
+    fn();
+    times.push_back(std::chrono::duration<double>(Clock::now() - t0).count());
+  }
+  return median(times);
+}
+
+// The best float32 GEMM rate at 2048³, in GFLOP/s (2 flops per multiply-add).
+double gemm_peak_gflops() {
+  Generator gen(1);
+  const std::int64_t n = 2048;
+  Tensor a = randn({n, n}, gen), b = randn({n, n}, gen);
+  NoGradGuard ng;
+  double best = 1e30;
+  matmul(a, b);  // warm-up: page in the operands and oneDNN's kernels
+  for (int i = 0; i < 5; ++i) {
+    const auto t0 = Clock::now();
+    matmul(a, b);
+    best = std::min(best, std::chrono::duration<double>(Clock::now() - t0).count());
+  }
+  return 2.0 * static_cast<double>(n * n * n) / best / 1e9;
+}
+
+struct Measurement {
+  std::string name, model;
+  std::int64_t batch = 0, weights = 0, parameters = 0;
+  int threads = 0;
+  double step_s = 0, forward_s = 0, grad_s = 0, jvp_s = 0;
+  std::size_t peak_bytes = 0, needed_bytes = 0;
+};
+
+Measurement measure(const BenchConfig& c, int threads, double min_seconds) {
+  set_threads(threads);
+  Measurement r{c.name, c.model, c.batch};
+  r.threads = threads;
+  const nn::ModelSpec spec = nn::ModelSpec::parse(c.model);
+  auto model = nn::build_model(spec);
+  Generator gen(0);
+  nn::init_model(*model, gen);
+  const std::int64_t outputs = spec.output_dim();
+  Tensor x = randn({c.batch, spec.input_dim()}, gen), y = randint({c.batch}, outputs, gen);
+  optim::SGD opt(model->named_parameters(), {.lr = 1e-3, .momentum = 0.9});
+  const nn::LossFn loss = [](const Tensor& out, const Tensor& target) { return cross_entropy(out, target); };
+
+  // Bytes a step cannot do without: parameters, gradients, momentum, the input of every Linear
+  // (saved for its weight gradient; a ReLU's output is the next Linear's input) and the softmax.
+  std::size_t saved = static_cast<std::size_t>(c.batch * outputs);
+  for (auto& [name, m] : model->named_modules())
+    if (auto* lin = dynamic_cast<nn::Linear*>(m)) {
+      r.weights += lin->weight.numel();
+      saved += static_cast<std::size_t>(c.batch * lin->in_features);
+    }
+  r.parameters = model->num_parameters();
+  r.needed_bytes = sizeof(float) * (3 * static_cast<std::size_t>(r.parameters) + saved);
+
+  r.step_s = median_seconds([&] { nn::train_step(*model, opt, x, y, loss); }, 3, 10, min_seconds);
+  memory::reset_peak();
+  nn::train_step(*model, opt, x, y, loss);
+  r.peak_bytes = memory::stats().peak_bytes;
+
+  r.grad_s = median_seconds([&] {
+    opt.zero_grad();
+    loss(model->forward(x), y).backward();
+  }, 2, 10, min_seconds);
+  NoGradGuard ng;
+  r.forward_s = median_seconds([&] { loss(model->forward(x), y); }, 2, 10, min_seconds);
+  Tensor tangent = randn(x.shape(), gen);
+  r.jvp_s = median_seconds([&] { jvp([&](const Tensor& xi) { return loss(model->forward(xi), y); }, x, tangent); }, 2, 10,
+                           min_seconds);
+  return r;
+}
+
+struct BenchArgs {
+  std::vector<std::string> configs;
+  std::vector<int> threads;
+  double min_time = 1.0;
+  bool json = false;
+};
+
+void run_bench(const BenchArgs& a) {
+  std::vector<BenchConfig> chosen;
+  for (const auto& name : a.configs) {
+    auto it = std::find_if(bench_configs().begin(), bench_configs().end(), [&](const BenchConfig& c) { return c.name == name; });
+    if (it == bench_configs().end()) {
+      std::string known;
+      for (const auto& c : bench_configs()) known += (known.empty() ? "" : ", ") + c.name;
+      throw ValueError(fmt::format("bench: unknown --config '{}' (known: {})", name, known));
+    }
+    chosen.push_back(*it);
+  }
+  if (chosen.empty()) chosen = bench_configs();
+  std::vector<int> thread_counts = a.threads.empty() ? std::vector<int>{1, 2} : a.threads;
+  for (int t : thread_counts)
+    if (t <= 0) throw ValueError(fmt::format("bench: --threads must be positive, got {}", t));
+  if (!(a.min_time > 0)) throw ValueError(fmt::format("bench: --min-time must be positive, got {}", a.min_time));
+
+  double peak = 0;
+  for (int t : thread_counts) {
+    set_threads(t);
+    peak = std::max(peak, gemm_peak_gflops());
+  }
+  fmt::print("GEMM peak (float32 2048³, best of {} thread setting(s)): {:.1f} GFLOP/s\n", thread_counts.size(), peak);
+  fmt::print("{:<8} {:>7} {:>4} {:>11} {:>8} {:>6} {:>10} {:>9} {:>10} {:>11}\n", "config", "batch", "thr", "step", "GFLOP/s",
+             "peak", "grad/fwd", "jvp/fwd", "peak MB", "needed MB");
+  nlohmann::json configs = nlohmann::json::array();
+  for (const auto& c : chosen) {
+    Measurement best;
+    for (int t : thread_counts) {
+      Measurement m = measure(c, t, a.min_time);
+      if (best.threads == 0 || m.step_s < best.step_s) best = m;
+    }
+    const double gflops = 6.0 * static_cast<double>(best.batch * best.weights) / best.step_s / 1e9;
+    fmt::print("{:<8} {:>7} {:>4} {:>8.1f} µs {:>8.1f} {:>5.0f}% {:>10.2f} {:>9.2f} {:>10.1f} {:>11.1f}\n", best.name,
+               best.batch, best.threads, best.step_s * 1e6, gflops, 100 * gflops / peak, best.grad_s / best.forward_s,
+               best.jvp_s / best.forward_s, static_cast<double>(best.peak_bytes) / 1e6,
+               static_cast<double>(best.needed_bytes) / 1e6);
+    std::fflush(stdout);
+    configs.push_back({{"name", best.name}, {"model", best.model}, {"batch", best.batch}, {"threads", best.threads},
+                       {"step_us", best.step_s * 1e6}, {"gflops", gflops}, {"peak_fraction", gflops / peak},
+                       {"grad_over_forward", best.grad_s / best.forward_s}, {"jvp_over_forward", best.jvp_s / best.forward_s},
+                       {"forward_us", best.forward_s * 1e6}, {"grad_us", best.grad_s * 1e6}, {"jvp_us", best.jvp_s * 1e6},
+                       {"peak_bytes", best.peak_bytes}, {"needed_bytes", best.needed_bytes}});
+  }
+  if (a.json) std::cout << nlohmann::json{{"gemm_peak_gflops", peak}, {"configs", configs}}.dump() << "\n";
+}
+
+}  // namespace
+
+void add_bench_command(CLI::App& app, int& exit_code) {
+  auto args = std::make_shared<BenchArgs>();
+  auto* cmd = app.add_subcommand("bench", "Time training steps, forward, gradient and JVP on the benchmark networks");
+  cmd->add_option("--config", args->configs, "Configurations (tiny, small, fmnist, wide, resmlp; default: all)")->delimiter(',');
+  cmd->add_option("--threads", args->threads, "Thread counts to try; the fastest is reported (default: 1,2)")->delimiter(',');
+  cmd->add_option("--min-time", args->min_time, "Seconds to repeat each measurement for (the median is reported)")
+      ->capture_default_str();
+  cmd->add_flag("--json", args->json, "Print one JSON object with every figure as the last line");
+  cmd->callback([args, &exit_code] {
+    run_bench(*args);
+    exit_code = 0;
+  });
+}
+
+}  // namespace chainrule::cli
