@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <iostream>
 #include <nlohmann/json.hpp>
 
@@ -126,11 +127,33 @@ Measurement measure(const BenchConfig& c, int threads, double min_seconds) {
   return r;
 }
 
+// The Jacobian of f: Rⁿ → Rᵐ, a 3-layer tanh MLP of width 512, by jacobian()'s automatic choice.
+struct JacobianMeasurement {
+  std::int64_t n = 0, m = 0;
+  int threads = 0;
+  double seconds = 0;
+  std::string mode;
+};
+JacobianMeasurement measure_jacobian(std::int64_t n, std::int64_t m, int threads, double min_seconds) {
+  set_threads(threads);
+  Generator gen(0);
+  const std::int64_t w = 512;
+  auto scaled = [&](std::int64_t rows, std::int64_t cols) { return randn({rows, cols}, gen) * (1.0 / std::sqrt(static_cast<double>(cols))); };
+  Tensor w1 = scaled(w, n), w2 = scaled(w, w), w3 = scaled(m, w);
+  Tensor b1 = randn({w}, gen) * 0.1, b2 = randn({w}, gen) * 0.1, b3 = randn({m}, gen) * 0.1;
+  auto f = [&](const Tensor& x) { return matmul(w3, tanh(matmul(w2, tanh(matmul(w1, x) + b1)) + b2)) + b3; };
+  Tensor x = randn({n}, gen);
+  JacobianMeasurement r{n, m, threads};
+  r.mode = jacobian(f, x).used == JacobianMode::Forward ? "forward" : "reverse";
+  r.seconds = median_seconds([&] { jacobian(f, x); }, 1, 3, min_seconds);
+  return r;
+}
+
 struct BenchArgs {
   std::vector<std::string> configs;
   std::vector<int> threads;
   double min_time = 1.0;
-  bool json = false;
+  bool json = false, jacobians = false;
 };
 
 void run_bench(const BenchArgs& a) {
@@ -177,7 +200,21 @@ void run_bench(const BenchArgs& a) {
                        {"forward_us", best.forward_s * 1e6}, {"grad_us", best.grad_s * 1e6}, {"jvp_us", best.jvp_s * 1e6},
                        {"peak_bytes", best.peak_bytes}, {"needed_bytes", best.needed_bytes}});
   }
-  if (a.json) std::cout << nlohmann::json{{"gemm_peak_gflops", peak}, {"configs", configs}}.dump() << "\n";
+  nlohmann::json out{{"gemm_peak_gflops", peak}, {"configs", configs}};
+  if (a.jacobians) {
+    fmt::print("\nJacobian of a 3-layer tanh MLP (width 512), jacobian() with the automatic mode:\n");
+    out["jacobians"] = nlohmann::json::array();
+    for (auto [n, m] : std::vector<std::pair<std::int64_t, std::int64_t>>{{16, 4096}, {4096, 16}, {1024, 1024}}) {
+      JacobianMeasurement best;
+      for (int t : thread_counts) {
+        JacobianMeasurement j = measure_jacobian(n, m, t, a.min_time);
+        if (best.threads == 0 || j.seconds < best.seconds) best = j;
+      }
+      fmt::print("  n = {:>4}, m = {:>4}: {:8.2f} ms ({} mode, {} thread(s))\n", n, m, 1e3 * best.seconds, best.mode, best.threads);
+      out["jacobians"].push_back({{"n", n}, {"m", m}, {"seconds", best.seconds}, {"mode", best.mode}, {"threads", best.threads}});
+    }
+  }
+  if (a.json) std::cout << out.dump() << "\n";
 }
 
 }  // namespace
@@ -189,6 +226,7 @@ void add_bench_command(CLI::App& app, int& exit_code) {
   cmd->add_option("--threads", args->threads, "Thread counts to try; the fastest is reported (default: 1,2)")->delimiter(',');
   cmd->add_option("--min-time", args->min_time, "Seconds to repeat each measurement for (the median is reported)")
       ->capture_default_str();
+  cmd->add_flag("--jacobian", args->jacobians, "Also time jacobian() of f: R^n -> R^m for (16, 4096), (4096, 16), (1024, 1024)");
   cmd->add_flag("--json", args->json, "Print one JSON object with every figure as the last line");
   cmd->callback([args, &exit_code] {
     run_bench(*args);

@@ -1,0 +1,286 @@
+#!/usr/bin/python3
+"""chainrule against PyTorch on the same machine, in one run.
+
+Runs `chainrule bench --json` and the same configurations in PyTorch (Debian's python3-torch; run
+this file with /usr/bin/python3), each PyTorch figure the best of 1 and 2 threads, once with the
+environment as it is and once with OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE unset (then OpenBLAS may
+use its AVX-512 kernels). Prints both columns, the best, chainrule's figure and the speed-up.
+
+    /usr/bin/python3 bench/compare_pytorch.py --chainrule build/chainrule [--config tiny,small]
+        [--jacobian] [--epoch] [--min-time 1.0] [--markdown]
+
+Every PyTorch measurement runs in a fresh worker process (OpenBLAS reads its environment at load).
+"""
+import argparse
+import gzip
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+CONFIGS = {  # the same as src/cli/bench.cpp
+    "tiny": ("mlp:2-64-64-2", 32),
+    "small": ("mlp:64-256-256-256-10", 64),
+    "fmnist": ("mlp:784-1024-1024-1024-10", 256),
+    "wide": ("mlp:1024-4096-4096-10", 512),
+    "resmlp": ("resmlp:784-256x15-10", 128),
+}
+TARGETS = {"tiny": 10.0, "small": 3.0, "fmnist": 1.5, "wide": 1.6, "resmlp": 2.5}  # speed-up wanted
+JACOBIANS = [(16, 4096), (4096, 16), (1024, 1024)]  # (n, m), 3-layer tanh MLP of width 512
+JACOBIAN_TARGET = 2.0
+
+
+def median_seconds(fn, min_time, warmup=3, min_calls=10):
+    for _ in range(warmup):
+        fn()
+    times, start = [], time.perf_counter()
+    while len(times) < min_calls or time.perf_counter() - start < min_time:
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+# ---- workers (run in a child process) ------------------------------------------------------------
+
+def build_model(spec, dropout=0.0):
+    import torch.nn as nn
+
+    kind, rest = spec.split(":", 1)
+    if kind == "mlp":
+        sizes = [int(s) for s in rest.split("-")]
+        layers = []
+        for i in range(len(sizes) - 1):
+            layers.append(nn.Linear(sizes[i], sizes[i + 1]))
+            if i + 2 < len(sizes):
+                layers.append(nn.ReLU())
+        return nn.Sequential(*layers)
+
+    class Block(nn.Module):  # chainrule's default layout lrl: h + l2(relu(l1(h)))
+        def __init__(self, w):
+            super().__init__()
+            self.l1, self.l2 = nn.Linear(w, w), nn.Linear(w, w)
+            self.drop = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+
+        def forward(self, h):
+            return h + self.l2(self.drop(self.l1(h).relu()))
+
+    dims = rest.split(":")[0].split("-")
+    width, blocks = (int(v) for v in dims[1].split("x"))
+    return nn.Sequential(nn.Linear(int(dims[0]), width), nn.ReLU(), *[Block(width) for _ in range(blocks)],
+                         nn.Linear(width, int(dims[2])))
+
+
+def worker_step(name, threads, min_time):
+    import torch
+    import torch.nn.functional as F
+    from functorch import jvp
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    spec, batch = CONFIGS[name]
+    model = build_model(spec)
+    n_in, n_out = model[0].in_features, model[-1].out_features
+    x, y = torch.randn(batch, n_in), torch.randint(0, n_out, (batch,))
+    opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        F.cross_entropy(model(x), y).backward()
+        opt.step()
+
+    def grad():
+        opt.zero_grad(set_to_none=True)
+        F.cross_entropy(model(x), y).backward()
+
+    def forward():
+        with torch.no_grad():
+            F.cross_entropy(model(x), y)
+
+    t = torch.randn_like(x)
+
+    def tangent():
+        with torch.no_grad():
+            jvp(lambda xi: F.cross_entropy(model(xi), y), (x,), (t,))
+
+    r = {"step_us": 1e6 * median_seconds(step, min_time)}
+    r["grad_us"] = 1e6 * median_seconds(grad, min_time)
+    r["forward_us"] = 1e6 * median_seconds(forward, min_time)
+    r["jvp_us"] = 1e6 * median_seconds(tangent, min_time)
+    return r
+
+
+def worker_jacobian(n, m, threads, min_time):
+    import torch
+    from torch.autograd.functional import jacobian
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    w = 512
+    ws = [torch.randn(w, n) / n**0.5, torch.randn(w, w) / w**0.5, torch.randn(m, w) / w**0.5]
+    bs = [torch.randn(w) * 0.1, torch.randn(w) * 0.1, torch.randn(m) * 0.1]
+
+    def f(x):
+        h = torch.tanh(ws[0] @ x + bs[0])
+        h = torch.tanh(ws[1] @ h + bs[1])
+        return ws[2] @ h + bs[2]
+
+    x = torch.randn(n)
+    r = {}
+    for strategy in ("reverse-mode", "forward-mode"):
+        r[strategy] = median_seconds(lambda: jacobian(f, x, vectorize=True, strategy=strategy), min_time, warmup=1, min_calls=3)
+    return r
+
+
+def read_idx(path):
+    import numpy as np
+
+    with gzip.open(path, "rb") as f:
+        data = f.read()
+    dims = data[3]
+    shape = [int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(dims)]
+    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * dims).reshape(shape)
+
+
+def worker_epoch(threads):
+    """One epoch of the default `chainrule train` recipe in PyTorch: resmlp:784-512x2-10 with
+    dropout 0.1 after each branch's ReLU, AdamW (lr 1e-3, weight decay 0.01), batch 128, label
+    smoothing 0.1, random horizontal flips, on Fashion-MNIST's 60000 training images."""
+    import torch
+    import torch.nn.functional as F
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    root = "/usr/share/datasets/fashion-mnist"
+    images = read_idx(f"{root}/train-images-idx3-ubyte.gz")
+    labels = read_idx(f"{root}/train-labels-idx1-ubyte.gz")
+    x_all = torch.from_numpy(images.astype("float32") / 255.0)
+    y_all = torch.from_numpy(labels.astype("int64"))
+    model = build_model("resmlp:784-512x2-10", dropout=0.1)
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.01)
+    start = time.perf_counter()
+    order = torch.randperm(x_all.shape[0])
+    for b in range(0, x_all.shape[0], 128):
+        idx = order[b: b + 128]
+        x = x_all[idx]
+        flip = torch.rand(x.shape[0]) < 0.5
+        x = torch.where(flip[:, None, None], x.flip(2), x).reshape(x.shape[0], -1)
+        opt.zero_grad(set_to_none=True)
+        F.cross_entropy(model(x), y_all[idx], label_smoothing=0.1).backward()
+        opt.step()
+    secs = time.perf_counter() - start
+    return {"epoch_s": secs, "samples_per_s": x_all.shape[0] / secs}
+
+
+# ---- driver --------------------------------------------------------------------------------------
+
+def run_worker(args, pinned):
+    env = dict(os.environ)
+    if not pinned:
+        env.pop("OPENBLAS_CORETYPE", None)
+        env.pop("OPENBLAS_L2_SIZE", None)
+    out = subprocess.run([sys.executable, __file__, "--worker"] + args, env=env, check=True, capture_output=True, text=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def best_of_threads(args, pinned, key):
+    runs = [dict(run_worker(args + ["--threads", str(t)], pinned), threads=t) for t in (1, 2)]
+    return min(runs, key=lambda r: r[key])
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--chainrule", default="build/chainrule")
+    p.add_argument("--config", default=",".join(CONFIGS))
+    p.add_argument("--min-time", type=float, default=1.0)
+    p.add_argument("--jacobian", action="store_true", help="also compare Jacobians of f: R^n -> R^m")
+    p.add_argument("--epoch", action="store_true", help="also time one epoch of the default training recipe")
+    p.add_argument("--markdown", action="store_true", help="print the tables as Markdown")
+    p.add_argument("--worker", nargs="*")
+    p.add_argument("--threads", type=int, default=1)
+    a = p.parse_args()
+
+    if a.worker is not None:  # child process
+        kind = a.worker[0]
+        if kind == "step":
+            r = worker_step(a.worker[1], a.threads, a.min_time)
+        elif kind == "jacobian":
+            r = worker_jacobian(int(a.worker[1]), int(a.worker[2]), a.threads, a.min_time)
+        else:
+            r = worker_epoch(a.threads)
+        print(json.dumps(r))
+        return
+
+    names = [c for c in a.config.split(",") if c]
+    for c in names:
+        if c not in CONFIGS:
+            sys.exit(f"compare_pytorch.py: unknown config '{c}' (known: {', '.join(CONFIGS)})")
+    cmd = [a.chainrule, "bench", "--config", ",".join(names), "--min-time", str(a.min_time), "--json"]
+    if a.jacobian:
+        cmd.append("--jacobian")
+    ours = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1])
+    ours_by_name = {c["name"]: c for c in ours["configs"]}
+    md = a.markdown
+    sep = " | " if md else "  "
+
+    def row(cells):
+        print(("| " + sep.join(cells) + " |") if md else sep.join(f"{c:>14}" for c in cells))
+
+    print(f"chainrule GEMM peak in the same run: {ours['gemm_peak_gflops']:.1f} GFLOP/s\n")
+    head = ["config", "torch pinned", "torch unpinned", "torch best", "chainrule", "speed-up", "target", "met",
+            "chainrule GFLOP/s", "peak %", "grad/fwd", "jvp/fwd", "torch grad/fwd", "torch jvp/fwd"]
+    row(head)
+    if md:
+        print("|" + "---|" * len(head))
+    results = []
+    for name in names:
+        pinned = best_of_threads(["step", name, "--min-time", str(a.min_time)], True, "step_us")
+        unpinned = best_of_threads(["step", name, "--min-time", str(a.min_time)], False, "step_us")
+        best = min(pinned, unpinned, key=lambda r: r["step_us"])
+        mine = ours_by_name[name]
+        speedup = best["step_us"] / mine["step_us"]
+        met = speedup >= TARGETS[name]
+        results.append({"name": name, "torch_pinned": pinned, "torch_unpinned": unpinned, "chainrule": mine,
+                        "speedup": speedup, "target": TARGETS[name], "met": met})
+        row([name, f"{pinned['step_us']:.1f} µs ({pinned['threads']}t)", f"{unpinned['step_us']:.1f} µs ({unpinned['threads']}t)",
+             f"{best['step_us']:.1f} µs", f"{mine['step_us']:.1f} µs ({mine['threads']}t)", f"{speedup:.2f}x",
+             f"{TARGETS[name]:.1f}x", "yes" if met else "NO", f"{mine['gflops']:.1f}", f"{100 * mine['peak_fraction']:.0f}",
+             f"{mine['grad_over_forward']:.2f}", f"{mine['jvp_over_forward']:.2f}",
+             f"{best['grad_us'] / best['forward_us']:.2f}", f"{best['jvp_us'] / best['forward_us']:.2f}"])
+
+    if a.jacobian:
+        print()
+        head = ["(n, m)", "torch reverse", "torch forward", "torch best", "chainrule", "mode", "speed-up", "met"]
+        row(head)
+        if md:
+            print("|" + "---|" * len(head))
+        for jac in ours.get("jacobians", []):
+            n, m = jac["n"], jac["m"]
+            args = ["jacobian", str(n), str(m), "--min-time", str(a.min_time)]
+            runs = [run_worker(args + ["--threads", str(t)], pin) for t in (1, 2) for pin in (True, False)]
+            rev = min(r["reverse-mode"] for r in runs)
+            fwd = min(r["forward-mode"] for r in runs)
+            speedup = min(rev, fwd) / jac["seconds"]
+            row([f"({n}, {m})", f"{1e3 * rev:.2f} ms", f"{1e3 * fwd:.2f} ms", f"{1e3 * min(rev, fwd):.2f} ms",
+                 f"{1e3 * jac['seconds']:.2f} ms", jac["mode"], f"{speedup:.2f}x", "yes" if speedup >= JACOBIAN_TARGET else "NO"])
+
+    if a.epoch:
+        torch_runs = [run_worker(["epoch", "--threads", str(t)], pin) for t in (1, 2) for pin in (True, False)]
+        torch_sps = max(r["samples_per_s"] for r in torch_runs)
+        out_dir = f"/tmp/compare_pytorch_epoch_{os.getpid()}"
+        # The first epoch of the default run; metrics.jsonl has its training time and rate.
+        subprocess.run([a.chainrule, "train", "--epochs", "1", "--out", out_dir, "--quiet", "--force"], check=True,
+                       stdout=subprocess.DEVNULL)
+        with open(f"{out_dir}/metrics.jsonl") as f:
+            m = json.loads(f.readline())
+        print(f"\ndefault `chainrule train` recipe, first epoch: chainrule {m['seconds']:.2f} s "
+              f"({m['samples_per_second']:.0f} samples/s); PyTorch best {torch_sps:.0f} samples/s "
+              f"(an epoch of 60000 in {60000 / torch_sps:.2f} s); speed-up {m['samples_per_second'] / torch_sps:.2f}x")
+        subprocess.run(["rm", "-rf", out_dir])
+
+
+if __name__ == "__main__":
+    main()
