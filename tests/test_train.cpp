@@ -155,6 +155,58 @@ TEST(Train, ResumeRefusesAMismatchedPair) {
   EXPECT_THROW(train(c, spirals(), {.out_dir = dir.str(), .resume = true}), IOError);
 }
 
+TEST(Train, ResumeRefusesAPairAtOneStepWithOtherWeights) {
+  RunDir dir("chainrule_train_same_step"), other("chainrule_train_same_step_other");
+  TrainConfig c = spirals_config();
+  train(c, spirals(), {.out_dir = dir.str(), .stop_after = 5});
+  c.seed = 12;
+  train(c, spirals(), {.out_dir = other.str(), .stop_after = 5});
+  fs::copy_file(other.path / "model.safetensors", dir.path / "model.safetensors", fs::copy_options::overwrite_existing);
+  EXPECT_THROW(train(c, spirals(), {.out_dir = dir.str(), .resume = true}), IOError);
+}
+
+// A save cut off between the state (committed) and the model file: resume restores the model
+// from the state's copy of the weights and still ends bit-exact.
+TEST(Train, ResumeRecoversASaveInterruptedBetweenTheTwoFiles) {
+  RunDir full("chainrule_train_cut_full"), part("chainrule_train_cut_part"), old("chainrule_train_cut_old");
+  TrainConfig c = spirals_config();
+  c.epochs = 2;
+  train(c, spirals(), {.out_dir = full.str()});
+  train(c, spirals(), {.out_dir = old.str(), .stop_after = 4});
+  train(c, spirals(), {.out_dir = part.str(), .stop_after = 7});
+  fs::copy_file(old.path / "model.safetensors", part.path / "model.safetensors", fs::copy_options::overwrite_existing);
+  std::string note;
+  train(c, spirals(), {.out_dir = part.str(), .stop_after = 8, .resume = true, .on_message = [&](const std::string& m) { note = m; }});
+  EXPECT_NE(note.find("model.safetensors was at step 4, state.safetensors at step 7"), std::string::npos) << note;
+  EXPECT_EQ(load_tensors((part.path / "model.safetensors").string()).metadata.at("chainrule.step"), "8");
+  train(c, spirals(), {.out_dir = part.str(), .resume = true});
+  EXPECT_EQ(part.read("model.safetensors"), full.read("model.safetensors"));
+}
+
+TEST(Train, ANanLossStopsAndKeepsTheLastGoodCheckpoint) {
+  RunDir dir("chainrule_train_nan"), good("chainrule_train_nan_good");
+  TrainConfig c = spirals_config();
+  c.opt = "sgd";
+  c.lr = 1e6;  // diverges within a few steps of the warm-up
+  c.warmup = 1000;
+  c.model = "mlp:2-32-2";
+  std::int64_t last = -1;
+  try {
+    train(c, spirals(), {.out_dir = dir.str(), .checkpoint_every = 1});
+    FAIL() << "trained through a NaN loss";
+  } catch (const NumericalError& e) {
+    std::string m = e.what();
+    EXPECT_NE(m.find("the loss became"), std::string::npos) << m;
+    auto at = m.find("the last good checkpoint, step ");
+    ASSERT_NE(at, std::string::npos) << m;
+    last = std::stoll(m.substr(at + 31));
+  }
+  ASSERT_GT(last, 0);
+  EXPECT_EQ(load_tensors((dir.path / "model.safetensors").string()).metadata.at("chainrule.step"), std::to_string(last));
+  train(c, spirals(), {.out_dir = good.str(), .stop_after = last});
+  EXPECT_EQ(dir.read("model.safetensors"), good.read("model.safetensors"));
+}
+
 TEST(Train, RejectsAModelThatDoesNotFitTheData) {
   RunDir dir("chainrule_train_fit");
   TrainConfig c = spirals_config();

@@ -13,4 +13,8 @@ void add_bench_command(CLI::App& app, int& exit_code);
 // Threads for matrix products and kernels: OpenMP (oneDNN and chainrule's loops) and OpenBLAS.
 void set_threads(int n);
 
+// For unsigned options: CLI11 would wrap "-1" around; this refuses it with one short line.
+inline const CLI::Validator kNonNegative(
+    [](std::string& s) { return s.starts_with('-') ? std::string("must be an integer >= 0, got ") + s : std::string(); }, "UINT");
+
 }  // namespace chainrule::cli

@@ -58,12 +58,15 @@ void add_experiment_command(CLI::App& app, int& exit_code) {
   cmd->add_option("--out", a->out, "Write report.md and NAME.{csv,gp,svg,png} into this directory");
   cmd->add_flag("--json", a->json, "Print one JSON object with the figures");
   cmd->add_flag("--quick", a->quick, "The small version (the one the tests run)");
-  cmd->add_option("--seed", a->seed, "Seed of every random draw");
-  cmd->callback([a, &exit_code] {
+  cmd->add_option("--seed", a->seed, "Seed of every random draw")->check(kNonNegative);
+  cmd->callback([a, names, &exit_code] {
     std::vector<std::string> todo;
     if (a->name == "all") {
       for (const auto& e : experiments::all_experiments()) todo.push_back(e.name);
     } else {
+      bool known = false;
+      for (const auto& e : experiments::all_experiments()) known |= e.name == a->name;
+      if (!known) throw ValueError(fmt::format("experiment: unknown experiment '{}' (known: {}, all)", a->name, names));
       todo.push_back(a->name);
     }
     std::filesystem::path out;

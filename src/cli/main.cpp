@@ -9,8 +9,11 @@
 
 namespace chainrule::cli {
 // oneDNN and OpenBLAS run on OpenMP / their own pools; set both when the libraries are present.
+// More threads than this only oversubscribe the machine (and 100000 crashed the OpenMP runtime).
+constexpr int kMaxThreads = 256;
+
 void set_threads(int n) {
-  if (n <= 0) throw ValueError(fmt::format("--threads must be positive, got {}", n));
+  if (n <= 0 || n > kMaxThreads) throw ValueError(fmt::format("--threads must be in [1, {}], got {}", kMaxThreads, n));
   if (auto* f = reinterpret_cast<void (*)(int)>(dlsym(RTLD_DEFAULT, "omp_set_num_threads"))) f(n);
   if (auto* f = reinterpret_cast<void (*)(int)>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"))) f(n);
 }
@@ -25,6 +28,19 @@ int main(int argc, char** argv) {
   chainrule::cli::add_train_commands(app, exit_code);
   chainrule::cli::add_experiment_command(app, exit_code);
   chainrule::cli::add_bench_command(app, exit_code);
+  // CLI11 would only say "A subcommand is required" for a misspelt one.
+  if (argc > 1 && argv[1][0] != '-') {
+    std::string names;
+    bool known = false;
+    for (const auto* c : app.get_subcommands({})) {
+      names += (names.empty() ? "" : ", ") + c->get_name();
+      known |= c->get_name() == argv[1];
+    }
+    if (!known) {
+      std::cerr << "chainrule: unknown command '" << argv[1] << "' (" << names << ")\n";
+      return 1;
+    }
+  }
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

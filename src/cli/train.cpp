@@ -11,11 +11,14 @@
 #include <fstream>
 #include <iostream>
 #include <nlohmann/json.hpp>
+#include <optional>
 
+#include "chainrule/autodiff/anomaly.h"
 #include "chainrule/autodiff/frame.h"
 #include "chainrule/autodiff/transforms.h"
 #include "chainrule/data/dataset.h"
 #include "chainrule/errors.h"
+#include "chainrule/io/atomic_file.h"
 #include "chainrule/nn/checkpoint.h"
 #include "chainrule/nn/loss.h"
 #include "chainrule/nn/train.h"
@@ -38,6 +41,11 @@ const data::Dataset& pick_split(const data::Splits& s, const std::string& split)
   if (split == "val") return s.val;
   if (split == "test") return s.test;
   throw ValueError(fmt::format("--split must be train, val or test, got '{}'", split));
+}
+
+// A value given on the command line must lie in its range: one line naming the option.
+void require(const CLI::App* cmd, const char* option, bool ok, double value, const char* range) {
+  if (cmd->count(option) && !ok) throw ValueError(fmt::format("{} {}: must be {}", option, value, range));
 }
 
 std::string fmt_acc(double a) { return std::isnan(a) ? "-" : fmt::format("{:.4f}", a); }
@@ -70,8 +78,27 @@ struct TrainArgs {
   std::string out;
   int threads = kDefaultThreads;
   std::int64_t checkpoint_every = 0, stop_after = -1;
-  bool resume = false, force = false, json = false, quiet = false;
+  bool resume = false, force = false, json = false, quiet = false, detect_anomaly = false;
 };
+
+// The library takes 0 or a negative value as "the default" for several options; given on the
+// command line such a value is a mistake, so it is refused here.
+void validate_train_args(const CLI::App* cmd, const TrainArgs& a) {
+  const nn::TrainConfig& c = a.c;
+  auto finite = [](double v) { return std::isfinite(v); };
+  require(cmd, "--lr", finite(c.lr) && c.lr > 0, c.lr, "a positive finite number");
+  require(cmd, "--wd", finite(c.weight_decay) && c.weight_decay >= 0, c.weight_decay, "a finite number >= 0");
+  require(cmd, "--momentum", finite(c.momentum) && c.momentum >= 0 && c.momentum < 1, c.momentum, "in [0, 1)");
+  require(cmd, "--warmup", c.warmup >= 0, static_cast<double>(c.warmup), "an integer >= 0");
+  require(cmd, "--label-smoothing", finite(c.label_smoothing) && c.label_smoothing >= 0 && c.label_smoothing <= 1, c.label_smoothing,
+          "in [0, 1]");
+  require(cmd, "--clip", finite(c.clip) && c.clip >= 0, c.clip, "a finite number >= 0 (0: off)");
+  require(cmd, "--shift", c.shift >= 0 && c.shift <= 1000, c.shift, "an integer in [0, 1000]");
+  require(cmd, "--batch", c.batch >= 1, static_cast<double>(c.batch), "a positive integer");
+  require(cmd, "--epochs", c.epochs >= 1 && c.epochs <= 1000000, static_cast<double>(c.epochs), "an integer in [1, 1000000]");
+  require(cmd, "--checkpoint-every", a.checkpoint_every >= 0, static_cast<double>(a.checkpoint_every), "an integer >= 0 (0: epoch ends only)");
+  require(cmd, "--stop-after", a.stop_after >= 0, static_cast<double>(a.stop_after), "an integer >= 0");
+}
 
 void add_train(CLI::App& app, int& exit_code) {
   auto a = std::make_shared<TrainArgs>();
@@ -98,7 +125,7 @@ void add_train(CLI::App& app, int& exit_code) {
   cmd->add_option("--batch", a->c.batch, "Batch size")->capture_default_str();
   cmd->add_option("--epochs", a->c.epochs,
                   fmt::format("Epochs (default: {} for Fashion-MNIST, 30 for spirals, 50 for regression, 20 otherwise)", nn::kRecommendedEpochs));
-  cmd->add_option("--seed", a->c.seed, "Seed of initialisation and data order")->capture_default_str();
+  cmd->add_option("--seed", a->c.seed, "Seed of initialisation and data order")->check(kNonNegative)->capture_default_str();
   cmd->add_option("--dtype", a->dtype, "Parameter and data precision: f32 or f64")->capture_default_str();
   cmd->add_option("--threads", a->threads, "Threads for matrix products and kernels")->capture_default_str();
   cmd->add_option("--out", a->out, "Run directory (default: a new runs/train-NNN)");
@@ -109,9 +136,12 @@ void add_train(CLI::App& app, int& exit_code) {
   cmd->add_flag("--force", a->force, "Overwrite an existing run directory");
   cmd->add_flag("--json", a->json, "End stdout with one JSON line of results");
   cmd->add_flag("--quiet", a->quiet, "No per-epoch lines or progress bar");
+  cmd->add_flag("--detect-anomaly", a->detect_anomaly,
+                "Check every forward and backward result for NaN and Inf and name the primitive, shapes and module (slower)");
   cmd->callback([a, cmd, &exit_code] {
     using clock = std::chrono::steady_clock;
     const auto t0 = clock::now();
+    validate_train_args(cmd, *a);
     set_threads(a->threads);
     nn::TrainConfig c = a->c;
     c.dtype = parse_dtype(a->dtype);
@@ -159,6 +189,7 @@ void add_train(CLI::App& app, int& exit_code) {
     ro.checkpoint_every = a->checkpoint_every;
     ro.stop_after = a->stop_after;
     ro.resume = a->resume;
+    ro.on_message = [](const std::string& m) { fmt::print(stderr, "chainrule: {}\n", m); };
     auto last_draw = std::make_shared<clock::time_point>();
     if (tty) {
       ro.on_batch = [last_draw, batch = c.batch](std::int64_t b, std::int64_t n, double loss, double acc, double sps) {
@@ -186,6 +217,8 @@ void add_train(CLI::App& app, int& exit_code) {
     if (!a->quiet) {
       fmt::print("data {}: {} train, {} validation, {} test examples\n", c.data, splits.train.size(), splits.val.size(), splits.test.size());
     }
+    std::optional<DetectAnomalyGuard> anomaly;
+    if (a->detect_anomaly) anomaly.emplace();
     nn::TrainResult r = nn::train(c, splits, ro);
     const double seconds = std::chrono::duration<double>(clock::now() - t0).count();
     if (!a->quiet && !r.epochs.empty() && r.finished)
@@ -217,7 +250,7 @@ struct ModelArgs {
   std::string checkpoint, model, data = "fashion-mnist", split = "test", dtype = "f32", out;
   std::int64_t batch = 128, limit = -1;
   int threads = kDefaultThreads;
-  bool json = false;
+  bool json = false, detect_anomaly = false;
 };
 
 void add_model_options(CLI::App* cmd, ModelArgs& a) {
@@ -268,7 +301,8 @@ void add_predict(CLI::App& app, int& exit_code) {
   cmd->add_option("--split", a->split, "train, val or test")->capture_default_str();
   cmd->add_option("--limit", a->limit, "Only the first N inputs (default: all)");
   cmd->add_option("--out", a->out, "CSV file to write (default: stdout)");
-  cmd->callback([a, &exit_code] {
+  cmd->callback([a, cmd, &exit_code] {
+    require(cmd, "--limit", a->limit >= 0, static_cast<double>(a->limit), "an integer >= 0");
     auto m = load_for(*a, DType::f32);
     data::Splits s = data::load_by_name(a->data, DType::f32);
     data::Dataset d = pick_split(s, a->split);
@@ -297,9 +331,7 @@ void add_predict(CLI::App& app, int& exit_code) {
     if (a->out.empty()) {
       std::cout << text;
     } else {
-      std::ofstream f(a->out, std::ios::binary);
-      f << text;
-      if (!f) throw IOError(fmt::format("{}: cannot write", a->out));
+      io::write_file_atomic(a->out, std::as_bytes(std::span(text.data(), text.size())));
       fmt::print("wrote {} predictions to {}\n", d.size(), a->out);
     }
     exit_code = 0;
@@ -316,7 +348,10 @@ void add_grad(CLI::App& app, int& exit_code) {
   cmd->add_option("--dtype", a->dtype, "f32 or f64 (weights and data converted)")->capture_default_str();
   cmd->add_option("--out", a->out, "Output safetensors file")->required();
   cmd->add_flag("--json", a->json, "Print {\"loss\": x, \"parameters\": n}");
+  cmd->add_flag("--detect-anomaly", a->detect_anomaly, "Check every forward and backward result for NaN and Inf");
   cmd->callback([a, &exit_code] {
+    std::optional<DetectAnomalyGuard> anomaly;
+    if (a->detect_anomaly) anomaly.emplace();
     const DType dt = parse_dtype(a->dtype);
     auto m = load_for(*a, dt);
     data::Splits s = data::load_by_name(a->data, dt);

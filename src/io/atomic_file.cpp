@@ -38,10 +38,15 @@ std::string sys_error(int err) {
   throw IOError(fmt::format("read_file('{}'): {}", path, what));
 }
 
-// Read once per call rather than cached, so tests can flip it between calls.
-void maybe_inject_fault(const char* stage) {
+// Read once per call rather than cached, so tests can flip it between calls. "STAGE" aborts in
+// every write, "STAGE:NAME" only in writes of a file named NAME. CHAINRULE_FAULT_DELAY_MS sleeps
+// after each stage, so that a test's kill at a random moment often lands inside a save.
+void maybe_inject_fault(const char* stage, const std::string& base) {
+  if (const char* ms = std::getenv("CHAINRULE_FAULT_DELAY_MS")) ::usleep(static_cast<useconds_t>(std::atoi(ms)) * 1000u);
   const char* want = std::getenv("CHAINRULE_FAULT_INJECT");
-  if (want != nullptr && std::strcmp(want, stage) == 0) std::abort();
+  if (want == nullptr) return;
+  std::string_view w(want);
+  if (w == stage || (w.starts_with(stage) && w.substr(std::strlen(stage)) == ":" + base)) std::abort();
 }
 
 // Unique within the process (counter), across processes (pid) and across reboots / pid reuse
@@ -108,10 +113,10 @@ void write_file_atomic(const std::string& path, std::span<const std::byte> bytes
     p += n;
     left -= static_cast<std::size_t>(n);
   }
-  maybe_inject_fault("after_write");
+  maybe_inject_fault("after_write", base);
 
   if (::fsync(tmp.fd) != 0) fail_write(path, fmt::format("fsync of '{}'", tmp.path), errno);
-  maybe_inject_fault("after_fsync");
+  maybe_inject_fault("after_fsync", base);
 
   // close can report delayed write errors (e.g. on NFS), so it is checked like the rest.
   int fd = tmp.fd;
@@ -122,7 +127,7 @@ void write_file_atomic(const std::string& path, std::span<const std::byte> bytes
     fail_write(path, fmt::format("rename of '{}' over the target", tmp.path), errno);
   }
   tmp.renamed = true;
-  maybe_inject_fault("after_rename");
+  maybe_inject_fault("after_rename", base);
 
   // Without this the rename may be lost on power failure, resurrecting the old file.
   int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);

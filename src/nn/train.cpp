@@ -9,7 +9,9 @@
 #include <fstream>
 #include <limits>
 #include <nlohmann/json.hpp>
+#include <optional>
 
+#include "chainrule/autodiff/anomaly.h"
 #include "chainrule/autodiff/frame.h"
 #include "chainrule/data/loader.h"
 #include "chainrule/io/atomic_file.h"
@@ -207,6 +209,37 @@ std::vector<EpochMetrics> read_metrics_file(const std::string& dir) {
   return out;
 }
 
+// Bitwise equality of two sets of named tensors (same names, dtypes, shapes and bytes).
+bool same_tensors(const std::map<std::string, Tensor>& a, const std::map<std::string, Tensor>& b) {
+  if (a.size() != b.size()) return false;
+  for (const auto& [n, t] : a) {
+    auto it = b.find(n);
+    if (it == b.end()) return false;
+    io::RawTensor x = to_raw(t), y = to_raw(it->second);
+    if (x.dtype != y.dtype || x.shape != y.shape || x.data != y.data) return false;
+  }
+  return true;
+}
+
+// Index of the first NaN or Inf of a float tensor, or -1.
+std::int64_t first_non_finite(const Tensor& t) {
+  auto v = cast(t.detach(), DType::f64).to_vector<double>();
+  for (std::size_t i = 0; i < v.size(); ++i)
+    if (!std::isfinite(v[i])) return static_cast<std::int64_t>(i);
+  return -1;
+}
+
+// A process killed in the middle of write_file_atomic leaves its temporary file (".NAME.tmp.*")
+// behind; the next run in the directory removes those of its own files.
+void remove_stale_temporaries(const std::string& dir) {
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(dir, ec)) {
+    const std::string name = e.path().filename().string();
+    for (const char* f : {".model.safetensors.tmp.", ".state.safetensors.tmp.", ".metrics.jsonl.tmp."})
+      if (name.starts_with(f)) fs::remove(e.path(), ec);
+  }
+}
+
 std::unique_ptr<optim::Optimizer> make_optimizer(const TrainConfig& c, const NamedTensors& params) {
   if (c.opt == "sgd") {
     return std::make_unique<optim::SGD>(params, optim::SGDOptions{.lr = c.lr,
@@ -261,6 +294,9 @@ StepOutput train_step(Module& model, optim::Optimizer& opt, const Tensor& x, con
   StepOutput r;
   r.out = model.forward(x);
   r.loss = loss(r.out, target);
+  // Checked before the update, so that the weights stay the last good ones.
+  if (const double v = r.loss.item(); !std::isfinite(v))
+    throw NumericalError(fmt::format("the loss became {} (learning rate {:g} too high?)", std::isnan(v) ? "NaN" : v > 0 ? "+Inf" : "-Inf", opt.lr()));
   r.loss.backward();
   if (clip > 0) optim::clip_grad_norm_(model.parameters(), clip);
   opt.step();
@@ -316,25 +352,49 @@ TrainResult train(TrainConfig config, const data::Splits& splits, const RunOptio
   std::vector<std::int64_t> order;
 
   fs::create_directories(opts.out_dir);
+  remove_stale_temporaries(opts.out_dir);
+  std::int64_t saved_step = -1;  // of the last checkpoint on disk, for error messages
   if (opts.resume) {
-    TensorFile st = load_tensors(state_path(opts.out_dir));
-    TensorFile mf = load_tensors(model_path(opts.out_dir));
-    const std::int64_t s_step = step_of(st, state_path(opts.out_dir)), m_step = step_of(mf, model_path(opts.out_dir));
-    if (s_step != m_step)
-      throw IOError(fmt::format("{}: model.safetensors is at step {} but state.safetensors at step {}; the checkpoint pair does not "
-                                "match (a write was interrupted?), refusing to resume",
-                                opts.out_dir, m_step, s_step));
-    if (auto it = mf.metadata.find(kModelKey); it == mf.metadata.end() || it->second != spec.str())
-      throw IOError(fmt::format("{}: model.safetensors holds model '{}', the run state says '{}'", opts.out_dir,
-                                it == mf.metadata.end() ? "" : it->second, spec.str()));
-    model->load_state_dict(mf.tensors, true);
+    const std::string spath = state_path(opts.out_dir), mpath = model_path(opts.out_dir);
+    TensorFile st = load_tensors(spath);
+    const std::int64_t s_step = step_of(st, spath);
+    // The state holds its own copy of the weights ("model.*"), so it alone is a checkpoint;
+    // model.safetensors is the exported copy, written after it.
+    std::map<std::string, Tensor> weights;
+    for (auto& [n, t] : st.tensors)
+      if (n.starts_with("model.")) weights.emplace(n.substr(6), t);
+    std::optional<TensorFile> mf;
+    try {
+      mf = load_tensors(mpath);
+    } catch (const IOError&) {
+      if (weights.empty()) throw;  // an old state without weights needs the model file
+    }
+    if (mf) {
+      const std::int64_t m_step = step_of(*mf, mpath);
+      auto it = mf->metadata.find(kModelKey);
+      if (it == mf->metadata.end() || it->second != spec.str())
+        throw IOError(fmt::format("{}: model.safetensors holds model '{}', the run state says '{}'", opts.out_dir,
+                                  it == mf->metadata.end() ? "" : it->second, spec.str()));
+      const bool interrupted = !weights.empty() && m_step < s_step;  // killed between the two renames
+      if ((m_step != s_step && !interrupted) || (m_step == s_step && !weights.empty() && !same_tensors(mf->tensors, weights)))
+        throw IOError(fmt::format("{}: model.safetensors is at step {} but state.safetensors at step {}; the checkpoint pair does not "
+                                  "match (files from different runs or checkpoints?), refusing to resume",
+                                  opts.out_dir, m_step, s_step));
+      if (interrupted && opts.on_message)
+        opts.on_message(fmt::format("{}: model.safetensors was at step {}, state.safetensors at step {} (a save was interrupted); "
+                                    "resuming from the state's copy of the weights",
+                                    opts.out_dir, m_step, s_step));
+      if (weights.empty()) weights = mf->tensors;
+    }
+    model->load_state_dict(weights, true);
     std::map<std::string, Tensor> ostate;
     for (auto& [n, t] : st.tensors)
       if (n.starts_with("optim.")) ostate.emplace(n.substr(6), t);
     opt->load_state(ostate);
     if (opt->steps() != s_step)
-      throw IOError(fmt::format("{}: optimiser state is at step {}, the checkpoint at {}", state_path(opts.out_dir), opt->steps(), s_step));
-    step = s_step;
+      throw IOError(fmt::format("{}: optimiser state is at step {}, the checkpoint at {}", spath, opt->steps(), s_step));
+    step = saved_step = s_step;
+    if (!mf || step_of(*mf, mpath) != s_step) save_model(mpath, *model, spec.str(), step);  // the pair matches again
     auto sums = st.tensors.at("train.sums").to_vector<double>();
     loss_sum = sums.at(0), correct = sums.at(1), seen = sums.at(2);
     for (auto& [name, m] : model->named_modules())
@@ -350,10 +410,14 @@ TrainResult train(TrainConfig config, const data::Splits& splits, const RunOptio
     if (step % bpe != 0 || step == total_steps) {
       order = st.tensors.at("data.order").to_vector<std::int64_t>();
       if (order != loader.order(step / bpe - (step % bpe == 0 ? 1 : 0)))
-        throw IOError(fmt::format("{}: the saved data order differs from the loader's; the data set changed?", state_path(opts.out_dir)));
+        throw IOError(fmt::format("{}: the saved data order differs from the loader's; the data set changed?", spath));
     }
   }
 
+  auto last_good = [&] {
+    return saved_step < 0 ? std::string("no checkpoint was written")
+                          : fmt::format("the last good checkpoint, step {}, is in {}", saved_step, opts.out_dir);
+  };
   auto save_checkpoint = [&] {
     NamedTensors st;
     for (auto& [n, t] : opt->state()) st.emplace_back("optim." + n, t);
@@ -362,11 +426,21 @@ TrainResult train(TrainConfig config, const data::Splits& splits, const RunOptio
     st.emplace_back("rng.init", u64_pair(init_gen.seed(), init_gen.counter()));
     for (auto& [name, m] : model->named_modules())
       if (auto* d = dynamic_cast<Dropout*>(m)) st.emplace_back("rng.dropout." + name, u64_pair(d->generator.seed(), d->generator.counter()));
-    // The state first, then the model: a crash in between leaves a pair that resume refuses.
+    // Weights that overflowed in the last step must not replace the last good checkpoint.
+    for (auto& [n, t] : model->state_dict()) {
+      if (!is_floating(t.dtype())) continue;
+      if (std::int64_t i = first_non_finite(t); i >= 0)
+        throw NumericalError(fmt::format("train: parameter '{}' {} holds a NaN or Inf (element {}) after step {}; not saved, {}", n,
+                                         t.shape().str(), i, step, last_good()));
+    }
+    for (auto& [n, t] : model->state_dict()) st.emplace_back("model." + n, t);
+    // The state (with its own copy of the weights) first, then the model: a crash in between
+    // leaves a newer state, from which resume restores the model file.
     save_tensors(state_path(opts.out_dir), st,
                  {{kModelKey, spec.str()}, {kStepKey, std::to_string(step)}, {kConfigKey, config.json()},
                   {kMetricsKey, metrics_history(history).dump()}});
     save_model(model_path(opts.out_dir), *model, spec.str(), step);
+    saved_step = step;
   };
 
   const LossFn loss_fn = [&](const Tensor& out, const Tensor& y) {
@@ -385,15 +459,20 @@ TrainResult train(TrainConfig config, const data::Splits& splits, const RunOptio
     for (std::int64_t b = first; b < bpe; ++b) {
       opt->set_lr(config.lr * schedule->factor(step));
       data::Batch batch = loader.batch(order, b, epoch);
-      auto [out, loss] = train_step(*model, *opt, batch.x, batch.y, loss_fn, config.clip);
+      StepOutput so;
+      try {
+        so = train_step(*model, *opt, batch.x, batch.y, loss_fn, config.clip);
+      } catch (const NumericalError& e) {
+        throw NumericalError(fmt::format("train: step {} (epoch {}, batch {}): {}; training stopped, {}", step + 1, epoch + 1, b + 1,
+                                         e.what(), last_good()));
+      }
+      auto& [out, loss] = so;
       ++step;
       const double n = static_cast<double>(batch.size());
       loss_sum += loss.item() * n;
       if (classify) correct += static_cast<double>(count_correct(out, batch.y));
       seen += n;
       epoch_samples += n;
-      if (!std::isfinite(loss.item()))
-        throw ValueError(fmt::format("train: the loss became {} at step {} (learning rate {} too high?)", loss.item(), step, opt->lr()));
       if (opts.on_batch) {
         double secs = std::chrono::duration<double>(clock::now() - t_epoch).count();
         opts.on_batch(b + 1, bpe, loss_sum / seen, classify ? correct / seen : std::numeric_limits<double>::quiet_NaN(),

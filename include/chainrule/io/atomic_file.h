@@ -20,7 +20,9 @@ namespace chainrule::io {
 //
 // Fault injection for crash tests: if the environment variable CHAINRULE_FAULT_INJECT is
 // "after_write", "after_fsync" or "after_rename", the process calls std::abort() right after
-// that step. Other values are ignored.
+// that step; "after_rename:model.safetensors" does so only when writing a file of that name.
+// Other values are ignored. CHAINRULE_FAULT_DELAY_MS=N sleeps N ms after each of the three steps
+// (kill tests use it to land SIGKILLs inside saves).
 void write_file_atomic(const std::string& path, std::span<const std::byte> bytes);
 
 // Reads the whole file. Throws IOError naming `path` if it cannot be opened or read, is a

@@ -4,8 +4,13 @@
 // with the same weights, bit for bit, as an uninterrupted one.
 //
 // A run directory holds model.safetensors (the weights, loadable by PyTorch), state.safetensors
-// (optimiser state, step, RNG state, the epoch's data order, partial-epoch sums and the run's
-// configuration, carrying the same chainrule.step) and metrics.jsonl (one JSON object per epoch).
+// (a copy of the weights, optimiser state, step, RNG state, the epoch's data order, partial-epoch
+// sums and the run's configuration, carrying the same chainrule.step) and metrics.jsonl (one JSON
+// object per epoch). A checkpoint writes the state, then the model, each atomically; the state is
+// the commit point. Resume refuses a pair that no interrupted save can produce (a model newer than
+// the state, or at the same step with other weights) and restores the model file from the state
+// when a save was cut off between the two files. A NaN or Inf loss, or non-finite weights at a
+// checkpoint, stop training with a NumericalError and leave the last good checkpoint in place.
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -68,6 +73,7 @@ struct StepOutput {
   Tensor out, loss;
 };
 using LossFn = std::function<Tensor(const Tensor& out, const Tensor& target)>;
+// Throws NumericalError, before the update, when the loss is NaN or infinite.
 StepOutput train_step(Module& model, optim::Optimizer& opt, const Tensor& x, const Tensor& target, const LossFn& loss,
                       double clip = 0);
 
@@ -83,6 +89,7 @@ struct RunOptions {
   std::int64_t checkpoint_every = 0;  // also checkpoint every N steps (0: at epoch ends only)
   std::int64_t stop_after = -1;       // stop (checkpointed) after this many steps in total
   bool resume = false;                // continue from out_dir's checkpoint pair
+  std::function<void(const std::string&)> on_message;  // notes for the user (e.g. a recovered interrupted save)
   std::function<void(const EpochMetrics&)> on_epoch;
   // After every step: step in epoch (1-based), steps per epoch, running loss and accuracy, samples/s.
   std::function<void(std::int64_t, std::int64_t, double, double, double)> on_batch;
