@@ -46,6 +46,54 @@ TEST(Stability, RowsOfMinusInfinity) {
   EXPECT_TRUE(all_finite(ce));
 }
 
+// Gradients too, not only values: every reverse-mode derivative of the family at ±1e4.
+TEST(Stability, SoftmaxFamilyGradientsAtExtremeLogits) {
+  for (DType dt : {DType::f32, DType::f64}) {
+    SCOPED_TRACE(dtype_name(dt));
+    Tensor z = tensor({1e4, -1e4, 0, -1e4, 1e4, 1e4, 1e4, 1e4, 1e4}, {3, 3}, dt);
+    Tensor w = tensor({0.3, -1.2, 2.0, 0.7, 0.1, -0.4, 1.0, 1.0, -1.0}, {3, 3}, dt);  // a generic cotangent
+    Tensor labels = from_vector<std::int64_t>({1, 0, 2});
+    EXPECT_TRUE(all_finite(grad([&](const Tensor& v) { return sum(softmax(v) * w); })(z)));
+    EXPECT_TRUE(all_finite(grad([&](const Tensor& v) { return sum(log_softmax(v) * w); })(z)));
+    EXPECT_TRUE(all_finite(grad([&](const Tensor& v) { return sum(logsumexp(v, {-1}) * slice(w, 1, 0, 1).reshape({3})); })(z)));
+    EXPECT_TRUE(all_finite(grad([&](const Tensor& v) { return cross_entropy(v, labels); })(z)));
+    // The values are the exact ones: a row [1e4, 1e4, 1e4] is uniform, [1e4, -1e4, 0] is one-hot.
+    auto p = cast(softmax(z), DType::f64).to_vector<double>();
+    EXPECT_NEAR(p[0], 1.0, 1e-12);
+    EXPECT_NEAR(p[6], 1.0 / 3, 1e-6);
+    EXPECT_NEAR(cast(logsumexp(z, {-1}), DType::f64).to_vector<double>()[2], 1e4 + std::log(3.0), dt == DType::f32 ? 1e-3 : 1e-9);
+  }
+}
+
+// Rows with some -inf logits (masked entries) keep finite values where defined and zero
+// gradients at the masked entries; a row of only -inf follows PyTorch: logsumexp is -inf and
+// softmax / log_softmax / cross-entropy are NaN (0/0: no distribution to normalise).
+TEST(Stability, RowsOfMinusInfinityGradients) {
+  Tensor z = tensor({-kInf, 0.5, -kInf, 0.0, -kInf, 1.0}, {2, 3}, DType::f64);
+  Tensor w = tensor({0.3, -1.2, 2.0, 0.7, 0.1, -0.4}, {2, 3}, DType::f64);
+  for (auto f : {+[](const Tensor& v) { return softmax(v); }, +[](const Tensor& v) { return log_softmax(v); }}) {
+    auto g = grad([&](const Tensor& v) { return sum(where(v > -kInf, f(v), zeros_like(v)) * w); })(z).to_vector<double>();
+    for (std::size_t i : {0u, 2u, 4u}) EXPECT_EQ(g[i], 0.0) << i;
+    for (double v : g) EXPECT_TRUE(std::isfinite(v));
+  }
+  auto gl = grad([&](const Tensor& v) { return sum(logsumexp(v, {-1})); })(z).to_vector<double>();
+  EXPECT_EQ(gl[0], 0.0);
+  EXPECT_DOUBLE_EQ(gl[1], 1.0);  // the only finite entry of row 0
+  EXPECT_NEAR(gl[3] + gl[5], 1.0, 1e-15);
+  auto gc = grad([&](const Tensor& v) { return cross_entropy(v, from_vector<std::int64_t>({1, 2})); })(z).to_vector<double>();
+  for (double v : gc) EXPECT_TRUE(std::isfinite(v));
+  EXPECT_EQ(gc[0], 0.0);
+
+  Tensor all = tensor({-kInf, -kInf, -kInf}, {1, 3}, DType::f64);
+  EXPECT_EQ(logsumexp(all, {-1}).item(), -kInf);
+  for (double v : softmax(all).to_vector<double>()) EXPECT_TRUE(std::isnan(v));
+  for (double v : log_softmax(all).to_vector<double>()) EXPECT_TRUE(std::isnan(v));
+  EXPECT_TRUE(std::isnan(cross_entropy(all, from_vector<std::int64_t>({0})).item()));
+  // Anomaly mode names the culprit rather than letting the NaN travel on.
+  DetectAnomalyGuard guard;
+  EXPECT_THROW(softmax(all), NumericalError);
+}
+
 TEST(Anomaly, ReportsThePrimitiveShapesAndModule) {
   Tensor x = tensor({1, -1}, {2}, DType::f64);
   EXPECT_TRUE(std::isnan(log(x).to_vector<double>()[1]));  // off: no check

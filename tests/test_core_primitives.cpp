@@ -23,7 +23,14 @@ TEST_P(PrimitiveDerivatives, MatchFiniteDifferencesAndEachOther) {
   const Primitive& p = *GetParam();
   ASSERT_NE(p.cases, nullptr) << p.name << " has no test cases";
   PrimitiveReport r = check_primitive(p);
-  EXPECT_GE(r.cases, 5) << p.name << " needs at least five sample inputs";
+  EXPECT_GE(r.cases, 6) << p.name << " needs at least six sample inputs";
+  // Every kind of input (scalar, broadcast, empty, size-1 axes, small, medium) or a reason why not.
+  for (const char* kind : kCaseKinds)
+    EXPECT_TRUE(r.coverage[kind] > 0 || r.not_applicable.contains(kind)) << p.name << " has no " << kind << " case";
+  // All checks ran, second order included (every primitive's rules are built from primitives).
+  for (const char* check : {"reverse vs finite differences", "forward vs finite differences", "jvp/vjp identity",
+                            "second order, over the VJP (reverse)", "second order, over the JVP (forward)", "float32 vs float64"})
+    EXPECT_NE(std::find(r.checks.begin(), r.checks.end(), check), r.checks.end()) << p.name << " never ran: " << check;
   for (const auto& f : r.failures) ADD_FAILURE() << p.name << ": " << f;
   EXPECT_TRUE(r.pass);
 }

@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cmath>
 #include <vector>
 
@@ -59,9 +60,24 @@ std::int64_t first_non_finite(const Tensor& t) {
 void check_output(std::string_view op, std::span<const Tensor> inputs, const Tensor& out) {
   auto i = first_non_finite(out);
   if (i < 0) return;
-  // An output that merely passes a NaN or Inf through from an input is not the culprit.
-  for (const auto& x : inputs)
-    if (is_floating(x.dtype()) && first_non_finite(x.detach()) >= 0) return;
+  // An output that merely passes a NaN or Inf through from an input is not the culprit; but a
+  // NaN made from infinities (softmax of a row of -inf: -inf - -inf) is new, and reported.
+  auto has_nan = [](const Tensor& t) {
+    auto scan = [&](auto* p) { return std::any_of(p, p + t.numel(), [](auto v) { return std::isnan(v); }); };
+    return t.dtype() == DType::f32 ? scan(t.data<float>()) : scan(t.data<double>());
+  };
+  const bool out_nan = has_nan(out);
+  for (const auto& x : inputs) {
+    if (!is_floating(x.dtype())) continue;
+    Tensor c = x.detach();
+    if (first_non_finite(c) >= 0 && (!out_nan || has_nan(c))) return;
+  }
+  if (out_nan)
+    for (std::int64_t k = 0; k < out.numel(); ++k)
+      if (out.dtype() == DType::f32 ? std::isnan(out.data<float>()[k]) : std::isnan(out.data<double>()[k])) {
+        i = k;
+        break;
+      }
   std::string shapes;
   for (const auto& x : inputs) shapes += (shapes.empty() ? "" : ", ") + std::string(dtype_name(x.dtype())) + " " + x.shape().str();
   double v = out.dtype() == DType::f32 ? out.data<float>()[i] : out.data<double>()[i];

@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <cmath>
+#include <map>
 
 #include "chainrule/autodiff/transforms.h"
 #include "chainrule/ops/ops.h"
@@ -229,12 +230,113 @@ CheckReport check_grads(const CheckFn& fn, const std::vector<Tensor>& inputs, co
   return r;
 }
 
+std::vector<std::string> case_kinds(std::span<const Tensor> inputs, const Tensor& output) {
+  bool scalar = output.dim() == 0, broadcast = false, empty = output.numel() == 0, unit_axis = false;
+  std::int64_t largest = 0, largest_in = 0;
+  const Shape* first = nullptr;
+  for (const auto& x : inputs) {
+    empty |= x.numel() == 0;
+    for (auto d : x.shape().vec()) unit_axis |= d == 1;
+    largest_in = std::max(largest_in, x.numel());
+    if (!is_floating(x.dtype())) continue;
+    scalar |= x.dim() == 0;
+    if (first && x.shape() != *first) broadcast = true;
+    if (!first) first = &x.shape();
+    largest = std::max(largest, x.numel());
+  }
+  broadcast |= output.numel() > largest_in;
+  std::vector<std::string> k;
+  if (scalar) k.emplace_back("scalar");
+  if (broadcast) k.emplace_back("broadcast");
+  if (empty) k.emplace_back("empty");
+  if (unit_axis) k.emplace_back("size-1 axes");
+  if (largest >= 2 && largest <= 64) k.emplace_back("small");
+  if (largest > 64) k.emplace_back("medium");
+  return k;
+}
+
+namespace {
+
+// Cases derived from a primitive's own: the first float input of its largest case with at most 64
+// elements is made a function of a scalar, and fed through broadcast_to from a size-1 axis (its
+// first slice), so every primitive also meets a scalar and a stride-0 (broadcast) input.
+std::vector<OpCase> derived_cases(const std::vector<OpCase>& cs, bool want_scalar, bool want_broadcast) {
+  const OpCase* base = nullptr;
+  std::size_t k = 0;
+  for (const auto& c : cs)
+    for (std::size_t i = 0; i < c.inputs.size(); ++i) {
+      const Tensor& x = c.inputs[i];
+      if (!is_floating(x.dtype())) continue;
+      if (x.dim() >= 1 && x.numel() >= 2 && x.numel() <= 64 && (!base || x.numel() > base->inputs[k].numel())) base = &c, k = i;
+      break;  // the first float input only
+    }
+  std::vector<OpCase> out;
+  if (!base) return out;
+  const Shape shape = base->inputs[k].shape();
+  auto through_broadcast = [fn = base->fn, k, shape](std::span<const Tensor> x) {
+    std::vector<Tensor> xs(x.begin(), x.end());
+    xs[k] = broadcast_to(xs[k], shape);
+    return fn(xs);
+  };
+  if (want_scalar) {
+    // Input k becomes s * x0 for a rank-0 s = 1 (x0 the case's input): the same point, now a
+    // function of a scalar (a plain broadcast scalar would make softmax constant).
+    OpCase c = *base;
+    c.label = fmt::format("{} (derived: input {} scaled by a scalar)", base->label, k);
+    c.inputs[k] = scalar_tensor(1.0, DType::f64);
+    c.fn = [fn = base->fn, k, x0 = base->inputs[k]](std::span<const Tensor> x) {
+      std::vector<Tensor> xs(x.begin(), x.end());
+      xs[k] = mul(xs[k], cast(x0, xs[k].dtype()));
+      return fn(xs);
+    };
+    out.push_back(std::move(c));
+  }
+  std::size_t axis = 0;
+  while (axis < shape.size() && shape[axis] < 2) ++axis;
+  if (want_broadcast && axis < shape.size()) {
+    OpCase c = *base;
+    c.label = fmt::format("{} (derived: input {} broadcast along axis {})", base->label, k, axis);
+    c.inputs[k] = slice(base->inputs[k], static_cast<std::int64_t>(axis), 0, 1).contiguous_clone();
+    c.fn = through_broadcast;
+    out.push_back(std::move(c));
+  }
+  return out;
+}
+
+}  // namespace
+
 PrimitiveReport check_primitive(const Primitive& p, const CheckOptions& opts) {
   PrimitiveReport rep;
   rep.name = std::string(p.name);
+  for (const char* k : kCaseKinds) rep.coverage[k] = 0;
+  // Kinds of input with no derivative to check, as in PyTorch.
+  if (p.name == "max") rep.not_applicable["empty"] = "the maximum of an empty set is -inf, with no derivative (PyTorch raises)";
+  if (p.name == "logsumexp") rep.not_applicable["empty"] = "the log of an empty sum is -inf, with no derivative";
+  if (p.name == "mse") rep.not_applicable["empty"] = "the mean of no elements is NaN, as in PyTorch";
   if (!p.cases) return rep;
-  for (const auto& c : p.cases()) {
+  std::vector<OpCase> cases = p.cases();
+  {
+    std::map<std::string, int> own;
+    for (const auto& c : cases)
+      try {
+        for (const auto& k : case_kinds(c.inputs, c.fn(c.inputs))) ++own[k];
+      } catch (const std::exception&) {
+      }
+    for (auto& c : derived_cases(cases, own["scalar"] == 0, own["broadcast"] == 0)) cases.push_back(std::move(c));
+  }
+  for (const auto& c : cases) {
     ++rep.cases;
+    rep.labels.push_back(c.label);
+    try {
+      auto kinds = case_kinds(c.inputs, c.fn(c.inputs));
+      // A derived broadcast is one even where the shapes alone do not show it (a reduction).
+      if (c.label.find("(derived: input") != std::string::npos && c.label.find("broadcast along") != std::string::npos &&
+          std::find(kinds.begin(), kinds.end(), "broadcast") == kinds.end())
+        kinds.emplace_back("broadcast");
+      for (const auto& k : kinds) ++rep.coverage[k];
+    } catch (const std::exception&) {
+      // check_grads below reports the failure
+    }
     CheckOptions o = opts;
     o.second_order = opts.second_order && c.second_order;
     if (c.eps > 0) o.eps = c.eps;

@@ -33,7 +33,9 @@ void add_check_command(CLI::App& app, int& exit_code) {
       all_pass &= r.pass && r.cases > 0;
       if (*json) {
         out["primitives"].push_back({{"name", r.name}, {"cases", r.cases}, {"max_abs_error", r.max_abs_error},
-                                     {"checks", r.checks}, {"pass", r.pass && r.cases > 0}, {"failures", r.failures}});
+                                     {"checks", r.checks}, {"pass", r.pass && r.cases > 0}, {"failures", r.failures},
+                                     {"labels", r.labels}, {"coverage", r.coverage}, {"not_applicable", r.not_applicable},
+                                     {"kinks", std::string(p->kinks)}});
       } else {
         fmt::print("{:<16} {:>6} {:>14.3e}  {}\n", r.name, r.cases, r.max_abs_error, r.pass && r.cases > 0 ? "pass" : "FAIL");
         for (const auto& f : r.failures) fmt::print("    {}\n", f);

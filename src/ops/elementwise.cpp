@@ -263,7 +263,7 @@ const Primitive where_p{
     .cases = [] {
       std::vector<OpCase> cs;
       auto fn = [](std::span<const Tensor> x) { return where(x[0] > 0.0, x[1], x[2]); };
-      const Shape shapes[][3] = {{{}, {}, {}}, {{4}, {4}, {4}}, {{2, 3}, {3}, {2, 3}}, {{2, 1}, {1, 3}, {}}, {{0, 2}, {2}, {2}}};
+      const Shape shapes[][3] = {{{}, {}, {}}, {{4}, {4}, {4}}, {{2, 3}, {3}, {2, 3}}, {{2, 1}, {1, 3}, {}}, {{0, 2}, {2}, {2}}, {{12, 10}, {12, 10}, {10}}};
       std::uint64_t seed = 300;
       for (const auto& s : shapes) {
         // The first input is the condition's source; it is not differentiated (see below).

@@ -165,6 +165,8 @@ const Primitive broadcast_to_p{
           cases::single("[1,3]->[0,3]", {cases::sample({1, 3}, Domain::Real, 4)}, [](auto x) { return broadcast_to(x[0], {0, 3}); }),
           cases::single("[1]->[1]", {cases::sample({1}, Domain::Real, 5)}, [](auto x) { return broadcast_to(x[0], {1}); }),
           cases::single("[5,1,6]->[3,5,7,6]", {cases::sample({5, 1, 6}, Domain::Real, 6)}, [](auto x) { return broadcast_to(x[0], {3, 5, 7, 6}); }),
+          cases::single("[9,1,8]->[9,3,8]", {cases::sample({9, 1, 8}, Domain::Real, 7)}, [](auto x) { return broadcast_to(x[0], {9, 3, 8}); }),
+          cases::single("[0,1]->[2,0,4]", {cases::sample({0, 1}, Domain::Real, 8)}, [](auto x) { return broadcast_to(x[0], {2, 0, 4}); }),
       };
     },
 };
@@ -281,6 +283,7 @@ const Primitive concat_p{
           cases::single("[1]", {s({1}, 8)}, cat0),
           cases::single("[3,0]+[3,2] axis-1", {s({3, 0}, 9), s({3, 2}, 10)}, cat1),
           cases::single("[7,9]+[5,9]", {s({7, 9}, 11), s({5, 9}, 12)}, cat0),
+          cases::single("[8,10]+[8,3] axis-1", {s({8, 10}, 13), s({8, 3}, 14)}, cat1),
       };
     },
 };
@@ -335,6 +338,7 @@ const Primitive gather_p{
           cases::single("[1,2] idx[0]", {s({1, 2}, 4), idx({0})}, [](auto x) { return gather(x[0], x[1], 0); }),
           cases::single("[0,3] axis-1 idx[2,2]", {s({0, 3}, 5), idx({2, 2})}, [](auto x) { return gather(x[0], x[1], -1); }),
           cases::single("[10,6] idx[9,1,1,5,0]", {s({10, 6}, 6), idx({9, 1, 1, 5, 0})}, [](auto x) { return gather(x[0], x[1], 0); }),
+          cases::single("[12,8] axis1 idx[7,0,3,3]", {s({12, 8}, 7), idx({7, 0, 3, 3})}, [](auto x) { return gather(x[0], x[1], 1); }),
       };
     },
 };
@@ -379,6 +383,8 @@ const Primitive scatter_add_p{
           cases::single("[1] idx[0]", {s({1}, 4), idx({0})}, [](auto x) { return scatter_add(x[0], x[1], 0, 1); }),
           cases::single("[2,2] axis-1 idx[0,0] size1", {s({2, 2}, 5), idx({0, 0})}, [](auto x) { return scatter_add(x[0], x[1], -1, 1); }),
           cases::single("[6,8] idx[..] size4", {s({6, 8}, 6), idx({0, 3, 3, 1, 2, 0})}, [](auto x) { return scatter_add(x[0], x[1], 0, 4); }),
+          cases::single("[10,9] idx[..] size5", {s({10, 9}, 7), idx({4, 0, 1, 1, 2, 3, 4, 0, 2, 2})},
+                        [](auto x) { return scatter_add(x[0], x[1], 0, 5); }),
       };
     },
 };

@@ -4,6 +4,7 @@
 // batched Jacobians (vmap) against unbatched ones, second order (every mode over every mode
 // of the first derivative), and float32 against float64.
 #include <functional>
+#include <map>
 #include <span>
 #include <string>
 #include <vector>
@@ -35,7 +36,8 @@ using CheckFn = std::function<Tensor(std::span<const Tensor>)>;
 // Checks the derivatives of fn at `inputs` (float64; non-float inputs are held fixed).
 CheckReport check_grads(const CheckFn& fn, const std::vector<Tensor>& inputs, const CheckOptions& opts = {});
 
-// Runs every test case of a primitive.
+// Runs every test case of a primitive, plus cases derived from them (an input from a scalar, an
+// input broadcast along a size-1 axis) when its own cases have no scalar or broadcast input.
 struct PrimitiveReport {
   std::string name;
   int cases = 0;
@@ -43,7 +45,17 @@ struct PrimitiveReport {
   std::vector<std::string> checks;
   bool pass = true;
   std::vector<std::string> failures;  // "case label: message"
+  std::vector<std::string> labels;    // of the cases, in order
+  // Cases per kind of input (case_kinds()): a case counts for every kind it has.
+  std::map<std::string, int> coverage;
+  std::map<std::string, std::string> not_applicable;  // kind -> why it has no case
 };
+// The kinds of sample input the checks aim to cover for every primitive: "scalar" (a rank-0
+// input or output), "broadcast" (float inputs of different shapes, or an output larger than
+// every input), "empty" (a size-0 axis), "size-1 axes", "small" (2 to 64 elements in the largest
+// float input) and "medium" (more than 64).
+std::vector<std::string> case_kinds(std::span<const Tensor> inputs, const Tensor& output);
+inline const char* const kCaseKinds[] = {"scalar", "broadcast", "empty", "size-1 axes", "small", "medium"};
 PrimitiveReport check_primitive(const Primitive& p, const CheckOptions& opts = {});
 
 }  // namespace chainrule
