@@ -83,8 +83,11 @@ std::shared_ptr<Node> record_node(const Primitive& p, std::span<const Tensor> in
   node->params = params;
   node->eager = eager;
   if (AnomalyMode::is_enabled()) {
+    // Where in the forward pass: the module, and the node's number among those recorded on this
+    // thread in anomaly mode (so two nodes of one primitive in one module can be told apart).
+    thread_local std::uint64_t recorded = 0;
     std::string scope = current_name_scope();
-    node->created_in = scope.empty() ? "at top level" : "in module " + scope;
+    node->created_in = fmt::format("{} as node {} of the forward pass", scope.empty() ? "at top level" : "in module " + scope, ++recorded);
   }
   node->next.resize(inputs.size());
   node->in_shapes.resize(inputs.size());

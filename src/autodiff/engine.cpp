@@ -120,16 +120,19 @@ std::vector<Tensor> run_backward(std::span<const std::shared_ptr<Node>> roots, s
     Ctx c{node->saved.empty() ? std::span<const Tensor>(none) : std::span<const Tensor>(node->saved), out, node->params,
           node->in_shapes};
     std::optional<detail::BackwardContext> context;
-    if (AnomalyMode::is_enabled())
-      context.emplace(fmt::format("while computing the backward of '{}' (created {})", node->prim->name,
-                                  node->created_in.empty() ? "outside anomaly mode" : node->created_in));
+    std::string in_shapes;
+    if (AnomalyMode::is_enabled()) {
+      for (const auto& sh : node->in_shapes) in_shapes += (in_shapes.empty() ? "" : ", ") + sh.str();
+      context.emplace(fmt::format("while computing the backward of '{}' (created {}; inputs {})", node->prim->name,
+                                  node->created_in.empty() ? "outside anomaly mode" : node->created_in, in_shapes));
+    }
     for (std::size_t i = 0; i < node->next.size(); ++i) {
       auto slot = edge_slot[edge_begin[k] + i];
       if (slot == UINT32_MAX) continue;
       Tensor g = node->prim->vjp(static_cast<int>(i), ct, c);
       if (g.defined() && AnomalyMode::is_enabled() && g.level() == 0 && detail::first_non_finite(g) >= 0)
-        throw NumericalError(fmt::format("anomaly: the backward of '{}' (created {}) produced a NaN or Inf in the "
-                                         "gradient of its input {} (shape {})", node->prim->name, node->created_in, i,
+        throw NumericalError(fmt::format("anomaly: the backward of '{}' (created {}; inputs {}) produced a NaN or Inf in the "
+                                         "gradient of its input {} (shape {})", node->prim->name, node->created_in, in_shapes, i,
                                          node->in_shapes[i].str()));
       if (!g.defined()) continue;
       if (g.shape() != node->in_shapes[i]) g = sum_to(g, node->in_shapes[i]);
