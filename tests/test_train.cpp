@@ -1,6 +1,7 @@
 // The training loop on the two-spirals set: it learns, identical runs give identical bytes, and a
 // run stopped and resumed ends with the same weights, bit for bit, as an uninterrupted one.
 #include <dlfcn.h>
+#include <unistd.h>
 #include <gtest/gtest.h>
 
 #include <filesystem>
@@ -21,7 +22,10 @@ namespace {
 
 struct RunDir {
   fs::path path;
-  explicit RunDir(const std::string& name) : path(fs::temp_directory_path() / name) { fs::remove_all(path); }
+  // The pid keeps concurrent runs of the suite (several checkouts on one machine) apart.
+  explicit RunDir(const std::string& name) : path(fs::temp_directory_path() / (name + "_" + std::to_string(::getpid()))) {
+    fs::remove_all(path);
+  }
   ~RunDir() { fs::remove_all(path); }
   std::string str() const { return path.string(); }
   std::string read(const char* file) const {

@@ -85,7 +85,7 @@ elif [ "$mode" = fault ]; then
       dir="$work/$stage-$file"
       "$bin" train "${args[@]}" --out "$dir" --stop-after 6 >/dev/null
       rc=0
-      { CHAINRULE_FAULT_INJECT="$stage:$file" "$bin" train --out "$dir" --resume --checkpoint-every 3 --threads 1 --quiet; } 2>/dev/null || rc=$?
+      { CHAINRULE_FAULT_INJECT="$stage:$file" "$bin" train --out "$dir" --resume --threads 1 --quiet; } 2>/dev/null || rc=$?
       [ "$rc" = 134 ] || fail "$stage:$file: expected an abort (status 134), got $rc"
       s=$(step_of "$dir/state.safetensors") m=$(step_of "$dir/model.safetensors")
       case "$file:$stage" in

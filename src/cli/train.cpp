@@ -129,7 +129,7 @@ void add_train(CLI::App& app, int& exit_code) {
   cmd->add_option("--dtype", a->dtype, "Parameter and data precision: f32 or f64")->capture_default_str();
   cmd->add_option("--threads", a->threads, "Threads for matrix products and kernels")->capture_default_str();
   cmd->add_option("--out", a->out, "Run directory (default: a new runs/train-NNN)");
-  cmd->add_option("--checkpoint-every", a->checkpoint_every, "Also checkpoint every N steps (0: at the end of each epoch)")
+  cmd->add_option("--checkpoint-every", a->checkpoint_every, "Also checkpoint every N steps (0: at the end of each epoch; --resume keeps the run's)")
       ->capture_default_str();
   cmd->add_option("--stop-after", a->stop_after, "Stop, checkpointed, after N steps in total (for testing --resume)");
   cmd->add_flag("--resume", a->resume, "Continue the run in --out from its checkpoint (same configuration)");
@@ -186,7 +186,7 @@ void add_train(CLI::App& app, int& exit_code) {
     const bool tty = !a->quiet && isatty(fileno(stderr));
     nn::RunOptions ro;
     ro.out_dir = out;
-    ro.checkpoint_every = a->checkpoint_every;
+    if (cmd->count("--checkpoint-every")) ro.checkpoint_every = a->checkpoint_every;
     ro.stop_after = a->stop_after;
     ro.resume = a->resume;
     ro.on_message = [](const std::string& m) { fmt::print(stderr, "chainrule: {}\n", m); };

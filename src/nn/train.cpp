@@ -159,6 +159,7 @@ namespace {
 
 constexpr const char* kConfigKey = "chainrule.config";
 constexpr const char* kMetricsKey = "chainrule.metrics";
+constexpr const char* kCheckpointEveryKey = "chainrule.checkpoint_every";
 
 std::string model_path(const std::string& dir) { return (fs::path(dir) / "model.safetensors").string(); }
 std::string state_path(const std::string& dir) { return (fs::path(dir) / "state.safetensors").string(); }
@@ -354,10 +355,18 @@ TrainResult train(TrainConfig config, const data::Splits& splits, const RunOptio
   fs::create_directories(opts.out_dir);
   remove_stale_temporaries(opts.out_dir);
   std::int64_t saved_step = -1;  // of the last checkpoint on disk, for error messages
+  std::int64_t checkpoint_every = opts.checkpoint_every.value_or(0);
   if (opts.resume) {
     const std::string spath = state_path(opts.out_dir), mpath = model_path(opts.out_dir);
     TensorFile st = load_tensors(spath);
     const std::int64_t s_step = step_of(st, spath);
+    if (auto it = st.metadata.find(kCheckpointEveryKey); it != st.metadata.end() && !opts.checkpoint_every) {
+      try {
+        checkpoint_every = std::stoll(it->second);
+      } catch (const std::exception&) {
+        throw IOError(fmt::format("{}: metadata {} = '{}' is not an integer", spath, kCheckpointEveryKey, it->second));
+      }
+    }
     // The state holds its own copy of the weights ("model.*"), so it alone is a checkpoint;
     // model.safetensors is the exported copy, written after it.
     std::map<std::string, Tensor> weights;
@@ -438,7 +447,7 @@ TrainResult train(TrainConfig config, const data::Splits& splits, const RunOptio
     // leaves a newer state, from which resume restores the model file.
     save_tensors(state_path(opts.out_dir), st,
                  {{kModelKey, spec.str()}, {kStepKey, std::to_string(step)}, {kConfigKey, config.json()},
-                  {kMetricsKey, metrics_history(history).dump()}});
+                  {kMetricsKey, metrics_history(history).dump()}, {kCheckpointEveryKey, std::to_string(checkpoint_every)}});
     save_model(model_path(opts.out_dir), *model, spec.str(), step);
     saved_step = step;
   };
@@ -479,7 +488,7 @@ TrainResult train(TrainConfig config, const data::Splits& splits, const RunOptio
                       secs > 0 ? epoch_samples / secs : 0);
       }
       const bool stopping = opts.stop_after >= 0 && step >= opts.stop_after && step < total_steps;
-      if (b + 1 < bpe && ((opts.checkpoint_every > 0 && step % opts.checkpoint_every == 0) || stopping)) save_checkpoint();
+      if (b + 1 < bpe && ((checkpoint_every > 0 && step % checkpoint_every == 0) || stopping)) save_checkpoint();
       if (stopping && b + 1 < bpe) {
         result.seconds = std::chrono::duration<double>(clock::now() - t_start).count();
         result.epochs = history, result.steps = step, result.model = model, result.config = config;

@@ -86,7 +86,9 @@ Evaluation evaluate(Module& model, const data::Dataset& data, std::int64_t chunk
 
 struct RunOptions {
   std::string out_dir;                // must be set; created if missing
-  std::int64_t checkpoint_every = 0;  // also checkpoint every N steps (0: at epoch ends only)
+  // Also checkpoint every N steps (0: at epoch ends only). Unset: 0 for a new run; a resumed run
+  // keeps the value it was started with (kept in the state file).
+  std::optional<std::int64_t> checkpoint_every;
   std::int64_t stop_after = -1;       // stop (checkpointed) after this many steps in total
   bool resume = false;                // continue from out_dir's checkpoint pair
   std::function<void(const std::string&)> on_message;  // notes for the user (e.g. a recovered interrupted save)
