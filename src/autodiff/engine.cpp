@@ -17,6 +17,15 @@ namespace chainrule {
 namespace {
 
 std::atomic<std::uint64_t> g_epoch{0};
+thread_local const BackwardOptions* t_active_pass = nullptr;
+
+struct ActivePass {
+  const BackwardOptions* prev = t_active_pass;
+  explicit ActivePass(const BackwardOptions& o) { t_active_pass = &o; }
+  ~ActivePass() { t_active_pass = prev; }
+  ActivePass(const ActivePass&) = delete;
+  ActivePass& operator=(const ActivePass&) = delete;
+};
 
 void check_version(const Node& n, const Tensor& t, std::uint64_t expected, const char* what) {
   if (!t.defined() || t.impl()->frame) return;
@@ -44,9 +53,12 @@ void accumulate_leaf(Node& leaf, Tensor ct, bool create_graph) {
 
 }  // namespace
 
+const BackwardOptions* active_backward_options() { return t_active_pass; }
+
 std::vector<Tensor> run_backward(std::span<const std::shared_ptr<Node>> roots, std::span<const Tensor> seeds,
                                  std::span<const std::shared_ptr<Node>> wrt, const BackwardOptions& opts) {
   const std::uint64_t epoch = ++g_epoch;
+  ActivePass active(opts);
 
   // 1. Depth-first post-order from the roots.
   std::vector<Node*> order;
@@ -126,10 +138,16 @@ std::vector<Tensor> run_backward(std::span<const std::shared_ptr<Node>> roots, s
       context.emplace(fmt::format("while computing the backward of '{}' (created {}; inputs {})", node->prim->name,
                                   node->created_in.empty() ? "outside anomaly mode" : node->created_in, in_shapes));
     }
+    std::vector<Tensor> all;
+    if (node->prim->vjp_all) {
+      std::vector<bool> needed(node->next.size());
+      for (std::size_t i = 0; i < needed.size(); ++i) needed[i] = edge_slot[edge_begin[k] + i] != UINT32_MAX;
+      all = node->prim->vjp_all(ct, c, needed);
+    }
     for (std::size_t i = 0; i < node->next.size(); ++i) {
       auto slot = edge_slot[edge_begin[k] + i];
       if (slot == UINT32_MAX) continue;
-      Tensor g = node->prim->vjp(static_cast<int>(i), ct, c);
+      Tensor g = node->prim->vjp_all ? std::move(all[i]) : node->prim->vjp(static_cast<int>(i), ct, c);
       if (g.defined() && AnomalyMode::is_enabled() && g.level() == 0 && detail::first_non_finite(g) >= 0)
         throw NumericalError(fmt::format("anomaly: the backward of '{}' (created {}; inputs {}) produced a NaN or Inf in the "
                                          "gradient of its input {} (shape {})", node->prim->name, node->created_in, in_shapes, i,

@@ -333,24 +333,59 @@ std::uint64_t Generator::bits(std::uint64_t seed, std::uint64_t counter) {
   return mix(mix(seed + 0x9E3779B97F4A7C15ull) ^ (counter * 0xD1B54A32D192ED03ull + 0x8CB92BA72F3D8DD7ull));
 }
 
+namespace detail {
+namespace {
+struct ActiveTape {
+  RngTape* record = nullptr;
+  const RngTape* replay = nullptr;
+  std::size_t next = 0;  // replay cursor
+};
+thread_local std::vector<ActiveTape> t_tapes;
+}  // namespace
+
+RngTapeScope::RngTapeScope(RngTape& record_into) { t_tapes.push_back({.record = &record_into}); }
+RngTapeScope::RngTapeScope(const RngTape& replay_from, Replay) { t_tapes.push_back({.replay = &replay_from}); }
+RngTapeScope::~RngTapeScope() { t_tapes.pop_back(); }
+
+RngDraw draw(Generator& gen, std::uint64_t count) {
+  if (t_tapes.empty()) return {gen.seed(), gen.advance(count), count};
+  std::size_t from = t_tapes.size();  // just inside the innermost replaying tape (0: none)
+  while (from > 0 && !t_tapes[from - 1].replay) --from;
+  RngDraw d;
+  if (from == 0) {
+    d = {gen.seed(), gen.advance(count), count};
+  } else {
+    ActiveTape& a = t_tapes[from - 1];
+    const RngTape& tape = *a.replay;
+    if (a.next >= tape.size() || tape[a.next].count != count)
+      throw AutodiffError(fmt::format("checkpoint: the recomputation draws random numbers differently from the forward pass "
+                                      "(its draw {} takes {} numbers; the forward pass made {} draws{})", a.next + 1, count,
+                                      tape.size(), a.next < tape.size() ? fmt::format(", that one of {}", tape[a.next].count) : ""));
+    d = tape[a.next++];
+  }
+  for (std::size_t k = from; k < t_tapes.size(); ++k) t_tapes[k].record->push_back(d);
+  return d;
+}
+}  // namespace detail
+
 Tensor rand(const Shape& shape, Generator& gen, DType dtype) { return uniform(shape, 0.0, 1.0, gen, dtype); }
 Tensor uniform(const Shape& shape, double lo, double hi, Generator& gen, DType dtype) {
   if (!is_floating(dtype)) throw DTypeError(fmt::format("uniform: expected a float dtype, got {}", dtype_name(dtype)));
   Tensor t = empty(shape, dtype);
   auto n = t.numel();
-  auto base = gen.advance(static_cast<std::uint64_t>(n));
-  for (std::int64_t i = 0; i < n; ++i) set_element(t, i, lo + (hi - lo) * Generator::uniform(gen.seed(), base + i));
+  auto [seed, base, count] = detail::draw(gen, static_cast<std::uint64_t>(n));
+  for (std::int64_t i = 0; i < n; ++i) set_element(t, i, lo + (hi - lo) * Generator::uniform(seed, base + i));
   return t;
 }
 Tensor randn(const Shape& shape, Generator& gen, DType dtype) {
   if (!is_floating(dtype)) throw DTypeError(fmt::format("randn: expected a float dtype, got {}", dtype_name(dtype)));
   Tensor t = empty(shape, dtype);
   auto n = t.numel();
-  auto base = gen.advance(static_cast<std::uint64_t>(2 * n));
+  auto [seed, base, count] = detail::draw(gen, static_cast<std::uint64_t>(2 * n));
   for (std::int64_t i = 0; i < n; ++i) {
     // Box-Muller on the pair of counters (2i, 2i+1); 1 - u keeps the logarithm finite.
-    double u1 = 1.0 - Generator::uniform(gen.seed(), base + 2 * i);
-    double u2 = Generator::uniform(gen.seed(), base + 2 * i + 1);
+    double u1 = 1.0 - Generator::uniform(seed, base + 2 * i);
+    double u2 = Generator::uniform(seed, base + 2 * i + 1);
     set_element(t, i, std::sqrt(-2.0 * std::log(u1)) * std::cos(2.0 * M_PI * u2));
   }
   return t;
@@ -359,10 +394,10 @@ Tensor randint(const Shape& shape, std::int64_t high, Generator& gen) {
   if (high <= 0) throw ValueError(fmt::format("randint: high must be positive, got {}", high));
   Tensor t = empty(shape, DType::i64);
   auto n = t.numel();
-  auto base = gen.advance(static_cast<std::uint64_t>(n));
+  auto [seed, base, count] = detail::draw(gen, static_cast<std::uint64_t>(n));
   auto* d = static_cast<std::int64_t*>(t.impl()->storage->data);
   for (std::int64_t i = 0; i < n; ++i)
-    d[i] = static_cast<std::int64_t>(Generator::uniform(gen.seed(), base + i) * static_cast<double>(high));
+    d[i] = static_cast<std::int64_t>(Generator::uniform(seed, base + i) * static_cast<double>(high));
   return t;
 }
 

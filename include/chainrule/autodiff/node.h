@@ -40,6 +40,10 @@ struct BackwardOptions {
   bool accumulate = false;  // add into eager leaves' `grad`
 };
 
+// The options of the innermost reverse pass running on this thread (null outside one). A rule
+// that re-runs a function (checkpoint) uses it to accumulate into eager leaves directly.
+const BackwardOptions* active_backward_options();
+
 // Runs the reverse pass from `roots` seeded with `seeds` and returns the cotangents reaching
 // the nodes `wrt` (undefined where none arrives).
 std::vector<Tensor> run_backward(std::span<const std::shared_ptr<Node>> roots, std::span<const Tensor> seeds,

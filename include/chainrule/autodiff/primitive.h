@@ -9,6 +9,7 @@
 // rank it applies to, and so on.
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <span>
 #include <string>
 #include <string_view>
@@ -18,6 +19,10 @@
 #include "chainrule/tensor/tensor.h"
 
 namespace chainrule {
+
+namespace detail {
+struct Remat;  // a checkpointed function (autodiff/checkpoint.h)
+}
 
 // Parameters of a primitive application. Each primitive uses the few fields it needs.
 struct Params {
@@ -33,6 +38,7 @@ struct Params {
   double scalar = 0.0;      // a scalar argument
   DType dtype = DType::f32; // cast target
   DType from = DType::f32;  // cast source (for its VJP)
+  std::shared_ptr<const detail::Remat> remat;  // checkpoint: the function its VJP re-runs
 };
 
 // What a rule sees: the primal inputs, the output and the parameters. In a VJP, inputs the
@@ -66,6 +72,10 @@ struct Primitive {
   Tensor (*jvp)(int i, const Tensor& x_t, const Ctx& c) = nullptr;
   // Cotangent of input i from the cotangent of the output.
   Tensor (*vjp)(int i, const Tensor& out_ct, const Ctx& c) = nullptr;
+  // Optional, instead of `vjp`: the cotangents of all inputs in one call, for a primitive whose
+  // inputs share the work (checkpoint re-runs its function once for all of them). Only the
+  // inputs with `needed[i]` are used; the others may be left undefined.
+  std::vector<Tensor> (*vjp_all)(const Tensor& out_ct, const Ctx& c, const std::vector<bool>& needed) = nullptr;
   Batching batching = Batching::Broadcast;
   std::uint8_t saves = kSaveInputs;
   // Sample inputs for the generated derivative tests and `chainrule check`.

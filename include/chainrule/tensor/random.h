@@ -2,6 +2,7 @@
 // Counter-based random numbers: element i of a draw is a pure function of (seed, counter + i),
 // so results do not depend on the number of threads or the order in which elements are filled.
 #include <cstdint>
+#include <vector>
 
 #include "chainrule/tensor/tensor.h"
 
@@ -36,5 +37,32 @@ Tensor randn(const Shape& shape, Generator& gen, DType dtype = DType::f32);     
 Tensor rand(const Shape& shape, Generator& gen, DType dtype = DType::f32);                   // U[0, 1)
 Tensor uniform(const Shape& shape, double lo, double hi, Generator& gen, DType dtype = DType::f32);
 Tensor randint(const Shape& shape, std::int64_t high, Generator& gen);                       // int64 in [0, high)
+
+namespace detail {
+
+// Draws of the functions above, recorded so that a re-run of the same code draws the same numbers
+// without touching the generators (checkpoint's recomputation, PyTorch's preserve_rng_state).
+// While scopes are active, a draw is taken from the innermost replaying tape (or, if none, from
+// the generator) and appended to every recording tape inside that one, so nested checkpoints
+// replay consistently.
+struct RngDraw {
+  std::uint64_t seed, counter, count;
+};
+using RngTape = std::vector<RngDraw>;
+
+class RngTapeScope {
+ public:
+  struct Replay {};
+  explicit RngTapeScope(RngTape& record_into);        // appends the draws made in this scope
+  RngTapeScope(const RngTape& replay_from, Replay);   // hands them out again, in order
+  ~RngTapeScope();
+  RngTapeScope(const RngTapeScope&) = delete;
+  RngTapeScope& operator=(const RngTapeScope&) = delete;
+};
+
+// Reserves `count` counters of `gen` (or replays them): the seed and first counter to draw with.
+RngDraw draw(Generator& gen, std::uint64_t count);
+
+}  // namespace detail
 
 }  // namespace chainrule
