@@ -78,6 +78,7 @@ struct TrainArgs {
   std::string out;
   int threads = kDefaultThreads;
   std::int64_t checkpoint_every = 0, stop_after = -1;
+  int checkpoint_segments = 0;
   bool resume = false, force = false, json = false, quiet = false, detect_anomaly = false;
 };
 
@@ -98,6 +99,7 @@ void validate_train_args(const CLI::App* cmd, const TrainArgs& a) {
   require(cmd, "--epochs", c.epochs >= 1 && c.epochs <= 1000000, static_cast<double>(c.epochs), "an integer in [1, 1000000]");
   require(cmd, "--checkpoint-every", a.checkpoint_every >= 0, static_cast<double>(a.checkpoint_every), "an integer >= 0 (0: epoch ends only)");
   require(cmd, "--stop-after", a.stop_after >= 0, static_cast<double>(a.stop_after), "an integer >= 0");
+  require(cmd, "--checkpoint-segments", a.checkpoint_segments >= 0, a.checkpoint_segments, "an integer >= 0 (0: off)");
 }
 
 void add_train(CLI::App& app, int& exit_code) {
@@ -130,6 +132,10 @@ void add_train(CLI::App& app, int& exit_code) {
   cmd->add_option("--threads", a->threads, "Threads for matrix products and kernels")->capture_default_str();
   cmd->add_option("--out", a->out, "Run directory (default: a new runs/train-NNN)");
   cmd->add_option("--checkpoint-every", a->checkpoint_every, "Also checkpoint every N steps (0: at the end of each epoch; --resume keeps the run's)")
+      ->capture_default_str();
+  cmd->add_option("--checkpoint-segments", a->checkpoint_segments,
+                  "Activation checkpointing: split the model into N segments and recompute their activations in the "
+                  "backward pass (less memory for about one more forward pass; same results; 0: off)")
       ->capture_default_str();
   cmd->add_option("--stop-after", a->stop_after, "Stop, checkpointed, after N steps in total (for testing --resume)");
   cmd->add_flag("--resume", a->resume, "Continue the run in --out from its checkpoint (same configuration)");
@@ -188,6 +194,7 @@ void add_train(CLI::App& app, int& exit_code) {
     ro.out_dir = out;
     if (cmd->count("--checkpoint-every")) ro.checkpoint_every = a->checkpoint_every;
     ro.stop_after = a->stop_after;
+    ro.checkpoint_segments = a->checkpoint_segments;
     ro.resume = a->resume;
     ro.on_message = [](const std::string& m) { fmt::print(stderr, "chainrule: {}\n", m); };
     auto last_draw = std::make_shared<clock::time_point>();

@@ -2,8 +2,12 @@
 
 #include <fmt/format.h>
 
-#include "chainrule/autodiff/frame.h"
+#include <algorithm>
+#include <map>
+
 #include "chainrule/autodiff/anomaly.h"
+#include "chainrule/autodiff/checkpoint.h"
+#include "chainrule/autodiff/frame.h"
 #include "chainrule/ops/ops.h"
 
 namespace chainrule::nn {
@@ -41,12 +45,83 @@ void Sequential::push_back(ModulePtr layer) {
   layers_.push_back(std::move(layer));
 }
 Tensor Sequential::forward(const Tensor& x) {
+  if (checkpoint_segments_ > 1) return checkpoint_sequential(*this, checkpoint_segments_, x);
+  return run_layers(0, layers_.size(), x);
+}
+
+Tensor Sequential::run_layers(std::size_t begin, std::size_t end, const Tensor& x) {
   Tensor h = x;
-  for (std::size_t i = 0; i < layers_.size(); ++i) {
+  for (std::size_t i = begin; i < end; ++i) {
     NameScope scope(std::to_string(i));  // anomaly reports name the module path, e.g. "2.l1"
     h = layers_[i]->forward(h);
   }
   return h;
+}
+
+void Sequential::set_checkpoint_segments(int segments) {
+  if (segments < 0) throw ValueError(fmt::format("Sequential: checkpoint segments must be >= 0, got {}", segments));
+  checkpoint_segments_ = segments;
+}
+
+// ---- checkpointing -------------------------------------------------------------------------
+
+namespace {
+
+// Layers [begin, end) of seq under chainrule::checkpoint, with every parameter an explicit input
+// (the recomputation substitutes the saved ones, which may be tracers of enclosing transforms).
+Tensor checkpoint_layers(const Sequential& seq, std::size_t begin, std::size_t end, const Tensor& x) {
+  std::vector<Tensor> inputs{x};
+  std::vector<ModulePtr> layers;
+  std::vector<std::vector<std::string>> names;
+  for (std::size_t i = begin; i < end; ++i) {
+    layers.push_back(seq[i]);
+    names.emplace_back();
+    for (auto& [name, t] : seq[i]->named_parameters()) {
+      names.back().push_back(name);
+      inputs.push_back(t);
+    }
+  }
+  auto run = [layers = std::move(layers), names = std::move(names), begin](const std::vector<Tensor>& in) {
+    Tensor h = in[0];
+    std::size_t k = 1;
+    for (std::size_t j = 0; j < layers.size(); ++j) {
+      std::map<std::string, Tensor> params;
+      for (const auto& name : names[j]) params.emplace(name, in[k++]);
+      NameScope scope(std::to_string(begin + j));
+      h = functional_call(*layers[j], params, h);
+    }
+    return h;
+  };
+  return chainrule::checkpoint(run, inputs);
+}
+
+}  // namespace
+
+Tensor checkpoint(Module& module, const Tensor& x) {
+  std::vector<Tensor> inputs{x};
+  std::vector<std::string> names;
+  for (auto& [name, t] : module.named_parameters()) {
+    names.push_back(name);
+    inputs.push_back(t);
+  }
+  Module* m = &module;  // as in PyTorch, the module must outlive the backward pass
+  auto run = [m, names = std::move(names)](const std::vector<Tensor>& in) {
+    std::map<std::string, Tensor> params;
+    for (std::size_t k = 0; k < names.size(); ++k) params.emplace(names[k], in[k + 1]);
+    return functional_call(*m, params, in[0]);
+  };
+  return chainrule::checkpoint(run, inputs);
+}
+
+Tensor checkpoint_sequential(Sequential& seq, int segments, const Tensor& x) {
+  if (segments < 1) throw ValueError(fmt::format("checkpoint_sequential: segments must be >= 1, got {}", segments));
+  const std::size_t n = seq.size(), k = std::min<std::size_t>(static_cast<std::size_t>(segments), std::max<std::size_t>(n, 1));
+  // Segment s is layers [s n / k, (s + 1) n / k): the remainder is spread over the segments.
+  // As in PyTorch, the last segment is not checkpointed: the backward pass needs its
+  // activations at once, so recomputing them would only cost time.
+  Tensor h = x;
+  for (std::size_t s = 0; s + 1 < k; ++s) h = checkpoint_layers(seq, s * n / k, (s + 1) * n / k, h);
+  return seq.run_layers((k - 1) * n / k, n, h);
 }
 
 Residual::Residual(ModulePtr f) : fn(register_module("fn", std::move(f))) {}
@@ -105,7 +180,8 @@ Tensor BatchNorm1d::forward(const Tensor& x) {
     Tensor d = sub(x, mu);
     Tensor var = mean(square(d), {0});
     y = div(d, sqrt(add(var, scalar_tensor(eps, x.dtype()))));
-    if (!is_batched(mu) && running_mean.dtype() == x.dtype()) {
+    // Once per forward pass: not inside vmap, and not again when checkpoint recomputes the layer.
+    if (!is_batched(mu) && !checkpoint_recomputing() && running_mean.dtype() == x.dtype()) {
       NoGradGuard ng;
       Tensor mu_c = mu.detach(), var_c = var.detach();
       running_mean.mul_(1 - momentum).add_(mu_c, momentum);

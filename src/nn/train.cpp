@@ -334,6 +334,7 @@ TrainResult train(TrainConfig config, const data::Splits& splits, const RunOptio
   auto model = build_model(spec, config.dtype);
   Generator init_gen(config.seed);
   init_model(*model, init_gen, {.scheme = parse_init(config.init), .zero_residual = config.zero_residual});
+  model->set_checkpoint_segments(opts.checkpoint_segments);
   {
     std::uint64_t k = 0;
     for (auto& [name, m] : model->named_modules())

@@ -44,10 +44,27 @@ class Sequential : public Module {
   std::string repr() const override { return "Sequential"; }
   std::size_t size() const { return layers_.size(); }
   const ModulePtr& operator[](std::size_t i) const { return layers_[i]; }
+  // With n > 1, forward runs as checkpoint_sequential(*this, n, x): less memory in reverse mode
+  // for one more forward pass of the checkpointed layers. 0 or 1: off (the default).
+  void set_checkpoint_segments(int n);
+  int checkpoint_segments() const { return checkpoint_segments_; }
+  // Layers [begin, end) in order, without checkpointing.
+  Tensor run_layers(std::size_t begin, std::size_t end, const Tensor& x);
 
  private:
   std::vector<ModulePtr> layers_;
+  int checkpoint_segments_ = 0;
 };
+
+// module(x) under chainrule::checkpoint (autodiff/checkpoint.h), with the module's parameters as
+// explicit inputs: reverse mode keeps x and the parameters, not the activations inside, and runs
+// the module again in the backward pass (torch.utils.checkpoint.checkpoint(module, x)). The
+// module must outlive the backward pass.
+Tensor checkpoint(Module& module, const Tensor& x);
+// torch.utils.checkpoint.checkpoint_sequential: splits seq into `segments` runs of consecutive
+// layers of nearly equal length (PyTorch puts the whole remainder in the last one) and
+// checkpoints each run but the last, whose activations the backward pass needs at once anyway.
+Tensor checkpoint_sequential(Sequential& seq, int segments, const Tensor& x);
 
 // h + F(h) for any module F (child "fn").
 class Residual : public Module {

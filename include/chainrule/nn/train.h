@@ -90,6 +90,8 @@ struct RunOptions {
   // keeps the value it was started with (kept in the state file).
   std::optional<std::int64_t> checkpoint_every;
   std::int64_t stop_after = -1;       // stop (checkpointed) after this many steps in total
+  int checkpoint_segments = 0;        // > 1: recompute activations in the backward pass
+                                      // (Sequential::set_checkpoint_segments); same results, less memory
   bool resume = false;                // continue from out_dir's checkpoint pair
   std::function<void(const std::string&)> on_message;  // notes for the user (e.g. a recovered interrupted save)
   std::function<void(const EpochMetrics&)> on_epoch;
