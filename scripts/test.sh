@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# The test command: installs dependencies, builds (Release and ASan+UBSan), runs every test.
+# The test command: installs dependencies, builds (Release and ASan+UBSan), runs every test,
+# then the reliability checks (docs/reliability.md): the sanitizer canaries, ThreadSanitizer on
+# the threads test, valgrind memcheck on a short training run, and each fuzzer briefly.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
@@ -15,3 +17,17 @@ cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCHAINRULE_
 cmake --build build-asan -j "$jobs"
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
   ctest --test-dir build-asan --output-on-failure -j "$jobs" -E '^(find_package|Experiment)'
+
+# ThreadSanitizer on independent graphs differentiated on separate threads (tests/test_threads.cpp)
+# and its canary. OMP_NUM_THREADS=1: Debian's oneDNN uses libgomp, which TSan misreports.
+cmake -S . -B build-tsan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCHAINRULE_TSAN=ON -DCHAINRULE_BUILD_BENCH=OFF
+cmake --build build-tsan -j "$jobs" --target chainrule_thread_tests sanitizer_canary
+OMP_NUM_THREADS=1 ctest --test-dir build-tsan --output-on-failure -R '^tsan\.'
+
+# Valgrind memcheck on a short training run, its resume and an evaluation (Release build).
+bash tests/valgrind/run.sh build
+
+# libFuzzer targets of the file readers (clang, ASan + UBSan), 20 s each on a copy of the seeds.
+cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_COMPILER=clang++-14 -DCHAINRULE_FUZZ=ON
+cmake --build build-fuzz -j "$jobs"
+bash tests/fuzz/run.sh build-fuzz 20
