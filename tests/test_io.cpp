@@ -443,15 +443,17 @@ TEST(Safetensors, RejectsHeaderThatIsNotAnObject) {
 }
 
 TEST(Safetensors, RejectsMetadataNotAnObjectOfStrings) {
-  EXPECT_TRUE(st_rejects(st_image(R"({"__metadata__":[1]})"), {"'__metadata__'", "array", "expected an object"}));
+  EXPECT_TRUE(st_rejects(st_image(R"({"__metadata__":[1]})"),
+                         {"'__metadata__' at file offset 9", "array", "expected an object"}));
   EXPECT_TRUE(st_rejects(st_image(R"({"__metadata__":{"ok":"x","epoch":3}})"),
                          {"'__metadata__'", "'epoch'", "expected a string"}));
   EXPECT_TRUE(st_rejects(st_image(R"({"__metadata__":{"k":null}})"), {"'__metadata__'", "'k'", "null"}));
 }
 
 TEST(Safetensors, RejectsUnknownDtype) {
+  // The entry's key "w" is at header index 1, file offset 9.
   EXPECT_TRUE(st_rejects(st_image(R"({"w":{"dtype":"F99","shape":[1],"data_offsets":[0,4]}})", "abcd"),
-                         {"tensor 'w'", "'dtype'", "unknown dtype 'F99'"}));
+                         {"tensor 'w'", "header entry at file offset 9", "'dtype'", "unknown dtype 'F99'"}));
   EXPECT_TRUE(st_rejects(st_image(R"({"w":{"dtype":"f32","shape":[1],"data_offsets":[0,4]}})", "abcd"),
                          {"tensor 'w'", "'f32'"}));
   EXPECT_TRUE(st_rejects(st_image(R"({"w":{"dtype":4,"shape":[1],"data_offsets":[0,4]}})", "abcd"),
@@ -471,7 +473,7 @@ TEST(Safetensors, RejectsBadShapes) {
     return st_image(R"({"w":{"dtype":"F32","shape":)" + shape + R"(,"data_offsets":[0,4]}})", "abcd");
   };
   EXPECT_TRUE(st_rejects(with_shape("3"), {"tensor 'w'", "'shape'", "expected an array"}));
-  EXPECT_TRUE(st_rejects(with_shape("[1,-1]"), {"tensor 'w'", "'shape' element 1", "-1"}));
+  EXPECT_TRUE(st_rejects(with_shape("[1,-1]"), {"tensor 'w'", "file offset 9", "'shape' element 1", "-1"}));
   EXPECT_TRUE(st_rejects(with_shape("[1.0]"), {"'shape' element 0", "non-negative integer"}));
   EXPECT_TRUE(st_rejects(with_shape(R"(["1"])"), {"'shape' element 0"}));
   EXPECT_TRUE(st_rejects(with_shape("[9223372036854775808]"), {"'shape' element 0"}));
@@ -546,9 +548,19 @@ TEST(Safetensors, RejectsTruncatedDataBuffer) {
 TEST(Safetensors, RejectsDuplicateKeys) {
   const std::string header =
       R"({"a":{"dtype":"U8","shape":[1],"data_offsets":[0,1]},"a":{"dtype":"U8","shape":[1],"data_offsets":[1,2]}})";
-  EXPECT_TRUE(st_rejects(st_image(header, "xy"), {"tensor 'a' more than once"}));
+  EXPECT_TRUE(st_rejects(st_image(header, "xy"),
+                         {"tensor 'a' more than once", "again at file offset " + std::to_string(8 + header.find("\"a\"", 2))}));
   EXPECT_TRUE(st_rejects(st_image(R"({"a":{"dtype":"U8","dtype":"F32","shape":[1],"data_offsets":[0,1]}})", "x"),
                          {"duplicate key 'dtype'"}));
+}
+
+TEST(Safetensors, ErrorsLocateTheEntryPastEscapesAndNesting) {
+  // Keys with escaped quotes, values holding braces, commas and strings: the second entry's
+  // key is located exactly.
+  const std::string first = R"("x\"{,":{"dtype":"U8","shape":[1],"data_offsets":[0,1]})";
+  const std::string header = "{ " + first + R"(, "bad":{"dtype":"Q8","shape":[],"data_offsets":[1,1]}})";
+  EXPECT_TRUE(st_rejects(st_image(header, "x"), {"tensor 'bad'", "header entry at file offset " +
+                                                                      std::to_string(8 + header.find("\"bad\""))}));
 }
 
 TEST(Safetensors, RejectsDeeplyNestedHeader) {
@@ -853,7 +865,7 @@ TEST(Csv, IntegralFloatLabelsAccepted) {
 }
 
 TEST(Csv, RejectsNonNumericField) {
-  EXPECT_TRUE(csv_rejects("a,b,y\n1,2,0\n3,abc,1\n", {"line 3, column 2", "'abc' is not a number"}));
+  EXPECT_TRUE(csv_rejects("a,b,y\n1,2,0\n3,abc,1\n", {"line 3, column 2 (byte offset 14)", "'abc' is not a number"}));
   EXPECT_TRUE(csv_rejects("1,2,0\n3,0x10,1\n", {"line 2, column 2", "'0x10'"}));
   EXPECT_TRUE(csv_rejects("1,2,0\n3,1.5.2,1\n", {"line 2, column 2"}));
   EXPECT_TRUE(csv_rejects("1,2,0\n3,+-1,1\n", {"line 2, column 2"}));
@@ -867,7 +879,7 @@ TEST(Csv, RejectsEmptyAndNonFiniteFields) {
 }
 
 TEST(Csv, RejectsRaggedRows) {
-  EXPECT_TRUE(csv_rejects("a,b,y\n1,2,0\n1,2,3,0\n", {"line 3", "4 fields, expected 3", "line 1"}));
+  EXPECT_TRUE(csv_rejects("a,b,y\n1,2,0\n1,2,3,0\n", {"line 3 (byte offset 12)", "4 fields, expected 3", "line 1"}));
   EXPECT_TRUE(csv_rejects("1,2,0\n\n1,0\n", {"line 3", "2 fields, expected 3"}));
   EXPECT_TRUE(csv_rejects("1,2,0\n1,2,0,\n", {"line 2", "4 fields"}));
 }
@@ -880,27 +892,32 @@ TEST(Csv, RejectsEmptyFile) {
 }
 
 TEST(Csv, RejectsBadLabels) {
-  EXPECT_TRUE(csv_rejects("1,2,0\n1,2,-1\n", {"line 2, column 3", "label '-1' is not a non-negative integer"}));
+  EXPECT_TRUE(csv_rejects("1,2,0\n1,2,-1\n", {"line 2, column 3 (byte offset 10)", "label '-1' is not a class index"}));
   EXPECT_TRUE(csv_rejects("1,2,0\n1,2,1.5\n", {"line 2, column 3", "label '1.5'"}));
   EXPECT_TRUE(csv_rejects("1,2,0\n1,2,cat\n", {"line 2, column 3", "label 'cat'"}));
   EXPECT_TRUE(csv_rejects("1,2,0\n1,2,\n", {"line 2, column 3", "label ''"}));
   EXPECT_TRUE(csv_rejects("5,2,0\n-0,2,0\n", {"line 2, column 1", "label '-0'"}, 0));
   EXPECT_TRUE(csv_rejects("1,2,0\n1,2,99999999999999999999\n", {"line 2, column 3"}));
+  // Labels are class indices: one past the cap would ask for a 65537-wide output layer.
+  EXPECT_EQ(parse_csv("1,65535\n", "mem").labels, (std::vector<std::int64_t>{65535}));
+  EXPECT_TRUE(csv_rejects("1,2,0\n1,2,65536\n", {"line 2, column 3 (byte offset 10)", "'65536'", "0 to 65535"}));
+  EXPECT_TRUE(csv_rejects("1,2,0\n1,2,7e4\n", {"line 2, column 3", "'7e4'"}));
+  EXPECT_TRUE(csv_rejects("1,2,0\n1,2,9000000000000000000\n", {"line 2, column 3"}));
 }
 
 TEST(Csv, RejectsBadLabelColumn) {
-  EXPECT_TRUE(csv_rejects("1,2,0\n", {"line 1", "label_column 3", "3 columns"}, 3));
+  EXPECT_TRUE(csv_rejects("1,2,0\n", {"line 1 (byte offset 0)", "label_column 3", "3 columns"}, 3));
   EXPECT_TRUE(throws_with<ValueError>([] { parse_csv("1,2\n", "mem", -2); }, {"label_column", "-2"}));
 }
 
 TEST(Csv, RejectsBadQuoting) {
-  EXPECT_TRUE(csv_rejects("1,2,0\n1,\"2\n,0\n", {"line 2, column 2", "never closed"}));
-  EXPECT_TRUE(csv_rejects("1,2,0\n1,\"2\"x,0\n", {"line 2, column 2", "after a closing quote"}));
-  EXPECT_TRUE(csv_rejects("1,2,0\n1,2\"3,0\n", {"line 2, column 2", "quote character"}));
+  EXPECT_TRUE(csv_rejects("1,2,0\n1,\"2\n,0\n", {"line 2, column 2 (byte offset 8)", "never closed"}));
+  EXPECT_TRUE(csv_rejects("1,2,0\n1,\"2\"x,0\n", {"line 2, column 2 (byte offset 11)", "after a closing quote"}));
+  EXPECT_TRUE(csv_rejects("1,2,0\n1,2\"3,0\n", {"line 2, column 2 (byte offset 9)", "quote character"}));
 }
 
 TEST(Csv, LineNumbersCountQuotedLineBreaks) {
-  EXPECT_TRUE(csv_rejects("\"a\nb\",c,y\n1,2,0\nx,2,0\n", {"line 4, column 1", "'x'"}));
+  EXPECT_TRUE(csv_rejects("\"a\nb\",c,y\n1,2,0\nx,2,0\n", {"line 4, column 1 (byte offset 16)", "'x'"}));
 }
 
 TEST(Csv, MissingFile) {

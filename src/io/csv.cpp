@@ -15,9 +15,13 @@ namespace {
 
 constexpr std::size_t kMaxCsvBytes = std::size_t{4} << 30;
 
-[[noreturn]] void fail(const std::string& file, std::int64_t line, std::size_t column, const std::string& msg) {
-  if (column > 0) throw IOError(fmt::format("csv '{}': line {}, column {}: {}", file, line, column, msg));
-  throw IOError(fmt::format("csv '{}': line {}: {}", file, line, msg));
+// Names the line and column a person looks for, and the byte offset a program can seek to.
+[[noreturn]] void fail(const std::string& file, std::int64_t line, std::size_t column, std::size_t offset,
+                       const std::string& msg) {
+  if (column > 0) {
+    throw IOError(fmt::format("csv '{}': line {}, column {} (byte offset {}): {}", file, line, column, offset, msg));
+  }
+  throw IOError(fmt::format("csv '{}': line {} (byte offset {}): {}", file, line, offset, msg));
 }
 
 // Field text for messages; a corrupt file can put megabytes into one field.
@@ -42,10 +46,11 @@ class RecordReader {
     if (s_.starts_with("\xEF\xBB\xBF")) pos_ = 3;  // UTF-8 BOM, as spreadsheets write
   }
 
-  // Reads the next non-blank record into `fields`; false at the end of the input. `line` is
-  // the line the record starts on.
-  bool next(std::vector<std::string>& fields, std::int64_t& line) {
+  // Reads the next non-blank record into `fields`, and each field's byte offset into
+  // `offsets`; false at the end of the input. `line` is the line the record starts on.
+  bool next(std::vector<std::string>& fields, std::vector<std::size_t>& offsets, std::int64_t& line) {
     fields.clear();
+    offsets.clear();
     const std::size_t n = s_.size();
     for (;;) {  // skip blank lines
       std::size_t q = pos_;
@@ -62,12 +67,14 @@ class RecordReader {
     for (;;) {
       const std::size_t column = fields.size() + 1;
       while (pos_ < n && (s_[pos_] == ' ' || s_[pos_] == '\t')) ++pos_;
+      offsets.push_back(pos_);
       std::string text;
       if (pos_ < n && s_[pos_] == '"') {
         const std::int64_t start_line = line_;
+        const std::size_t start = pos_;
         ++pos_;
         for (;;) {
-          if (pos_ >= n) fail(file_, start_line, column, "quoted field is never closed");
+          if (pos_ >= n) fail(file_, start_line, column, start, "quoted field is never closed");
           const char c = s_[pos_++];
           if (c == '"') {
             if (pos_ < n && s_[pos_] == '"') {
@@ -82,12 +89,13 @@ class RecordReader {
         }
         while (pos_ < n && is_blank(s_[pos_])) ++pos_;
         if (pos_ < n && s_[pos_] != ',' && s_[pos_] != '\n') {
-          fail(file_, line_, column, fmt::format("unexpected {} after a closing quote", brief(s_.substr(pos_, 1))));
+          fail(file_, line_, column, pos_,
+               fmt::format("unexpected {} after a closing quote", brief(s_.substr(pos_, 1))));
         }
       } else {
         const std::size_t start = pos_;
         while (pos_ < n && s_[pos_] != ',' && s_[pos_] != '\n' && s_[pos_] != '"') ++pos_;
-        if (pos_ < n && s_[pos_] == '"') fail(file_, line_, column, "quote character inside an unquoted field");
+        if (pos_ < n && s_[pos_] == '"') fail(file_, line_, column, pos_, "quote character inside an unquoted field");
         text = trim(s_.substr(start, pos_ - start));
       }
       fields.push_back(std::move(text));
@@ -126,10 +134,12 @@ bool parse_label(std::string_view t, std::int64_t& label) {
   std::string_view digits = t.starts_with('+') ? t.substr(1) : t;
   if (!digits.empty() && digits.front() != '-' && digits.front() != '+') {
     const auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), label);
-    if (ec == std::errc() && end == digits.data() + digits.size()) return true;
+    if (ec == std::errc() && end == digits.data() + digits.size()) return label <= kMaxCsvLabel;
   }
   double v = 0;
-  if (parse_number(t, v) != Num::ok || v < 0 || v != std::floor(v) || v >= 9.2e18) return false;
+  if (parse_number(t, v) != Num::ok || v < 0 || v != std::floor(v) || v > static_cast<double>(kMaxCsvLabel)) {
+    return false;
+  }
   label = static_cast<std::int64_t>(v);
   return true;
 }
@@ -143,14 +153,19 @@ CsvTable parse_csv(std::string_view text, const std::string& file, int label_col
   }
   RecordReader reader(text, file);
   std::vector<std::string> fields;
+  std::vector<std::size_t> offsets;
   std::int64_t line = 1;
-  if (!reader.next(fields, line)) throw IOError(fmt::format("csv '{}': empty file, no rows", file));
+  if (!reader.next(fields, offsets, line)) {
+    throw IOError(fmt::format("csv '{}': empty file, no rows ({} bytes, all blank)", file, text.size()));
+  }
 
   const std::size_t ncols = fields.size();
   const std::int64_t first_line = line;
+  const std::size_t first_offset = offsets.front();
   const std::size_t label = label_column == -1 ? ncols - 1 : static_cast<std::size_t>(label_column);
   if (label >= ncols) {
-    fail(file, line, 0, fmt::format("label_column {} is past the last of the {} columns", label_column, ncols));
+    fail(file, line, 0, first_offset,
+         fmt::format("label_column {} is past the last of the {} columns", label_column, ncols));
   }
 
   bool header = false;
@@ -165,19 +180,23 @@ CsvTable parse_csv(std::string_view text, const std::string& file, int label_col
   t.cols = static_cast<std::int64_t>(ncols) - 1;
   if (header) {
     t.header = fields;
-    if (!reader.next(fields, line)) fail(file, first_line, 0, "header row is not followed by any data rows");
+    if (!reader.next(fields, offsets, line)) {
+      fail(file, first_line, 0, first_offset, "header row is not followed by any data rows");
+    }
   }
   do {
     if (fields.size() != ncols) {
-      fail(file, line, 0,
+      fail(file, line, 0, offsets.front(),
            fmt::format("row has {} fields, expected {} as on line {}", fields.size(), ncols, first_line));
     }
     for (std::size_t c = 0; c < ncols; ++c) {
       const std::string& f = fields[c];
       if (c == label) {
         std::int64_t y = 0;
-        if (!parse_label(f, y))
-          fail(file, line, c + 1, fmt::format("label {} is not a non-negative integer", brief(f)));
+        if (!parse_label(f, y)) {
+          fail(file, line, c + 1, offsets[c],
+               fmt::format("label {} is not a class index, an integer from 0 to {}", brief(f), kMaxCsvLabel));
+        }
         t.labels.push_back(y);
         continue;
       }
@@ -185,12 +204,15 @@ CsvTable parse_csv(std::string_view text, const std::string& file, int label_col
       switch (parse_number(f, v)) {
         case Num::ok: t.values.push_back(v); break;
         case Num::not_a_number:
-          fail(file, line, c + 1, f.empty() ? std::string("empty field") : fmt::format("{} is not a number", brief(f)));
-        case Num::out_of_range: fail(file, line, c + 1, fmt::format("{} is out of range for a double", brief(f)));
-        case Num::non_finite: fail(file, line, c + 1, fmt::format("{} is not a finite number", brief(f)));
+          fail(file, line, c + 1, offsets[c],
+               f.empty() ? std::string("empty field") : fmt::format("{} is not a number", brief(f)));
+        case Num::out_of_range:
+          fail(file, line, c + 1, offsets[c], fmt::format("{} is out of range for a double", brief(f)));
+        case Num::non_finite:
+          fail(file, line, c + 1, offsets[c], fmt::format("{} is not a finite number", brief(f)));
       }
     }
-  } while (reader.next(fields, line));
+  } while (reader.next(fields, offsets, line));
   t.rows = static_cast<std::int64_t>(t.labels.size());
   return t;
 }

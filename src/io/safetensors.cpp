@@ -88,6 +88,34 @@ std::optional<std::uint64_t> byte_count(const std::vector<std::int64_t>& shape, 
   return n;
 }
 
+// Byte offsets within the header of the top-level keys' opening quotes, in file order. The
+// header has parsed as a JSON object (or as one up to an error), so a plain scan suffices:
+// strings are skipped whole with their escapes, and a string at depth 1 right after '{' or ','
+// is a key. nlohmann's DOM keeps no positions, and error messages should name one.
+std::vector<std::size_t> top_level_key_offsets(std::string_view h) {
+  std::vector<std::size_t> out;
+  std::size_t depth = 0;
+  bool expect_key = false;
+  for (std::size_t i = 0; i < h.size(); ++i) {
+    const char c = h[i];
+    if (c == '"') {
+      if (depth == 1 && expect_key) out.push_back(i);
+      expect_key = false;
+      for (++i; i < h.size() && h[i] != '"'; ++i) {
+        if (h[i] == '\\') ++i;
+      }
+    } else if (c == '{' || c == '[') {
+      ++depth;
+      expect_key = depth == 1 && c == '{';
+    } else if (c == '}' || c == ']') {
+      if (depth > 0) --depth;
+    } else if (c == ',') {
+      expect_key = depth == 1;
+    }
+  }
+  return out;
+}
+
 struct Entry {
   std::string name;
   RawTensor tensor;
@@ -107,6 +135,7 @@ class HeaderScan {
  public:
   std::vector<std::string> key_order;  // top-level keys as they appear in the file
   std::string error;                   // set when the scan stops early
+  bool duplicate_top_level_key = false;  // the error is key_order.size()'s key repeated
 
   bool null() { return true; }
   bool boolean(bool) { return true; }
@@ -135,6 +164,7 @@ class HeaderScan {
     if (!keys.insert(k).second) {
       error = depth == 1 ? fmt::format("header lists tensor '{}' more than once", k)
                          : fmt::format("header has duplicate key '{}' inside an entry", k);
+      duplicate_top_level_key = depth == 1;
       return false;
     }
     if (depth == 1) key_order.push_back(k);
@@ -172,7 +202,15 @@ Header parse_header(std::string_view header, const std::string& file) {
   } catch (const Json::exception& e) {
     fail(file, fmt::format("header could not be parsed: {}", e.what()));
   }
-  if (!ok) fail(file, scan.error.empty() ? std::string("header could not be parsed") : scan.error);
+  if (!ok) {
+    if (scan.duplicate_top_level_key) {
+      const auto at = top_level_key_offsets(header);
+      if (scan.key_order.size() < at.size()) {
+        scan.error += fmt::format(" (again at file offset {})", 8 + at[scan.key_order.size()]);
+      }
+    }
+    fail(file, scan.error.empty() ? std::string("header could not be parsed") : scan.error);
+  }
   try {
     return Header{Json::parse(header.begin(), header.end()), std::move(scan.key_order)};
   } catch (const Json::exception& e) {  // not expected after a clean scan
@@ -180,9 +218,10 @@ Header parse_header(std::string_view header, const std::string& file) {
   }
 }
 
-Entry parse_entry(const std::string& name, const Json& v, const std::string& file, std::uint64_t data_start) {
+Entry parse_entry(const std::string& name, const Json& v, const std::string& file, std::uint64_t data_start,
+                  std::uint64_t entry_offset) {
   // Only formatted on failure: this runs once per tensor, and files can hold very many.
-  const auto where = [&] { return fmt::format("tensor '{}'", name); };
+  const auto where = [&] { return fmt::format("tensor '{}' (header entry at file offset {})", name, entry_offset); };
   if (!v.is_object()) {
     fail(file, fmt::format("{}: entry is a JSON {}, expected an object with dtype, shape and data_offsets", where(),
                            v.type_name()));
@@ -299,21 +338,27 @@ Safetensors parse_safetensors(std::span<const std::byte> bytes, const std::strin
 
   Safetensors out;
   std::vector<Entry> entries;
-  for (const std::string& key : h.key_order) {
+  const std::vector<std::size_t> key_at = top_level_key_offsets(header);
+  if (key_at.size() != h.key_order.size()) fail(file, "header keys could not be located");  // not expected
+  for (std::size_t k = 0; k < h.key_order.size(); ++k) {
+    const std::string& key = h.key_order[k];
+    const std::uint64_t key_offset = 8 + key_at[k];
     const Json& value = j.at(key);
     if (key == "__metadata__") {
       const Json& m = value;
-      if (!m.is_object())
-        fail(file, fmt::format("field '__metadata__' is a JSON {}, expected an object", m.type_name()));
+      if (!m.is_object()) {
+        fail(file, fmt::format("field '__metadata__' at file offset {} is a JSON {}, expected an object", key_offset,
+                               m.type_name()));
+      }
       for (auto mt = m.begin(); mt != m.end(); ++mt) {
         if (!mt.value().is_string()) {
-          fail(file,
-               fmt::format("field '__metadata__' entry '{}' is {}, expected a string", mt.key(), brief(mt.value())));
+          fail(file, fmt::format("field '__metadata__' at file offset {}: entry '{}' is {}, expected a string",
+                                 key_offset, mt.key(), brief(mt.value())));
         }
         out.metadata.emplace(mt.key(), mt.value().get<std::string>());
       }
     } else {
-      entries.push_back(parse_entry(key, value, file, data_start));
+      entries.push_back(parse_entry(key, value, file, data_start, key_offset));
     }
   }
 

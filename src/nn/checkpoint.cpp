@@ -9,6 +9,23 @@
 
 namespace chainrule::nn {
 
+namespace {
+
+// The weight-matrix elements a model of this spec holds at the least (biases and norms aside),
+// in double: only compared against what a file holds, so hostile metadata cannot make
+// load_model build a petabyte model before finding that the tensors do not match.
+double min_parameters(const ModelSpec& spec) {
+  auto d = [](std::int64_t v) { return static_cast<double>(v); };
+  if (spec.kind == ModelSpec::Kind::MLP) {
+    double n = 0;
+    for (std::size_t i = 0; i + 1 < spec.sizes.size(); ++i) n += d(spec.sizes[i]) * d(spec.sizes[i + 1]);
+    return n;
+  }
+  return d(spec.in) * d(spec.width) + 2 * d(spec.blocks) * d(spec.width) * d(spec.width) + d(spec.width) * d(spec.out);
+}
+
+}  // namespace
+
 static_assert(std::endian::native == std::endian::little, "safetensors payloads are little-endian; add byte swapping");
 
 io::RawTensor to_raw(const Tensor& t) {
@@ -81,6 +98,13 @@ LoadedModel load_model(const std::string& path, const std::optional<std::string>
     } catch (const std::exception&) {
       throw IOError(fmt::format("{}: metadata {} = '{}' is not an integer", path, kStepKey, s->second));
     }
+  }
+  double held = 0;
+  for (const auto& [n, t] : f.tensors) held += static_cast<double>(t.numel());
+  if (min_parameters(out.spec) > held) {
+    throw IOError(fmt::format("{}: model {} needs at least {:.0f} parameters but the file's tensors hold {:.0f} "
+                              "elements (field '__metadata__' entry '{}')",
+                              path, out.spec.str(), min_parameters(out.spec), held, kModelKey));
   }
   out.model = build_model(out.spec, dtype);
   try {
