@@ -64,6 +64,7 @@ not expected: --bogus|train --bogus
 --epochs 10000000|train --data spirals --epochs 10000000 --out o
 --checkpoint-every -5|train --data spirals --checkpoint-every -5 --out o
 --stop-after -5|train --data spirals --stop-after -5 --out o
+--checkpoint-segments -1|train --data spirals --checkpoint-segments -1 --out o
 --seed|train --data spirals --seed -1 --out o
 --threads|train --data spirals --threads 0 --out o
 --threads|train --data spirals --threads 100000 --out o
