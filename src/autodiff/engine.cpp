@@ -113,7 +113,10 @@ std::vector<Tensor> run_backward(std::span<const std::shared_ptr<Node>> roots, s
     if (!buf[k].defined()) continue;
     Tensor ct = keep[k] ? buf[k] : std::move(buf[k]);
     if (!node->prim) {
-      if (node->accumulates && opts.accumulate) accumulate_leaf(*node, std::move(ct), opts.create_graph);
+      if (node->accumulates && opts.accumulate) {
+        accumulate_leaf(*node, std::move(ct), opts.create_graph);
+        for (auto& [id, hook] : node->post_accumulate_grad_hooks) hook(node->grad);
+      }
       continue;
     }
     if (node->released)

@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <atomic>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -137,6 +138,18 @@ void Tensor::set_grad(const Tensor& g) const {
   if (g.defined() && g.shape() != shape())
     throw ShapeError(fmt::format("set_grad: gradient shape {} differs from tensor shape {}", g.shape().str(), shape().str()));
   impl_->node->grad = g;
+}
+std::uint64_t Tensor::register_post_accumulate_grad_hook(std::function<void(const Tensor&)> hook) const {
+  if (!impl_->node || impl_->node->prim || !impl_->node->accumulates)
+    throw AutodiffError("register_post_accumulate_grad_hook: the tensor is not a leaf that requires grad");
+  static std::atomic<std::uint64_t> next_id{0};
+  const std::uint64_t id = ++next_id;
+  impl_->node->post_accumulate_grad_hooks.emplace_back(id, std::move(hook));
+  return id;
+}
+void Tensor::remove_hook(std::uint64_t id) const {
+  if (!impl_->node) return;
+  std::erase_if(impl_->node->post_accumulate_grad_hooks, [id](const auto& h) { return h.first == id; });
 }
 void Tensor::zero_grad() const {
   if (impl_->node && !impl_->node->prim) impl_->node->grad = Tensor();

@@ -3,8 +3,11 @@
 // per input to the node that produced that input (null if the input is not being differentiated).
 // Leaf nodes have no primitive; they collect the cotangent of a differentiated input.
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "chainrule/autodiff/primitive.h"
 
@@ -23,6 +26,8 @@ struct Node : std::enable_shared_from_this<Node> {
   bool eager = false;      // level-0 node (its saved output is re-attached under create_graph)
   bool accumulates = false;  // leaf of an eager tensor: backward() adds into `grad`
   Tensor grad;             // leaf accumulator
+  // Called with `grad` after each accumulation into it (Tensor::register_post_accumulate_grad_hook).
+  std::vector<std::pair<std::uint64_t, std::function<void(const Tensor&)>>> post_accumulate_grad_hooks;
   std::string created_in;  // where in the forward pass (anomaly mode only)
   std::uint64_t mark = 0;  // scratch for graph traversal
   std::uint32_t topo = 0;  // scratch for graph traversal

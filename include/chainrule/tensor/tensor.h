@@ -5,6 +5,7 @@
 // A TensorImpl is either concrete (level 0: it owns a storage) or a tracer of an active transform
 // (level > 0: it wraps its value one level down in `primal`). See docs/ARCHITECTURE.md.
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -62,6 +63,11 @@ class Tensor {
   void set_grad(const Tensor& g) const;  // replace the accumulated gradient
   void zero_grad() const;                // drop the accumulated gradient
   bool is_leaf() const;
+  // Calls hook(grad) each time backward() has accumulated into this leaf's gradient, as PyTorch's
+  // register_post_accumulate_grad_hook (data-parallel training starts communication from it).
+  // Returns an id for remove_hook.
+  std::uint64_t register_post_accumulate_grad_hook(std::function<void(const Tensor& grad)> hook) const;
+  void remove_hook(std::uint64_t id) const;
   void backward(const Tensor& out_ct = {}, bool retain_graph = false, bool create_graph = false) const;
   Tensor detach() const;  // the concrete value, cut from every graph and transform
 
