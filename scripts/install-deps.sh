@@ -9,6 +9,7 @@ packages=(
   googletest libgtest-dev libbenchmark-dev
   dataset-fashion-mnist gnuplot-nox
   clang-14 libclang-rt-14-dev valgrind  # fuzzing (libFuzzer) and memcheck in scripts/test.sh
+  libopenmpi-dev openmpi-bin
 )
 if [ "${CHAINRULE_WITH_TORCH:-0}" = 1 ]; then packages+=(python3-torch libtorch-dev); fi
 missing=()

@@ -24,5 +24,8 @@ struct AutodiffError : Error {  // misuse of reverse/forward mode and the transf
 struct IOError : Error {  // unreadable, malformed or unwritable files
   using Error::Error;
 };
+struct DistributedError : Error {  // a failed or timed-out collective, MPI compiled out, a lost rank
+  using Error::Error;
+};
 
 }  // namespace chainrule
