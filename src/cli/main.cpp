@@ -4,6 +4,7 @@
 
 #include <iostream>
 
+#include "chainrule/distributed/communicator.h"
 #include "chainrule/errors.h"
 #include "cli/commands.h"
 
@@ -18,6 +19,15 @@ void set_threads(int n) {
   if (auto* f = reinterpret_cast<void (*)(int)>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"))) f(n);
 }
 }  // namespace chainrule::cli
+
+namespace {
+// "rank R of P: " in a data-parallel run, where every process may report its own error.
+std::string rank_prefix() {
+  auto& w = chainrule::distributed::Communicator::world_if_started();
+  return w.size() > 1 ? fmt::format("rank {} of {}: ", w.rank(), w.size()) : std::string();
+}
+std::string with_rank(const std::string& message) { return message.starts_with("rank ") ? message : rank_prefix() + message; }
+}  // namespace
 
 int main(int argc, char** argv) {
   CLI::App app{"chainrule: automatic differentiation and neural-network training"};
@@ -46,10 +56,12 @@ int main(int argc, char** argv) {
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
   } catch (const chainrule::Error& e) {
-    std::cerr << "chainrule: " << e.what() << "\n";
+    std::cerr << "chainrule: " << with_rank(e.what()) << "\n" << std::flush;
+    chainrule::distributed::abort_job_if_distributed(1);  // the other ranks would wait for this one
     return 1;
   } catch (const std::exception& e) {
-    std::cerr << "chainrule: error: " << e.what() << "\n";
+    std::cerr << "chainrule: " << rank_prefix() << "error: " << e.what() << "\n" << std::flush;
+    chainrule::distributed::abort_job_if_distributed(1);
     return 1;
   }
   return exit_code;

@@ -79,10 +79,18 @@ void augment_rows(T* x, std::int64_t rows, std::int64_t h, std::int64_t w, int s
 }  // namespace
 
 Batch DataLoader::batch(const std::vector<std::int64_t>& order, std::int64_t index, std::int64_t epoch) const {
+  return shard(order, index, epoch, 0, 1);
+}
+
+Batch DataLoader::shard(const std::vector<std::int64_t>& order, std::int64_t index, std::int64_t epoch, std::int64_t rank,
+                        std::int64_t world) const {
   const std::int64_t n = static_cast<std::int64_t>(order.size()), b = opts_.batch_size;
   if (index < 0 || index >= batches_per_epoch())
     throw ValueError(fmt::format("DataLoader: batch {} out of range ({} per epoch)", index, batches_per_epoch()));
-  const std::int64_t start = index * b, count = std::min(b, n - start);
+  if (world <= 0 || rank < 0 || rank >= world || b % world != 0)
+    throw ValueError(fmt::format("DataLoader: cannot take part {} of {} of a batch of {}", rank, world, b));
+  const std::int64_t part = b / world;
+  const std::int64_t start = std::min(n, index * b + rank * part), count = std::max<std::int64_t>(0, std::min(part, n - start));
   Batch out{take_rows(data_.x, order.data() + start, count), take_rows(data_.y, order.data() + start, count)};
   if (opts_.augment && data_.height > 0 && data_.width > 0 && opts_.shift >= 0) {
     const std::uint64_t seed = opts_.seed ^ 0x94D049BB133111EBull;

@@ -1,6 +1,8 @@
 #include "chainrule/nn/train.h"
 
 #include <fmt/format.h>
+#include <pthread.h>
+#include <signal.h>
 
 #include <chrono>
 #include <cmath>
@@ -14,6 +16,7 @@
 #include "chainrule/autodiff/anomaly.h"
 #include "chainrule/autodiff/frame.h"
 #include "chainrule/data/loader.h"
+#include "chainrule/distributed/ddp.h"
 #include "chainrule/io/atomic_file.h"
 #include "chainrule/nn/checkpoint.h"
 #include "chainrule/nn/init.h"
@@ -35,6 +38,7 @@ std::string TrainConfig::json() const {
                       {"momentum", momentum}, {"schedule", schedule}, {"warmup", warmup}, {"clip", clip}, {"label_smoothing", label_smoothing},
                       {"batch", batch},   {"epochs", epochs},     {"seed", seed},         {"drop_last", drop_last}, {"augment", augment}, {"shift", shift},
                       {"dtype", std::string(dtype_name(dtype))}};
+  if (world_size != 1) j["world_size"] = world_size;  // absent in one-process runs, as before
   return j.dump();
 }
 
@@ -50,6 +54,7 @@ TrainConfig TrainConfig::from_json(const std::string& text) {
     c.augment = j.at("augment");
     c.shift = j.at("shift");
     c.dtype = j.at("dtype").get<std::string>() == "float64" ? DType::f64 : DType::f32;
+    c.world_size = j.value("world_size", std::int64_t{1});
   } catch (const nlohmann::json::exception& e) {
     throw IOError(fmt::format("run configuration: {}", e.what()));
   }
@@ -318,7 +323,25 @@ TrainResult train(TrainConfig config, const data::Splits& splits, const RunOptio
   using clock = std::chrono::steady_clock;
   const auto t_start = clock::now();
   if (opts.out_dir.empty()) throw ValueError("train: no output directory");
-  if (opts.resume) config = read_run_config(opts.out_dir);
+  // Data-parallel: rank 0 (the writer) alone touches the run directory and evaluates.
+  distributed::Communicator& comm = opts.comm ? *opts.comm : distributed::Communicator::single();
+  const std::int64_t rank = comm.rank(), world = comm.size();
+  const bool writer = rank == 0;
+  if (opts.resume) {
+    if (world == 1) {
+      config = read_run_config(opts.out_dir);
+    } else {
+      std::string text = writer ? read_run_config(opts.out_dir).json() : std::string();
+      comm.broadcast(text);
+      config = TrainConfig::from_json(text);
+    }
+    if (config.world_size != world)
+      throw ValueError(fmt::format("train: the run in {} was trained by {} process{}; resume it with as many (mpirun -np {}{}), not {}",
+                                   opts.out_dir, config.world_size, config.world_size == 1 ? "" : "es", config.world_size,
+                                   config.world_size == 1 ? ", or without --distributed" : " ... --distributed", world));
+  } else {
+    config.world_size = world;
+  }
   fill_defaults(config, splits);
   const ModelSpec spec = ModelSpec::parse(config.model);
   const bool classify = splits.train.num_classes > 0;
@@ -342,7 +365,8 @@ TrainResult train(TrainConfig config, const data::Splits& splits, const RunOptio
   }
   auto params = model->named_parameters();
   auto opt = make_optimizer(config, params);
-  data::DataLoader loader(train_set, {.batch_size = config.batch, .shuffle = true, .drop_last = config.drop_last, .seed = config.seed, .augment = config.augment, .shift = config.shift});
+  // A global batch is every rank's batch together.
+  data::DataLoader loader(train_set, {.batch_size = config.batch * world, .shuffle = true, .drop_last = config.drop_last, .seed = config.seed, .augment = config.augment, .shift = config.shift});
   const std::int64_t bpe = loader.batches_per_epoch();
   if (bpe == 0) throw ValueError(fmt::format("train: {} examples make no batch of {} with drop_last", train_set.size(), config.batch));
   auto schedule = make_schedule(config, bpe);
@@ -353,11 +377,13 @@ TrainResult train(TrainConfig config, const data::Splits& splits, const RunOptio
   std::vector<EpochMetrics> history;
   std::vector<std::int64_t> order;
 
-  fs::create_directories(opts.out_dir);
-  remove_stale_temporaries(opts.out_dir);
+  if (writer) {
+    fs::create_directories(opts.out_dir);
+    remove_stale_temporaries(opts.out_dir);
+  }
   std::int64_t saved_step = -1;  // of the last checkpoint on disk, for error messages
   std::int64_t checkpoint_every = opts.checkpoint_every.value_or(0);
-  if (opts.resume) {
+  if (opts.resume && writer) {
     const std::string spath = state_path(opts.out_dir), mpath = model_path(opts.out_dir);
     TensorFile st = load_tensors(spath);
     const std::int64_t s_step = step_of(st, spath);
@@ -428,7 +454,50 @@ TrainResult train(TrainConfig config, const data::Splits& splits, const RunOptio
     return saved_step < 0 ? std::string("no checkpoint was written")
                           : fmt::format("the last good checkpoint, step {}, is in {}", saved_step, opts.out_dir);
   };
+  std::optional<distributed::DistributedDataParallel> ddp;
+  if (world > 1) {
+    // Every rank starts from rank 0's weights, optimiser state, step and sums.
+    ddp.emplace(*model, comm, distributed::DDPOptions{.bucket_bytes = opts.bucket_bytes});
+    ddp->broadcast_parameters(0);
+    std::map<std::string, Tensor> ostate;
+    for (auto& [n, t] : opt->state()) {
+      Tensor c = t.contiguous_clone();
+      comm.broadcast(c, 0);
+      ostate.emplace(n, c);
+    }
+    opt->load_state(ostate);
+    Tensor progress = tensor({static_cast<double>(step), loss_sum, correct, seen}, {4}, DType::f64);
+    comm.broadcast(progress, 0);
+    const auto v = progress.to_vector<double>();
+    step = static_cast<std::int64_t>(v[0]), loss_sum = v[1], correct = v[2], seen = v[3];
+    if (!writer && step < total_steps) order = loader.order(step / bpe);
+  }
+  // Dropout masks must differ between ranks and survive a resume without per-rank state: in a
+  // data-parallel run each rank's stream is a function of (seed, rank, step).
+  auto reseed_dropout = [&] {
+    std::uint64_t k = 0;
+    for (auto& [name, m] : model->named_modules())
+      if (auto* d = dynamic_cast<Dropout*>(m))
+        d->generator.set_state(Generator::bits(config.seed ^ (0x9E3779B97F4A7C15ull * static_cast<std::uint64_t>(rank + 1)), 0xD0D0D0D0ull + k++),
+                               static_cast<std::uint64_t>(step) << 32);
+  };
+
   auto save_checkpoint = [&] {
+    if (!writer) return;
+    // In a data-parallel run mpirun ends this process with SIGTERM when another one fails: hold
+    // the signal back until the pair is written, so the last checkpoint is always complete.
+    sigset_t term, previous;
+    sigemptyset(&term);
+    sigaddset(&term, SIGTERM);
+    sigaddset(&term, SIGINT);
+    if (world > 1) pthread_sigmask(SIG_BLOCK, &term, &previous);
+    struct Restore {
+      bool on;
+      sigset_t* previous;
+      ~Restore() {
+        if (on) pthread_sigmask(SIG_SETMASK, previous, nullptr);
+      }
+    } restore{world > 1, &previous};
     NamedTensors st;
     for (auto& [n, t] : opt->state()) st.emplace_back("optim." + n, t);
     st.emplace_back("data.order", from_vector(order, {static_cast<std::int64_t>(order.size())}));
@@ -456,8 +525,50 @@ TrainResult train(TrainConfig config, const data::Splits& splits, const RunOptio
   const LossFn loss_fn = [&](const Tensor& out, const Tensor& y) {
     return classify && config.label_smoothing > 0 ? cross_entropy(out, y, config.label_smoothing) : loss_of(out, y, classify);
   };
+  // A data-parallel step: this rank's part of the batch, its loss sums reduced during the backward
+  // pass, the gradients averaged by DistributedDataParallel. Returns the sums of all ranks.
+  const std::int64_t global_batch = config.batch * world;
+  double sync_seconds = 0;
+  auto distributed_step = [&](const data::Batch& batch, std::int64_t b) {
+    struct Sums {
+      double loss = 0, correct = 0, n = 0;
+    } local{0, 0, static_cast<double>(batch.size())};
+    Tensor stats;
+    distributed::Work stats_work;
+    auto start_stats = [&] {
+      stats = tensor({local.loss, local.correct, local.n}, {3}, DType::f64);
+      stats_work = comm.iallreduce_sum(stats);
+    };
+    opt->zero_grad();
+    if (batch.size() > 0) {
+      Tensor out = model->forward(batch.x);
+      Tensor loss = loss_fn(out, batch.y);
+      local.loss = loss.item() * local.n;
+      if (classify) local.correct = static_cast<double>(count_correct(out, batch.y));
+      start_stats();
+      // A rank with a smaller part of a last partial batch weighs its mean by its share, so that
+      // the mean over ranks is the mean over the global batch.
+      const std::int64_t global_n = std::min(global_batch, train_set.size() - b * global_batch);
+      if (batch.size() * world != global_n) loss = loss * (static_cast<double>(batch.size() * world) / static_cast<double>(global_n));
+      loss.backward();
+    } else {
+      start_stats();  // no examples: zeros, in the same order of collectives as the others
+    }
+    const auto t_sync = clock::now();
+    ddp->synchronize();
+    stats_work.wait();
+    sync_seconds += std::chrono::duration<double>(clock::now() - t_sync).count();
+    const auto v = stats.to_vector<double>();
+    // Checked on every rank alike, before the update, so that the weights stay the last good ones.
+    if (const double mean = v[0] / v[2]; !std::isfinite(mean))
+      throw NumericalError(fmt::format("the loss became {} (learning rate {:g} too high?)", mean, opt->lr()));
+    if (config.clip > 0) optim::clip_grad_norm_(model->parameters(), config.clip);
+    opt->step();
+    return Sums{v[0], v[1], v[2]};
+  };
+
   model->train();
-  double train_seconds = 0;
+  double train_seconds = 0, trained_samples = 0;
   for (std::int64_t epoch = step / bpe; epoch < config.epochs; ++epoch) {
     const std::int64_t first = step - epoch * bpe;
     if (first == 0) {
@@ -468,22 +579,29 @@ TrainResult train(TrainConfig config, const data::Splits& splits, const RunOptio
     double epoch_samples = 0;
     for (std::int64_t b = first; b < bpe; ++b) {
       opt->set_lr(config.lr * schedule->factor(step));
-      data::Batch batch = loader.batch(order, b, epoch);
-      StepOutput so;
+      if (world > 1) reseed_dropout();
+      data::Batch batch = loader.shard(order, b, epoch, rank, world);
+      double step_loss = 0, step_correct = 0, n = static_cast<double>(batch.size());
       try {
-        so = train_step(*model, *opt, batch.x, batch.y, loss_fn, config.clip);
+        if (world == 1) {
+          auto [out, loss] = train_step(*model, *opt, batch.x, batch.y, loss_fn, config.clip);
+          step_loss = loss.item() * n;
+          if (classify) step_correct = static_cast<double>(count_correct(out, batch.y));
+        } else {
+          auto sums = distributed_step(batch, b);
+          step_loss = sums.loss, step_correct = sums.correct, n = sums.n;
+        }
       } catch (const NumericalError& e) {
         throw NumericalError(fmt::format("train: step {} (epoch {}, batch {}): {}; training stopped, {}", step + 1, epoch + 1, b + 1,
                                          e.what(), last_good()));
       }
-      auto& [out, loss] = so;
       ++step;
-      const double n = static_cast<double>(batch.size());
-      loss_sum += loss.item() * n;
-      if (classify) correct += static_cast<double>(count_correct(out, batch.y));
+      loss_sum += step_loss;
+      if (classify) correct += step_correct;
       seen += n;
       epoch_samples += n;
-      if (opts.on_batch) {
+      trained_samples += n;
+      if (opts.on_batch && writer) {
         double secs = std::chrono::duration<double>(clock::now() - t_epoch).count();
         opts.on_batch(b + 1, bpe, loss_sum / seen, classify ? correct / seen : std::numeric_limits<double>::quiet_NaN(),
                       secs > 0 ? epoch_samples / secs : 0);
@@ -491,6 +609,8 @@ TrainResult train(TrainConfig config, const data::Splits& splits, const RunOptio
       const bool stopping = opts.stop_after >= 0 && step >= opts.stop_after && step < total_steps;
       if (b + 1 < bpe && ((checkpoint_every > 0 && step % checkpoint_every == 0) || stopping)) save_checkpoint();
       if (stopping && b + 1 < bpe) {
+        train_seconds += std::chrono::duration<double>(clock::now() - t_epoch).count();
+        result.train_seconds = train_seconds, result.sync_seconds = sync_seconds, result.samples = trained_samples;
         result.seconds = std::chrono::duration<double>(clock::now() - t_start).count();
         result.epochs = history, result.steps = step, result.model = model, result.config = config;
         return result;
@@ -502,21 +622,23 @@ TrainResult train(TrainConfig config, const data::Splits& splits, const RunOptio
     m.epoch = epoch + 1, m.epochs = config.epochs, m.step = step, m.lr = opt->lr();
     m.train_loss = loss_sum / seen;
     m.train_accuracy = classify ? correct / seen : std::numeric_limits<double>::quiet_NaN();
-    Evaluation v = evaluate(*model, val_set);
+    Evaluation v = writer ? evaluate(*model, val_set) : Evaluation{};
     m.val_loss = v.loss, m.val_accuracy = v.accuracy;
     m.seconds = secs, m.samples_per_second = secs > 0 ? epoch_samples / secs : 0;
     history.push_back(m);
     save_checkpoint();
-    write_metrics_file(opts.out_dir, history);
-    if (opts.on_epoch) opts.on_epoch(m);
+    if (writer) write_metrics_file(opts.out_dir, history);
+    if (opts.on_epoch && writer) opts.on_epoch(m);
     if (opts.stop_after >= 0 && step >= opts.stop_after && step < total_steps) {
+      result.train_seconds = train_seconds, result.sync_seconds = sync_seconds, result.samples = trained_samples;
       result.seconds = std::chrono::duration<double>(clock::now() - t_start).count();
       result.epochs = history, result.steps = step, result.model = model, result.config = config;
       return result;
     }
   }
   result.finished = true;
-  result.test = evaluate(*model, test_set);
+  if (writer) result.test = evaluate(*model, test_set);
+  result.train_seconds = train_seconds, result.sync_seconds = sync_seconds, result.samples = trained_samples;
   result.train_loss = history.empty() ? 0 : history.back().train_loss;
   result.epochs = history, result.steps = step, result.model = model, result.config = config;
   result.seconds = std::chrono::duration<double>(clock::now() - t_start).count();

@@ -33,6 +33,12 @@ class DataLoader {
   // Batch `index` of an epoch with the given order (rows copied into fresh tensors). `epoch`
   // picks the augmentation draws.
   Batch batch(const std::vector<std::int64_t>& order, std::int64_t index, std::int64_t epoch = 0) const;
+  // Rank `rank`'s part of batch `index` when `world` processes share it (data-parallel training):
+  // rows [rank·B/world, (rank+1)·B/world) of the batch, fewer or none in a last partial batch.
+  // Augmentation draws depend on the rows' positions in the epoch, so the parts of all ranks
+  // together are exactly batch(order, index, epoch). The batch size must divide by `world`.
+  Batch shard(const std::vector<std::int64_t>& order, std::int64_t index, std::int64_t epoch, std::int64_t rank,
+              std::int64_t world) const;
   // Every batch of one epoch.
   std::vector<Batch> epoch(std::int64_t epoch) const;
   const LoaderOptions& options() const { return opts_; }

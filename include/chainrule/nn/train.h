@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "chainrule/data/dataset.h"
+#include "chainrule/distributed/communicator.h"
 #include "chainrule/nn/layers.h"
 #include "chainrule/optim/optimizer.h"
 
@@ -46,6 +47,9 @@ struct TrainConfig {
   bool augment = true;          // random horizontal flips and shifts of image data (no effect otherwise)
   int shift = 0;                // largest shift in pixels (0: flips only)
   DType dtype = DType::f32;
+  // Data-parallel runs: the number of processes. `batch` is then per process, and the run sees
+  // the batches of a one-process run with batch·world_size. A resumed run needs the same number.
+  std::int64_t world_size = 1;
 
   std::string json() const;  // the configuration as one JSON object (stored in state.safetensors)
   static TrainConfig from_json(const std::string& json);
@@ -97,6 +101,11 @@ struct RunOptions {
   std::function<void(const EpochMetrics&)> on_epoch;
   // After every step: step in epoch (1-based), steps per epoch, running loss and accuracy, samples/s.
   std::function<void(std::int64_t, std::int64_t, double, double, double)> on_batch;
+  // Data-parallel training: every process of `comm` calls train() with the same arguments; rank 0
+  // alone reads and writes the run directory and calls on_epoch/on_batch (with the sums of all
+  // ranks). Null: one process, as without MPI.
+  distributed::Communicator* comm = nullptr;
+  std::int64_t bucket_bytes = std::int64_t{1} << 20;  // gradient bucket size (DDPOptions)
 };
 
 struct TrainResult {
@@ -108,6 +117,9 @@ struct TrainResult {
   Evaluation test;                   // when finished
   double train_loss = 0;             // of the last epoch
   double seconds = 0;                // this process's training and evaluation time
+  double train_seconds = 0;          // in training steps (this process)
+  double sync_seconds = 0;           // of which waiting for gradients and sums from the other ranks
+  double samples = 0;                // examples trained on in this process's steps (all ranks together)
   std::shared_ptr<Sequential> model;
 };
 
