@@ -29,7 +29,8 @@ DistributedDataParallel::DistributedDataParallel(nn::Module& module, Communicato
     const Tensor& p = it->second;
     if (!p.requires_grad()) continue;
     const std::int64_t bytes = p.numel() * static_cast<std::int64_t>(itemsize(p.dtype()));
-    const bool new_bucket = buckets_.empty() || (fill > 0 && fill + bytes > opts_.bucket_bytes) ||
+    // As torch's bucket_cap_mb: a bucket is closed once it holds at least bucket_bytes.
+    const bool new_bucket = buckets_.empty() || fill >= opts_.bucket_bytes ||
                             slots_[buckets_.back().slots.front()].param.dtype() != p.dtype();
     if (new_bucket) {
       buckets_.emplace_back();

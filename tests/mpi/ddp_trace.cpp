@@ -1,7 +1,8 @@
 // Run under mpirun: one data-parallel step of an MLP with small gradient buckets. Prints, on rank
 // 0, the order of events: DDP's trace ("ready P", "start B", "done") and "vjp probe" when the
 // backward pass runs its last VJP (an identity primitive on the input). Then checks that every
-// gradient is the mean of the ranks' local gradients and prints "mean ok" or "mean wrong".
+// gradient is the mean of the ranks' local gradients, with the same bytes on every rank, and
+// prints "mean ok" or "mean wrong".
 #include <fmt/format.h>
 
 #include <cmath>
@@ -43,8 +44,9 @@ int main() {
     NoGradGuard ng;
     for (auto& p : model->parameters()) p.copy_(randn(p.shape(), init) * 0.05);
   }
-  // 256·256 floats = 256 KiB: one hidden layer per bucket, so there are several buckets.
-  distributed::DistributedDataParallel ddp(*model, comm, {.bucket_bytes = 300 * 1024,
+  // 256·256 floats = 256 KiB: buckets of at least 200 KiB hold one hidden layer each, the last
+  // one also the output layer: three buckets.
+  distributed::DistributedDataParallel ddp(*model, comm, {.bucket_bytes = 200 * 1024,
                                                           .trace = [](const std::string& e) { g_events.push_back(e); }});
   ddp.broadcast_parameters();
   Generator data(100 + static_cast<std::uint64_t>(comm.rank()));  // each rank its own examples
@@ -63,6 +65,12 @@ int main() {
     auto e = expected.to_vector<float>(), g = p.grad().to_vector<float>();
     for (std::size_t k = 0; k < e.size(); ++k)
       if (std::abs(e[k] / static_cast<float>(comm.size()) - g[k]) > 1e-6f * (1 + std::abs(g[k]))) ok = false;
+  }
+  // Every rank holds the same bytes (else the replicas would drift apart).
+  for (auto& p : model->parameters()) {
+    Tensor root = p.grad().contiguous_clone();
+    comm.broadcast(root, 0);
+    if (root.to_vector<float>() != p.grad().to_vector<float>()) ok = false;
   }
   Tensor all_ok = from_vector(std::vector<std::int64_t>{ok ? 0 : 1});
   comm.allreduce_sum(all_ok);

@@ -3,7 +3,7 @@
 // runs the same model on its own part of the batch; after backward() the gradients are the mean
 // over the ranks.
 //
-// The parameters are grouped into buckets of about `bucket_bytes`, in reverse order (the order in
+// The parameters are grouped into buckets of at least `bucket_bytes` (bar the last), in reverse order (the order in
 // which backward() produces their gradients). A post-accumulate-grad hook on each parameter copies
 // its gradient into its bucket's flat buffer; as soon as a bucket is full, its allreduce starts,
 // while the backward pass goes on with earlier layers. Buckets start in a fixed order on every
@@ -25,7 +25,7 @@
 namespace chainrule::distributed {
 
 struct DDPOptions {
-  std::int64_t bucket_bytes = std::int64_t{1} << 20;  // about 1 MiB of gradients per message
+  std::int64_t bucket_bytes = std::int64_t{1} << 20;  // a bucket is closed once it holds this many bytes
   // Debug trace: "ready NAME" when a parameter's gradient arrives, "start BUCKET" when a bucket's
   // allreduce is started, "done" when synchronize() has written the mean gradients back.
   std::function<void(const std::string&)> trace;
