@@ -173,6 +173,36 @@ TEST(Remat, NestedCheckpoints) {
   EXPECT_LE(max_diff(x1.grad(), x0.grad()), 1e-12);
 }
 
+TEST(Remat, SeveralOutputs) {
+  Fixture fx;
+  auto two = [&](const std::vector<Tensor>& in) {
+    Tensor y = fx.block(in[0], false);
+    return std::vector<Tensor>{matmul(in[1], y), sum(y * y)};  // a vector and a scalar
+  };
+  auto loss = [&](bool remat) {
+    return [&, remat](const Tensor& x) {
+      fx.gen.set_state(kSeed, 0);
+      auto outs = remat ? checkpoint(two)({x, fx.w}) : two({x, fx.w});
+      return sum(square(outs[0])) + outs[1] * sum(x);
+    };
+  };
+  auto outs = checkpoint(two, {fx.x, fx.w});
+  ASSERT_EQ(outs.size(), 2u);
+  EXPECT_EQ(outs[0].shape(), (Shape{4}));
+  EXPECT_EQ(outs[1].shape(), (Shape{}));
+  EXPECT_LE(max_diff(grad(loss(true))(fx.x), grad(loss(false))(fx.x)), 1e-12);
+  EXPECT_LE(max_diff(hessian(loss(true))(fx.x), hessian(loss(false))(fx.x)), 1e-12);
+  Generator g(3);
+  Tensor xs = randn({3, 4}, g, DType::f64);
+  EXPECT_LE(max_diff(vmap(grad(loss(true)))(xs), vmap(grad(loss(false)))(xs)), 1e-12);
+  Tensor x1 = fx.x.detach().requires_grad_(), x0 = fx.x.detach().requires_grad_();
+  loss(true)(x1).backward();
+  loss(false)(x0).backward();
+  EXPECT_LE(max_diff(x1.grad(), x0.grad()), 1e-12);
+  EXPECT_THROW(checkpoint([](const std::vector<Tensor>& in) { return std::vector<Tensor>{in[0], cast(in[0], DType::f32)}; }, {fx.x}),
+               DTypeError);
+}
+
 TEST(Remat, CapturedTensorsAndChangedDrawsAreErrors) {
   Fixture fx;
   Tensor x = fx.x.detach().requires_grad_();

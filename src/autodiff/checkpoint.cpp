@@ -21,6 +21,7 @@
 #include "chainrule/autodiff/node.h"
 #include "chainrule/autodiff/primitive.h"
 #include "chainrule/autodiff/tracer.h"
+#include "chainrule/ops/ops.h"
 
 namespace chainrule {
 
@@ -183,6 +184,38 @@ Tensor checkpoint(CheckpointFn f, const std::vector<Tensor>& inputs) {
 Tensor checkpoint(const std::function<Tensor(const Tensor&)>& f, const Tensor& x) {
   if (!f) throw ValueError("checkpoint: the function is empty");
   return checkpoint([f](const std::vector<Tensor>& in) { return f(in[0]); }, std::vector<Tensor>{x});
+}
+
+std::vector<Tensor> checkpoint(CheckpointFnN f, const std::vector<Tensor>& inputs) {
+  if (!f) throw ValueError("checkpoint: the function is empty");
+  // The outputs' shapes, from the first run (the recomputation must agree).
+  auto shapes = std::make_shared<std::vector<Shape>>();
+  auto packed_f = [f = std::move(f), shapes](const std::vector<Tensor>& in) {
+    std::vector<Tensor> outs = f(in);
+    if (outs.empty()) throw ValueError("checkpoint: the function returned no tensors");
+    std::vector<Shape> seen;
+    std::vector<Tensor> flat;
+    for (std::size_t k = 0; k < outs.size(); ++k) {
+      if (!outs[k].defined() || !is_floating(outs[k].dtype()) || outs[k].dtype() != outs[0].dtype())
+        throw DTypeError(fmt::format("checkpoint: output {} is {}; several outputs must be defined float tensors of one dtype ({})",
+                                     k, outs[k].defined() ? dtype_name(outs[k].dtype()) : "undefined",
+                                     outs[0].defined() ? dtype_name(outs[0].dtype()) : "undefined"));
+      seen.push_back(outs[k].shape());
+      flat.push_back(reshape(outs[k], {outs[k].numel()}));
+    }
+    if (shapes->empty()) *shapes = seen;
+    else if (*shapes != seen) throw AutodiffError("checkpoint: the recomputation returned outputs of other shapes than the forward pass");
+    return flat.size() == 1 ? flat[0] : concat(flat, 0);
+  };
+  Tensor packed = checkpoint(CheckpointFn(packed_f), inputs);
+  std::vector<Tensor> outs;
+  std::int64_t start = 0;
+  for (const Shape& shape : *shapes) {
+    const std::int64_t n = shape.numel();
+    outs.push_back(reshape(slice(packed, 0, start, start + n), shape));
+    start += n;
+  }
+  return outs;
 }
 
 bool checkpoint_recomputing() { return t_recomputing > 0; }

@@ -6,6 +6,7 @@
 //
 //   Tensor y = checkpoint([&](const std::vector<Tensor>& in) { return block(in[0], in[1]); }, {x, w});
 //   auto g = checkpoint(f);  // the same, as a function: g(x) or g({x, w})
+//   std::vector<Tensor> ys = checkpoint(f2, {x, w});  // f2 returns several tensors
 //
 // It composes with every transform (backward, autograd_grad, grad, vjp, jvp, vmap, jacfwd,
 // jacrev, hessian, create_graph): only reverse mode rematerialises; forward mode and vmap run f
@@ -18,6 +19,7 @@
 // inputs apart from random draws: it runs twice.
 #include <functional>
 #include <memory>
+#include <type_traits>
 #include <vector>
 
 #include "chainrule/tensor/random.h"
@@ -29,13 +31,21 @@ using CheckpointFn = std::function<Tensor(const std::vector<Tensor>&)>;
 
 Tensor checkpoint(CheckpointFn f, const std::vector<Tensor>& inputs);
 Tensor checkpoint(const std::function<Tensor(const Tensor&)>& f, const Tensor& x);
+// Several outputs (floating, of one dtype): they travel packed in one flat tensor.
+using CheckpointFnN = std::function<std::vector<Tensor>(const std::vector<Tensor>&)>;
+std::vector<Tensor> checkpoint(CheckpointFnN f, const std::vector<Tensor>& inputs);
 
 // checkpoint(f) -> the rematerialised f, callable on a Tensor or a std::vector<Tensor>.
 template <class F>
 struct Checkpointed {
   F f;
   Tensor operator()(const Tensor& x) const { return checkpoint(std::function<Tensor(const Tensor&)>(f), x); }
-  Tensor operator()(const std::vector<Tensor>& xs) const { return checkpoint(CheckpointFn(f), xs); }
+  auto operator()(const std::vector<Tensor>& xs) const {
+    if constexpr (std::is_convertible_v<std::invoke_result_t<const F&, const std::vector<Tensor>&>, Tensor>)
+      return checkpoint(CheckpointFn(f), xs);
+    else
+      return checkpoint(CheckpointFnN(f), xs);
+  }
 };
 template <class F>
 Checkpointed<F> checkpoint(F f) {
