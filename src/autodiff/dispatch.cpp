@@ -12,6 +12,7 @@
 #include "chainrule/autodiff/primitive.h"
 #include "chainrule/autodiff/tracer.h"
 #include "chainrule/ops/ops.h"
+#include "chainrule/tensor/allocator.h"
 
 namespace chainrule {
 
@@ -47,7 +48,7 @@ void GradMode::set_enabled(bool on) { t_grad_enabled = on; }
 namespace detail {
 
 Tensor make_jvp_tracer(const std::shared_ptr<Frame>& f, const Tensor& primal, const Tensor& tangent) {
-  auto impl = std::make_shared<TensorImpl>();
+  auto impl = memory::make_pooled<TensorImpl>();
   impl->shape = primal.shape();
   impl->dtype = primal.dtype();
   impl->frame = f;
@@ -56,7 +57,7 @@ Tensor make_jvp_tracer(const std::shared_ptr<Frame>& f, const Tensor& primal, co
   return Tensor(std::move(impl));
 }
 Tensor make_reverse_tracer(const std::shared_ptr<Frame>& f, const Tensor& primal, std::shared_ptr<Node> node) {
-  auto impl = std::make_shared<TensorImpl>();
+  auto impl = memory::make_pooled<TensorImpl>();
   impl->shape = primal.shape();
   impl->dtype = primal.dtype();
   impl->frame = f;
@@ -65,20 +66,20 @@ Tensor make_reverse_tracer(const std::shared_ptr<Frame>& f, const Tensor& primal
   return Tensor(std::move(impl));
 }
 Tensor make_batch_tracer(const std::shared_ptr<Frame>& f, const Tensor& batched) {
-  auto impl = std::make_shared<TensorImpl>();
+  auto impl = memory::make_pooled<TensorImpl>();
   impl->shape = batched.shape().slice(1);
   impl->dtype = batched.dtype();
   impl->frame = f;
   impl->primal = batched;
   return Tensor(std::move(impl));
 }
-std::shared_ptr<Node> make_leaf() { return std::make_shared<Node>(); }
+std::shared_ptr<Node> make_leaf() { return memory::make_pooled<Node>(); }
 
 }  // namespace detail
 
 std::shared_ptr<Node> record_node(const Primitive& p, std::span<const Tensor> inputs, std::span<const Tensor> primals,
                                   const Tensor& out, const Params& params, bool eager) {
-  auto node = std::make_shared<Node>();
+  auto node = memory::make_pooled<Node>();
   node->prim = &p;
   node->params = params;
   node->eager = eager;

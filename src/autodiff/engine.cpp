@@ -4,7 +4,9 @@
 
 #include <algorithm>
 #include <atomic>
+#include <memory>
 #include <optional>
+#include <vector>
 
 #include "autodiff/anomaly_internal.h"
 #include "chainrule/autodiff/anomaly.h"
@@ -51,6 +53,38 @@ void accumulate_leaf(Node& leaf, Tensor ct, bool create_graph) {
   }
 }
 
+// Working buffers of one backward pass, kept per thread and per nesting depth (a rule may run a
+// nested backward pass) and reused, so a steady-state backward pass allocates nothing.
+struct Scratch {
+  std::vector<Node*> order;
+  std::vector<std::pair<Node*, std::size_t>> stack;
+  std::vector<std::uint32_t> edge_begin, edge_slot;
+  std::vector<std::int64_t> wrt_slot;
+  std::vector<char> keep;
+  std::vector<Tensor> buf;
+};
+thread_local std::vector<std::unique_ptr<Scratch>> t_scratch;
+thread_local std::size_t t_depth = 0;
+
+class ScratchLease {
+ public:
+  ScratchLease() {
+    if (t_depth == t_scratch.size()) t_scratch.push_back(std::make_unique<Scratch>());
+    s_ = t_scratch[t_depth++].get();
+    s_->order.clear(), s_->stack.clear(), s_->edge_begin.clear(), s_->edge_slot.clear();
+  }
+  ~ScratchLease() {
+    s_->buf.clear();  // drop the cotangents now, not at the next pass
+    --t_depth;
+  }
+  ScratchLease(const ScratchLease&) = delete;
+  ScratchLease& operator=(const ScratchLease&) = delete;
+  Scratch& operator*() const { return *s_; }
+
+ private:
+  Scratch* s_;
+};
+
 }  // namespace
 
 const BackwardOptions* active_backward_options() { return t_active_pass; }
@@ -60,9 +94,12 @@ std::vector<Tensor> run_backward(std::span<const std::shared_ptr<Node>> roots, s
   const std::uint64_t epoch = ++g_epoch;
   ActivePass active(opts);
 
+  ScratchLease lease;
+  Scratch& scratch = *lease;
+
   // 1. Depth-first post-order from the roots.
-  std::vector<Node*> order;
-  std::vector<std::pair<Node*, std::size_t>> stack;
+  std::vector<Node*>& order = scratch.order;
+  auto& stack = scratch.stack;
   for (const auto& r : roots) {
     if (!r || r->mark == epoch) continue;
     r->mark = epoch;
@@ -85,19 +122,24 @@ std::vector<Tensor> run_backward(std::span<const std::shared_ptr<Node>> roots, s
   // Resolve every edge to a slot now: a nested backward pass (inside a rule) reuses the scratch
   // fields of shared nodes.
   for (std::size_t k = 0; k < order.size(); ++k) order[k]->topo = static_cast<std::uint32_t>(k);
-  std::vector<std::uint32_t> edge_begin(order.size() + 1, 0), edge_slot;
+  std::vector<std::uint32_t>& edge_begin = scratch.edge_begin;
+  std::vector<std::uint32_t>& edge_slot = scratch.edge_slot;
+  edge_begin.assign(order.size() + 1, 0);
   for (std::size_t k = 0; k < order.size(); ++k) {
     edge_begin[k] = static_cast<std::uint32_t>(edge_slot.size());
     for (const auto& e : order[k]->next) edge_slot.push_back(e ? e->topo : UINT32_MAX);
   }
   edge_begin[order.size()] = static_cast<std::uint32_t>(edge_slot.size());
-  std::vector<std::int64_t> wrt_slot(wrt.size(), -1);
-  std::vector<char> keep(order.size(), 0);
+  std::vector<std::int64_t>& wrt_slot = scratch.wrt_slot;
+  std::vector<char>& keep = scratch.keep;
+  wrt_slot.assign(wrt.size(), -1);
+  keep.assign(order.size(), 0);
   for (std::size_t w = 0; w < wrt.size(); ++w)
     if (wrt[w] && wrt[w]->mark == epoch) wrt_slot[w] = wrt[w]->topo, keep[wrt[w]->topo] = 1;
 
   // 2. Seed and sweep.
-  std::vector<Tensor> buf(order.size());
+  std::vector<Tensor>& buf = scratch.buf;
+  buf.assign(order.size(), Tensor());
   for (std::size_t r = 0; r < roots.size(); ++r) {
     if (!roots[r]) continue;
     Tensor& b = buf[roots[r]->topo];

@@ -4,9 +4,11 @@
 #include <fmt/format.h>
 #include <omp.h>
 
+#include <algorithm>
 #include <array>
 #include <cmath>
 #include <cstring>
+#include <span>
 #include <string_view>
 
 #include "chainrule/autodiff/primitive.h"
@@ -145,7 +147,10 @@ template <class T, class Op>
 Tensor reduce_keepdims(const Tensor& x, const Shape& axes, double init, Op op) {
   Shape oshape = x.shape();
   for (auto a : axes) oshape[static_cast<std::size_t>(a)] = 1;
-  std::vector<double> acc(static_cast<std::size_t>(oshape.numel()), init);
+  // The accumulator comes from the tensor allocator's cache (a steady-state step allocates nothing).
+  Tensor acc_t = empty(oshape, DType::f64);
+  std::span<double> acc(out<double>(acc_t), static_cast<std::size_t>(oshape.numel()));
+  std::fill(acc.begin(), acc.end(), init);
   Shape sx = contiguous_strides(x.shape());
   Shape so = broadcast_strides(oshape, x.shape());
   const T* a = in<T>(x);

@@ -58,7 +58,7 @@ Params reduce_params(std::string_view op, const Tensor& x, const Axes& axes, boo
   p.rank = static_cast<std::int64_t>(r);
   return p;
 }
-Axes axes_vec(const Params& p) { return p.axes.vec(); }
+Axes axes_vec(const Params& p) { return Axes(std::span<const std::int64_t>(p.axes.data(), p.axes.size())); }
 
 std::vector<OpCase> reduction_cases(Tensor (*fn)(const Tensor&, const Axes&, bool), cases::Domain d) {
   using cases::sample;

@@ -3,6 +3,7 @@
 // transposed operation (slice <-> pad, gather <-> scatter_add, broadcast_to <-> sum_to).
 #include <numeric>
 
+#include "chainrule/tensor/allocator.h"
 #include "kernels/kernels.h"
 #include "ops/cases.h"
 #include "ops/registry.h"
@@ -38,7 +39,7 @@ void copy_block(const Tensor& src, std::int64_t src_n, std::int64_t src_off, con
 }
 
 Tensor view(const Tensor& x, const Shape& shape) {
-  auto impl = std::make_shared<TensorImpl>();
+  auto impl = memory::make_pooled<TensorImpl>();
   impl->shape = shape;
   impl->dtype = x.dtype();
   impl->storage = x.impl()->storage;

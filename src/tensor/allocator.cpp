@@ -6,6 +6,16 @@
 #include <unordered_map>
 #include <vector>
 
+// Under a sanitizer, blocks go back at once so that use-after-free is caught (GCC defines
+// __SANITIZE_*__, clang answers __has_feature).
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define CHAINRULE_SANITIZED 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
+#define CHAINRULE_SANITIZED 1
+#endif
+#endif
+
 namespace chainrule::memory {
 
 namespace {
@@ -21,8 +31,8 @@ std::size_t size_class(std::size_t n) {
 }
 
 std::size_t cache_limit() {
-#if defined(__SANITIZE_ADDRESS__)
-  return 0;  // under AddressSanitizer every block goes back at once, so use-after-free is caught
+#if defined(CHAINRULE_SANITIZED)
+  return 0;
 #endif
   if (const char* s = std::getenv("CHAINRULE_CACHE_BYTES")) return static_cast<std::size_t>(std::strtoull(s, nullptr, 10));
   return std::size_t{4} << 30;
@@ -94,6 +104,96 @@ void reset_peak() {
 void empty_cache() {
   std::lock_guard lock(cache().mu);
   cache().release_all();
+}
+
+// ---- small objects ---------------------------------------------------------------------------
+
+namespace {
+
+constexpr std::size_t kObjectGrain = 32, kObjectClasses = 32;  // 32, 64, ..., 1024 bytes
+constexpr std::size_t kThreadListMax = 4096;                     // per class, then half goes global
+
+struct FreeBlock {
+  FreeBlock* next;
+};
+
+// Blocks that threads gave back (at exit, or when their lists grew long). Never destroyed, so
+// objects freed during static destruction still have somewhere to go.
+struct GlobalObjects {
+  std::mutex mu;
+  FreeBlock* head[kObjectClasses] = {};
+};
+GlobalObjects& global_objects() {
+  static GlobalObjects* g = new GlobalObjects;
+  return *g;
+}
+
+struct ThreadObjects {
+  FreeBlock* head[kObjectClasses] = {};
+  std::size_t count[kObjectClasses] = {};
+  ~ThreadObjects();
+};
+// Trivially destructible, so still readable while (and after) the thread's cache is destroyed.
+thread_local bool t_objects_gone = false;
+ThreadObjects::~ThreadObjects() {
+  t_objects_gone = true;
+  GlobalObjects& g = global_objects();
+  std::lock_guard lock(g.mu);
+  for (std::size_t c = 0; c < kObjectClasses; ++c)
+    while (FreeBlock* b = head[c]) head[c] = b->next, b->next = g.head[c], g.head[c] = b;
+}
+thread_local ThreadObjects t_objects;
+
+#if defined(CHAINRULE_SANITIZED)
+constexpr bool kPoolObjects = false;
+#else
+constexpr bool kPoolObjects = true;
+#endif
+
+}  // namespace
+
+void* allocate_object(std::size_t nbytes) {
+  const std::size_t c = (nbytes + kObjectGrain - 1) / kObjectGrain - 1;
+  if (!kPoolObjects || c >= kObjectClasses) return ::operator new(nbytes);
+  if (!t_objects_gone) {
+    ThreadObjects& t = t_objects;
+    if (FreeBlock* b = t.head[c]) {
+      t.head[c] = b->next, --t.count[c];
+      return b;
+    }
+  }
+  GlobalObjects& g = global_objects();
+  {
+    std::lock_guard lock(g.mu);
+    if (FreeBlock* b = g.head[c]) {
+      g.head[c] = b->next;
+      return b;
+    }
+  }
+  return ::operator new((c + 1) * kObjectGrain);
+}
+
+void deallocate_object(void* p, std::size_t nbytes) {
+  const std::size_t c = (nbytes + kObjectGrain - 1) / kObjectGrain - 1;
+  if (!kPoolObjects || c >= kObjectClasses) return ::operator delete(p);
+  auto* b = static_cast<FreeBlock*>(p);
+  if (!t_objects_gone) {
+    ThreadObjects& t = t_objects;
+    b->next = t.head[c], t.head[c] = b;
+    if (++t.count[c] <= kThreadListMax) return;
+    // A thread that frees what others allocated: hand half its list to the global one.
+    GlobalObjects& g = global_objects();
+    std::lock_guard lock(g.mu);
+    for (std::size_t i = 0; i < kThreadListMax / 2; ++i) {
+      FreeBlock* x = t.head[c];
+      t.head[c] = x->next, x->next = g.head[c], g.head[c] = x;
+    }
+    t.count[c] -= kThreadListMax / 2;
+    return;
+  }
+  GlobalObjects& g = global_objects();
+  std::lock_guard lock(g.mu);
+  b->next = g.head[c], g.head[c] = b;
 }
 
 }  // namespace chainrule::memory

@@ -123,7 +123,7 @@ Tensor& Tensor::requires_grad_(bool on) {
     return *this;
   }
   if (!impl_->node) {
-    impl_->node = std::make_shared<Node>();
+    impl_->node = memory::make_pooled<Node>();
     impl_->node->accumulates = true;
     impl_->node->eager = true;
   }
@@ -173,7 +173,7 @@ void Tensor::backward(const Tensor& out_ct, bool retain_graph, bool create_graph
 
 Tensor Tensor::detach() const {
   Tensor c = concrete(*this);
-  auto impl = std::make_shared<TensorImpl>();
+  auto impl = memory::make_pooled<TensorImpl>();
   impl->shape = c.impl()->shape;
   impl->dtype = c.impl()->dtype;
   impl->storage = c.impl()->storage;
@@ -269,10 +269,10 @@ Tensor Tensor::contiguous_clone() const {
 Tensor empty(const Shape& shape, DType dtype) {
   for (auto d : shape)
     if (d < 0) throw ValueError(fmt::format("empty: negative dimension in shape {}", shape.str()));
-  auto impl = std::make_shared<TensorImpl>();
+  auto impl = memory::make_pooled<TensorImpl>();
   impl->shape = shape;
   impl->dtype = dtype;
-  impl->storage = std::make_shared<Storage>(static_cast<std::size_t>(shape.numel()) * itemsize(dtype));
+  impl->storage = memory::make_pooled<Storage>(static_cast<std::size_t>(shape.numel()) * itemsize(dtype));
   return Tensor(std::move(impl));
 }
 Tensor zeros(const Shape& shape, DType dtype) {

@@ -4,11 +4,12 @@
 #include <cstdint>
 #include <vector>
 
+#include "chainrule/tensor/small_vec.h"
 #include "chainrule/tensor/tensor.h"
 
 namespace chainrule {
 
-using Axes = std::vector<std::int64_t>;
+using Axes = SmallVec<std::int64_t, 8>;  // inline: a braced list of axes allocates nothing
 
 // Elementwise, with NumPy broadcasting.
 Tensor add(const Tensor& a, const Tensor& b);
