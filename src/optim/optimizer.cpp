@@ -5,6 +5,7 @@
 #include <cmath>
 
 #include "chainrule/autodiff/frame.h"
+#include "kernels/kernels.h"
 
 namespace chainrule::optim {
 
@@ -75,6 +76,60 @@ void for_each_grad(NamedTensors& params, const char* who, Fn&& fn) {
 
 template <class T> T* buf(Tensor& t) { return t.mutable_data<T>(); }
 
+// The update loops, compiled for AVX-512, AVX2 and baseline x86-64 and picked at load time
+// (target_clones), since the library is built without -march. Floating-point contraction is off
+// in ISO C++ mode, so every version gives the same bits.
+#define CHAINRULE_VECTOR_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+
+template <class T>
+struct SgdCoefficients {
+  T lr, momentum, one_minus_dampening, weight_decay;
+  bool first, nesterov;
+};
+template <class T>
+inline void sgd_update_impl(T* __restrict p, const T* __restrict g, T* __restrict b, std::int64_t n, const SgdCoefficients<T>& k) {
+  if (!b) {
+    for (std::int64_t j = 0; j < n; ++j) p[j] -= k.lr * (g[j] + k.weight_decay * p[j]);
+    return;
+  }
+  for (std::int64_t j = 0; j < n; ++j) {
+    const T d = g[j] + k.weight_decay * p[j];
+    const T bj = k.first ? d : k.momentum * b[j] + k.one_minus_dampening * d;
+    b[j] = bj;
+    p[j] -= k.lr * (k.nesterov ? d + k.momentum * bj : bj);
+  }
+}
+CHAINRULE_VECTOR_CLONES void sgd_update(float* p, const float* g, float* b, std::int64_t n, const SgdCoefficients<float>& k) {
+  sgd_update_impl(p, g, b, n, k);
+}
+CHAINRULE_VECTOR_CLONES void sgd_update(double* p, const double* g, double* b, std::int64_t n, const SgdCoefficients<double>& k) {
+  sgd_update_impl(p, g, b, n, k);
+}
+
+template <class T>
+struct AdamCoefficients {
+  T beta1, beta2, eps, step_size, inv_sqrt_bc2, decay, l2;
+};
+template <class T>
+inline void adam_update_impl(T* __restrict p, const T* __restrict g, T* __restrict m, T* __restrict v, std::int64_t n,
+                             const AdamCoefficients<T>& k) {
+  for (std::int64_t j = 0; j < n; ++j) {
+    const T gj = g[j] + k.l2 * p[j];
+    const T mj = k.beta1 * m[j] + (1 - k.beta1) * gj;
+    const T vj = k.beta2 * v[j] + (1 - k.beta2) * gj * gj;
+    m[j] = mj, v[j] = vj;
+    p[j] = k.decay * p[j] - k.step_size * mj / (std::sqrt(vj) * k.inv_sqrt_bc2 + k.eps);
+  }
+}
+CHAINRULE_VECTOR_CLONES void adam_update(float* p, const float* g, float* m, float* v, std::int64_t n,
+                                         const AdamCoefficients<float>& k) {
+  adam_update_impl(p, g, m, v, n, k);
+}
+CHAINRULE_VECTOR_CLONES void adam_update(double* p, const double* g, double* m, double* v, std::int64_t n,
+                                         const AdamCoefficients<double>& k) {
+  adam_update_impl(p, g, m, v, n, k);
+}
+
 }  // namespace
 
 // ---- SGD -----------------------------------------------------------------------------------
@@ -95,15 +150,11 @@ void SGD::step() {
   for_each_grad(params_, "sgd", [&](std::size_t i, auto* p, const auto* g, std::int64_t n) {
     using T = std::remove_pointer_t<decltype(p)>;
     T* b = mu > 0 ? buf<T>(buffer(momentum_)[i]) : nullptr;
-    const T tlr = static_cast<T>(lr), tmu = static_cast<T>(mu), tdamp = static_cast<T>(1 - damp), twd = static_cast<T>(wd);
-    for (std::int64_t j = 0; j < n; ++j) {
-      T d = g[j] + twd * p[j];
-      if (b) {
-        b[j] = first ? d : tmu * b[j] + tdamp * d;
-        d = opts_.nesterov ? d + tmu * b[j] : b[j];
-      }
-      p[j] -= tlr * d;
-    }
+    const SgdCoefficients<T> k{static_cast<T>(lr), static_cast<T>(mu), static_cast<T>(1 - damp), static_cast<T>(wd),
+                               first, opts_.nesterov};
+    kernels::parallel_range(n, [&](std::int64_t begin, std::int64_t end) {
+      sgd_update(p + begin, g + begin, b ? b + begin : nullptr, end - begin, k);
+    });
   });
   ++steps_;
 }
@@ -134,12 +185,10 @@ void Adam::step() {
     T* v = buf<T>(buffer(exp_avg_sq_)[i]);
     const T b1 = static_cast<T>(opts_.beta1), b2 = static_cast<T>(opts_.beta2), eps = static_cast<T>(opts_.eps);
     const T ss = static_cast<T>(step_size), isb = static_cast<T>(inv_sqrt_bc2), dec = static_cast<T>(decay), tl2 = static_cast<T>(l2);
-    for (std::int64_t j = 0; j < n; ++j) {
-      const T gj = g[j] + tl2 * p[j];
-      m[j] = b1 * m[j] + (1 - b1) * gj;
-      v[j] = b2 * v[j] + (1 - b2) * gj * gj;
-      p[j] = dec * p[j] - ss * m[j] / (std::sqrt(v[j]) * isb + eps);
-    }
+    const AdamCoefficients<T> k{b1, b2, eps, ss, isb, dec, tl2};
+    kernels::parallel_range(n, [&](std::int64_t begin, std::int64_t end) {
+      adam_update(p + begin, g + begin, m + begin, v + begin, end - begin, k);
+    });
   });
   ++steps_;
 }
