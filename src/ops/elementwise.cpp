@@ -211,12 +211,26 @@ const Primitive relu_p{
     .forward = [](auto x, auto&) {
       return unary_forward("relu", x[0], [](auto a) { return a > 0 ? a : (a != a ? a : decltype(a)(0)); });
     },
-    .jvp = [](int, const Tensor& t, const Ctx& c) { return mul(t, indicator(greater(c.out, zero_like_scalar(c.out)), c.out)); },
-    .vjp = [](int, const Tensor& ct, const Ctx& c) { return mul(ct, indicator(greater(c.out, zero_like_scalar(c.out)), c.out)); },
+    .jvp = [](int, const Tensor& t, const Ctx& c) { return relu_backward(t, c.out); },
+    .vjp = [](int, const Tensor& ct, const Ctx& c) { return relu_backward(ct, c.out); },
     .batching = Batching::Leading,
     .saves = kSaveOutput,
     .cases = [] { return cases::unary([](auto x) { return relu(x[0]); }, Domain::AwayFromZero); },
     .kinks = "relu'(0) = 0",
+};
+
+// g ⊙ 1[out > 0], relu's derivative rule, in one pass (PyTorch's threshold_backward) instead of a
+// comparison, a cast and a product. Linear in g; a step function of out, whose derivative is zero.
+const Primitive relu_backward_p{
+    .name = "relu_backward",
+    .forward = [](auto x, auto&) {
+      return binary_forward("relu_backward", x, [](auto g, auto out) { return g * decltype(g)(out > 0); });
+    },
+    .jvp = [](int i, const Tensor& t, const Ctx& c) { return i == 0 ? relu_backward(t, c.x[1]) : Tensor(); },
+    .vjp = [](int i, const Tensor& ct, const Ctx& c) { return i == 0 ? relu_backward(ct, c.x[1]) : Tensor(); },
+    .saves = kSaveInputs,
+    .cases = [] { return cases::binary([](auto x) { return relu_backward(x[0], x[1]); }, Domain::Real, Domain::AwayFromZero); },
+    .kinks = "d/d out = 0 everywhere (a step at out = 0)",
 };
 
 // Piecewise constant: no derivative rule, so its output is a constant to every transform.
@@ -351,6 +365,7 @@ Tensor abs(const Tensor& x) { return bind(abs_p, {x}); }
 Tensor tanh(const Tensor& x) { return bind(tanh_p, {x}); }
 Tensor sigmoid(const Tensor& x) { return bind(sigmoid_p, {x}); }
 Tensor relu(const Tensor& x) { return bind(relu_p, {x}); }
+Tensor relu_backward(const Tensor& grad, const Tensor& out) { return bind(relu_backward_p, {grad, out}); }
 Tensor sign(const Tensor& x) { return bind(sign_p, {x}); }
 Tensor square(const Tensor& x) { return mul(x, x); }
 Tensor where(const Tensor& c, const Tensor& a, const Tensor& b) { return bind(where_p, {c, a, b}); }
@@ -399,7 +414,7 @@ Tensor operator<(const Tensor& a, double b) { return less(a, scalar_tensor(b, a.
 
 const Primitive* const kElementwisePrimitives[] = {&add_p,  &sub_p,  &mul_p,   &div_p,     &pow_p,  &maximum_p,
                                                    &minimum_p, &neg_p, &exp_p, &log_p,     &sqrt_p, &abs_p,
-                                                   &tanh_p, &sigmoid_p, &relu_p, &sign_p, &where_p, &cast_p,
+                                                   &tanh_p, &sigmoid_p, &relu_p, &relu_backward_p, &sign_p, &where_p, &cast_p,
                                                    &convert_p, &compare_p};
 std::span<const Primitive* const> elementwise_primitives() { return kElementwisePrimitives; }
 

@@ -28,6 +28,7 @@ Tensor abs(const Tensor& x);
 Tensor tanh(const Tensor& x);
 Tensor sigmoid(const Tensor& x);
 Tensor relu(const Tensor& x);
+Tensor relu_backward(const Tensor& grad, const Tensor& out);  // grad ⊙ 1[out > 0]: relu's derivative rule
 Tensor sign(const Tensor& x);  // piecewise constant: zero derivative
 Tensor square(const Tensor& x);  // composite: x * x
 Tensor where(const Tensor& cond, const Tensor& a, const Tensor& b);
