@@ -44,6 +44,12 @@ Tensor matmul_forward(std::span<const Tensor> x, const Params& p) {
       kernels::gemm(false, tb, nb * m, n, k, T(1), pa, lda, pb, ldb, T(0), pc, n);
       return 0;
     }
+    if (abatch.numel() == 1 && bbatch.numel() == nb && n == 1) {
+      // A shared, each B a vector (vmap of a matrix-vector product, as in jacfwd and jacrev):
+      // every B[i] is k contiguous values and every C[i] m, so C = B_rows op(A)ᵀ in one GEMM.
+      kernels::gemm(false, !ta, nb, m, k, T(1), pb, k, pa, lda, T(0), pc, m);
+      return 0;
+    }
     Shape sa = kernels::broadcast_strides(abatch, batch), sb = kernels::broadcast_strides(bbatch, batch);
     Shape idx = Shape::filled(batch.size(), 0);
     for (std::int64_t i = 0; i < nb; ++i) {
