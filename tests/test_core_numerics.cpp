@@ -130,3 +130,28 @@ TEST(Anomaly, ReportsWhereTheBackwardNodeWasCreated) {
 }
 
 }  // namespace
+
+// float32 matmul takes three routes by size (plain loops for tiny products, oneDNN's matmul
+// primitive cached per shape, sgemm as fallback); every route and transpose must agree with the
+// float64 product, including after the thread count changes (the cache is keyed on it).
+TEST(Float32Matmul, EveryRouteMatchesFloat64) {
+  Generator gen(7);
+  struct Case { std::int64_t m, n, k; };
+  const Case cases[] = {{32, 64, 2}, {32, 2, 64}, {2, 64, 32}, {64, 2, 32}, {1, 1, 1}, {3, 5, 7}, {7, 1, 40},
+                        {32, 64, 64}, {64, 96, 48}, {128, 256, 256}, {5, 300, 33}};
+  for (int threads : {1, 2}) {
+    set_num_threads(threads);
+    for (const auto& c : cases)
+      for (int flags = 0; flags < 4; ++flags) {
+        const bool ta = flags & 1, tb = flags & 2;
+        Tensor a = randn(ta ? Shape{c.k, c.m} : Shape{c.m, c.k}, gen), b = randn(tb ? Shape{c.n, c.k} : Shape{c.k, c.n}, gen);
+        Tensor got = matmul(a, b, ta, tb);
+        Tensor want = matmul(cast(a, DType::f64), cast(b, DType::f64), ta, tb);
+        ASSERT_EQ(got.shape(), (Shape{c.m, c.n}));
+        const double err = max(abs(cast(got, DType::f64) - want)).item();
+        EXPECT_LE(err, 1e-5 * std::sqrt(static_cast<double>(c.k)) * 4)
+            << c.m << "x" << c.n << "x" << c.k << " ta=" << ta << " tb=" << tb << " threads=" << threads;
+      }
+  }
+  set_num_threads(1);
+}

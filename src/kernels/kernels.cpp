@@ -2,8 +2,6 @@
 
 #include "chainrule/ops/ops.h"
 
-#include <cblas.h>
-#include <dnnl.h>
 
 namespace chainrule::kernels {
 
@@ -57,36 +55,9 @@ std::uint64_t& gemm_madds() {
 
 namespace chainrule {
 std::uint64_t matmul_multiply_adds() { return kernels::gemm_madds(); }
+void set_num_threads(int n) {
+  if (n < 1) throw ValueError(fmt::format("set_num_threads: need at least one thread, got {}", n));
+  omp_set_num_threads(n);
+}
+int get_num_threads() { return omp_get_max_threads(); }
 }  // namespace chainrule
-
-namespace chainrule::kernels {
-
-// float32 goes to oneDNN, which measured faster than OpenBLAS here (see docs/performance.md).
-void gemm(bool ta, bool tb, std::int64_t m, std::int64_t n, std::int64_t k, float alpha, const float* a, std::int64_t lda,
-          const float* b, std::int64_t ldb, float beta, float* c, std::int64_t ldc) {
-  gemm_madds() += static_cast<std::uint64_t>(m * n * k);
-  if (m == 0 || n == 0) return;
-  if (k == 0) {
-    for (std::int64_t i = 0; i < m; ++i)
-      for (std::int64_t j = 0; j < n; ++j) c[i * ldc + j] = beta == 0.0f ? 0.0f : beta * c[i * ldc + j];
-    return;
-  }
-  auto st = dnnl_sgemm(ta ? 'T' : 'N', tb ? 'T' : 'N', m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
-  if (st != dnnl_success) throw Error(fmt::format("matmul: oneDNN sgemm failed with status {} for [{}, {}] @ [{}, {}]", static_cast<int>(st), m, k, k, n));
-}
-
-void gemm(bool ta, bool tb, std::int64_t m, std::int64_t n, std::int64_t k, double alpha, const double* a,
-          std::int64_t lda, const double* b, std::int64_t ldb, double beta, double* c, std::int64_t ldc) {
-  gemm_madds() += static_cast<std::uint64_t>(m * n * k);
-  if (m == 0 || n == 0) return;
-  if (k == 0) {
-    for (std::int64_t i = 0; i < m; ++i)
-      for (std::int64_t j = 0; j < n; ++j) c[i * ldc + j] = beta == 0.0 ? 0.0 : beta * c[i * ldc + j];
-    return;
-  }
-  cblas_dgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, static_cast<int>(m),
-              static_cast<int>(n), static_cast<int>(k), alpha, a, static_cast<int>(lda), b, static_cast<int>(ldb), beta, c,
-              static_cast<int>(ldc));
-}
-
-}  // namespace chainrule::kernels

@@ -209,7 +209,7 @@ const Primitive sigmoid_p{
 const Primitive relu_p{
     .name = "relu",
     .forward = [](auto x, auto&) {
-      return unary_forward("relu", x[0], [](auto a) { return a > 0 ? a : (a != a ? a : decltype(a)(0)); });
+      return unary_forward("relu", x[0], [](auto a) { return !(a <= 0) ? a : decltype(a)(0); });  // NaN passes; no branch
     },
     .jvp = [](int, const Tensor& t, const Ctx& c) { return relu_backward(t, c.out); },
     .vjp = [](int, const Tensor& ct, const Ctx& c) { return relu_backward(ct, c.out); },
@@ -224,7 +224,7 @@ const Primitive relu_p{
 const Primitive relu_backward_p{
     .name = "relu_backward",
     .forward = [](auto x, auto&) {
-      return binary_forward("relu_backward", x, [](auto g, auto out) { return g * decltype(g)(out > 0); });
+      return binary_forward("relu_backward", x, [](auto g, auto out) { return out > 0 ? g : decltype(g)(0); });  // a select: vectorises
     },
     .jvp = [](int i, const Tensor& t, const Ctx& c) { return i == 0 ? relu_backward(t, c.x[1]) : Tensor(); },
     .vjp = [](int i, const Tensor& ct, const Ctx& c) { return i == 0 ? relu_backward(ct, c.x[1]) : Tensor(); },

@@ -48,6 +48,10 @@ Tensor matmul(const Tensor& a, const Tensor& b, bool transpose_a, bool transpose
 // Multiply-adds done by matrix products on this thread so far (m·n·k per GEMM): a count of work
 // that, unlike time, tests can assert on.
 std::uint64_t matmul_multiply_adds();
+// Threads for chainrule's parallel loops and oneDNN's GEMMs (torch.set_num_threads); OpenBLAS
+// (float64 GEMM) keeps its own setting.
+void set_num_threads(int n);
+int get_num_threads();
 
 // Shape.
 Tensor reshape(const Tensor& x, const Shape& shape);  // one dimension may be -1

@@ -1,0 +1,231 @@
+// Row-major GEMM. float32 runs on oneDNN's matmul primitive, created once per problem shape and
+// then only executed; float64 on OpenBLAS.
+//
+// Why a cached primitive rather than dnnl_sgemm: dnnl_sgemm plans, allocates and packs on every
+// call. Measured here (docs/performance.md): 256×1024×1024 products take 3.7 ms through sgemm and
+// 2.6 ms through the primitive at two threads, and a 32×64×64 product 4.5 against 3.0 µs.
+// Products with almost no work (under kTinyWork multiply-adds, e.g. a 2-wide layer) skip oneDNN:
+// its fixed cost of about 0.4–1.5 µs per call would be most of the time.
+#include <cblas.h>
+#include <dnnl.h>
+#include <omp.h>
+
+#include <array>
+#include <unordered_map>
+
+#include "kernels/kernels.h"
+
+namespace chainrule::kernels {
+
+namespace {
+
+constexpr std::int64_t kTinyWork = 8192;  // multiply-adds
+
+// Tiny products (a 2-wide layer, a batch of 32 rows) in plain loops that vectorise: each row of C
+// is built from contiguous rows of op(B), along the longer side of C, so that the innermost loop
+// is long. Operands that are not contiguous that way are first copied into a small per-thread
+// buffer (at most kTinyWork floats, so no allocation).
+float* tiny_scratch(int which) {
+  static thread_local float buffers[2][kTinyWork];
+  return buffers[which];
+}
+
+__attribute__((target_clones("avx512f", "avx2", "default")))
+void tiny_rows(bool ta, std::int64_t m, std::int64_t n, std::int64_t k, const float* a, std::int64_t lda, const float* b,
+               std::int64_t ldb, float* c, std::int64_t ldc) {
+  for (std::int64_t i = 0; i < m; ++i) {
+    float* ci = c + i * ldc;
+    for (std::int64_t j = 0; j < n; ++j) ci[j] = 0;
+    for (std::int64_t p = 0; p < k; ++p) {
+      const float aip = ta ? a[p * lda + i] : a[i * lda + p];
+      const float* bp = b + p * ldb;
+      for (std::int64_t j = 0; j < n; ++j) ci[j] += aip * bp[j];
+    }
+  }
+}
+
+// C = A Bᵀ with k long: dot products of contiguous rows.
+__attribute__((target_clones("avx512f", "avx2", "default")))
+void tiny_dots(std::int64_t m, std::int64_t n, std::int64_t k, const float* a, std::int64_t lda, const float* b,
+               std::int64_t ldb, float* c, std::int64_t ldc) {
+  for (std::int64_t i = 0; i < m; ++i)
+    for (std::int64_t j = 0; j < n; ++j) {
+      const float* ai = a + i * lda;
+      const float* bj = b + j * ldb;
+      float s = 0;
+#pragma omp simd reduction(+ : s)
+      for (std::int64_t p = 0; p < k; ++p) s += ai[p] * bj[p];
+      c[i * ldc + j] = s;
+    }
+}
+
+// C (m×n, leading dimension ldc) = op(A) op(B), vectorised along n.
+void tiny_along_rows(bool ta, bool tb, std::int64_t m, std::int64_t n, std::int64_t k, const float* a, std::int64_t lda,
+                     const float* b, std::int64_t ldb, float* c, std::int64_t ldc) {
+  if (tb) {  // op(B) row p is column p of B: gather it
+    float* packed = tiny_scratch(0);
+    for (std::int64_t j = 0; j < n; ++j)
+      for (std::int64_t p = 0; p < k; ++p) packed[p * n + j] = b[j * ldb + p];
+    b = packed, ldb = n;
+  }
+  tiny_rows(ta, m, n, k, a, lda, b, ldb, c, ldc);
+}
+
+void tiny_gemm(bool ta, bool tb, std::int64_t m, std::int64_t n, std::int64_t k, const float* a, std::int64_t lda,
+               const float* b, std::int64_t ldb, float* c, std::int64_t ldc) {
+  if (!ta && tb && k >= 16) return tiny_dots(m, n, k, a, lda, b, ldb, c, ldc);
+  if (n >= m) return tiny_along_rows(ta, tb, m, n, k, a, lda, b, ldb, c, ldc);
+  // Cᵀ = op(B)ᵀ op(A)ᵀ is the wider product: build it, then transpose it into C.
+  float* ct = tiny_scratch(1);
+  tiny_along_rows(!tb, !ta, n, m, k, b, ldb, a, lda, ct, m);
+  for (std::int64_t i = 0; i < m; ++i)
+    for (std::int64_t j = 0; j < n; ++j) c[i * ldc + j] = ct[j * m + i];
+}
+
+struct MatmulKey {
+  std::int64_t m, n, k, lda, ldb, ldc;
+  bool ta, tb;
+  int threads;
+  bool operator==(const MatmulKey&) const = default;
+};
+struct MatmulKeyHash {
+  std::size_t operator()(const MatmulKey& key) const {
+    std::size_t h = 0;
+    for (std::int64_t v : {key.m, key.n, key.k, key.lda, key.ldb, key.ldc, std::int64_t{key.ta}, std::int64_t{key.tb},
+                           std::int64_t{key.threads}})
+      h = h * 1000003u ^ static_cast<std::size_t>(v);
+    return h;
+  }
+};
+
+// One primitive and its three memory descriptions; the data pointers are set per call.
+struct CachedMatmul {
+  dnnl_primitive_t primitive = nullptr;
+  std::array<dnnl_memory_t, 3> memories{};  // A, B, C
+  bool usable = false;                      // false: oneDNN offered only its reference kernel
+  CachedMatmul() = default;
+  CachedMatmul(const CachedMatmul&) = delete;
+  CachedMatmul& operator=(const CachedMatmul&) = delete;
+  ~CachedMatmul() {
+    for (auto mem : memories)
+      if (mem) dnnl_memory_destroy(mem);
+    if (primitive) dnnl_primitive_destroy(primitive);
+  }
+};
+
+void check(dnnl_status_t status, const char* what, const MatmulKey& key) {
+  if (status != dnnl_success)
+    throw Error(fmt::format("matmul: oneDNN {} failed with status {} for [{}, {}] @ [{}, {}]", what, static_cast<int>(status),
+                            key.m, key.k, key.k, key.n));
+}
+
+dnnl_engine_t cpu_engine() {
+  static dnnl_engine_t engine = [] {
+    dnnl_engine_t e = nullptr;
+    if (dnnl_engine_create(&e, dnnl_cpu, 0) != dnnl_success) throw Error("matmul: cannot create oneDNN's CPU engine");
+    return e;
+  }();
+  return engine;
+}
+
+// Per thread, so that executing needs no lock (the memory objects hold per-call pointers).
+struct ThreadMatmuls {
+  dnnl_stream_t stream = nullptr;
+  std::unordered_map<MatmulKey, std::unique_ptr<CachedMatmul>, MatmulKeyHash> cache;
+  ThreadMatmuls() {
+    if (dnnl_stream_create(&stream, cpu_engine(), dnnl_stream_default_flags) != dnnl_success)
+      throw Error("matmul: cannot create a oneDNN stream");
+  }
+  ~ThreadMatmuls() {
+    cache.clear();
+    dnnl_stream_destroy(stream);
+  }
+};
+ThreadMatmuls& thread_matmuls() {
+  static thread_local ThreadMatmuls t;
+  return t;
+}
+
+std::unique_ptr<CachedMatmul> create_matmul(const MatmulKey& key) {
+  auto mm = std::make_unique<CachedMatmul>();
+  dnnl_memory_desc_t ad, bd, cd;
+  const dnnl_dims_t adims{key.m, key.k}, bdims{key.k, key.n}, cdims{key.m, key.n};
+  const dnnl_dims_t astr{key.ta ? 1 : key.lda, key.ta ? key.lda : 1};
+  const dnnl_dims_t bstr{key.tb ? 1 : key.ldb, key.tb ? key.ldb : 1};
+  const dnnl_dims_t cstr{key.ldc, 1};
+  check(dnnl_memory_desc_init_by_strides(&ad, 2, adims, dnnl_f32, astr), "memory description", key);
+  check(dnnl_memory_desc_init_by_strides(&bd, 2, bdims, dnnl_f32, bstr), "memory description", key);
+  check(dnnl_memory_desc_init_by_strides(&cd, 2, cdims, dnnl_f32, cstr), "memory description", key);
+  dnnl_matmul_desc_t desc;
+  check(dnnl_matmul_desc_init(&desc, &ad, &bd, nullptr, &cd), "matmul description", key);
+  dnnl_primitive_desc_t pd = nullptr;
+  check(dnnl_primitive_desc_create(&pd, &desc, nullptr, cpu_engine(), nullptr), "primitive description", key);
+  const char* impl = nullptr;
+  dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl);
+  mm->usable = impl && std::string_view(impl).substr(0, 3) != "ref";
+  if (mm->usable) {
+    const dnnl_status_t st = dnnl_primitive_create(&mm->primitive, pd);
+    dnnl_primitive_desc_destroy(pd);
+    check(st, "primitive", key);
+    const dnnl_memory_desc_t* descs[] = {&ad, &bd, &cd};
+    for (int i = 0; i < 3; ++i) check(dnnl_memory_create(&mm->memories[i], descs[i], cpu_engine(), DNNL_MEMORY_NONE), "memory", key);
+  } else {
+    dnnl_primitive_desc_destroy(pd);
+  }
+  return mm;
+}
+
+}  // namespace
+
+void gemm(bool ta, bool tb, std::int64_t m, std::int64_t n, std::int64_t k, float alpha, const float* a, std::int64_t lda,
+          const float* b, std::int64_t ldb, float beta, float* c, std::int64_t ldc) {
+  gemm_madds() += static_cast<std::uint64_t>(m * n * k);
+  if (m == 0 || n == 0) return;
+  if (k == 0) {
+    for (std::int64_t i = 0; i < m; ++i)
+      for (std::int64_t j = 0; j < n; ++j) c[i * ldc + j] = beta == 0.0f ? 0.0f : beta * c[i * ldc + j];
+    return;
+  }
+  const bool plain = alpha == 1.0f && beta == 0.0f;
+  if (plain && m * n * k <= kTinyWork) {
+    tiny_gemm(ta, tb, m, n, k, a, lda, b, ldb, c, ldc);
+    return;
+  }
+  if (plain) {
+    const MatmulKey key{m, n, k, lda, ldb, ldc, ta, tb, omp_get_max_threads()};
+    ThreadMatmuls& t = thread_matmuls();
+    auto it = t.cache.find(key);
+    if (it == t.cache.end()) {
+      if (t.cache.size() >= 512) t.cache.clear();  // many one-off shapes (experiments): start over
+      it = t.cache.emplace(key, create_matmul(key)).first;
+    }
+    CachedMatmul& mm = *it->second;
+    if (mm.usable) {
+      check(dnnl_memory_set_data_handle(mm.memories[0], const_cast<float*>(a)), "set A", key);
+      check(dnnl_memory_set_data_handle(mm.memories[1], const_cast<float*>(b)), "set B", key);
+      check(dnnl_memory_set_data_handle(mm.memories[2], c), "set C", key);
+      const dnnl_exec_arg_t args[] = {{DNNL_ARG_SRC, mm.memories[0]}, {DNNL_ARG_WEIGHTS, mm.memories[1]}, {DNNL_ARG_DST, mm.memories[2]}};
+      check(dnnl_primitive_execute(mm.primitive, t.stream, 3, args), "execute", key);
+      return;
+    }
+  }
+  auto st = dnnl_sgemm(ta ? 'T' : 'N', tb ? 'T' : 'N', m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+  if (st != dnnl_success)
+    throw Error(fmt::format("matmul: oneDNN sgemm failed with status {} for [{}, {}] @ [{}, {}]", static_cast<int>(st), m, k, k, n));
+}
+
+void gemm(bool ta, bool tb, std::int64_t m, std::int64_t n, std::int64_t k, double alpha, const double* a,
+          std::int64_t lda, const double* b, std::int64_t ldb, double beta, double* c, std::int64_t ldc) {
+  gemm_madds() += static_cast<std::uint64_t>(m * n * k);
+  if (m == 0 || n == 0) return;
+  if (k == 0) {
+    for (std::int64_t i = 0; i < m; ++i)
+      for (std::int64_t j = 0; j < n; ++j) c[i * ldc + j] = beta == 0.0 ? 0.0 : beta * c[i * ldc + j];
+    return;
+  }
+  cblas_dgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, static_cast<int>(m),
+              static_cast<int>(n), static_cast<int>(k), alpha, a, static_cast<int>(lda), b, static_cast<int>(ldb), beta, c,
+              static_cast<int>(ldc));
+}
+
+}  // namespace chainrule::kernels
