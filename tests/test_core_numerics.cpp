@@ -152,6 +152,14 @@ TEST(Float32Matmul, EveryRouteMatchesFloat64) {
         EXPECT_LE(err, 1e-5 * std::sqrt(static_cast<double>(c.k)) * 4)
             << c.m << "x" << c.n << "x" << c.k << " ta=" << ta << " tb=" << tb << " threads=" << threads;
       }
+    // The same sizes through linear (bias in the GEMM's epilogue): x [m, k], weight [n, k].
+    for (const auto& c : cases) {
+      Tensor x = randn({c.m, c.k}, gen), w = randn({c.n, c.k}, gen), b = randn({c.n}, gen);
+      Tensor got = linear(x, w, b);
+      Tensor want = linear(cast(x, DType::f64), cast(w, DType::f64), cast(b, DType::f64));
+      const double err = max(abs(cast(got, DType::f64) - want)).item();
+      EXPECT_LE(err, 1e-5 * std::sqrt(static_cast<double>(c.k)) * 4) << "linear " << c.m << "x" << c.n << "x" << c.k;
+    }
   }
   set_num_threads(1);
 }

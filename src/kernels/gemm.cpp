@@ -11,6 +11,7 @@
 #include <omp.h>
 
 #include <array>
+#include <cstring>
 #include <unordered_map>
 
 #include "kernels/kernels.h"
@@ -32,14 +33,30 @@ float* tiny_scratch(int which) {
 
 __attribute__((target_clones("avx512f", "avx2", "default")))
 void tiny_rows(bool ta, std::int64_t m, std::int64_t n, std::int64_t k, const float* a, std::int64_t lda, const float* b,
-               std::int64_t ldb, float* c, std::int64_t ldc) {
+               std::int64_t ldb, const float* bias, float* c, std::int64_t ldc) {
+  // 64 columns at a time in four 16-float vectors (GCC vector extensions: one AVX-512 register
+  // each, or narrower operations in the other clones), held in registers across the k loop.
+  using v16 = float __attribute__((vector_size(64)));
+  constexpr std::int64_t kBlock = 64;
   for (std::int64_t i = 0; i < m; ++i) {
     float* ci = c + i * ldc;
-    for (std::int64_t j = 0; j < n; ++j) ci[j] = 0;
-    for (std::int64_t p = 0; p < k; ++p) {
+    std::int64_t j0 = 0;
+    for (; j0 + kBlock <= n; j0 += kBlock) {
+      v16 acc[4] = {};
+      if (bias) std::memcpy(acc, bias + j0, sizeof acc);
+      for (std::int64_t p = 0; p < k; ++p) {
+        const float aip = ta ? a[p * lda + i] : a[i * lda + p];
+        v16 bp[4];
+        std::memcpy(bp, b + p * ldb + j0, sizeof bp);
+        for (int q = 0; q < 4; ++q) acc[q] += aip * bp[q];
+      }
+      std::memcpy(ci + j0, acc, sizeof acc);
+    }
+    for (std::int64_t j = j0; j < n; ++j) ci[j] = bias ? bias[j] : 0.0f;
+    for (std::int64_t p = 0; p < k && j0 < n; ++p) {
       const float aip = ta ? a[p * lda + i] : a[i * lda + p];
       const float* bp = b + p * ldb;
-      for (std::int64_t j = 0; j < n; ++j) ci[j] += aip * bp[j];
+      for (std::int64_t j = j0; j < n; ++j) ci[j] += aip * bp[j];
     }
   }
 }
@@ -47,7 +64,7 @@ void tiny_rows(bool ta, std::int64_t m, std::int64_t n, std::int64_t k, const fl
 // C = A Bᵀ with k long: dot products of contiguous rows.
 __attribute__((target_clones("avx512f", "avx2", "default")))
 void tiny_dots(std::int64_t m, std::int64_t n, std::int64_t k, const float* a, std::int64_t lda, const float* b,
-               std::int64_t ldb, float* c, std::int64_t ldc) {
+               std::int64_t ldb, const float* bias, float* c, std::int64_t ldc) {
   for (std::int64_t i = 0; i < m; ++i)
     for (std::int64_t j = 0; j < n; ++j) {
       const float* ai = a + i * lda;
@@ -55,36 +72,36 @@ void tiny_dots(std::int64_t m, std::int64_t n, std::int64_t k, const float* a, s
       float s = 0;
 #pragma omp simd reduction(+ : s)
       for (std::int64_t p = 0; p < k; ++p) s += ai[p] * bj[p];
-      c[i * ldc + j] = s;
+      c[i * ldc + j] = bias ? s + bias[j] : s;
     }
 }
 
 // C (m×n, leading dimension ldc) = op(A) op(B), vectorised along n.
 void tiny_along_rows(bool ta, bool tb, std::int64_t m, std::int64_t n, std::int64_t k, const float* a, std::int64_t lda,
-                     const float* b, std::int64_t ldb, float* c, std::int64_t ldc) {
+                     const float* b, std::int64_t ldb, const float* bias, float* c, std::int64_t ldc) {
   if (tb) {  // op(B) row p is column p of B: gather it
     float* packed = tiny_scratch(0);
     for (std::int64_t j = 0; j < n; ++j)
       for (std::int64_t p = 0; p < k; ++p) packed[p * n + j] = b[j * ldb + p];
     b = packed, ldb = n;
   }
-  tiny_rows(ta, m, n, k, a, lda, b, ldb, c, ldc);
+  tiny_rows(ta, m, n, k, a, lda, b, ldb, bias, c, ldc);
 }
 
 void tiny_gemm(bool ta, bool tb, std::int64_t m, std::int64_t n, std::int64_t k, const float* a, std::int64_t lda,
-               const float* b, std::int64_t ldb, float* c, std::int64_t ldc) {
-  if (!ta && tb && k >= 16) return tiny_dots(m, n, k, a, lda, b, ldb, c, ldc);
-  if (n >= m) return tiny_along_rows(ta, tb, m, n, k, a, lda, b, ldb, c, ldc);
+               const float* b, std::int64_t ldb, const float* bias, float* c, std::int64_t ldc) {
+  if (!ta && tb && k >= 16) return tiny_dots(m, n, k, a, lda, b, ldb, bias, c, ldc);
+  if (n >= m) return tiny_along_rows(ta, tb, m, n, k, a, lda, b, ldb, bias, c, ldc);
   // Cᵀ = op(B)ᵀ op(A)ᵀ is the wider product: build it, then transpose it into C.
   float* ct = tiny_scratch(1);
-  tiny_along_rows(!tb, !ta, n, m, k, b, ldb, a, lda, ct, m);
+  tiny_along_rows(!tb, !ta, n, m, k, b, ldb, a, lda, nullptr, ct, m);
   for (std::int64_t i = 0; i < m; ++i)
-    for (std::int64_t j = 0; j < n; ++j) c[i * ldc + j] = ct[j * m + i];
+    for (std::int64_t j = 0; j < n; ++j) c[i * ldc + j] = bias ? ct[j * m + i] + bias[j] : ct[j * m + i];
 }
 
 struct MatmulKey {
   std::int64_t m, n, k, lda, ldb, ldc;
-  bool ta, tb;
+  bool ta, tb, bias;
   int threads;
   bool operator==(const MatmulKey&) const = default;
 };
@@ -92,7 +109,7 @@ struct MatmulKeyHash {
   std::size_t operator()(const MatmulKey& key) const {
     std::size_t h = 0;
     for (std::int64_t v : {key.m, key.n, key.k, key.lda, key.ldb, key.ldc, std::int64_t{key.ta}, std::int64_t{key.tb},
-                           std::int64_t{key.threads}})
+                           std::int64_t{key.bias}, std::int64_t{key.threads}})
       h = h * 1000003u ^ static_cast<std::size_t>(v);
     return h;
   }
@@ -101,7 +118,7 @@ struct MatmulKeyHash {
 // One primitive and its three memory descriptions; the data pointers are set per call.
 struct CachedMatmul {
   dnnl_primitive_t primitive = nullptr;
-  std::array<dnnl_memory_t, 3> memories{};  // A, B, C
+  std::array<dnnl_memory_t, 4> memories{};  // A, B, C, bias
   bool usable = false;                      // false: oneDNN offered only its reference kernel
   CachedMatmul() = default;
   CachedMatmul(const CachedMatmul&) = delete;
@@ -156,8 +173,11 @@ std::unique_ptr<CachedMatmul> create_matmul(const MatmulKey& key) {
   check(dnnl_memory_desc_init_by_strides(&ad, 2, adims, dnnl_f32, astr), "memory description", key);
   check(dnnl_memory_desc_init_by_strides(&bd, 2, bdims, dnnl_f32, bstr), "memory description", key);
   check(dnnl_memory_desc_init_by_strides(&cd, 2, cdims, dnnl_f32, cstr), "memory description", key);
+  dnnl_memory_desc_t biasd;
+  const dnnl_dims_t biasdims{1, key.n}, biasstr{key.n, 1};
+  check(dnnl_memory_desc_init_by_strides(&biasd, 2, biasdims, dnnl_f32, biasstr), "memory description", key);
   dnnl_matmul_desc_t desc;
-  check(dnnl_matmul_desc_init(&desc, &ad, &bd, nullptr, &cd), "matmul description", key);
+  check(dnnl_matmul_desc_init(&desc, &ad, &bd, key.bias ? &biasd : nullptr, &cd), "matmul description", key);
   dnnl_primitive_desc_t pd = nullptr;
   check(dnnl_primitive_desc_create(&pd, &desc, nullptr, cpu_engine(), nullptr), "primitive description", key);
   const char* impl = nullptr;
@@ -167,12 +187,52 @@ std::unique_ptr<CachedMatmul> create_matmul(const MatmulKey& key) {
     const dnnl_status_t st = dnnl_primitive_create(&mm->primitive, pd);
     dnnl_primitive_desc_destroy(pd);
     check(st, "primitive", key);
-    const dnnl_memory_desc_t* descs[] = {&ad, &bd, &cd};
-    for (int i = 0; i < 3; ++i) check(dnnl_memory_create(&mm->memories[i], descs[i], cpu_engine(), DNNL_MEMORY_NONE), "memory", key);
+    const dnnl_memory_desc_t* descs[] = {&ad, &bd, &cd, &biasd};
+    for (int i = 0; i < (key.bias ? 4 : 3); ++i) check(dnnl_memory_create(&mm->memories[i], descs[i], cpu_engine(), DNNL_MEMORY_NONE), "memory", key);
   } else {
     dnnl_primitive_desc_destroy(pd);
   }
   return mm;
+}
+
+}  // namespace
+
+namespace {
+
+// Runs C = op(A) op(B) (+ bias) on oneDNN's cached primitive; false when oneDNN has only its
+// reference kernel for this layout (the caller then uses sgemm).
+bool run_matmul_primitive(bool ta, bool tb, std::int64_t m, std::int64_t n, std::int64_t k, const float* a, std::int64_t lda,
+                          const float* b, std::int64_t ldb, const float* bias, float* c, std::int64_t ldc) {
+  const MatmulKey key{m, n, k, lda, ldb, ldc, ta, tb, bias != nullptr, omp_get_max_threads()};
+  ThreadMatmuls& t = thread_matmuls();
+  auto it = t.cache.find(key);
+  if (it == t.cache.end()) {
+    if (t.cache.size() >= 512) t.cache.clear();  // many one-off shapes (experiments): start over
+    it = t.cache.emplace(key, create_matmul(key)).first;
+  }
+  CachedMatmul& mm = *it->second;
+  if (!mm.usable) return false;
+  check(dnnl_memory_set_data_handle(mm.memories[0], const_cast<float*>(a)), "set A", key);
+  check(dnnl_memory_set_data_handle(mm.memories[1], const_cast<float*>(b)), "set B", key);
+  check(dnnl_memory_set_data_handle(mm.memories[2], c), "set C", key);
+  dnnl_exec_arg_t args[] = {{DNNL_ARG_SRC, mm.memories[0]}, {DNNL_ARG_WEIGHTS, mm.memories[1]}, {DNNL_ARG_DST, mm.memories[2]},
+                            {DNNL_ARG_BIAS, mm.memories[3]}};
+  if (bias) check(dnnl_memory_set_data_handle(mm.memories[3], const_cast<float*>(bias)), "set bias", key);
+  check(dnnl_primitive_execute(mm.primitive, t.stream, bias ? 4 : 3, args), "execute", key);
+  return true;
+}
+
+void sgemm(bool ta, bool tb, std::int64_t m, std::int64_t n, std::int64_t k, float alpha, const float* a, std::int64_t lda,
+           const float* b, std::int64_t ldb, float beta, float* c, std::int64_t ldc) {
+  auto st = dnnl_sgemm(ta ? 'T' : 'N', tb ? 'T' : 'N', m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+  if (st != dnnl_success)
+    throw Error(fmt::format("matmul: oneDNN sgemm failed with status {} for [{}, {}] @ [{}, {}]", static_cast<int>(st), m, k, k, n));
+}
+
+template <class T>
+void fill_rows(std::int64_t m, std::int64_t n, const T* bias, T* c, std::int64_t ldc) {
+  for (std::int64_t i = 0; i < m; ++i)
+    for (std::int64_t j = 0; j < n; ++j) c[i * ldc + j] = bias ? bias[j] : T(0);
 }
 
 }  // namespace
@@ -186,32 +246,29 @@ void gemm(bool ta, bool tb, std::int64_t m, std::int64_t n, std::int64_t k, floa
       for (std::int64_t j = 0; j < n; ++j) c[i * ldc + j] = beta == 0.0f ? 0.0f : beta * c[i * ldc + j];
     return;
   }
-  const bool plain = alpha == 1.0f && beta == 0.0f;
-  if (plain && m * n * k <= kTinyWork) {
-    tiny_gemm(ta, tb, m, n, k, a, lda, b, ldb, c, ldc);
-    return;
+  if (alpha == 1.0f && beta == 0.0f) {
+    if (m * n * k <= kTinyWork) return tiny_gemm(ta, tb, m, n, k, a, lda, b, ldb, nullptr, c, ldc);
+    if (run_matmul_primitive(ta, tb, m, n, k, a, lda, b, ldb, nullptr, c, ldc)) return;
   }
-  if (plain) {
-    const MatmulKey key{m, n, k, lda, ldb, ldc, ta, tb, omp_get_max_threads()};
-    ThreadMatmuls& t = thread_matmuls();
-    auto it = t.cache.find(key);
-    if (it == t.cache.end()) {
-      if (t.cache.size() >= 512) t.cache.clear();  // many one-off shapes (experiments): start over
-      it = t.cache.emplace(key, create_matmul(key)).first;
-    }
-    CachedMatmul& mm = *it->second;
-    if (mm.usable) {
-      check(dnnl_memory_set_data_handle(mm.memories[0], const_cast<float*>(a)), "set A", key);
-      check(dnnl_memory_set_data_handle(mm.memories[1], const_cast<float*>(b)), "set B", key);
-      check(dnnl_memory_set_data_handle(mm.memories[2], c), "set C", key);
-      const dnnl_exec_arg_t args[] = {{DNNL_ARG_SRC, mm.memories[0]}, {DNNL_ARG_WEIGHTS, mm.memories[1]}, {DNNL_ARG_DST, mm.memories[2]}};
-      check(dnnl_primitive_execute(mm.primitive, t.stream, 3, args), "execute", key);
-      return;
-    }
-  }
-  auto st = dnnl_sgemm(ta ? 'T' : 'N', tb ? 'T' : 'N', m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
-  if (st != dnnl_success)
-    throw Error(fmt::format("matmul: oneDNN sgemm failed with status {} for [{}, {}] @ [{}, {}]", static_cast<int>(st), m, k, k, n));
+  sgemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+}
+
+void gemm_bias(bool ta, bool tb, std::int64_t m, std::int64_t n, std::int64_t k, const float* a, std::int64_t lda,
+               const float* b, std::int64_t ldb, const float* bias, float* c, std::int64_t ldc) {
+  gemm_madds() += static_cast<std::uint64_t>(m * n * k);
+  if (m == 0 || n == 0) return;
+  if (k == 0) return fill_rows(m, n, bias, c, ldc);
+  if (m * n * k <= kTinyWork) return tiny_gemm(ta, tb, m, n, k, a, lda, b, ldb, bias, c, ldc);
+  if (run_matmul_primitive(ta, tb, m, n, k, a, lda, b, ldb, bias, c, ldc)) return;
+  fill_rows(m, n, bias, c, ldc);
+  sgemm(ta, tb, m, n, k, 1.0f, a, lda, b, ldb, 1.0f, c, ldc);
+}
+
+void gemm_bias(bool ta, bool tb, std::int64_t m, std::int64_t n, std::int64_t k, const double* a, std::int64_t lda,
+               const double* b, std::int64_t ldb, const double* bias, double* c, std::int64_t ldc) {
+  if (m == 0 || n == 0) return;
+  fill_rows(m, n, bias, c, ldc);
+  gemm(ta, tb, m, n, k, 1.0, a, lda, b, ldb, 1.0, c, ldc);
 }
 
 void gemm(bool ta, bool tb, std::int64_t m, std::int64_t n, std::int64_t k, double alpha, const double* a,

@@ -88,9 +88,10 @@ constexpr std::int64_t kParallelGrain = 1 << 15;
 
 // Runs body(begin, end) over [0, n): on the OpenMP team when n is large, else inline (an `if`
 // clause alone still pays for entering the parallel region).
+// `work` is the cost of one index in elements (a column of `work` rows, say).
 template <class Body>
-void parallel_range(std::int64_t n, Body body) {
-  if (n < kParallelGrain) {
+void parallel_range(std::int64_t n, Body body, std::int64_t work = 1) {
+  if (n * work < kParallelGrain || n < 2) {
     body(std::int64_t{0}, n);
     return;
   }
@@ -128,6 +129,27 @@ Tensor map_binary(std::string_view name, const Tensor& x, const Tensor& y, Op op
     });
     return o;
   }
+  // One operand is the other's trailing axes (a bias row added to every row): rows in parallel.
+  auto is_suffix = [&](const Shape& s) {
+    return s.size() <= shape.size() && s.numel() > 0 && shape.slice(shape.size() - s.size()) == s;
+  };
+  if ((x.shape() == shape && is_suffix(y.shape())) || (y.shape() == shape && is_suffix(x.shape()))) {
+    const bool row_is_y = x.shape() == shape;
+    const std::int64_t cols = (row_is_y ? y : x).numel(), rows = o.numel() / cols;
+    parallel_range(rows, [&](std::int64_t lo, std::int64_t hi) {
+      for (std::int64_t r = lo; r < hi; ++r) {
+        R* pd = d + r * cols;
+        if (row_is_y) {
+          const T* pa = a + r * cols;
+          for (std::int64_t j = 0; j < cols; ++j) pd[j] = op(pa[j], b[j]);
+        } else {
+          const T* pb = b + r * cols;
+          for (std::int64_t j = 0; j < cols; ++j) pd[j] = op(a[j], pb[j]);
+        }
+      }
+    }, cols);
+    return o;
+  }
   Shape sa = broadcast_strides(x.shape(), shape), sb = broadcast_strides(y.shape(), shape), so = contiguous_strides(shape);
   for_each_row<3>(shape, {&sa, &sb, &so}, [&](const auto& off, std::int64_t n, const auto& inner) {
     const T* pa = a + off[0];
@@ -151,9 +173,26 @@ Tensor reduce_keepdims(const Tensor& x, const Shape& axes, double init, Op op) {
   Tensor acc_t = empty(oshape, DType::f64);
   std::span<double> acc(out<double>(acc_t), static_cast<std::size_t>(oshape.numel()));
   std::fill(acc.begin(), acc.end(), init);
+  const T* a = in<T>(x);
+  Tensor o = empty(oshape, x.dtype());
+  T* d = out<T>(o);
+  // Leading axes reduced, trailing kept (a bias gradient: the sum over the batch): columns of an
+  // R×C matrix, in row order so that the inner loop is contiguous; split over threads by column.
+  std::size_t lead = 0;
+  while (lead < axes.size() && axes[lead] == static_cast<std::int64_t>(lead)) ++lead;
+  if (lead == axes.size() && lead > 0 && lead < x.shape().size()) {
+    const std::int64_t cols = oshape.numel(), rows = x.numel() / std::max<std::int64_t>(cols, 1);
+    parallel_range(cols, [&](std::int64_t lo, std::int64_t hi) {
+      for (std::int64_t r = 0; r < rows; ++r) {
+        const T* pa = a + r * cols;
+        for (std::int64_t j = lo; j < hi; ++j) acc[static_cast<std::size_t>(j)] = op(acc[static_cast<std::size_t>(j)], static_cast<double>(pa[j]));
+      }
+      for (std::int64_t j = lo; j < hi; ++j) d[j] = static_cast<T>(acc[static_cast<std::size_t>(j)]);
+    }, rows);
+    return o;
+  }
   Shape sx = contiguous_strides(x.shape());
   Shape so = broadcast_strides(oshape, x.shape());
-  const T* a = in<T>(x);
   for_each_row<2>(x.shape(), {&sx, &so}, [&](const auto& off, std::int64_t n, const auto& inner) {
     const T* pa = a + off[0];
     double* po = acc.data() + off[1];
@@ -165,8 +204,6 @@ Tensor reduce_keepdims(const Tensor& x, const Shape& axes, double init, Op op) {
       for (std::int64_t i = 0; i < n; ++i) po[i] = op(po[i], static_cast<double>(pa[i]));
     }
   });
-  Tensor o = empty(oshape, x.dtype());
-  T* d = out<T>(o);
   for (std::size_t i = 0; i < acc.size(); ++i) d[i] = static_cast<T>(acc[i]);
   return o;
 }
@@ -181,6 +218,11 @@ void gemm(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::int64
           std::int64_t lda, const float* b, std::int64_t ldb, float beta, float* c, std::int64_t ldc);
 void gemm(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::int64_t k, double alpha, const double* a,
           std::int64_t lda, const double* b, std::int64_t ldb, double beta, double* c, std::int64_t ldc);
+// C = op(A) op(B) + 1 biasᵀ (bias, n values, added to every row in the GEMM's epilogue).
+void gemm_bias(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::int64_t k, const float* a, std::int64_t lda,
+               const float* b, std::int64_t ldb, const float* bias, float* c, std::int64_t ldc);
+void gemm_bias(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::int64_t k, const double* a, std::int64_t lda,
+               const double* b, std::int64_t ldb, const double* bias, double* c, std::int64_t ldc);
 
 // Multiply-add counter (for the cost experiments): GEMM adds m*n*k per call.
 std::uint64_t& gemm_madds();

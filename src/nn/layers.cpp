@@ -25,8 +25,7 @@ Tensor Linear::forward(const Tensor& x) {
   if (x.dim() < 1 || x.shape().back() != in_features)
     throw ShapeError(fmt::format("Linear({}, {}): input of shape {} needs a last axis of {}", in_features, out_features,
                                  x.shape().str(), in_features));
-  Tensor f = matmul(x, weight, false, true);
-  return bias.defined() ? add(f, bias) : f;
+  return bias.defined() ? linear(x, weight, bias) : matmul(x, weight, false, true);
 }
 
 std::string Linear::repr() const {

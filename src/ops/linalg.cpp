@@ -104,6 +104,79 @@ const Primitive matmul_p{
     },
 };
 
+// f = x Wᵀ + β for every row x of x [..., in] (W [out, in], β [out]): the dense layer as one
+// primitive, so that β is added in the GEMM's epilogue and its gradient is one column sum
+// (PyTorch's addmm). Its rules are matmuls and a sum.
+namespace {
+
+Tensor linear_forward(std::span<const Tensor> x, const Params&) {
+  const Tensor& in = x[0];
+  const Tensor& w = x[1];
+  const Tensor& bias = x[2];
+  check_same_dtype("linear", in, w);
+  check_same_dtype("linear", w, bias);
+  if (w.dim() != 2 || bias.dim() != 1 || bias.shape()[0] != w.shape()[0] || in.dim() < 1 || in.shape().back() != w.shape()[1])
+    throw ShapeError(fmt::format("linear: needs x [..., in], weight [out, in] and bias [out], got {}, {} and {}", in.shape().str(),
+                                 w.shape().str(), bias.shape().str()));
+  const std::int64_t n_in = w.shape()[1], n_out = w.shape()[0], rows = in.shape().slice(0, in.shape().size() - 1).numel();
+  Tensor o = empty(in.shape().slice(0, in.shape().size() - 1) + Shape{n_out}, in.dtype());
+  kernels::dispatch_float(in.dtype(), "linear", [&](auto tag) {
+    using T = decltype(tag);
+    kernels::gemm_bias(false, true, rows, n_out, n_in, kernels::in<T>(in), n_in, kernels::in<T>(w), n_in, kernels::in<T>(bias),
+                       kernels::out<T>(o), n_out);
+    return 0;
+  });
+  return o;
+}
+
+Axes leading_axes(std::size_t rank) {
+  Axes a;
+  for (std::size_t i = 0; i + 1 < rank; ++i) a.push_back(static_cast<std::int64_t>(i));
+  return a;
+}
+
+}  // namespace
+
+const Primitive linear_p{
+    .name = "linear",
+    .forward = linear_forward,
+    .jvp = [](int i, const Tensor& t, const Ctx& c) {
+      if (i == 0) return matmul(t, c.x[1], false, true);
+      if (i == 1) return matmul(c.x[0], t, false, true);
+      return broadcast_to(t, c.shape(0).slice(0, c.shape(0).size() - 1) + t.shape());
+    },
+    .vjp = [](int i, const Tensor& ct, const Ctx& c) {
+      if (i == 0) return matmul(ct, c.x[1]);
+      if (i == 2) return ct.dim() == 1 ? ct : sum(ct, leading_axes(ct.shape().size()));
+      // dW = Σ over rows of ct_rowᵀ x_row: one GEMM over all leading axes.
+      const Tensor& x = c.x[0];
+      const std::int64_t rows = x.shape().slice(0, x.shape().size() - 1).numel();
+      return matmul(reshape(ct, {rows, ct.shape().back()}), reshape(x, {rows, x.shape().back()}), true, false);
+    },
+    .batching = Batching::Leading,  // linear() falls back to matmul + add when the weights are traced
+    .cases = [] {
+      auto s = [](Shape sh, std::uint64_t seed) { return cases::sample(sh, Domain::Real, seed); };
+      auto f = [](std::span<const Tensor> x) { return linear(x[0], x[1], x[2]); };
+      auto lin = [&](std::string label, Shape x, std::int64_t out, std::uint64_t seed) {
+        const std::int64_t in = x.back();
+        return cases::single(std::move(label), {s(x, seed), s({out, in}, seed + 1), s({out}, seed + 2)}, f);
+      };
+      return std::vector<OpCase>{
+          lin("[3] vector", {3}, 2, 1),           lin("[4,3] rows", {4, 3}, 5, 4),     lin("[2,2,3] batched rows", {2, 2, 3}, 4, 7),
+          lin("[1,1] size-1", {1, 1}, 1, 10),     lin("[0,3] empty batch", {0, 3}, 2, 13), lin("[2,0] no inputs", {2, 0}, 3, 16),
+          lin("[16,24] medium", {16, 24}, 20, 19),
+      };
+    },
+};
+
+Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
+  // Traced weights (vmap over parameters, forward mode in the weights) take the composition,
+  // which every transform batches; the fused primitive batches only its input.
+  if ((weight.defined() && weight.impl()->frame) || (bias.defined() && bias.impl()->frame))
+    return add(matmul(x, weight, false, true), bias);
+  return bind(linear_p, {x, weight, bias});
+}
+
 Tensor matmul(const Tensor& a, const Tensor& b, bool transpose_a, bool transpose_b) {
   if (a.dim() == 0 || b.dim() == 0)
     throw ShapeError(fmt::format("matmul: operands must not be scalars, got {} @ {}", a.shape().str(), b.shape().str()));
@@ -116,7 +189,7 @@ Tensor matmul(const Tensor& a, const Tensor& b, bool transpose_a, bool transpose
 }
 Tensor matmul(const Tensor& a, const Tensor& b) { return matmul(a, b, false, false); }
 
-const Primitive* const kLinalgPrimitives[] = {&matmul_p};
+const Primitive* const kLinalgPrimitives[] = {&matmul_p, &linear_p};
 std::span<const Primitive* const> linalg_primitives() { return kLinalgPrimitives; }
 
 }  // namespace chainrule

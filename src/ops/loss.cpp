@@ -67,7 +67,7 @@ const Primitive cross_entropy_p{
       return o;
     },
     .jvp = [](int, const Tensor& t, const Ctx& c) { return sum(mul(ce_grad(c), t), {-1}); },
-    .vjp = [](int, const Tensor& ct, const Ctx& c) { return mul(ce_grad(c), unsqueeze(ct, -1)); },
+    .vjp = [](int, const Tensor& ct, const Ctx& c) { return cross_entropy_backward(c.x[0], c.x[1], ct); },
     .batching = Batching::Materialize,
     .cases = [] {
       auto s = [](Shape sh, std::uint64_t seed) { return cases::sample(sh, Domain::Logits, seed); };
@@ -81,6 +81,79 @@ const Primitive cross_entropy_p{
           cases::single("[2,2,3] labels", {s({2, 2, 3}, 5), lab({0, 1, 2, 2}, {2, 2})}, ce),
           cases::single("[16,10] mean", {s({16, 10}, 6), lab({0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 0, 1, 2, 3, 4, 5}, {16})},
                         [](auto x) { return cross_entropy(x[0], x[1]); }),
+      };
+    },
+};
+
+// cross_entropy's derivative rule, (softmax(z) - onehot(y)) ⊙ ct[..., None], in one pass per row
+// instead of eight primitives (PyTorch's log_softmax_backward). Linear in ct; in z its Jacobian
+// per row is ct (diag(s) - s sᵀ), symmetric, so the JVP and the VJP in z share one formula.
+namespace {
+Tensor ce_backward_in_z(const Tensor& t, const Ctx& c) {
+  Tensor s = softmax(c.x[0], -1);
+  Tensor st = mul(s, t);
+  return mul(unsqueeze(c.x[2], -1), sub(st, mul(s, sum(st, {-1}, true))));
+}
+}  // namespace
+const Primitive cross_entropy_backward_p{
+    .name = "cross_entropy_backward",
+    .forward = [](auto x, auto&) {
+      const Tensor& logits = x[0];
+      const Tensor& labels = x[1];
+      const Tensor& ct = x[2];
+      check_same_dtype("cross_entropy_backward", logits, ct);
+      if (labels.dtype() != DType::i64 || logits.dim() < 1 || logits.shape().slice(0, logits.shape().size() - 1) != labels.shape() ||
+          ct.shape() != labels.shape())
+        throw ShapeError(fmt::format("cross_entropy_backward: needs logits [..., C], int64 labels [...] and a cotangent [...], got {}, {} {}, {}",
+                                     logits.shape().str(), dtype_name(labels.dtype()), labels.shape().str(), ct.shape().str()));
+      const std::int64_t C = logits.shape().back(), rows = labels.numel();
+      const auto* y = kernels::in<std::int64_t>(labels);
+      for (std::int64_t r = 0; r < rows; ++r)
+        if (y[r] < 0 || y[r] >= C)
+          throw ValueError(fmt::format("cross_entropy_backward: label {} at position {} is out of range for {} classes", y[r], r, C));
+      Tensor o = empty(logits.shape(), logits.dtype());
+      kernels::dispatch_float(logits.dtype(), "cross_entropy_backward", [&](auto tag) {
+        using T = decltype(tag);
+        const T* z = kernels::in<T>(logits);
+        const T* g = kernels::in<T>(ct);
+        T* d = kernels::out<T>(o);
+        for (std::int64_t r = 0; r < rows; ++r) {
+          const T* row = z + r * C;
+          T* out = d + r * C;
+          T m = -std::numeric_limits<T>::infinity();
+          for (std::int64_t j = 0; j < C; ++j) m = std::max(m, row[j]);
+          if (std::isinf(m)) m = m > 0 ? m : T(0);
+          double total = 0;
+          for (std::int64_t j = 0; j < C; ++j) total += static_cast<double>(out[j] = std::exp(row[j] - m));
+          const T scale = static_cast<T>(static_cast<double>(g[r]) / total);
+          for (std::int64_t j = 0; j < C; ++j) out[j] *= scale;
+          out[y[r]] -= g[r];
+        }
+        return 0;
+      });
+      return o;
+    },
+    .jvp = [](int i, const Tensor& t, const Ctx& c) {
+      if (i == 0) return ce_backward_in_z(t, c);
+      return i == 2 ? cross_entropy_backward(c.x[0], c.x[1], t) : Tensor();
+    },
+    .vjp = [](int i, const Tensor& ct, const Ctx& c) {
+      if (i == 0) return ce_backward_in_z(ct, c);
+      return i == 2 ? sum(mul(ce_grad(c), ct), {-1}) : Tensor();
+    },
+    .batching = Batching::Materialize,
+    .cases = [] {
+      auto z = [](Shape sh, std::uint64_t seed) { return cases::sample(sh, Domain::Logits, seed); };
+      auto g = [](Shape sh, std::uint64_t seed) { return cases::sample(sh, Domain::Real, seed); };
+      auto lab = [](std::vector<std::int64_t> v, Shape sh) { return from_vector(v, sh); };
+      auto f = [](std::span<const Tensor> x) { return cross_entropy_backward(x[0], x[1], x[2]); };
+      return std::vector<OpCase>{
+          cases::single("[3] label 1", {z({3}, 1), lab({1}, {}), g({}, 2)}, f),
+          cases::single("[4,3] labels", {z({4, 3}, 3), lab({0, 2, 1, 2}, {4}), g({4}, 4)}, f),
+          cases::single("[2,2,3] labels", {z({2, 2, 3}, 5), lab({0, 1, 2, 2}, {2, 2}), g({2, 2}, 6)}, f),
+          cases::single("[0,5] empty batch", {z({0, 5}, 7), lab({}, {0}), g({0}, 8)}, f),
+          cases::single("[1,1] single class", {z({1, 1}, 9), lab({0}, {1}), g({1}, 10)}, f),
+          cases::single("[16,10] labels", {z({16, 10}, 11), lab({0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 0, 1, 2, 3, 4, 5}, {16}), g({16}, 12)}, f),
       };
     },
 };
@@ -148,13 +221,16 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& labels, Reduction reduc
   }
   return per;
 }
+Tensor cross_entropy_backward(const Tensor& logits, const Tensor& labels, const Tensor& ct) {
+  return bind(cross_entropy_backward_p, {logits, labels, ct});
+}
 Tensor mse_loss(const Tensor& a, const Tensor& b) {
   Params p;
   p.rank = a.dim();
   return bind(mse_p, {a, b}, p);
 }
 
-const Primitive* const kLossPrimitives[] = {&cross_entropy_p, &mse_p};
+const Primitive* const kLossPrimitives[] = {&cross_entropy_p, &cross_entropy_backward_p, &mse_p};
 std::span<const Primitive* const> loss_primitives() { return kLossPrimitives; }
 
 }  // namespace chainrule

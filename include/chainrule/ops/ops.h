@@ -45,6 +45,9 @@ Tensor equal(const Tensor& a, const Tensor& b);
 Tensor matmul(const Tensor& a, const Tensor& b);
 // C = op(A) op(B) with the transposes folded into the GEMM call (no transposed copy is made).
 Tensor matmul(const Tensor& a, const Tensor& b, bool transpose_a, bool transpose_b);
+// x Wᵀ + bias over the last axis of x (weight [out, in], bias [out]): a dense layer, one GEMM
+// with the bias added in its epilogue (torch.nn.functional.linear).
+Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias);
 // Multiply-adds done by matrix products on this thread so far (m·n·k per GEMM): a count of work
 // that, unlike time, tests can assert on.
 std::uint64_t matmul_multiply_adds();
@@ -82,6 +85,8 @@ Tensor argmax(const Tensor& x, std::int64_t axis = -1);  // int64, no derivative
 enum class Reduction { Mean, Sum, None };
 // Softmax cross-entropy of logits [..., C] against int64 class labels [...] (fused and stable).
 Tensor cross_entropy(const Tensor& logits, const Tensor& labels, Reduction reduction = Reduction::Mean);
+// (softmax(logits) - onehot(labels)) ⊙ ct[..., None]: cross_entropy's derivative rule.
+Tensor cross_entropy_backward(const Tensor& logits, const Tensor& labels, const Tensor& ct);
 Tensor mse_loss(const Tensor& a, const Tensor& b);  // mean of squared differences
 
 // Operators.
