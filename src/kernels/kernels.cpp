@@ -61,3 +61,16 @@ void set_num_threads(int n) {
 }
 int get_num_threads() { return omp_get_max_threads(); }
 }  // namespace chainrule
+
+namespace chainrule::kernels {
+
+__attribute__((target_clones("avx512f", "avx2", "default")))
+void accumulate_row(double* acc, const float* x, std::int64_t n) {
+  for (std::int64_t j = 0; j < n; ++j) acc[j] += static_cast<double>(x[j]);
+}
+__attribute__((target_clones("avx512f", "avx2", "default")))
+void accumulate_row(double* acc, const double* x, std::int64_t n) {
+  for (std::int64_t j = 0; j < n; ++j) acc[j] += x[j];
+}
+
+}  // namespace chainrule::kernels

@@ -151,7 +151,8 @@ const Primitive linear_p{
       // dW = Σ over rows of ct_rowᵀ x_row: one GEMM over all leading axes.
       const Tensor& x = c.x[0];
       const std::int64_t rows = x.shape().slice(0, x.shape().size() - 1).numel();
-      return matmul(reshape(ct, {rows, ct.shape().back()}), reshape(x, {rows, x.shape().back()}), true, false);
+      auto as_rows = [rows](const Tensor& t) { return t.dim() == 2 ? t : reshape(t, {rows, t.shape().back()}); };
+      return matmul(as_rows(ct), as_rows(x), true, false);
     },
     .batching = Batching::Leading,  // linear() falls back to matmul + add when the weights are traced
     .cases = [] {

@@ -133,7 +133,7 @@ Tensor softmax_forward(std::string_view name, const Tensor& x, const Params& p, 
 
 const Primitive sum_p{
     .name = "sum",
-    .forward = [](auto x, auto& p) { return reduce_forward("sum", x[0], p, 0.0, [](double a, double b) { return a + b; }); },
+    .forward = [](auto x, auto& p) { return reduce_forward("sum", x[0], p, 0.0, kernels::Plus{}); },
     .jvp = [](int, const Tensor& t, const Ctx& c) { return sum(t, axes_vec(c.p), c.p.keepdims); },
     .vjp = [](int, const Tensor& ct, const Ctx& c) { return broadcast_to(to_keep(ct, c), c.shape(0)); },
     .batching = Batching::Leading,
@@ -144,7 +144,7 @@ const Primitive sum_p{
 const Primitive mean_p{
     .name = "mean",
     .forward = [](auto x, auto& p) {
-      Tensor s = reduce_forward("mean", x[0], p, 0.0, [](double a, double b) { return a + b; });
+      Tensor s = reduce_forward("mean", x[0], p, 0.0, kernels::Plus{});
       std::int64_t n = 1;
       for (auto a : kernels::resolve_axes("mean", p.axes, x[0].shape().size())) n *= x[0].shape()[static_cast<std::size_t>(a)];
       return dispatch_float(s.dtype(), "mean", [&](auto tag) {
