@@ -163,3 +163,19 @@ TEST(Float32Matmul, EveryRouteMatchesFloat64) {
   }
   set_num_threads(1);
 }
+
+// vmap of a matrix-vector product is one GEMM, in one of two orientations (few vectors through a
+// tall matrix take op(A) Bᵀ and a transpose): both, and both transpose flags, match float64.
+TEST(Float32Matmul, BatchedMatrixVectorMatchesFloat64) {
+  Generator gen(11);
+  for (std::int64_t nb : {3, 16, 100})
+    for (bool ta : {false, true}) {
+      const std::int64_t m = 256, k = 48;
+      Tensor a = randn(ta ? Shape{k, m} : Shape{m, k}, gen), vs = randn({nb, k}, gen);
+      auto matvec = [&](const Tensor& aa) { return [&, aa](const Tensor& v) { return matmul(aa, v, ta, false); }; };
+      Tensor got = vmap(matvec(a))(vs);
+      Tensor want = vmap(matvec(cast(a, DType::f64)))(cast(vs, DType::f64));
+      ASSERT_EQ(got.shape(), (Shape{nb, m}));
+      EXPECT_LE(max(abs(cast(got, DType::f64) - want)).item(), 1e-5 * std::sqrt(static_cast<double>(k)) * 4) << nb << " ta=" << ta;
+    }
+}
