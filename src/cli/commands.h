@@ -12,6 +12,8 @@ void add_bench_command(CLI::App& app, int& exit_code);
 
 // Threads for matrix products and kernels: OpenMP (oneDNN and chainrule's loops) and OpenBLAS.
 void set_threads(int n);
+// $OMP_NUM_THREADS, else the cores of this machine (divided among the ranks of an mpirun job).
+int default_threads();
 
 // For unsigned options: CLI11 would wrap "-1" around; this refuses it with one short line.
 inline const CLI::Validator kNonNegative(

@@ -2,7 +2,10 @@
 #include <dlfcn.h>
 #include <fmt/format.h>
 
+#include <algorithm>
+#include <cstdlib>
 #include <iostream>
+#include <thread>
 
 #include "chainrule/distributed/communicator.h"
 #include "chainrule/errors.h"
@@ -17,6 +20,20 @@ void set_threads(int n) {
   if (n <= 0 || n > kMaxThreads) throw ValueError(fmt::format("--threads must be in [1, {}], got {}", kMaxThreads, n));
   if (auto* f = reinterpret_cast<void (*)(int)>(dlsym(RTLD_DEFAULT, "omp_set_num_threads"))) f(n);
   if (auto* f = reinterpret_cast<void (*)(int)>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"))) f(n);
+}
+
+// Like PyTorch: $OMP_NUM_THREADS when set, else one thread per core, shared among the processes
+// of this node in an mpirun job (Open MPI's OMPI_COMM_WORLD_LOCAL_SIZE) so that ranks do not
+// oversubscribe the cores.
+int default_threads() {
+  auto env_int = [](const char* name) {
+    const char* v = std::getenv(name);
+    return v ? std::atoi(v) : 0;
+  };
+  if (int n = env_int("OMP_NUM_THREADS"); n > 0) return std::min(n, kMaxThreads);
+  const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  const int ranks = std::max(1, env_int("OMPI_COMM_WORLD_LOCAL_SIZE"));
+  return std::clamp(cores / ranks, 1, kMaxThreads);
 }
 }  // namespace chainrule::cli
 

@@ -87,16 +87,15 @@ void on_termination_explain(int rank, int size, const std::string& out) {
   std::signal(SIGTERM, explain_termination);
 }
 
-// One thread by default: the dense layers here are small enough that a second thread gains
-// little, and OpenMP's spinning barriers make two threads several times slower whenever the
-// 2-core machine is shared (measured: 100 Fashion-MNIST steps, 3.5 s on 1 thread, 11.6 s on 2).
-constexpr int kDefaultThreads = 1;
+// Threads default to the cores (default_threads()): the recommended recipe trains about 1.3x
+// faster on both cores of this machine than on one (docs/performance.md). When the machine is
+// shared, fewer threads can be faster: OpenMP's barriers spin while another process runs.
 
 struct TrainArgs {
   nn::TrainConfig c;
   std::string dtype = "f32";
   std::string out;
-  int threads = kDefaultThreads;
+  int threads = default_threads();
   std::int64_t checkpoint_every = 0, stop_after = -1;
   int checkpoint_segments = 0;
   bool resume = false, force = false, json = false, quiet = false, detect_anomaly = false;
@@ -315,7 +314,7 @@ void add_train(CLI::App& app, int& exit_code) {
 struct ModelArgs {
   std::string checkpoint, model, data = "fashion-mnist", split = "test", dtype = "f32", out;
   std::int64_t batch = 128, limit = -1;
-  int threads = kDefaultThreads;
+  int threads = default_threads();
   bool json = false, detect_anomaly = false;
 };
 
