@@ -236,6 +236,13 @@ void sgemm(bool ta, bool tb, std::int64_t m, std::int64_t n, std::int64_t k, flo
     throw Error(fmt::format("matmul: oneDNN sgemm failed with status {} for [{}, {}] @ [{}, {}]", static_cast<int>(st), m, k, k, n));
 }
 
+// C = beta C, for an empty inner dimension (beta 0 writes zeros, whatever C held).
+template <class T>
+void scale_rows(std::int64_t m, std::int64_t n, T beta, T* c, std::int64_t ldc) {
+  for (std::int64_t i = 0; i < m; ++i)
+    for (std::int64_t j = 0; j < n; ++j) c[i * ldc + j] = beta == T(0) ? T(0) : beta * c[i * ldc + j];
+}
+
 template <class T>
 void fill_rows(std::int64_t m, std::int64_t n, const T* bias, T* c, std::int64_t ldc) {
   for (std::int64_t i = 0; i < m; ++i)
@@ -248,11 +255,7 @@ void gemm(bool ta, bool tb, std::int64_t m, std::int64_t n, std::int64_t k, floa
           const float* b, std::int64_t ldb, float beta, float* c, std::int64_t ldc) {
   gemm_madds() += static_cast<std::uint64_t>(m * n * k);
   if (m == 0 || n == 0) return;
-  if (k == 0) {
-    for (std::int64_t i = 0; i < m; ++i)
-      for (std::int64_t j = 0; j < n; ++j) c[i * ldc + j] = beta == 0.0f ? 0.0f : beta * c[i * ldc + j];
-    return;
-  }
+  if (k == 0) return scale_rows(m, n, beta, c, ldc);
   if (alpha == 1.0f && beta == 0.0f) {
     if (m * n * k <= kTinyWork) return tiny_gemm(ta, tb, m, n, k, a, lda, b, ldb, nullptr, c, ldc);
     if (run_matmul_primitive(ta, tb, m, n, k, a, lda, b, ldb, nullptr, c, ldc)) return;
@@ -282,11 +285,7 @@ void gemm(bool ta, bool tb, std::int64_t m, std::int64_t n, std::int64_t k, doub
           std::int64_t lda, const double* b, std::int64_t ldb, double beta, double* c, std::int64_t ldc) {
   gemm_madds() += static_cast<std::uint64_t>(m * n * k);
   if (m == 0 || n == 0) return;
-  if (k == 0) {
-    for (std::int64_t i = 0; i < m; ++i)
-      for (std::int64_t j = 0; j < n; ++j) c[i * ldc + j] = beta == 0.0 ? 0.0 : beta * c[i * ldc + j];
-    return;
-  }
+  if (k == 0) return scale_rows(m, n, beta, c, ldc);
   cblas_dgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, static_cast<int>(m),
               static_cast<int>(n), static_cast<int>(k), alpha, a, static_cast<int>(lda), b, static_cast<int>(ldb), beta, c,
               static_cast<int>(ldc));

@@ -27,6 +27,15 @@ std::int64_t trailing_count(const Ctx& c) {
   return s.slice(s.size() - static_cast<std::size_t>(c.p.rank)).numel();
 }
 
+// The labels' values, each checked to be a class index in [0, classes).
+const std::int64_t* checked_labels(const char* op, const Tensor& labels, std::int64_t classes) {
+  const auto* y = kernels::in<std::int64_t>(labels);
+  for (std::int64_t r = 0; r < labels.numel(); ++r)
+    if (y[r] < 0 || y[r] >= classes)
+      throw ValueError(fmt::format("{}: label {} at position {} is out of range for {} classes", op, y[r], r, classes));
+  return y;
+}
+
 using cases::Domain;
 
 }  // namespace
@@ -44,10 +53,7 @@ const Primitive cross_entropy_p{
         throw ShapeError(fmt::format("cross_entropy: logits {} need labels of shape [..., C] minus C, got {}",
                                      logits.shape().str(), labels.shape().str()));
       const std::int64_t C = logits.shape().back(), rows = labels.numel();
-      const auto* y = kernels::in<std::int64_t>(labels);
-      for (std::int64_t r = 0; r < rows; ++r)
-        if (y[r] < 0 || y[r] >= C)
-          throw ValueError(fmt::format("cross_entropy: label {} at position {} is out of range for {} classes", y[r], r, C));
+      const auto* y = checked_labels("cross_entropy", labels, C);
       Tensor o = empty(labels.shape(), logits.dtype());
       kernels::dispatch_float(logits.dtype(), "cross_entropy", [&](auto tag) {
         using T = decltype(tag);
@@ -107,10 +113,7 @@ const Primitive cross_entropy_backward_p{
         throw ShapeError(fmt::format("cross_entropy_backward: needs logits [..., C], int64 labels [...] and a cotangent [...], got {}, {} {}, {}",
                                      logits.shape().str(), dtype_name(labels.dtype()), labels.shape().str(), ct.shape().str()));
       const std::int64_t C = logits.shape().back(), rows = labels.numel();
-      const auto* y = kernels::in<std::int64_t>(labels);
-      for (std::int64_t r = 0; r < rows; ++r)
-        if (y[r] < 0 || y[r] >= C)
-          throw ValueError(fmt::format("cross_entropy_backward: label {} at position {} is out of range for {} classes", y[r], r, C));
+      const auto* y = checked_labels("cross_entropy_backward", labels, C);
       Tensor o = empty(logits.shape(), logits.dtype());
       kernels::dispatch_float(logits.dtype(), "cross_entropy_backward", [&](auto tag) {
         using T = decltype(tag);
