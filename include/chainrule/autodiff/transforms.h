@@ -224,14 +224,22 @@ auto jacfwd(F f) {
     return reshape(j, out_shape + x.shape());
   };
 }
+namespace detail {
+// The Jacobian from a pullback at x (y = f(x)): every row at once, by vmap over the identity.
+template <class Pullback>
+Tensor jacobian_rows(const Tensor& x, const Tensor& y, Pullback& pullback) {
+  const std::int64_t m = y.numel();
+  Tensor basis = reshape(eye(m, y.dtype()), Shape{m} + y.shape());
+  Tensor rows = vmap(pullback)(basis);  // [m, x...]
+  return reshape(rows, y.shape() + x.shape());
+}
+}  // namespace detail
+
 template <class F>
 auto jacrev(F f) {
   return [f](const Tensor& x) {
     auto [y, pullback] = vjp(f, x);
-    const std::int64_t m = y.numel();
-    Tensor basis = reshape(eye(m, y.dtype()), Shape{m} + y.shape());
-    Tensor rows = vmap(pullback)(basis);  // [m, x...]
-    return reshape(rows, y.shape() + x.shape());
+    return detail::jacobian_rows(x, y, pullback);
   };
 }
 
@@ -243,17 +251,16 @@ struct JacobianResult {
   Tensor jacobian;
   JacobianMode used;  // Forward or Reverse
 };
-// Chooses forward mode when the input is smaller than the output (n columns vs m rows).
+// Chooses forward mode when the input is smaller than the output (n columns vs m rows). The
+// output's size is learnt from the reverse pass's own forward evaluation, which reverse mode then
+// uses: only a forward-mode choice pays for one extra evaluation of f.
 template <class F>
 JacobianResult jacobian(F f, const Tensor& x, JacobianOptions opts = {}) {
   JacobianMode mode = opts.mode;
   if (mode == JacobianMode::Auto) {
-    Tensor y;
-    {
-      NoGradGuard ng;
-      y = f(x.detach());
-    }
-    mode = x.numel() <= y.numel() ? JacobianMode::Forward : JacobianMode::Reverse;
+    auto [y, pullback] = vjp(f, x);
+    if (x.numel() > y.numel()) return {detail::jacobian_rows(x, y, pullback), JacobianMode::Reverse};
+    mode = JacobianMode::Forward;
   }
   if (mode == JacobianMode::Forward) return {jacfwd(f)(x), mode};
   return {jacrev(f)(x), mode};
