@@ -31,7 +31,7 @@ float* tiny_scratch(int which) {
   return buffers[which];
 }
 
-__attribute__((target_clones("avx512f", "avx2", "default")))
+CHAINRULE_VECTOR_CLONES
 void tiny_rows(bool ta, std::int64_t m, std::int64_t n, std::int64_t k, const float* a, std::int64_t lda, const float* b,
                std::int64_t ldb, const float* bias, float* c, std::int64_t ldc) {
   // 64 columns at a time in four 16-float vectors (GCC vector extensions: one AVX-512 register
@@ -66,7 +66,7 @@ void tiny_rows(bool ta, std::int64_t m, std::int64_t n, std::int64_t k, const fl
 }
 
 // C = A Bᵀ with k long: dot products of contiguous rows.
-__attribute__((target_clones("avx512f", "avx2", "default")))
+CHAINRULE_VECTOR_CLONES
 void tiny_dots(std::int64_t m, std::int64_t n, std::int64_t k, const float* a, std::int64_t lda, const float* b,
                std::int64_t ldb, const float* bias, float* c, std::int64_t ldc) {
   for (std::int64_t i = 0; i < m; ++i)

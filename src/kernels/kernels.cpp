@@ -64,11 +64,11 @@ int get_num_threads() { return omp_get_max_threads(); }
 
 namespace chainrule::kernels {
 
-__attribute__((target_clones("avx512f", "avx2", "default")))
+CHAINRULE_VECTOR_CLONES
 void accumulate_row(double* acc, const float* x, std::int64_t n) {
   for (std::int64_t j = 0; j < n; ++j) acc[j] += static_cast<double>(x[j]);
 }
-__attribute__((target_clones("avx512f", "avx2", "default")))
+CHAINRULE_VECTOR_CLONES
 void accumulate_row(double* acc, const double* x, std::int64_t n) {
   for (std::int64_t j = 0; j < n; ++j) acc[j] += x[j];
 }

@@ -83,6 +83,16 @@ void for_each_row(const Shape& shape, const std::array<const Shape*, K>& strides
   }
 }
 
+// Loops compiled for AVX-512, AVX2 and baseline x86-64, one picked at load time by an ifunc
+// resolver (the library is built without -march). Floating-point contraction is off in ISO C++
+// mode, so every version gives the same bits. Not under ThreadSanitizer: the resolvers run
+// before its runtime is up, and its instrumentation of them crashes the program at load.
+#if defined(__SANITIZE_THREAD__)
+#define CHAINRULE_VECTOR_CLONES
+#else
+#define CHAINRULE_VECTOR_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#endif
+
 // Below this many elements a loop runs on one thread: starting the team costs more than it saves.
 constexpr std::int64_t kParallelGrain = 1 << 15;
 

@@ -76,10 +76,7 @@ void for_each_grad(NamedTensors& params, const char* who, Fn&& fn) {
 
 template <class T> T* buf(Tensor& t) { return t.mutable_data<T>(); }
 
-// The update loops, compiled for AVX-512, AVX2 and baseline x86-64 and picked at load time
-// (target_clones), since the library is built without -march. Floating-point contraction is off
-// in ISO C++ mode, so every version gives the same bits.
-#define CHAINRULE_VECTOR_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+// The update loops are compiled for AVX-512, AVX2 and baseline x86-64 (CHAINRULE_VECTOR_CLONES).
 
 template <class T>
 struct SgdCoefficients {
