@@ -119,7 +119,8 @@ struct MatmulKeyHash {
   }
 };
 
-// One primitive and its three memory descriptions; the data pointers are set per call.
+// One primitive and its memory objects (A, B, C and the bias when it has one); the data
+// pointers are set per call.
 struct CachedMatmul {
   dnnl_primitive_t primitive = nullptr;
   std::array<dnnl_memory_t, 4> memories{};  // A, B, C, bias
