@@ -173,6 +173,24 @@ Tensor map_binary(std::string_view name, const Tensor& x, const Tensor& y, Op op
   return o;
 }
 
+// d (cols×rows) = sᵀ for each of `mats` row-major rows×cols matrices, in 32×32 tiles so that reads
+// and writes both stay in cache, split over threads.
+template <class T>
+void transpose_matrices(const T* s, T* d, std::int64_t mats, std::int64_t rows, std::int64_t cols) {
+  constexpr std::int64_t kTile = 32;
+  const std::int64_t row_tiles = (rows + kTile - 1) / kTile;
+  parallel_range(mats * row_tiles, [&](std::int64_t lo, std::int64_t hi) {
+    for (std::int64_t t = lo; t < hi; ++t) {
+      const T* sm = s + (t / row_tiles) * rows * cols;
+      T* dm = d + (t / row_tiles) * rows * cols;
+      const std::int64_t i0 = (t % row_tiles) * kTile, i1 = std::min(rows, i0 + kTile);
+      for (std::int64_t j0 = 0; j0 < cols; j0 += kTile)
+        for (std::int64_t i = i0; i < i1; ++i)
+          for (std::int64_t j = j0; j < std::min(cols, j0 + kTile); ++j) dm[j * rows + i] = sm[i * cols + j];
+    }
+  }, kTile * cols);
+}
+
 // The sum reductions' operation, a named type so that the column-sum path can use
 // accumulate_row (compiled for AVX-512 and AVX2) for it.
 struct Plus {

@@ -54,8 +54,7 @@ Tensor matmul_forward(std::span<const Tensor> x, const Params& p) {
         Tensor wide = empty({m, nb}, a.dtype());
         T* pw = kernels::out<T>(wide);
         kernels::gemm(false, true, m, nb, k, T(1), pa, lda, pb, k, T(0), pw, nb);
-        for (std::int64_t i = 0; i < nb; ++i)
-          for (std::int64_t r = 0; r < m; ++r) pc[i * m + r] = pw[r * nb + i];
+        kernels::transpose_matrices(static_cast<const T*>(pw), pc, 1, m, nb);
         return 0;
       }
       kernels::gemm(false, !ta, nb, m, k, T(1), pb, k, pa, lda, T(0), pc, m);

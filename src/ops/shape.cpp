@@ -103,28 +103,14 @@ const Primitive permute_p{
       Shape is = cs.slice(0, lead);
       for (auto a : p.axes) is.push_back(cs[lead + static_cast<std::size_t>(a)]);
       Shape os = kernels::contiguous_strides(oshape);
-      // Only the last two axes swapped (a batch of matrix transposes, e.g. jacfwd's result):
-      // 32×32 tiles, so that reads and writes both stay in cache, split over threads.
+      // Only the last two axes swapped (a batch of matrix transposes, e.g. jacfwd's result).
       bool matrix_t = r >= 2 && p.axes[r - 2] == static_cast<std::int64_t>(r - 1) && p.axes[r - 1] == static_cast<std::int64_t>(r - 2);
       for (std::size_t i = 0; i + 2 < r && matrix_t; ++i) matrix_t = p.axes[i] == static_cast<std::int64_t>(i);
       if (matrix_t && o.numel() > 0) {
-        const std::int64_t rows = in[in.size() - 2], cols = in[in.size() - 1], mats = o.numel() / (rows * cols);
-        constexpr std::int64_t kTile = 32;
-        const std::int64_t row_tiles = (rows + kTile - 1) / kTile;
+        const std::int64_t rows = in[in.size() - 2], cols = in[in.size() - 1];
         kernels::dispatch_all(o.dtype(), [&](auto tag) {
           using T = decltype(tag);
-          const T* s = kernels::in<T>(x[0]);
-          T* d = kernels::out<T>(o);
-          kernels::parallel_range(mats * row_tiles, [&](std::int64_t lo, std::int64_t hi) {
-            for (std::int64_t t = lo; t < hi; ++t) {
-              const T* sm = s + (t / row_tiles) * rows * cols;
-              T* dm = d + (t / row_tiles) * rows * cols;
-              const std::int64_t i0 = (t % row_tiles) * kTile, i1 = std::min(rows, i0 + kTile);
-              for (std::int64_t j0 = 0; j0 < cols; j0 += kTile)
-                for (std::int64_t i = i0; i < i1; ++i)
-                  for (std::int64_t j = j0; j < std::min(cols, j0 + kTile); ++j) dm[j * rows + i] = sm[i * cols + j];
-            }
-          }, kTile * cols);
+          kernels::transpose_matrices(kernels::in<T>(x[0]), kernels::out<T>(o), o.numel() / (rows * cols), rows, cols);
           return 0;
         });
         return o;
