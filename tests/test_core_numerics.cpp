@@ -179,3 +179,28 @@ TEST(Float32Matmul, BatchedMatrixVectorMatchesFloat64) {
       EXPECT_LE(max(abs(cast(got, DType::f64) - want)).item(), 1e-5 * std::sqrt(static_cast<double>(k)) * 4) << nb << " ta=" << ta;
     }
 }
+
+// A batch of vectors that is exactly the identity (the seed of jacfwd and jacrev) is copied, not
+// multiplied: the result must be op(A)ᵀ exactly, for both transposes, and a batch that differs from
+// the identity in one entry, anywhere, must still go through the GEMM.
+TEST(Float32Matmul, IdentitySeedIsACopyAndNearIdentityIsNot) {
+  Generator gen(13);
+  const std::int64_t m = 40, k = 24;
+  for (bool ta : {false, true}) {
+    Tensor a = randn(ta ? Shape{k, m} : Shape{m, k}, gen);
+    auto matvec = [&](const Tensor& aa) { return [&, aa](const Tensor& v) { return matmul(aa, v, ta, false); }; };
+    Tensor at = ta ? a : transpose(a);  // op(A)ᵀ, [k, m]
+    const std::uint64_t before = matmul_multiply_adds();
+    Tensor got = vmap(matvec(a))(eye(k, DType::f32));
+    EXPECT_EQ(matmul_multiply_adds(), before) << "the identity seed was multiplied, ta=" << ta;
+    EXPECT_EQ(max(abs(got - at)).item(), 0.0) << "ta=" << ta;
+    for (std::int64_t pos : {std::int64_t{0}, std::int64_t{1}, k * k / 2, k * k - 1}) {
+      std::vector<float> near(static_cast<std::size_t>(k * k), 0.0f);
+      for (std::int64_t i = 0; i < k; ++i) near[static_cast<std::size_t>(i * k + i)] = 1.0f;
+      near[static_cast<std::size_t>(pos)] += 0.5f;
+      Tensor vs = from_vector(near, {k, k});
+      Tensor want = vmap(matvec(cast(a, DType::f64)))(cast(vs, DType::f64));
+      EXPECT_LE(max(abs(cast(vmap(matvec(a))(vs), DType::f64) - want)).item(), 1e-5) << "entry " << pos << " ta=" << ta;
+    }
+  }
+}

@@ -191,6 +191,17 @@ void transpose_matrices(const T* s, T* d, std::int64_t mats, std::int64_t rows, 
   }, kTile * cols);
 }
 
+// True when p holds the n×n identity. It stops at the first entry that differs, so a general
+// matrix costs a read or two: matmul uses it to turn products with the identity seed of
+// jacfwd and jacrev into copies.
+template <class T>
+bool is_identity(const T* p, std::int64_t n) {
+  for (std::int64_t i = 0; i < n; ++i)
+    for (std::int64_t j = 0; j < n; ++j)
+      if (p[i * n + j] != (i == j ? T(1) : T(0))) return false;
+  return true;
+}
+
 // The sum reductions' operation, a named type so that the column-sum path can use
 // accumulate_row (compiled for AVX-512 and AVX2) for it.
 struct Plus {

@@ -39,12 +39,22 @@ Tensor matmul_forward(std::span<const Tensor> x, const Params& p) {
     const T* pa = kernels::in<T>(a);
     const T* pb = kernels::in<T>(b);
     T* pc = kernels::out<T>(o);
+    const bool vectors = abatch.numel() == 1 && bbatch.numel() == nb && n == 1;  // A shared, each B a vector
+    if (vectors && nb == k && kernels::is_identity(pb, k)) {
+      // The identity seed of jacfwd / jacrev: C[i] = op(A) e_i, so C = op(A)ᵀ, a copy with no
+      // multiply-adds (a Jacobian's first layer in forward mode, its last in reverse, is free).
+      if (ta)
+        std::copy(pa, pa + k * m, pc);
+      else
+        kernels::transpose_matrices(pa, pc, 1, m, k);
+      return 0;
+    }
     if (bbatch.numel() == 1 && abatch.numel() == nb && !ta) {
       // B is shared by every batch entry: one GEMM over all rows of A.
       kernels::gemm(false, tb, nb * m, n, k, T(1), pa, lda, pb, ldb, T(0), pc, n);
       return 0;
     }
-    if (abatch.numel() == 1 && bbatch.numel() == nb && n == 1) {
+    if (vectors) {
       // A shared, each B a vector (vmap of a matrix-vector product, as in jacfwd and jacrev):
       // every B[i] is k contiguous values and every C[i] m, so C = B_rows op(A)ᵀ in one GEMM.
       if (!ta && nb * 8 <= m) {

@@ -251,15 +251,16 @@ struct JacobianResult {
   Tensor jacobian;
   JacobianMode used;  // Forward or Reverse
 };
-// Chooses forward mode when the input is smaller than the output (n columns vs m rows). The
-// output's size is learnt from the reverse pass's own forward evaluation, which reverse mode then
-// uses: only a forward-mode choice pays for one extra evaluation of f.
+// Chooses forward mode when the input is smaller than the output (n columns vs m rows), reverse
+// mode otherwise. The output's size is learnt from the reverse pass's own forward evaluation,
+// which reverse mode then uses: only a forward-mode choice pays for one extra evaluation of f.
+// A tie goes to reverse mode for that reason, and because its rows need no final transpose.
 template <class F>
 JacobianResult jacobian(F f, const Tensor& x, JacobianOptions opts = {}) {
   JacobianMode mode = opts.mode;
   if (mode == JacobianMode::Auto) {
     auto [y, pullback] = vjp(f, x);
-    if (x.numel() > y.numel()) return {detail::jacobian_rows(x, y, pullback), JacobianMode::Reverse};
+    if (x.numel() >= y.numel()) return {detail::jacobian_rows(x, y, pullback), JacobianMode::Reverse};
     mode = JacobianMode::Forward;
   }
   if (mode == JacobianMode::Forward) return {jacfwd(f)(x), mode};
