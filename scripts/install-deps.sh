@@ -6,10 +6,11 @@ set -euo pipefail
 
 die() { echo "install-deps.sh: $*" >&2; exit 1; }
 
-# Debian 12 only: the package names below are bookworm's.
-os_id=$(. /etc/os-release 2>/dev/null && echo "${ID:-unknown} ${VERSION_ID:-unknown}") || os_id="unknown unknown"
+# Debian 12 only: the package names below are bookworm's. (CHAINRULE_OS_RELEASE: for its test.)
+os_release=${CHAINRULE_OS_RELEASE:-/etc/os-release}
+os_id=$( (. "$os_release" && echo "${ID:-unknown} ${VERSION_ID:-unknown}") 2>/dev/null) || os_id="unknown unknown"
 [ "$os_id" = "debian 12" ] ||
-  die "needs Debian 12 (bookworm), found '${os_id}' in /etc/os-release; install the packages listed in this script by hand elsewhere."
+  die "needs Debian 12 (bookworm), found '${os_id}' in ${os_release}; elsewhere install the packages listed in this script by hand."
 
 packages=(
   build-essential cmake ninja-build pkg-config git ca-certificates
@@ -24,6 +25,7 @@ packages=(
   libopenmpi-dev openmpi-bin openssh-client  # mpirun needs an rsh agent even on one host
 )
 if [ "${CHAINRULE_WITH_TORCH:-0}" = 1 ]; then packages+=(python3-torch libtorch-dev); fi
+packages+=(${CHAINRULE_EXTRA_PACKAGES:-})  # more packages, space-separated (also how its test forces an install)
 
 missing=()
 for p in "${packages[@]}"; do
