@@ -307,9 +307,9 @@ TEST(Nesting, EscapedTracerIsReported) {
 
 // ---- custom rules ------------------------------------------------------------------------------
 
-// softplus(x) = log(1 + exp(x)) as a user-defined primitive with its own rules, in one place.
-const Primitive softplus_p{
-    .name = "softplus",
+// my_softplus(x) = log(1 + exp(x)) as a user-defined primitive with its own rules, in one place.
+const Primitive my_softplus_p{
+    .name = "my_softplus",
     .forward = [](std::span<const Tensor> x, const Params&) {
       return maximum(x[0], zeros_like(x[0])) + log(1.0 + exp(-abs(x[0])));  // stable
     },
@@ -317,16 +317,16 @@ const Primitive softplus_p{
     .vjp = [](int, const Tensor& ct, const Ctx& c) { return ct * sigmoid(c.x[0]); },
     .batching = Batching::Leading,
 };
-Tensor softplus(const Tensor& x) { return bind(softplus_p, {x}); }
+Tensor my_softplus(const Tensor& x) { return bind(my_softplus_p, {x}); }
 
 TEST(CustomRules, WorkInEveryTransformNested) {
-  auto r = check_grads([](std::span<const Tensor> x) { return softplus(x[0]); }, {f64({-2, -0.5, 0.3, 4}, {4})});
+  auto r = check_grads([](std::span<const Tensor> x) { return my_softplus(x[0]); }, {f64({-2, -0.5, 0.3, 4}, {4})});
   EXPECT_TRUE(r.pass) << r.failure;
   // Second derivative sigmoid'(x) = s (1 - s), by forward over reverse and reverse over reverse.
   Tensor x = scalar(0.3);
   double s = 1 / (1 + std::exp(-0.3));
-  EXPECT_NEAR(hessian([](const Tensor& v) { return softplus(v); })(x).item(), s * (1 - s), 1e-14);
-  EXPECT_NEAR(grad(grad([](const Tensor& v) { return softplus(v); }))(x).item(), s * (1 - s), 1e-14);
+  EXPECT_NEAR(hessian([](const Tensor& v) { return my_softplus(v); })(x).item(), s * (1 - s), 1e-14);
+  EXPECT_NEAR(grad(grad([](const Tensor& v) { return my_softplus(v); }))(x).item(), s * (1 - s), 1e-14);
 }
 
 // ---- the source text's examples ----------------------------------------------------------------

@@ -124,6 +124,15 @@ Tensor map_unary(const Tensor& x, Op op) {
   return o;
 }
 
+// A float elementwise function of one float tensor, in the tensor's own dtype.
+template <class Op>
+Tensor unary_forward(std::string_view name, const Tensor& x, Op op) {
+  return dispatch_float(x.dtype(), name, [&](auto tag) {
+    using T = decltype(tag);
+    return map_unary<T>(x, [&](T a) -> T { return op(a); });
+  });
+}
+
 // out[i] = op(a[i], b[i]) with broadcasting; the row loops are specialised on unit/zero strides
 // so that the common cases vectorise.
 template <class T, class R = T, class Op>

@@ -10,6 +10,8 @@ Tensor sample(const Shape& shape, Domain d, std::uint64_t seed) {
     case Domain::Real: return randn(shape, g, DType::f64);
     case Domain::Logits: return randn(shape, g, DType::f64) * 2.0;
     case Domain::Positive: return uniform(shape, 0.5, 2.0, g, DType::f64);
+    case Domain::Unit: return uniform(shape, -0.9, 0.9, g, DType::f64);
+    case Domain::AboveOne: return uniform(shape, 1.2, 3.0, g, DType::f64);
     case Domain::AwayFromZero: {
       Tensor m = uniform(shape, 0.2, 2.0, g, DType::f64);
       Tensor s = uniform(shape, -1.0, 1.0, g, DType::f64);

@@ -19,6 +19,8 @@ enum class Domain {
   Quarter,       // integers in [-3, 3] plus 0.25: never tie with ThreeQuarter
   ThreeQuarter,  // integers in [-3, 3] plus 0.75
   Logits,        // N(0, 2): realistic softmax inputs
+  Unit,          // U[-0.9, 0.9]: inside the domain of asin, acos, atanh
+  AboveOne,      // U[1.2, 3]: inside the domain of acosh
 };
 
 Tensor sample(const Shape& shape, Domain d, std::uint64_t seed);

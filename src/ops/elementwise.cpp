@@ -11,7 +11,7 @@ namespace chainrule {
 
 using kernels::dispatch_float;
 using kernels::map_binary;
-using kernels::map_unary;
+using kernels::unary_forward;
 
 namespace {
 
@@ -21,13 +21,6 @@ Tensor binary_forward(std::string_view name, std::span<const Tensor> x, Op op) {
   return dispatch_float(x[0].dtype(), name, [&](auto tag) {
     using T = decltype(tag);
     return map_binary<T>(name, x[0], x[1], [&](T a, T b) -> T { return op(a, b); });
-  });
-}
-template <class Op>
-Tensor unary_forward(std::string_view name, const Tensor& x, Op op) {
-  return dispatch_float(x.dtype(), name, [&](auto tag) {
-    using T = decltype(tag);
-    return map_unary<T>(x, [&](T a) -> T { return op(a); });
   });
 }
 Tensor zero_like_scalar(const Tensor& x) { return scalar_tensor(0.0, x.dtype()); }

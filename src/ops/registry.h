@@ -6,6 +6,7 @@
 
 namespace chainrule {
 std::span<const Primitive* const> elementwise_primitives();
+std::span<const Primitive* const> math_primitives();
 std::span<const Primitive* const> shape_primitives();
 std::span<const Primitive* const> reduce_primitives();
 std::span<const Primitive* const> linalg_primitives();

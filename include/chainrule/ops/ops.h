@@ -32,6 +32,37 @@ Tensor relu_backward(const Tensor& grad, const Tensor& out);  // grad ⊙ 1[out 
 Tensor sign(const Tensor& x);  // piecewise constant: zero derivative
 Tensor square(const Tensor& x);  // composite: x * x
 Tensor where(const Tensor& cond, const Tensor& a, const Tensor& b);
+
+// The array API's other elementwise functions (src/ops/math.cpp), each a primitive.
+Tensor sin(const Tensor& x);
+Tensor cos(const Tensor& x);
+Tensor tan(const Tensor& x);
+Tensor asin(const Tensor& x);
+Tensor acos(const Tensor& x);
+Tensor atan(const Tensor& x);
+Tensor sinh(const Tensor& x);
+Tensor cosh(const Tensor& x);
+Tensor asinh(const Tensor& x);
+Tensor acosh(const Tensor& x);
+Tensor atanh(const Tensor& x);
+Tensor expm1(const Tensor& x);
+Tensor log1p(const Tensor& x);
+Tensor erf(const Tensor& x);
+Tensor erfc(const Tensor& x);
+// Rounding, piecewise constant (zero derivative); round is half to even.
+Tensor floor(const Tensor& x);
+Tensor ceil(const Tensor& x);
+Tensor round(const Tensor& x);
+Tensor trunc(const Tensor& x);
+// Activations, exact compositions of the primitives.
+Tensor softplus(const Tensor& x);     // log(1 + e^x), without overflow
+Tensor log_sigmoid(const Tensor& x);  // -softplus(-x)
+Tensor silu(const Tensor& x);         // x sigmoid(x), PyTorch's SiLU / swish
+Tensor gelu(const Tensor& x, bool tanh_approximation = false);  // x Φ(x); PyTorch's approximate="tanh"
+Tensor elu(const Tensor& x, double alpha = 1.0);
+Tensor leaky_relu(const Tensor& x, double negative_slope = 0.01);
+Tensor clip(const Tensor& x, double min, double max);   // the array API's name
+Tensor clamp(const Tensor& x, double min, double max);  // PyTorch's name
 Tensor cast(const Tensor& x, DType dtype);
 
 // Comparisons give bool tensors and have no derivative.

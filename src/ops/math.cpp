@@ -1,0 +1,125 @@
+// The elementwise functions of the array API beyond arithmetic: trigonometric and hyperbolic
+// functions and their inverses, expm1, log1p, erf, erfc, and the rounding functions. Each is
+// f(x) with a diagonal Jacobian, so its JVP and VJP are the same product, t * f'(x): one
+// derivative function per primitive (`d_<name>`), written with differentiable ops so that
+// second derivatives work. The composites below (softplus, gelu, ...) are exact in terms of them.
+#include <cmath>
+#include <numbers>
+
+#include "kernels/kernels.h"
+#include "ops/cases.h"
+#include "ops/registry.h"
+
+namespace chainrule {
+
+using kernels::unary_forward;
+using cases::Domain;
+
+namespace {
+
+Tensor constant(double v, const Tensor& like) { return scalar_tensor(v, like.dtype()); }
+
+// The JVP and VJP rule of a unary elementwise primitive with derivative D.
+template <Tensor (*D)(const Ctx&)>
+Tensor times_derivative(int, const Tensor& t, const Ctx& c) { return mul(t, D(c)); }
+
+Tensor d_sin(const Ctx& c) { return cos(c.x[0]); }
+Tensor d_cos(const Ctx& c) { return neg(sin(c.x[0])); }
+Tensor d_tan(const Ctx& c) { return add(constant(1.0, c.out), mul(c.out, c.out)); }  // 1 + tan²
+Tensor one_minus_square(const Tensor& x) { return sub(constant(1.0, x), mul(x, x)); }
+Tensor d_asin(const Ctx& c) { return div(constant(1.0, c.x[0]), sqrt(one_minus_square(c.x[0]))); }
+Tensor d_acos(const Ctx& c) { return div(constant(-1.0, c.x[0]), sqrt(one_minus_square(c.x[0]))); }
+Tensor d_atan(const Ctx& c) { return div(constant(1.0, c.x[0]), add(constant(1.0, c.x[0]), mul(c.x[0], c.x[0]))); }
+Tensor d_sinh(const Ctx& c) { return cosh(c.x[0]); }
+Tensor d_cosh(const Ctx& c) { return sinh(c.x[0]); }
+Tensor d_asinh(const Ctx& c) { return div(constant(1.0, c.x[0]), sqrt(add(mul(c.x[0], c.x[0]), constant(1.0, c.x[0])))); }
+Tensor d_acosh(const Ctx& c) { return div(constant(1.0, c.x[0]), sqrt(sub(mul(c.x[0], c.x[0]), constant(1.0, c.x[0])))); }
+Tensor d_atanh(const Ctx& c) { return div(constant(1.0, c.x[0]), one_minus_square(c.x[0])); }
+Tensor d_expm1(const Ctx& c) { return add(c.out, constant(1.0, c.out)); }  // exp(x) = expm1(x) + 1
+Tensor d_log1p(const Ctx& c) { return div(constant(1.0, c.x[0]), add(c.x[0], constant(1.0, c.x[0]))); }
+Tensor d_erf(const Ctx& c) {
+  return mul(constant(2.0 / std::sqrt(std::numbers::pi), c.x[0]), exp(neg(mul(c.x[0], c.x[0]))));
+}
+Tensor d_erfc(const Ctx& c) { return neg(d_erf(c)); }
+
+}  // namespace
+
+#define CHAINRULE_UNARY(NAME, STD_FN, SAVES, DOMAIN, KINKS)                                              \
+  const Primitive NAME##_p{                                                                              \
+      .name = #NAME,                                                                                     \
+      .forward = [](auto x, auto&) { return unary_forward(#NAME, x[0], [](auto a) { return STD_FN(a); }); }, \
+      .jvp = times_derivative<d_##NAME>,                                                                 \
+      .vjp = times_derivative<d_##NAME>,                                                                 \
+      .batching = Batching::Leading,                                                                     \
+      .saves = SAVES,                                                                                    \
+      .cases = [] { return cases::unary([](auto x) { return NAME(x[0]); }, DOMAIN); },                  \
+      .kinks = KINKS,                                                                                    \
+  };                                                                                                     \
+  Tensor NAME(const Tensor& x) { return bind(NAME##_p, {x}); }
+
+// name, kernel, what the rule reads, test domain, where the derivative does not exist
+CHAINRULE_UNARY(sin, std::sin, kSaveInputs, Domain::Real, "")
+CHAINRULE_UNARY(cos, std::cos, kSaveInputs, Domain::Real, "")
+CHAINRULE_UNARY(tan, std::tan, kSaveOutput, Domain::Unit, "poles at pi/2 + k pi (IEEE: large values)")
+CHAINRULE_UNARY(asin, std::asin, kSaveInputs, Domain::Unit, "|x| = 1: infinite derivative; |x| > 1: NaN")
+CHAINRULE_UNARY(acos, std::acos, kSaveInputs, Domain::Unit, "|x| = 1: infinite derivative; |x| > 1: NaN")
+CHAINRULE_UNARY(atan, std::atan, kSaveInputs, Domain::Real, "")
+CHAINRULE_UNARY(sinh, std::sinh, kSaveInputs, Domain::Real, "")
+CHAINRULE_UNARY(cosh, std::cosh, kSaveInputs, Domain::Real, "")
+CHAINRULE_UNARY(asinh, std::asinh, kSaveInputs, Domain::Real, "")
+CHAINRULE_UNARY(acosh, std::acosh, kSaveInputs, Domain::AboveOne, "x = 1: infinite derivative; x < 1: NaN")
+CHAINRULE_UNARY(atanh, std::atanh, kSaveInputs, Domain::Unit, "|x| = 1: infinite; |x| > 1: NaN")
+CHAINRULE_UNARY(expm1, std::expm1, kSaveOutput, Domain::Real, "")
+CHAINRULE_UNARY(log1p, std::log1p, kSaveInputs, Domain::Positive, "x = -1: infinite derivative; x < -1: NaN")
+CHAINRULE_UNARY(erf, std::erf, kSaveInputs, Domain::Real, "")
+CHAINRULE_UNARY(erfc, std::erfc, kSaveInputs, Domain::Real, "")
+#undef CHAINRULE_UNARY
+
+// Rounding: piecewise constant, no derivative rule, so a constant to every transform (as sign).
+// round is half to even, as NumPy, JAX and PyTorch round.
+#define CHAINRULE_ROUNDING(NAME, STD_FN)                                                                    \
+  const Primitive NAME##_p{                                                                                 \
+      .name = #NAME,                                                                                        \
+      .forward = [](auto x, auto&) { return unary_forward(#NAME, x[0], [](auto a) { return STD_FN(a); }); }, \
+      .batching = Batching::Leading,                                                                        \
+  };                                                                                                        \
+  Tensor NAME(const Tensor& x) { return bind(NAME##_p, {x}); }
+
+CHAINRULE_ROUNDING(floor, std::floor)
+CHAINRULE_ROUNDING(ceil, std::ceil)
+CHAINRULE_ROUNDING(round, std::nearbyint)
+CHAINRULE_ROUNDING(trunc, std::trunc)
+#undef CHAINRULE_ROUNDING
+
+// ---- composites, exact in terms of the primitives --------------------------------------------
+
+// log(1 + e^x) = max(x, 0) + log1p(e^-|x|): no overflow for large |x|.
+Tensor softplus(const Tensor& x) { return add(relu(x), log1p(exp(neg(abs(x))))); }
+Tensor log_sigmoid(const Tensor& x) { return neg(softplus(neg(x))); }
+Tensor silu(const Tensor& x) { return mul(x, sigmoid(x)); }
+Tensor gelu(const Tensor& x, bool tanh_approximation) {
+  if (tanh_approximation) {  // 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x³)))
+    Tensor inner = mul(add(x, mul(constant(0.044715, x), mul(x, mul(x, x)))), constant(std::sqrt(2.0 / std::numbers::pi), x));
+    return mul(mul(constant(0.5, x), x), add(constant(1.0, x), tanh(inner)));
+  }
+  return mul(mul(constant(0.5, x), x), add(constant(1.0, x), erf(mul(x, constant(1.0 / std::numbers::sqrt2, x)))));
+}
+// The negative branch sees min(x, 0), so the branch where() discards never overflows into NaN.
+Tensor elu(const Tensor& x, double alpha) {
+  return where(greater(x, constant(0.0, x)), x, mul(constant(alpha, x), expm1(minimum(x, constant(0.0, x)))));
+}
+Tensor leaky_relu(const Tensor& x, double negative_slope) {
+  return where(greater(x, constant(0.0, x)), x, mul(constant(negative_slope, x), x));
+}
+Tensor clip(const Tensor& x, double min, double max) {
+  return minimum(maximum(x, constant(min, x)), constant(max, x));
+}
+Tensor clamp(const Tensor& x, double min, double max) { return clip(x, min, max); }
+
+const Primitive* const kMathPrimitives[] = {&sin_p,   &cos_p,   &tan_p,   &asin_p,  &acos_p, &atan_p,
+                                            &sinh_p,  &cosh_p,  &asinh_p, &acosh_p, &atanh_p, &expm1_p,
+                                            &log1p_p, &erf_p,   &erfc_p,  &floor_p, &ceil_p, &round_p,
+                                            &trunc_p};
+std::span<const Primitive* const> math_primitives() { return kMathPrimitives; }
+
+}  // namespace chainrule
