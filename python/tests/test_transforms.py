@@ -164,3 +164,24 @@ def test_seed_examples():
     (ct,) = pullback(v)
     z = cr.matmul(W, x)
     assert cr.allclose(ct, cr.matmul(v * cr.cast(z > 0.0, "float32"), W), 1e-5, 1e-6)
+
+
+def test_more_transform_forms():
+    x, y = t64([1.0, 2.0]), t64([3.0, -1.0])
+    g, aux = cr.grad(lambda a: (cr.sum(a * a), cr.sum(a)), has_aux=True)(x)
+    np.testing.assert_allclose(g.numpy(), [2.0, 4.0])
+    assert aux.item() == 3.0
+    out, pb = cr.vjp(lambda a, b: a * b, x, y)
+    ga, gb = pb(cr.ones((2,), dtype="float64"))
+    np.testing.assert_allclose(ga.numpy(), y.numpy())
+    np.testing.assert_allclose(gb.numpy(), x.numpy())
+    _, u = cr.jvp(lambda a, b: a * b, (x, y), (cr.ones((2,), dtype="float64"), cr.zeros((2,), dtype="float64")))
+    np.testing.assert_allclose(u.numpy(), y.numpy())
+    _, u1 = cr.jvp(lambda a: a * a, x, x)   # a single Tensor for one argument
+    np.testing.assert_allclose(u1.numpy(), 2 * x.numpy() ** 2)
+    with pytest.raises(ValueError, match="in_axes"):
+        cr.vmap(lambda a, b: a, in_axes=(0,))(x, y)
+    with pytest.raises(ValueError, match="argnums"):
+        cr.grad(lambda a: cr.sum(a), argnums=3)(x)
+    with pytest.raises(cr.DTypeError):
+        cr.cross_entropy(cr.zeros((2, 3)), cr.zeros((2,)))   # float labels
