@@ -185,3 +185,31 @@ def test_more_transform_forms():
         cr.grad(lambda a: cr.sum(a), argnums=3)(x)
     with pytest.raises(cr.DTypeError):
         cr.cross_entropy(cr.zeros((2, 3)), cr.zeros((2,)))   # float labels
+
+
+def test_transforms_in_several_python_threads():
+    # Transform state is per thread in C++ (thread_local), and the GIL can switch threads while a
+    # transformed Python function runs: results must not mix.
+    import threading
+    errors = []
+
+    def work(k):
+        try:
+            x = t64([float(k), 1.0])
+            for _ in range(200):
+                h = cr.hessian(lambda v: cr.sum(v ** 3) * float(k))(x).numpy()
+                np.testing.assert_allclose(h, np.diag(6.0 * k * x.numpy()))
+        except Exception as e:  # pragma: no cover
+            errors.append(e)
+    import sys
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as possible
+    try:
+        ts = [threading.Thread(target=work, args=(k,)) for k in (1, 2, 3)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join()
+    finally:
+        sys.setswitchinterval(old)
+    assert not errors
