@@ -2,8 +2,9 @@
 // built from the C++ templates in transforms.h with a lambda that calls back into Python; the
 // package python/chainrule/__init__.py flattens argument tuples and adds argnums / has_aux.
 //
-// GIL: every function here runs with the GIL held (pybind11's default) and never releases it,
-// since a transform may call Python at any point. See docs/python.md.
+// GIL: every function here runs with the GIL held (pybind11's default), since a transform may
+// call Python at any point; only matmul/linear on large concrete tensors release it (no Python
+// can be called from there). See docs/python.md.
 #include <pybind11/functional.h>
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
@@ -172,6 +173,14 @@ py::array numpy_view(const Tensor& t0) {
   py::capsule base(keep, [](void* p) { delete static_cast<std::shared_ptr<Storage>*>(p); });
   py::buffer_info b = buffer_of(t);
   return py::array(to_np_dtype(t.dtype()), b.shape, b.strides, b.ptr, base);
+}
+
+// A matrix product worth releasing the GIL for: concrete operands (no transform level, so no
+// Python callback can run) and about 2^20 multiply-adds or more.
+bool long_kernel(const Tensor& a, const Tensor& b) {
+  if (a.level() != 0 || b.level() != 0) return false;
+  const std::int64_t n = b.dim() >= 2 ? b.shape()[b.dim() - 1] : 1;
+  return a.numel() * n >= (std::int64_t{1} << 20);
 }
 
 Axes to_axes(const py::object& o) {
@@ -386,9 +395,22 @@ numpy are not seen by the version counter that guards saved tensors.)doc");
   m.def("cast", [](const Tensor& x, py::object d) { return cast(x, parse_dtype(d)); }, py::arg("x"), py::arg("dtype"));
 
   // Linear algebra.
-  m.def("matmul", [](const Tensor& a, const Tensor& b, bool ta, bool tb) { return (ta || tb) ? matmul(a, b, ta, tb) : matmul(a, b); },
-        py::arg("a"), py::arg("b"), py::arg("transpose_a") = false, py::arg("transpose_b") = false);
-  m.def("linear", &linear, py::arg("x"), py::arg("weight"), py::arg("bias"));
+  m.def("matmul", [](const Tensor& a, const Tensor& b, bool ta, bool tb) {
+    auto run = [&] { return (ta || tb) ? matmul(a, b, ta, tb) : matmul(a, b); };
+    if (long_kernel(a, b)) {
+      py::gil_scoped_release nogil;  // pure C++: no Python is called from here
+      return run();
+    }
+    return run();
+  }, py::arg("a"), py::arg("b"), py::arg("transpose_a") = false, py::arg("transpose_b") = false,
+  "NumPy-style matmul; releases the GIL for large products of concrete tensors.");
+  m.def("linear", [](const Tensor& x, const Tensor& w, const Tensor& bias) {
+    if (long_kernel(x, w)) {
+      py::gil_scoped_release nogil;
+      return linear(x, w, bias);
+    }
+    return linear(x, w, bias);
+  }, py::arg("x"), py::arg("weight"), py::arg("bias"));
   m.def("matmul_multiply_adds", &matmul_multiply_adds);
   m.def("set_num_threads", &set_num_threads, py::arg("n"));
   m.def("get_num_threads", &get_num_threads);

@@ -64,3 +64,30 @@ def test_keyword_arguments():
     assert cr.flatten(cr.ones((2, 3, 4)), start_axis=1).shape == (2, 12)
     assert cr.transpose(cr.ones((2, 3, 4)), axis0=0, axis1=2).shape == (4, 3, 2)
     assert cr.softmax(x, axis=0).shape == (2, 3)
+
+
+def test_large_matmul_releases_gil_and_is_correct_in_threads():
+    import threading
+    rng = np.random.default_rng(3)
+    a = rng.standard_normal((256, 256))
+    b = rng.standard_normal((256, 128))
+    A = cr.tensor(a, dtype="float64")
+    B = cr.tensor(b, dtype="float64")
+    np.testing.assert_allclose(cr.matmul(A, B).numpy(), a @ b, rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(cr.linear(A, cr.transpose(B), cr.zeros((128,), dtype="float64")).numpy(), a @ b,
+                               rtol=1e-10, atol=1e-10)
+    results = [None] * 4
+
+    def work(i):
+        results[i] = [cr.matmul(A, B).numpy().copy() for _ in range(5)]
+    ts = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    for r in results:
+        for m in r:
+            np.testing.assert_allclose(m, a @ b, rtol=1e-10, atol=1e-10)
+    # inside a transform (tracers) the GIL stays held and the result is the same
+    g = cr.grad(lambda x: cr.sum(cr.matmul(x, B)))(A)
+    np.testing.assert_allclose(g.numpy(), np.broadcast_to(b.sum(1), (256, 256)), rtol=1e-10)
