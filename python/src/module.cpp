@@ -1,0 +1,497 @@
+// chainrule._core: the Python bindings (pybind11). Transforms that take Python callables are
+// built from the C++ templates in transforms.h with a lambda that calls back into Python; the
+// package python/chainrule/__init__.py flattens argument tuples and adds argnums / has_aux.
+//
+// GIL: every function here runs with the GIL held (pybind11's default), since a transform may
+// call Python at any point; only matmul/linear on large concrete tensors release it (no Python
+// can be called from there). See docs/python.md.
+#include <pybind11/functional.h>
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <chainrule/chainrule.h>
+
+#include <cstdint>
+#include <cstring>
+#include <string>
+#include <vector>
+
+namespace py = pybind11;
+using namespace chainrule;
+
+namespace {
+
+py::dtype to_np_dtype(DType d) {
+  switch (d) {
+    case DType::f32: return py::dtype::of<float>();
+    case DType::f64: return py::dtype::of<double>();
+    case DType::i64: return py::dtype::of<std::int64_t>();
+    case DType::b8: return py::dtype::of<bool>();
+  }
+  throw ValueError("unknown dtype");
+}
+
+DType parse_dtype(const py::handle& h) {
+  if (py::isinstance<py::str>(h)) {
+    std::string s = h.cast<std::string>();
+    if (s == "float32" || s == "f32") return DType::f32;
+    if (s == "float64" || s == "f64") return DType::f64;
+    if (s == "int64" || s == "i64") return DType::i64;
+    if (s == "bool" || s == "b8") return DType::b8;
+    throw DTypeError("dtype: unknown dtype '" + s + "' (float32, float64, int64, bool)");
+  }
+  if (py::isinstance<DType>(h)) return h.cast<DType>();
+  // A numpy dtype or type (np.float32, np.dtype('float64'), ...).
+  py::dtype d = py::dtype::from_args(py::reinterpret_borrow<py::object>(h));
+  return parse_dtype(py::str(d.attr("name")));
+}
+
+// The dtype chainrule stores a numpy dtype as, or throws DTypeError (rule in from_numpy's doc).
+DType dtype_for_numpy(const py::dtype& d) {
+  char kind = d.kind();
+  std::size_t size = static_cast<std::size_t>(d.itemsize());
+  if (kind == 'f') return size == 8 ? DType::f64 : DType::f32;
+  if (kind == 'i' || kind == 'u') return DType::i64;
+  if (kind == 'b') return DType::b8;
+  throw DTypeError("from_numpy: unsupported numpy dtype '" + std::string(py::str(d.attr("name"))) +
+                   "' (numeric or bool arrays only: float32, float64, int64, bool; other ints -> int64, float16 -> float32)");
+}
+
+bool exact_dtype(const py::dtype& d, DType t) {
+  return d.is(to_np_dtype(t)) || d.equal(to_np_dtype(t));
+}
+
+Tensor from_numpy_impl(py::array a, bool allow_share) {
+  DType t = dtype_for_numpy(a.dtype());
+  Shape shape;
+  for (py::ssize_t i = 0; i < a.ndim(); ++i) shape.push_back(static_cast<std::int64_t>(a.shape(i)));
+  const bool c_contig = (a.flags() & py::array::c_style) != 0;
+  const bool writeable = a.writeable();
+  const bool aligned = reinterpret_cast<std::uintptr_t>(a.data()) % 64 == 0;
+  if (allow_share && exact_dtype(a.dtype(), t) && c_contig && writeable && aligned && a.nbytes() > 0) {
+    // Zero-copy: a Storage whose bytes are the array's; the array is kept alive by the deleter,
+    // which gives the Storage its own (empty) allocation back before deleting it.
+    auto* s = new Storage(0);
+    void* own = s->data;
+    std::size_t own_n = s->nbytes;
+    s->data = a.mutable_data();
+    s->nbytes = static_cast<std::size_t>(a.nbytes());
+    auto keep = new py::object(a);
+    std::shared_ptr<Storage> storage(s, [own, own_n, keep](Storage* p) {
+      p->data = own;
+      p->nbytes = own_n;
+      delete p;
+      if (Py_IsInitialized()) {
+        py::gil_scoped_acquire gil;
+        delete keep;
+      }
+    });
+    auto impl = std::make_shared<TensorImpl>();
+    impl->shape = shape;
+    impl->dtype = t;
+    impl->storage = std::move(storage);
+    return Tensor(std::move(impl));
+  }
+  // Copy, converting to the stored dtype and to C order.
+  py::array c = py::array::ensure(a.attr("astype")(to_np_dtype(t)), py::array::c_style | py::array::forcecast);
+  Tensor out = empty(shape, t);
+  if (c.nbytes() > 0) std::memcpy(static_cast<char*>(out.impl()->storage->data) + out.impl()->offset * static_cast<std::int64_t>(itemsize(t)), c.data(), static_cast<std::size_t>(c.nbytes()));
+  return out;
+}
+
+Tensor to_tensor(const py::handle& obj, std::optional<DType> dtype) {
+  if (py::isinstance<Tensor>(obj)) {
+    Tensor t = obj.cast<Tensor>();
+    return dtype && *dtype != t.dtype() ? cast(t, *dtype) : t;
+  }
+  py::module_ np = py::module_::import("numpy");
+  py::object arr;
+  if (py::isinstance<py::array>(obj)) {
+    arr = py::reinterpret_borrow<py::object>(obj);
+  } else {
+    arr = np.attr("asarray")(obj);
+    // Python floats become float32 (as torch.tensor), unless a dtype is given.
+    if (!dtype && py::cast<py::array>(arr).dtype().kind() == 'f') arr = arr.attr("astype")(np.attr("float32"));
+  }
+  py::array a = py::cast<py::array>(arr);
+  if (dtype) a = py::cast<py::array>(a.attr("astype")(to_np_dtype(*dtype)));
+  return from_numpy_impl(a, false);
+}
+
+// An operand that may be a Python scalar: it takes the dtype of the tensor beside it.
+Tensor operand(const py::handle& obj, const Tensor& like) {
+  if (py::isinstance<Tensor>(obj)) return obj.cast<Tensor>();
+  if (py::isinstance<py::bool_>(obj) || py::isinstance<py::int_>(obj) || py::isinstance<py::float_>(obj))
+    return scalar_tensor(obj.cast<double>(), like.dtype());
+  if (py::isinstance<py::array>(obj)) return from_numpy_impl(py::cast<py::array>(obj), false);
+  throw py::type_error(std::string("chainrule: expected a Tensor or a Python number, got ") +
+                       std::string(py::str(py::type::of(obj).attr("__name__"))));
+}
+
+Tensor to_t(const py::object& obj) {
+  if (py::isinstance<Tensor>(obj)) return obj.cast<Tensor>();
+  throw py::type_error(std::string("chainrule: expected a Tensor, got ") + std::string(py::str(py::type::of(obj).attr("__name__"))));
+}
+
+// A Python function of one Tensor, returning a Tensor.
+auto py_fn1(py::function f) {
+  return [f](const Tensor& x) { return to_t(f(x)); };
+}
+// A Python function of a list of Tensors, returning a Tensor.
+auto py_fnN(py::function f) {
+  return [f](const std::vector<Tensor>& xs) { return to_t(f(xs)); };
+}
+
+Tensor view_of(const Tensor& t) {
+  if (t.level() > 0) return t.detach();
+  return t;
+}
+
+py::buffer_info buffer_of(const Tensor& t0) {
+  Tensor t = view_of(t0);
+  std::vector<py::ssize_t> shape, strides;
+  const auto item = static_cast<py::ssize_t>(itemsize(t.dtype()));
+  for (auto s : t.shape()) shape.push_back(static_cast<py::ssize_t>(s));
+  strides.resize(shape.size());
+  py::ssize_t st = item;
+  for (std::size_t i = shape.size(); i-- > 0;) {
+    strides[i] = st;
+    st *= shape[i];
+  }
+  char* p = static_cast<char*>(t.impl()->storage->data) + t.impl()->offset * item;
+  std::string fmt = t.dtype() == DType::f32 ? py::format_descriptor<float>::format()
+                    : t.dtype() == DType::f64 ? py::format_descriptor<double>::format()
+                    : t.dtype() == DType::i64 ? py::format_descriptor<std::int64_t>::format()
+                                              : py::format_descriptor<bool>::format();
+  return py::buffer_info(p, item, fmt, static_cast<py::ssize_t>(shape.size()), shape, strides);
+}
+
+py::array numpy_view(const Tensor& t0) {
+  Tensor t = view_of(t0);
+  auto* keep = new std::shared_ptr<Storage>(t.impl()->storage);
+  py::capsule base(keep, [](void* p) { delete static_cast<std::shared_ptr<Storage>*>(p); });
+  py::buffer_info b = buffer_of(t);
+  return py::array(to_np_dtype(t.dtype()), b.shape, b.strides, b.ptr, base);
+}
+
+// A matrix product worth releasing the GIL for: concrete operands (no transform level, so no
+// Python callback can run) and about 2^20 multiply-adds or more.
+bool long_kernel(const Tensor& a, const Tensor& b) {
+  if (a.level() != 0 || b.level() != 0) return false;
+  const std::int64_t n = b.dim() >= 2 ? b.shape()[b.dim() - 1] : 1;
+  return a.numel() * n >= (std::int64_t{1} << 20);
+}
+
+Axes to_axes(const py::object& o) {
+  Axes a;
+  if (o.is_none()) return a;
+  if (py::isinstance<py::int_>(o)) {
+    a.push_back(o.cast<std::int64_t>());
+    return a;
+  }
+  for (auto h : o) a.push_back(h.cast<std::int64_t>());
+  return a;
+}
+
+Shape to_shape(const py::object& o) {
+  Shape s;
+  if (py::isinstance<py::int_>(o)) {
+    s.push_back(o.cast<std::int64_t>());
+    return s;
+  }
+  for (auto h : o) s.push_back(h.cast<std::int64_t>());
+  return s;
+}
+
+py::tuple shape_tuple(const Shape& s) {
+  py::tuple t(s.size());
+  for (std::size_t i = 0; i < s.size(); ++i) t[i] = s[i];
+  return t;
+}
+
+Reduction to_reduction(const std::string& r) {
+  if (r == "mean") return Reduction::Mean;
+  if (r == "sum") return Reduction::Sum;
+  if (r == "none") return Reduction::None;
+  throw ValueError("cross_entropy: reduction must be 'mean', 'sum' or 'none', got '" + r + "'");
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_core, m) {
+  m.doc() = "chainrule: automatic differentiation in C++20 (Python bindings)";
+
+  // Exceptions: chainrule.Error (RuntimeError) and its subclasses, each also a subclass of the
+  // matching Python built-in exception.
+  static py::object err = py::reinterpret_steal<py::object>(PyErr_NewException("chainrule.Error", PyExc_RuntimeError, nullptr));
+  auto make_sub = [&](const char* name, PyObject* builtin) {
+    py::tuple bases = py::make_tuple(err, py::handle(builtin));
+    return py::reinterpret_steal<py::object>(PyErr_NewException(name, bases.ptr(), nullptr));
+  };
+  static py::object shape_err = make_sub("chainrule.ShapeError", PyExc_ValueError);
+  static py::object dtype_err = make_sub("chainrule.DTypeError", PyExc_TypeError);
+  static py::object value_err = make_sub("chainrule.ValueError", PyExc_ValueError);
+  static py::object autodiff_err = make_sub("chainrule.AutodiffError", PyExc_RuntimeError);
+  static py::object io_err = make_sub("chainrule.IOError", PyExc_OSError);
+  m.attr("Error") = err;
+  m.attr("ShapeError") = shape_err;
+  m.attr("DTypeError") = dtype_err;
+  m.attr("ValueError") = value_err;
+  m.attr("AutodiffError") = autodiff_err;
+  m.attr("IOError") = io_err;
+  py::register_exception_translator([](std::exception_ptr p) {
+    try {
+      if (p) std::rethrow_exception(p);
+    } catch (const ShapeError& e) {
+      PyErr_SetString(shape_err.ptr(), e.what());
+    } catch (const DTypeError& e) {
+      PyErr_SetString(dtype_err.ptr(), e.what());
+    } catch (const chainrule::ValueError& e) {
+      PyErr_SetString(value_err.ptr(), e.what());
+    } catch (const AutodiffError& e) {
+      PyErr_SetString(autodiff_err.ptr(), e.what());
+    } catch (const IOError& e) {
+      PyErr_SetString(io_err.ptr(), e.what());
+    } catch (const Error& e) {
+      PyErr_SetString(err.ptr(), e.what());
+    }
+  });
+
+  py::enum_<DType>(m, "DType")
+      .value("float32", DType::f32)
+      .value("float64", DType::f64)
+      .value("int64", DType::i64)
+      .value("bool", DType::b8);
+  m.attr("float32") = DType::f32;
+  m.attr("float64") = DType::f64;
+  m.attr("int64") = DType::i64;
+  m.attr("bool_") = DType::b8;
+
+  py::class_<Tensor> T(m, "Tensor", py::buffer_protocol(), R"doc(A chainrule tensor (contiguous, row-major).
+
+The buffer protocol and numpy() give a zero-copy numpy view of a concrete tensor's storage; the
+view keeps the storage alive. Writes through the view are visible in the tensor and vice versa.)doc");
+  T.def_buffer([](const Tensor& t) { return buffer_of(t); })
+      .def_property_readonly("shape", [](const Tensor& t) { return shape_tuple(t.shape()); })
+      .def_property_readonly("ndim", [](const Tensor& t) { return t.dim(); })
+      .def_property_readonly("dtype", [](const Tensor& t) { return t.dtype(); })
+      .def_property_readonly("level", [](const Tensor& t) { return t.level(); })
+      .def("numel", &Tensor::numel)
+      .def("__len__", [](const Tensor& t) {
+        if (t.dim() == 0) throw py::type_error("len() of a 0-d tensor");
+        return t.shape()[0];
+      })
+      .def("item", [](const Tensor& t) -> py::object {
+        if (t.numel() != 1) throw chainrule::ValueError("item: the tensor has " + std::to_string(t.numel()) + " elements, not 1");
+        double v = t.item();
+        switch (t.dtype()) {
+          case DType::i64: return py::int_(static_cast<std::int64_t>(v));
+          case DType::b8: return py::bool_(v != 0.0);
+          default: return py::float_(v);
+        }
+      })
+      .def("numpy", &numpy_view, "A zero-copy numpy view (a tracer gives a view of its concrete value).")
+      .def("__array__", [](const Tensor& t, py::object dtype, py::object) -> py::object {
+        py::array a = numpy_view(t);
+        if (!dtype.is_none()) return a.attr("astype")(dtype);
+        return a;
+      }, py::arg("dtype") = py::none(), py::arg("copy") = py::none())
+      .def("__repr__", [](const Tensor& t) { return t.str(); })
+      .def("__str__", [](const Tensor& t) { return t.str(); })
+      .def("__bool__", [](const Tensor& t) {
+        if (t.numel() != 1) throw chainrule::ValueError("bool: a tensor of " + std::to_string(t.numel()) + " elements is ambiguous");
+        return t.item() != 0.0;
+      })
+      .def("__float__", [](const Tensor& t) { return t.item(); })
+      .def("detach", &Tensor::detach)
+      .def("clone", &Tensor::contiguous_clone)
+      .def("astype", [](const Tensor& t, py::object d) { return cast(t, parse_dtype(d)); })
+      .def("reshape", [](const Tensor& t, py::args s) {
+        if (s.size() == 1 && !py::isinstance<py::int_>(s[0])) return reshape(t, to_shape(s[0]));
+        return reshape(t, to_shape(s));
+      })
+      .def_property_readonly("T", [](const Tensor& t) { return transpose(t); })
+      .def("sum", [](const Tensor& t, py::object axes, bool keepdims) { return sum(t, to_axes(axes), keepdims); },
+           py::arg("axes") = py::none(), py::arg("keepdims") = false)
+      .def("mean", [](const Tensor& t, py::object axes, bool keepdims) { return mean(t, to_axes(axes), keepdims); },
+           py::arg("axes") = py::none(), py::arg("keepdims") = false)
+      .def("fill_", [](Tensor& t, double v) { return t.fill_(v); })
+      .def("copy_", [](Tensor& t, const Tensor& s) { return t.copy_(s); })
+      .def("__neg__", [](const Tensor& a) { return -a; })
+      .def("__add__", [](const Tensor& a, py::object b) { return add(a, operand(b, a)); })
+      .def("__radd__", [](const Tensor& a, py::object b) { return add(operand(b, a), a); })
+      .def("__sub__", [](const Tensor& a, py::object b) { return sub(a, operand(b, a)); })
+      .def("__rsub__", [](const Tensor& a, py::object b) { return sub(operand(b, a), a); })
+      .def("__mul__", [](const Tensor& a, py::object b) { return mul(a, operand(b, a)); })
+      .def("__rmul__", [](const Tensor& a, py::object b) { return mul(operand(b, a), a); })
+      .def("__truediv__", [](const Tensor& a, py::object b) { return div(a, operand(b, a)); })
+      .def("__rtruediv__", [](const Tensor& a, py::object b) { return div(operand(b, a), a); })
+      .def("__pow__", [](const Tensor& a, py::object b) {
+        if (py::isinstance<py::int_>(b) || py::isinstance<py::float_>(b)) return chainrule::pow(a, b.cast<double>());
+        return chainrule::pow(a, operand(b, a));
+      })
+      .def("__matmul__", [](const Tensor& a, const Tensor& b) { return matmul(a, b); })
+      .def("__rmatmul__", [](const Tensor& a, const Tensor& b) { return matmul(b, a); })
+      .def("__gt__", [](const Tensor& a, py::object b) { return greater(a, operand(b, a)); })
+      .def("__ge__", [](const Tensor& a, py::object b) { return greater_equal(a, operand(b, a)); })
+      .def("__lt__", [](const Tensor& a, py::object b) { return less(a, operand(b, a)); })
+      .def("__le__", [](const Tensor& a, py::object b) { return less_equal(a, operand(b, a)); })
+      .def("__eq__", [](const Tensor& a, py::object b) { return equal(a, operand(b, a)); })
+      .def("__ne__", [](const Tensor& a, py::object b) { return equal(equal(a, operand(b, a)), scalar_tensor(0.0, DType::b8)); })
+      .def("__abs__", [](const Tensor& a) { return chainrule::abs(a); });
+  T.attr("__hash__") = py::none();
+
+  // Creation and conversion.
+  m.def("tensor", [](py::object obj, py::object dtype) {
+    return to_tensor(obj, dtype.is_none() ? std::nullopt : std::optional<DType>(parse_dtype(dtype)));
+  }, py::arg("obj"), py::arg("dtype") = py::none(),
+  R"doc(A new tensor (always a copy) from a Tensor, numpy array, Python number or nested list.
+
+Python floats become float32 (as torch.tensor), ints int64, bools bool; numpy arrays keep their
+dtype when it is float32/float64/int64/bool, other integer dtypes become int64 and float16 float32.
+Non-numeric arrays raise chainrule.DTypeError (a TypeError).)doc");
+  m.def("from_numpy", [](py::array a) { return from_numpy_impl(a, true); }, py::arg("a"),
+  R"doc(A tensor from a numpy array.
+
+Zero-copy (the tensor shares the array's memory and keeps the array alive) when the array is
+C-contiguous, writeable, non-empty, 64-byte aligned (chainrule's kernels assume it) and of dtype
+float32, float64, int64 or bool. Otherwise the data are copied (other integer dtypes -> int64,
+float16 -> float32; non-numeric -> DTypeError). In-place writes to a shared array made through
+numpy are not seen by the version counter that guards saved tensors.)doc");
+  m.def("zeros", [](py::object s, py::object d) { return zeros(to_shape(s), d.is_none() ? DType::f32 : parse_dtype(d)); },
+        py::arg("shape"), py::arg("dtype") = py::none());
+  m.def("ones", [](py::object s, py::object d) { return ones(to_shape(s), d.is_none() ? DType::f32 : parse_dtype(d)); },
+        py::arg("shape"), py::arg("dtype") = py::none());
+  m.def("full", [](py::object s, double v, py::object d) { return full(to_shape(s), v, d.is_none() ? DType::f32 : parse_dtype(d)); },
+        py::arg("shape"), py::arg("value"), py::arg("dtype") = py::none());
+  m.def("arange", [](std::int64_t n, py::object d) { return arange(n, d.is_none() ? DType::f32 : parse_dtype(d)); },
+        py::arg("n"), py::arg("dtype") = py::none());
+  m.def("eye", [](std::int64_t n, py::object d) { return eye(n, d.is_none() ? DType::f32 : parse_dtype(d)); },
+        py::arg("n"), py::arg("dtype") = py::none());
+  m.def("zeros_like", &zeros_like);
+  m.def("ones_like", &ones_like);
+
+  // Elementwise (a Python number beside a tensor takes its dtype).
+#define BIN(name, fn) \
+  m.def(#name, [](py::object a, py::object b) { \
+    if (py::isinstance<Tensor>(a)) { Tensor ta = a.cast<Tensor>(); return fn(ta, operand(b, ta)); } \
+    Tensor tb = to_t(b); return fn(operand(a, tb), tb); }, py::arg("a"), py::arg("b"));
+  BIN(add, add) BIN(sub, sub) BIN(mul, mul) BIN(div, chainrule::div) BIN(maximum, maximum) BIN(minimum, minimum)
+  BIN(greater, greater) BIN(greater_equal, greater_equal) BIN(less, less) BIN(less_equal, less_equal) BIN(equal, equal)
+#undef BIN
+  m.def("pow", [](const Tensor& a, py::object b) {
+    if (py::isinstance<py::int_>(b) || py::isinstance<py::float_>(b)) return chainrule::pow(a, b.cast<double>());
+    return chainrule::pow(a, operand(b, a));
+  }, py::arg("a"), py::arg("exponent"));
+#define UN(name) m.def(#name, [](const Tensor& x) { return chainrule::name(x); }, py::arg("x"));
+  UN(neg) UN(exp) UN(log) UN(sqrt) UN(abs) UN(tanh) UN(sigmoid) UN(relu) UN(sign) UN(square)
+#undef UN
+  m.def("relu_backward", &relu_backward, py::arg("grad"), py::arg("out"));
+  m.def("where", [](const Tensor& c, py::object a, py::object b) {
+    if (py::isinstance<Tensor>(a)) { Tensor ta = a.cast<Tensor>(); return where(c, ta, operand(b, ta)); }
+    Tensor tb = to_t(b); return where(c, operand(a, tb), tb);
+  }, py::arg("cond"), py::arg("a"), py::arg("b"));
+  m.def("cast", [](const Tensor& x, py::object d) { return cast(x, parse_dtype(d)); }, py::arg("x"), py::arg("dtype"));
+
+  // Linear algebra.
+  m.def("matmul", [](const Tensor& a, const Tensor& b, bool ta, bool tb) {
+    auto run = [&] { return (ta || tb) ? matmul(a, b, ta, tb) : matmul(a, b); };
+    if (long_kernel(a, b)) {
+      py::gil_scoped_release nogil;  // pure C++: no Python is called from here
+      return run();
+    }
+    return run();
+  }, py::arg("a"), py::arg("b"), py::arg("transpose_a") = false, py::arg("transpose_b") = false,
+  "NumPy-style matmul; releases the GIL for large products of concrete tensors.");
+  m.def("linear", [](const Tensor& x, const Tensor& w, const Tensor& bias) {
+    if (long_kernel(x, w)) {
+      py::gil_scoped_release nogil;
+      return linear(x, w, bias);
+    }
+    return linear(x, w, bias);
+  }, py::arg("x"), py::arg("weight"), py::arg("bias"));
+  m.def("matmul_multiply_adds", &matmul_multiply_adds);
+  m.def("set_num_threads", &set_num_threads, py::arg("n"));
+  m.def("get_num_threads", &get_num_threads);
+
+  // Shape.
+  m.def("reshape", [](const Tensor& x, py::object s) { return reshape(x, to_shape(s)); }, py::arg("x"), py::arg("shape"));
+  m.def("flatten", &flatten, py::arg("x"), py::arg("start_axis") = 0);
+  m.def("unsqueeze", &unsqueeze, py::arg("x"), py::arg("axis"));
+  m.def("squeeze", &squeeze, py::arg("x"), py::arg("axis"));
+  m.def("permute", [](const Tensor& x, py::object p) { return permute(x, to_axes(p)); }, py::arg("x"), py::arg("perm"));
+  m.def("transpose", &transpose, py::arg("x"), py::arg("axis0") = -2, py::arg("axis1") = -1);
+  m.def("broadcast_to", [](const Tensor& x, py::object s) { return broadcast_to(x, to_shape(s)); }, py::arg("x"), py::arg("shape"));
+  m.def("sum_to", [](const Tensor& x, py::object s) { return sum_to(x, to_shape(s)); }, py::arg("x"), py::arg("shape"));
+  m.def("slice", &slice, py::arg("x"), py::arg("axis"), py::arg("start"), py::arg("stop"));
+  m.def("pad", &pad, py::arg("x"), py::arg("axis"), py::arg("before"), py::arg("after"));
+  m.def("concat", &concat, py::arg("xs"), py::arg("axis") = 0);
+  m.def("stack", &stack, py::arg("xs"), py::arg("axis") = 0);
+  m.def("gather", &gather, py::arg("x"), py::arg("index"), py::arg("axis") = 0);
+  m.def("scatter_add", &scatter_add, py::arg("src"), py::arg("index"), py::arg("axis"), py::arg("size"));
+
+  // Reductions.
+#define RED(name) \
+  m.def(#name, [](const Tensor& x, py::object axes, bool keepdims) { return chainrule::name(x, to_axes(axes), keepdims); }, \
+        py::arg("x"), py::arg("axes") = py::none(), py::arg("keepdims") = false);
+  RED(sum) RED(mean) RED(max) RED(logsumexp)
+#undef RED
+  m.def("softmax", &softmax, py::arg("x"), py::arg("axis") = -1);
+  m.def("log_softmax", &log_softmax, py::arg("x"), py::arg("axis") = -1);
+  m.def("argmax", &argmax, py::arg("x"), py::arg("axis") = -1);
+
+  // Losses.
+  m.def("cross_entropy", [](const Tensor& l, const Tensor& y, const std::string& r) { return cross_entropy(l, y, to_reduction(r)); },
+        py::arg("logits"), py::arg("labels"), py::arg("reduction") = "mean");
+  m.def("cross_entropy_backward", &cross_entropy_backward, py::arg("logits"), py::arg("labels"), py::arg("ct"));
+  m.def("mse_loss", &mse_loss, py::arg("a"), py::arg("b"));
+
+  // Numerical helpers.
+  m.def("allclose", &allclose, py::arg("a"), py::arg("b"), py::arg("rtol") = 1e-5, py::arg("atol") = 1e-8);
+  m.def("max_abs_diff", &max_abs_diff, py::arg("a"), py::arg("b"));
+
+  // Transform building blocks on flat lists of tensors (the package adds pytrees, argnums, aux).
+  m.def("_vjp", [](py::function f, const std::vector<Tensor>& xs) {
+    auto r = vjp(py_fnN(f), xs);
+    return py::make_tuple(r.out, py::cpp_function(r.pullback));
+  });
+  m.def("_check_scalar", [](const char* name, const Tensor& out) { detail::check_scalar_output(name, out); });
+  m.def("_jvp", [](py::function f, const std::vector<Tensor>& xs, const std::vector<Tensor>& ts) {
+    auto [y, t] = jvp(py_fnN(f), xs, ts);
+    return py::make_tuple(y, t);
+  });
+  // vmap over several arguments; in_axes[i] < 0 means "not mapped".
+  m.def("_vmap", [](py::function f, const std::vector<Tensor>& xs, const std::vector<std::int64_t>& axes) {
+    std::int64_t n = -1;
+    std::vector<Tensor> moved(xs.size());
+    for (std::size_t i = 0; i < xs.size(); ++i) {
+      if (axes[i] < 0) continue;
+      if (xs[i].dim() <= axes[i])
+        throw ShapeError("vmap: argument " + std::to_string(i) + " has " + std::to_string(xs[i].dim()) + " axes, cannot map over axis " +
+                         std::to_string(axes[i]));
+      moved[i] = xs[i];
+      if (axes[i] != 0) {
+        Axes perm;
+        perm.push_back(axes[i]);
+        for (std::int64_t k = 0; k < xs[i].dim(); ++k)
+          if (k != axes[i]) perm.push_back(k);
+        moved[i] = permute(xs[i], perm);
+      }
+      std::int64_t s = moved[i].shape()[0];
+      if (n >= 0 && s != n)
+        throw ShapeError("vmap: mapped axes differ in size (" + std::to_string(n) + " != " + std::to_string(s) + ")");
+      n = s;
+    }
+    if (n < 0) throw chainrule::ValueError("vmap: in_axes maps no argument");
+    FrameScope scope(TraceKind::Batch, n);
+    std::vector<Tensor> in(xs.size());
+    for (std::size_t i = 0; i < xs.size(); ++i) in[i] = axes[i] < 0 ? xs[i] : detail::make_batch_tracer(scope.frame(), moved[i]);
+    Tensor out = to_t(f(in));
+    return detail::vmap_finish(scope.frame(), out);
+  });
+  m.def("_jacfwd", [](py::function f, const Tensor& x) { return jacfwd(py_fn1(f))(x); });
+  m.def("_jacrev", [](py::function f, const Tensor& x) { return jacrev(py_fn1(f))(x); });
+  m.def("_hessian", [](py::function f, const Tensor& x) { return hessian(py_fn1(f))(x); });
+  m.def("_hvp", [](py::function f, const Tensor& x, const Tensor& v) { return hvp(py_fn1(f))(x, v); });
+}

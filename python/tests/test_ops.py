@@ -1,0 +1,93 @@
+import inspect
+
+import numpy as np
+import pytest
+
+import chainrule as cr
+
+OPS_H_NAMES = """add sub mul div pow maximum minimum neg exp log sqrt abs tanh sigmoid relu relu_backward
+sign square where cast greater greater_equal less less_equal equal matmul linear matmul_multiply_adds
+set_num_threads get_num_threads reshape flatten unsqueeze squeeze permute transpose broadcast_to sum_to
+slice pad concat stack gather scatter_add sum mean max logsumexp softmax log_softmax argmax cross_entropy
+cross_entropy_backward mse_loss allclose max_abs_diff""".split()
+
+
+def test_every_op_of_ops_h_is_bound():
+    missing = [n for n in OPS_H_NAMES if not hasattr(cr, n)]
+    assert not missing
+
+
+def t64(a):
+    return cr.tensor(np.asarray(a, dtype=np.float64), dtype="float64")
+
+
+def test_ops_against_numpy():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((3, 4))
+    y = rng.standard_normal((4, 2))
+    X, Y = t64(x), t64(y)
+    np.testing.assert_allclose(cr.matmul(X, Y).numpy(), x @ y)
+    np.testing.assert_allclose(cr.matmul(X, X, transpose_b=True).numpy(), x @ x.T)
+    np.testing.assert_allclose(cr.relu(X).numpy(), np.maximum(x, 0))
+    np.testing.assert_allclose(cr.exp(X).numpy(), np.exp(x))
+    np.testing.assert_allclose(cr.log(cr.abs(X)).numpy(), np.log(np.abs(x)))
+    np.testing.assert_allclose(cr.sum(X).item(), x.sum())
+    np.testing.assert_allclose(cr.sum(X, axes=1, keepdims=True).numpy(), x.sum(1, keepdims=True))
+    np.testing.assert_allclose(cr.mean(X, axes=(0,)).numpy(), x.mean(0))
+    np.testing.assert_allclose(cr.max(X, axes=[1]).numpy(), x.max(1))
+    np.testing.assert_allclose(cr.reshape(X, (4, 3)).numpy(), x.reshape(4, 3))
+    np.testing.assert_allclose(X.reshape(2, -1).numpy(), x.reshape(2, -1))
+    np.testing.assert_allclose(cr.transpose(X).numpy(), x.T)
+    np.testing.assert_allclose(cr.permute(X, (1, 0)).numpy(), x.T)
+    np.testing.assert_allclose(cr.softmax(X).numpy(), np.exp(x) / np.exp(x).sum(-1, keepdims=True))
+    np.testing.assert_allclose(cr.logsumexp(X, axes=-1).numpy(), np.log(np.exp(x).sum(-1)))
+    np.testing.assert_allclose(cr.concat([X, X], axis=0).numpy(), np.concatenate([x, x]))
+    np.testing.assert_allclose(cr.stack([X, X], axis=1).numpy(), np.stack([x, x], 1))
+    np.testing.assert_allclose(cr.slice(X, 1, 1, 3).numpy(), x[:, 1:3])
+    np.testing.assert_array_equal(cr.argmax(X).numpy(), x.argmax(-1))
+    np.testing.assert_allclose(cr.where(X > 0, X, 0.0).numpy(), np.where(x > 0, x, 0))
+    labels = cr.tensor([0, 3, 1])
+    lse = np.log(np.exp(x).sum(-1))
+    ce = (lse - x[np.arange(3), [0, 3, 1]])
+    np.testing.assert_allclose(cr.cross_entropy(X, labels).item(), ce.mean())
+    np.testing.assert_allclose(cr.cross_entropy(X, labels, reduction="none").numpy(), ce)
+    np.testing.assert_allclose(cr.cross_entropy(X, labels, reduction="sum").item(), ce.sum())
+    np.testing.assert_allclose(cr.mse_loss(X, X * 0.0).item(), (x ** 2).mean())
+    assert cr.allclose(X, X)
+    with pytest.raises(ValueError, match="reduction"):
+        cr.cross_entropy(X, labels, reduction="avg")
+
+
+def test_keyword_arguments():
+    x = cr.ones((2, 3))
+    assert cr.sum(x, axes=[0], keepdims=True).shape == (1, 3)
+    assert cr.flatten(cr.ones((2, 3, 4)), start_axis=1).shape == (2, 12)
+    assert cr.transpose(cr.ones((2, 3, 4)), axis0=0, axis1=2).shape == (4, 3, 2)
+    assert cr.softmax(x, axis=0).shape == (2, 3)
+
+
+def test_large_matmul_releases_gil_and_is_correct_in_threads():
+    import threading
+    rng = np.random.default_rng(3)
+    a = rng.standard_normal((256, 256))
+    b = rng.standard_normal((256, 128))
+    A = cr.tensor(a, dtype="float64")
+    B = cr.tensor(b, dtype="float64")
+    np.testing.assert_allclose(cr.matmul(A, B).numpy(), a @ b, rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(cr.linear(A, cr.transpose(B), cr.zeros((128,), dtype="float64")).numpy(), a @ b,
+                               rtol=1e-10, atol=1e-10)
+    results = [None] * 4
+
+    def work(i):
+        results[i] = [cr.matmul(A, B).numpy().copy() for _ in range(5)]
+    ts = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    for r in results:
+        for m in r:
+            np.testing.assert_allclose(m, a @ b, rtol=1e-10, atol=1e-10)
+    # inside a transform (tracers) the GIL stays held and the result is the same
+    g = cr.grad(lambda x: cr.sum(cr.matmul(x, B)))(A)
+    np.testing.assert_allclose(g.numpy(), np.broadcast_to(b.sum(1), (256, 256)), rtol=1e-10)
