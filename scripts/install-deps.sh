@@ -21,6 +21,7 @@ packages=(
   dataset-fashion-mnist
   gnuplot-nox fonts-dejavu-core  # the experiments' plots (gnuplot's png terminal needs a font)
   python3                        # tools/ and bench/ scripts
+  pybind11-dev python3-dev python3-numpy python3-pytest  # the Python package (python/) and its tests
   clang-14 libclang-rt-14-dev valgrind  # fuzzing (libFuzzer) and memcheck in scripts/test.sh
   libopenmpi-dev openmpi-bin openssh-client  # mpirun needs an rsh agent even on one host
 )

@@ -386,7 +386,19 @@ numpy are not seen by the version counter that guards saved tensors.)doc");
   }, py::arg("a"), py::arg("exponent"));
 #define UN(name) m.def(#name, [](const Tensor& x) { return chainrule::name(x); }, py::arg("x"));
   UN(neg) UN(exp) UN(log) UN(sqrt) UN(abs) UN(tanh) UN(sigmoid) UN(relu) UN(sign) UN(square)
+  UN(sin) UN(cos) UN(tan) UN(asin) UN(acos) UN(atan) UN(sinh) UN(cosh) UN(asinh) UN(acosh) UN(atanh)
+  UN(expm1) UN(log1p) UN(erf) UN(erfc) UN(floor) UN(ceil) UN(round) UN(trunc)
+  UN(softplus) UN(log_sigmoid) UN(silu)
 #undef UN
+  m.def("gelu", [](const Tensor& x, py::object approximate) {
+    std::string a = approximate.is_none() ? "none" : approximate.cast<std::string>();
+    if (a != "none" && a != "tanh") throw py::value_error("gelu: approximate must be 'none' or 'tanh', got '" + a + "'");
+    return gelu(x, a == "tanh");
+  }, py::arg("x"), py::arg("approximate") = "none");
+  m.def("elu", &elu, py::arg("x"), py::arg("alpha") = 1.0);
+  m.def("leaky_relu", &leaky_relu, py::arg("x"), py::arg("negative_slope") = 0.01);
+  m.def("clip", &clip, py::arg("x"), py::arg("min"), py::arg("max"));
+  m.def("clamp", &clamp, py::arg("x"), py::arg("min"), py::arg("max"));
   m.def("relu_backward", &relu_backward, py::arg("grad"), py::arg("out"));
   m.def("where", [](const Tensor& c, py::object a, py::object b) {
     if (py::isinstance<Tensor>(a)) { Tensor ta = a.cast<Tensor>(); return where(c, ta, operand(b, ta)); }
