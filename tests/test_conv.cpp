@@ -2,6 +2,8 @@
 // transforms through it (the generated tests check im2col/col2im and conv2d cases themselves).
 #include <gtest/gtest.h>
 
+#include <cmath>
+
 #include "chainrule/autodiff/check.h"
 #include "chainrule/chainrule.h"
 
@@ -118,6 +120,43 @@ TEST(Conv2d, BadShapesAreShapeErrorsNamingOpShapesAndParameters) {
   EXPECT_NE(e.find("stride"), std::string::npos) << e;
   e = shape_error([&] { im2col(rnd({4, 4}, 16), 2, 2); });
   EXPECT_NE(e.find("im2col"), std::string::npos) << e;
+}
+
+}  // namespace
+
+#include "chainrule/nn/layers.h"
+
+namespace {
+
+TEST(Conv2dLayer, ShapesNamesInitAndATinyNetsGradient) {
+  nn::Conv2dLayerOptions o;
+  o.padding = {1, 1};
+  o.stride = {2, 2};
+  o.dtype = DType::f64;
+  o.seed = 3;
+  auto conv = std::make_shared<nn::Conv2d>(2, 3, std::array<std::int64_t, 2>{3, 3}, o);
+  EXPECT_EQ(conv->weight.shape(), (Shape{3, 2, 3, 3}));
+  EXPECT_EQ(conv->bias.shape(), (Shape{3}));
+  const double bound = 1.0 / std::sqrt(18.0);
+  for (double v : conv->weight.to_vector<double>()) EXPECT_LE(std::abs(v), bound);
+  for (double v : conv->bias.to_vector<double>()) EXPECT_LE(std::abs(v), bound);
+  Tensor x = rnd({2, 2, 5, 5}, 20);
+  EXPECT_EQ(conv->forward(x).shape(), (Shape{2, 3, 3, 3}));
+  EXPECT_EQ(conv->forward(rnd({2, 5, 5}, 21)).shape(), (Shape{3, 3, 3}));
+  nn::Flatten flat;
+  EXPECT_EQ(flat.forward(conv->forward(x)).shape(), (Shape{2, 27}));
+  // A tiny conv net: conv -> relu -> flatten -> sum of squares, its gradient in the weights
+  // against finite differences in float64.
+  auto f = [&](std::span<const Tensor> p) {
+    Conv2dOptions co;
+    co.padding = {1, 1};
+    co.stride = {2, 2};
+    Tensor h = relu(conv2d(cast(x, p[0].dtype()), p[0], p[1], co));  // the float32 check casts the inputs
+    Tensor y = flat.forward(h);
+    return sum(mul(y, y));
+  };
+  CheckReport r = check_grads(f, {conv->weight.detach(), conv->bias.detach()});
+  EXPECT_TRUE(r.pass) << r.failure;
 }
 
 }  // namespace
