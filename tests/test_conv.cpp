@@ -137,6 +137,9 @@ TEST(Conv2dLayer, ShapesNamesInitAndATinyNetsGradient) {
   auto conv = std::make_shared<nn::Conv2d>(2, 3, std::array<std::int64_t, 2>{3, 3}, o);
   EXPECT_EQ(conv->weight.shape(), (Shape{3, 2, 3, 3}));
   EXPECT_EQ(conv->bias.shape(), (Shape{3}));
+  std::vector<std::string> names;
+  for (auto& [n, t] : conv->named_parameters()) names.push_back(n);
+  EXPECT_EQ(names, (std::vector<std::string>{"weight", "bias"}));
   const double bound = 1.0 / std::sqrt(18.0);
   for (double v : conv->weight.to_vector<double>()) EXPECT_LE(std::abs(v), bound);
   for (double v : conv->bias.to_vector<double>()) EXPECT_LE(std::abs(v), bound);
