@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <cmath>
 #include <map>
 
 #include "chainrule/autodiff/anomaly.h"
@@ -248,5 +249,53 @@ std::string ResidualBlock::repr() const {
   static const char* names[] = {"lrl", "pre", "lrlr"};
   return fmt::format("ResidualBlock(width={}, layout={})", l1->in_features, names[static_cast<int>(layout)]);
 }
+
+// ---- Conv2d, Flatten ---------------------------------------------------------------------------
+
+Conv2d::Conv2d(std::int64_t in, std::int64_t out, std::array<std::int64_t, 2> k, Conv2dLayerOptions opts)
+    : in_channels(in), out_channels(out), kernel_size(k), options(opts) {
+  if (in <= 0 || out <= 0 || k[0] <= 0 || k[1] <= 0)
+    throw ValueError(fmt::format("Conv2d: channels and kernel size must be positive, got in={} out={} kernel=({}, {})", in, out,
+                                 k[0], k[1]));
+  Generator gen(opts.seed);
+  const double bound = 1.0 / std::sqrt(static_cast<double>(in * k[0] * k[1]));
+  // kaiming_uniform_(a = sqrt(5)): gain sqrt(2 / (1 + 5)), bound gain·sqrt(3 / fan_in) = 1/sqrt(fan_in).
+  register_parameter("weight", weight, uniform({out, in, k[0], k[1]}, -bound, bound, gen, opts.dtype));
+  if (opts.bias) register_parameter("bias", bias, uniform({out}, -bound, bound, gen, opts.dtype));
+}
+
+Tensor Conv2d::forward(const Tensor& x) {
+  Conv2dOptions o;
+  o.stride = options.stride;
+  o.padding = options.padding;
+  o.dilation = options.dilation;
+  if (x.dim() == 3) return squeeze(conv2d(unsqueeze(x, 0), weight, bias, o), 0);
+  if (x.dim() != 4)
+    throw ShapeError(fmt::format("{}: input of shape {} needs [N, {}, H, W] or [{}, H, W]", repr(), x.shape().str(), in_channels,
+                                 in_channels));
+  return conv2d(x, weight, bias, o);
+}
+
+std::string Conv2d::repr() const {
+  return fmt::format("Conv2d({}, {}, kernel_size=({}, {}), stride=({}, {}), padding=({}, {}), dilation=({}, {}), bias={})",
+                     in_channels, out_channels, kernel_size[0], kernel_size[1], options.stride[0], options.stride[1],
+                     options.padding[0], options.padding[1], options.dilation[0], options.dilation[1], bias.defined());
+}
+
+Tensor Flatten::forward(const Tensor& x) {
+  const auto r = static_cast<std::int64_t>(x.dim());
+  const std::int64_t s = start_dim < 0 ? start_dim + r : start_dim, e = end_dim < 0 ? end_dim + r : end_dim;
+  if (r == 0 || s < 0 || e >= r || s > e)
+    throw ShapeError(fmt::format("{}: dims out of range for input of shape {}", repr(), x.shape().str()));
+  Shape out;
+  for (std::int64_t d = 0; d < s; ++d) out.push_back(x.shape()[static_cast<std::size_t>(d)]);
+  std::int64_t n = 1;
+  for (std::int64_t d = s; d <= e; ++d) n *= x.shape()[static_cast<std::size_t>(d)];
+  out.push_back(n);
+  for (std::int64_t d = e + 1; d < r; ++d) out.push_back(x.shape()[static_cast<std::size_t>(d)]);
+  return reshape(x, out);
+}
+
+std::string Flatten::repr() const { return fmt::format("Flatten(start_dim={}, end_dim={})", start_dim, end_dim); }
 
 }  // namespace chainrule::nn

@@ -39,6 +39,20 @@ struct Params {
   DType dtype = DType::f32; // cast target
   DType from = DType::f32;  // cast source (for its VJP)
   std::shared_ptr<const detail::Remat> remat;  // checkpoint: the function its VJP re-runs
+  // A primitive's own typed static parameters (conv/pool geometry: ops/conv.cpp), for those the
+  // fixed fields above do not describe. Set with `with_attrs`, read with `attrs<T>()`; the
+  // primitive that reads it is the one that set it, so the type is known at both ends.
+  std::shared_ptr<const void> typed;
+  template <class T>
+  const T& attrs() const {
+    return *static_cast<const T*>(typed.get());
+  }
+  template <class T>
+  static Params with_attrs(T value) {
+    Params p;
+    p.typed = std::make_shared<const T>(std::move(value));
+    return p;
+  }
 };
 
 // What a rule sees: the primal inputs, the output and the parameters. In a VJP, inputs the

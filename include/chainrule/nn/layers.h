@@ -2,6 +2,7 @@
 // Layers. Shapes follow PyTorch: inputs are [batch, features] (or [features] for one example),
 // Linear stores W as [out, in], so f = β + W h for each example h, computed as x Wᵀ + β on a batch
 // without transposing W (the transpose is folded into the GEMM).
+#include <array>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -136,6 +137,41 @@ class ResidualBlock : public Module {
   ModulePtr norm;  // null when BlockNorm::None
   std::shared_ptr<Linear> l1, l2;
   std::shared_ptr<Dropout> drop;  // null without dropout
+};
+
+// ---- convolution (issue 16, first slice) -------------------------------------------------------
+
+struct Conv2dLayerOptions {
+  std::array<std::int64_t, 2> stride{1, 1};
+  std::array<std::int64_t, 2> padding{0, 0};
+  std::array<std::int64_t, 2> dilation{1, 1};
+  bool bias = true;
+  DType dtype = DType::f32;
+  std::uint64_t seed = 0;  // the generator of the default initialisation
+};
+
+// torch.nn.Conv2d (groups = 1): "weight" [out, in, kH, kW], "bias" [out], initialised as PyTorch:
+// kaiming_uniform_(a = sqrt(5)) for the weight (U(-1/sqrt(fan_in), 1/sqrt(fan_in))), and the
+// bias U(-1/sqrt(fan_in), 1/sqrt(fan_in)), fan_in = in·kH·kW. Input [N, in, H, W] (or [in, H, W]).
+class Conv2d : public Module {
+ public:
+  Conv2d(std::int64_t in_channels, std::int64_t out_channels, std::array<std::int64_t, 2> kernel_size,
+         Conv2dLayerOptions opts = {});
+  Tensor forward(const Tensor& x) override;
+  std::string repr() const override;
+  std::int64_t in_channels, out_channels;
+  std::array<std::int64_t, 2> kernel_size;
+  Conv2dLayerOptions options;
+  Tensor weight, bias;
+};
+
+// torch.nn.Flatten(start_dim = 1, end_dim = -1).
+class Flatten : public Module {
+ public:
+  explicit Flatten(std::int64_t start_dim = 1, std::int64_t end_dim = -1) : start_dim(start_dim), end_dim(end_dim) {}
+  Tensor forward(const Tensor& x) override;
+  std::string repr() const override;
+  std::int64_t start_dim, end_dim;
 };
 
 }  // namespace chainrule::nn

@@ -6,6 +6,7 @@
 
 #include "chainrule/tensor/small_vec.h"
 #include "chainrule/tensor/tensor.h"
+#include "chainrule/ops/conv.h"
 
 namespace chainrule {
 

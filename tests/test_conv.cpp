@@ -1,0 +1,165 @@
+// Convolution (issue 16, first slice): conv2d against a direct loop, its errors, and the
+// transforms through it (the generated tests check im2col/col2im and conv2d cases themselves).
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include "chainrule/autodiff/check.h"
+#include "chainrule/chainrule.h"
+
+using namespace chainrule;
+
+namespace {
+
+Tensor rnd(Shape s, std::uint64_t seed, DType dt = DType::f64) {
+  Generator g(seed);
+  return randn(s, g, dt);
+}
+
+// y[n,o,i,j] = b[o] + Σ_c,u,v x[n,c,i*s-p+u*d, j*s-p+v*d] w[o,c,u,v], with zero padding.
+std::vector<double> direct(const Tensor& x, const Tensor& w, const Tensor& b, const Conv2dOptions& o) {
+  auto xv = cast(x, DType::f64).to_vector<double>(), wv = cast(w, DType::f64).to_vector<double>();
+  auto bv = cast(b, DType::f64).to_vector<double>();
+  const auto N = x.shape()[0], C = x.shape()[1], H = x.shape()[2], W = x.shape()[3];
+  const auto O = w.shape()[0], KH = w.shape()[2], KW = w.shape()[3];
+  const auto OH = (H + 2 * o.padding[0] - o.dilation[0] * (KH - 1) - 1) / o.stride[0] + 1;
+  const auto OW = (W + 2 * o.padding[1] - o.dilation[1] * (KW - 1) - 1) / o.stride[1] + 1;
+  std::vector<double> y;
+  for (std::int64_t n = 0; n < N; ++n)
+    for (std::int64_t oc = 0; oc < O; ++oc)
+      for (std::int64_t i = 0; i < OH; ++i)
+        for (std::int64_t j = 0; j < OW; ++j) {
+          double acc = bv[static_cast<std::size_t>(oc)];
+          for (std::int64_t c = 0; c < C; ++c)
+            for (std::int64_t u = 0; u < KH; ++u)
+              for (std::int64_t v = 0; v < KW; ++v) {
+                const auto iy = i * o.stride[0] - o.padding[0] + u * o.dilation[0];
+                const auto ix = j * o.stride[1] - o.padding[1] + v * o.dilation[1];
+                if (iy < 0 || iy >= H || ix < 0 || ix >= W) continue;
+                acc += xv[static_cast<std::size_t>(((n * C + c) * H + iy) * W + ix)] *
+                       wv[static_cast<std::size_t>(((oc * C + c) * KH + u) * KW + v)];
+              }
+          y.push_back(acc);
+        }
+  return y;
+}
+
+TEST(Conv2d, MatchesDirectLoopInBothDtypes) {
+  Conv2dOptions o;
+  o.stride = {2, 1};
+  o.padding = {1, 2};
+  o.dilation = {1, 2};
+  for (DType dt : {DType::f64, DType::f32}) {
+    Tensor x = rnd({2, 3, 7, 6}, 1, dt), w = rnd({4, 3, 3, 2}, 2, dt), b = rnd({4}, 3, dt);
+    Tensor y = conv2d(x, w, b, o);
+    EXPECT_EQ(y.shape(), (Shape{2, 4, 4, 8}));
+    auto want = direct(x, w, b, o);
+    auto got = cast(y, DType::f64).to_vector<double>();
+    ASSERT_EQ(got.size(), want.size());
+    for (std::size_t i = 0; i < got.size(); ++i) EXPECT_NEAR(got[i], want[i], dt == DType::f64 ? 1e-12 : 1e-4) << i;
+  }
+}
+
+TEST(Conv2d, GradientsMatchFiniteDifferencesToSecondOrder) {
+  Conv2dOptions o;
+  o.padding = {1, 0};
+  o.stride = {1, 2};
+  auto f = [o](std::span<const Tensor> x) { return conv2d(x[0], x[1], x[2], o); };
+  CheckReport r = check_grads(f, {rnd({2, 2, 4, 5}, 4), rnd({3, 2, 2, 3}, 5), rnd({3}, 6)});
+  EXPECT_TRUE(r.pass) << r.failure;
+}
+
+TEST(Conv2d, VmapOfJacrevOverInputMatchesALoop) {
+  Tensor w = rnd({2, 2, 2, 2}, 7);
+  auto f = [w](const Tensor& x) { return conv2d(x, w); };
+  Tensor xs = rnd({3, 1, 2, 3, 3}, 8);
+  Tensor batched = vmap([&](const Tensor& x) { return jacrev(f)(x); })(xs);
+  for (std::int64_t b = 0; b < 3; ++b) {
+    Tensor one = jacrev(f)(squeeze(slice(xs, 0, b, b + 1), 0));
+    EXPECT_LT(max_abs_diff(squeeze(slice(batched, 0, b, b + 1), 0), one), 1e-12);
+  }
+}
+
+TEST(Conv2d, VmapOverBatchedWeightMatchesALoop) {
+  Tensor x = rnd({1, 2, 4, 4}, 9);
+  Tensor ws = rnd({3, 2, 2, 3, 3}, 10);
+  Conv2dOptions o;
+  o.padding = {1, 1};
+  Tensor batched = vmap([&](const Tensor& w) { return conv2d(x, w, Tensor{}, o); })(ws);
+  for (std::int64_t b = 0; b < 3; ++b)
+    EXPECT_LT(max_abs_diff(squeeze(slice(batched, 0, b, b + 1), 0), conv2d(x, squeeze(slice(ws, 0, b, b + 1), 0), Tensor{}, o)),
+              1e-12);
+}
+
+template <class F>
+std::string shape_error(F&& f) {
+  try {
+    f();
+  } catch (const ShapeError& e) {
+    return e.what();
+  }
+  return "<no ShapeError>";
+}
+
+TEST(Conv2d, BadShapesAreShapeErrorsNamingOpShapesAndParameters) {
+  Tensor x = rnd({1, 3, 4, 4}, 11);
+  std::string e = shape_error([&] { conv2d(x, rnd({2, 2, 3, 3}, 12)); });
+  EXPECT_NE(e.find("conv2d"), std::string::npos) << e;
+  EXPECT_NE(e.find("[1, 3, 4, 4]"), std::string::npos) << e;
+  EXPECT_NE(e.find("[2, 2, 3, 3]"), std::string::npos) << e;
+  e = shape_error([&] { conv2d(x, rnd({2, 3, 3, 3}, 12), rnd({3}, 13)); });
+  EXPECT_NE(e.find("bias [3]"), std::string::npos) << e;
+  Conv2dOptions o;
+  o.padding = {1, 1};
+  e = shape_error([&] { conv2d(x, rnd({2, 3, 7, 3}, 14), Tensor{}, o); });
+  EXPECT_NE(e.find("conv2d: kernel larger than the padded input"), std::string::npos) << e;
+  EXPECT_NE(e.find("kernel 7x3"), std::string::npos) << e;
+  EXPECT_NE(e.find("padding (1, 1)"), std::string::npos) << e;
+  o.stride = {0, 1};
+  e = shape_error([&] { conv2d(x, rnd({2, 3, 3, 3}, 15), Tensor{}, o); });
+  EXPECT_NE(e.find("stride"), std::string::npos) << e;
+  e = shape_error([&] { im2col(rnd({4, 4}, 16), 2, 2); });
+  EXPECT_NE(e.find("im2col"), std::string::npos) << e;
+}
+
+}  // namespace
+
+#include "chainrule/nn/layers.h"
+
+namespace {
+
+TEST(Conv2dLayer, ShapesNamesInitAndATinyNetsGradient) {
+  nn::Conv2dLayerOptions o;
+  o.padding = {1, 1};
+  o.stride = {2, 2};
+  o.dtype = DType::f64;
+  o.seed = 3;
+  auto conv = std::make_shared<nn::Conv2d>(2, 3, std::array<std::int64_t, 2>{3, 3}, o);
+  EXPECT_EQ(conv->weight.shape(), (Shape{3, 2, 3, 3}));
+  EXPECT_EQ(conv->bias.shape(), (Shape{3}));
+  std::vector<std::string> names;
+  for (auto& [n, t] : conv->named_parameters()) names.push_back(n);
+  EXPECT_EQ(names, (std::vector<std::string>{"weight", "bias"}));
+  const double bound = 1.0 / std::sqrt(18.0);
+  for (double v : conv->weight.to_vector<double>()) EXPECT_LE(std::abs(v), bound);
+  for (double v : conv->bias.to_vector<double>()) EXPECT_LE(std::abs(v), bound);
+  Tensor x = rnd({2, 2, 5, 5}, 20);
+  EXPECT_EQ(conv->forward(x).shape(), (Shape{2, 3, 3, 3}));
+  EXPECT_EQ(conv->forward(rnd({2, 5, 5}, 21)).shape(), (Shape{3, 3, 3}));
+  nn::Flatten flat;
+  EXPECT_EQ(flat.forward(conv->forward(x)).shape(), (Shape{2, 27}));
+  // A tiny conv net: conv -> relu -> flatten -> sum of squares, its gradient in the weights
+  // against finite differences in float64.
+  auto f = [&](std::span<const Tensor> p) {
+    Conv2dOptions co;
+    co.padding = {1, 1};
+    co.stride = {2, 2};
+    Tensor h = relu(conv2d(cast(x, p[0].dtype()), p[0], p[1], co));  // the float32 check casts the inputs
+    Tensor y = flat.forward(h);
+    return sum(mul(y, y));
+  };
+  CheckReport r = check_grads(f, {conv->weight.detach(), conv->bias.detach()});
+  EXPECT_TRUE(r.pass) << r.failure;
+}
+
+}  // namespace
