@@ -160,40 +160,30 @@ def vmap(f, in_axes=0):
     return wrapped
 
 
-def _single(name, f):
-    def check(x):
-        if not isinstance(x, Tensor):
-            raise TypeError(f"{name}: expected a Tensor, got {type(x).__name__}")
-    return check
+def _one_tensor_transform(name, core, doc):
+    """A transform of f taking one Tensor x, whose f must return a Tensor."""
+    def transform(f):
+        def wrapped(x):
+            if not isinstance(x, Tensor):
+                raise TypeError(f"{name}: expected a Tensor, got {type(x).__name__}")
+            return core(lambda v: _check_tensor_out(name, f(v)), x)
+        return wrapped
+    transform.__name__ = transform.__qualname__ = name
+    transform.__doc__ = doc
+    return transform
 
 
-def jacfwd(f):
-    """jacfwd(f)(x): the Jacobian (shape out.shape + x.shape) by one batched forward pass."""
-    def wrapped(x):
-        _single("jacfwd", f)(x)
-        return _jacfwd(lambda v: _check_tensor_out("jacfwd", f(v)), x)
-    return wrapped
-
-
-def jacrev(f):
-    """jacrev(f)(x): the Jacobian (shape out.shape + x.shape) by one batched reverse pass."""
-    def wrapped(x):
-        _single("jacrev", f)(x)
-        return _jacrev(lambda v: _check_tensor_out("jacrev", f(v)), x)
-    return wrapped
-
-
-def hessian(f):
-    """hessian(f)(x) = jacfwd(jacrev(f))(x), f scalar-valued."""
-    def wrapped(x):
-        _single("hessian", f)(x)
-        return _hessian(lambda v: _check_tensor_out("hessian", f(v)), x)
-    return wrapped
+jacfwd = _one_tensor_transform(
+    "jacfwd", _jacfwd, "jacfwd(f)(x): the Jacobian (shape out.shape + x.shape) by one batched forward pass.")
+jacrev = _one_tensor_transform(
+    "jacrev", _jacrev, "jacrev(f)(x): the Jacobian (shape out.shape + x.shape) by one batched reverse pass.")
+hessian = _one_tensor_transform("hessian", _hessian, "hessian(f)(x) = jacfwd(jacrev(f))(x), f scalar-valued.")
 
 
 def hvp(f):
     """hvp(f)(x, v) = H(x) v, forward over reverse, without forming H."""
     def wrapped(x, v):
-        _single("hvp", f)(x)
+        if not isinstance(x, Tensor):
+            raise TypeError(f"hvp: expected a Tensor, got {type(x).__name__}")
         return _hvp(lambda u: _check_tensor_out("hvp", f(u)), x, v)
     return wrapped
