@@ -207,7 +207,7 @@ Dropout::Dropout(double prob, std::uint64_t seed) : p(prob), generator(seed) {
 
 Tensor Dropout::forward(const Tensor& x) {
   if (!is_training() || p == 0) return x;
-  if (p == 1) return mul(x, zeros_like(x.detach()));
+  if (p == 1) return mul(x, zeros(x.shape(), x.dtype()));
   Tensor u = rand(x.shape(), generator, x.dtype());
   Tensor keep = cast(greater_equal(u, scalar_tensor(p, x.dtype())), x.dtype());
   return mul(x, mul(keep, scalar_tensor(1.0 / (1.0 - p), x.dtype())));

@@ -15,7 +15,7 @@ namespace chainrule::nn {
 
 struct LinearOptions {
   bool bias = true;
-  DType dtype = DType::f32;
+  DType dtype = get_default_dtype();
 };
 
 // f = β + W h. Parameters "weight" [out, in] and "bias" [out]; initialised to zero (apply an
@@ -80,7 +80,7 @@ class Residual : public Module {
 // "bias" (biased variance, as PyTorch).
 class LayerNorm : public Module {
  public:
-  explicit LayerNorm(std::int64_t features, double eps = 1e-5, bool affine = true, DType dtype = DType::f32);
+  explicit LayerNorm(std::int64_t features, double eps = 1e-5, bool affine = true, DType dtype = get_default_dtype());
   Tensor forward(const Tensor& x) override;
   std::string repr() const override;
   std::int64_t features;
@@ -95,7 +95,7 @@ class LayerNorm : public Module {
 class BatchNorm1d : public Module {
  public:
   explicit BatchNorm1d(std::int64_t features, double eps = 1e-5, double momentum = 0.1, bool affine = true,
-                       DType dtype = DType::f32);
+                       DType dtype = get_default_dtype());
   Tensor forward(const Tensor& x) override;
   std::string repr() const override;
   std::int64_t features;
@@ -130,7 +130,7 @@ enum class BlockNorm { None, LayerNorm, BatchNorm };
 class ResidualBlock : public Module {
  public:
   ResidualBlock(std::int64_t width, BlockLayout layout = BlockLayout::LRL, BlockNorm norm = BlockNorm::None,
-                DType dtype = DType::f32, double dropout = 0, std::uint64_t dropout_seed = 0);
+                DType dtype = get_default_dtype(), double dropout = 0, std::uint64_t dropout_seed = 0);
   Tensor forward(const Tensor& x) override;
   std::string repr() const override;
   BlockLayout layout;
@@ -146,7 +146,7 @@ struct Conv2dLayerOptions {
   std::array<std::int64_t, 2> padding{0, 0};
   std::array<std::int64_t, 2> dilation{1, 1};
   bool bias = true;
-  DType dtype = DType::f32;
+  DType dtype = get_default_dtype();
   std::uint64_t seed = 0;  // the generator of the default initialisation
 };
 

@@ -35,8 +35,8 @@ struct ModelSpec {
 };
 
 // A freshly built model (parameters zero; initialise with init_model).
-std::shared_ptr<Sequential> build_model(const ModelSpec& spec, DType dtype = DType::f32);
-inline std::shared_ptr<Sequential> build_model(std::string_view spec, DType dtype = DType::f32) {
+std::shared_ptr<Sequential> build_model(const ModelSpec& spec, DType dtype = get_default_dtype());
+inline std::shared_ptr<Sequential> build_model(std::string_view spec, DType dtype = get_default_dtype()) {
   return build_model(ModelSpec::parse(spec), dtype);
 }
 
