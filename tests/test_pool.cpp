@@ -147,6 +147,17 @@ TEST(MaxPool2d, TiesSendTheGradientToTheFirstMaximumInBothModes) {
   expect_close(grad([](const Tensor& v) { return sum(max_pool2d(v, {2, 2}, {1, 1})); })(peak), {0, 0, 0, 0, 4, 0, 0, 0, 0}, 0);
 }
 
+TEST(MaxPool2d, NaNIsMaximalAndMinusInfinityWindowsPickTheirFirstElement) {
+  const double nan = std::numeric_limits<double>::quiet_NaN(), inf = std::numeric_limits<double>::infinity();
+  Tensor x = from_vector(std::vector<double>{1, nan, 3, 2, -inf, -inf, -inf, -inf}, Shape{2, 1, 4});  // two 1x4 planes
+  auto [y, idx] = max_pool2d_with_indices(x, {1, 2});
+  auto v = vals(y);
+  EXPECT_TRUE(std::isnan(v[0]));  // as PyTorch, a NaN propagates
+  EXPECT_EQ(v[1], 3);
+  EXPECT_EQ(v[2], -inf);
+  EXPECT_EQ(idx.to_vector<std::int64_t>(), (std::vector<std::int64_t>{1, 2, 0, 2}));
+}
+
 TEST(MaxPool2d, DerivativesToSecondOrderAndUnderVmap) {
   auto f = [](std::span<const Tensor> x) { return max_pool2d(x[0], {3, 2}, {2, 1}, {1, 1}); };
   CheckReport r = check_grads(f, {rnd({2, 2, 5, 4}, 2)});
