@@ -252,15 +252,29 @@ std::string ResidualBlock::repr() const {
 
 // ---- Conv2d, Flatten ---------------------------------------------------------------------------
 
+namespace {
+// [in, H, W] runs as a batch of one.
+template <class F>
+Tensor image_or_batch(const std::string& who, std::int64_t channels, const Tensor& x, F&& f) {
+  if (x.dim() == 3) return squeeze(f(unsqueeze(x, 0)), 0);
+  if (x.dim() != 4)
+    throw ShapeError(fmt::format("{}: input of shape {} needs [N, {}, H, W] or [{}, H, W]", who, x.shape().str(), channels, channels));
+  return f(x);
+}
+
+std::string pair_str(std::array<std::int64_t, 2> a) { return fmt::format("({}, {})", a[0], a[1]); }
+}  // namespace
+
 Conv2d::Conv2d(std::int64_t in, std::int64_t out, std::array<std::int64_t, 2> k, Conv2dLayerOptions opts)
     : in_channels(in), out_channels(out), kernel_size(k), options(opts) {
-  if (in <= 0 || out <= 0 || k[0] <= 0 || k[1] <= 0)
-    throw ValueError(fmt::format("Conv2d: channels and kernel size must be positive, got in={} out={} kernel=({}, {})", in, out,
-                                 k[0], k[1]));
+  if (in <= 0 || out <= 0 || k[0] <= 0 || k[1] <= 0 || opts.groups <= 0 || in % opts.groups != 0 || out % opts.groups != 0)
+    throw ValueError(fmt::format("Conv2d: channels and kernel size must be positive and groups divide both channel counts, got "
+                                 "in={} out={} kernel=({}, {}) groups={}",
+                                 in, out, k[0], k[1], opts.groups));
   Generator gen(opts.seed);
-  const double bound = 1.0 / std::sqrt(static_cast<double>(in * k[0] * k[1]));
   // kaiming_uniform_(a = sqrt(5)): gain sqrt(2 / (1 + 5)), bound gain·sqrt(3 / fan_in) = 1/sqrt(fan_in).
-  register_parameter("weight", weight, uniform({out, in, k[0], k[1]}, -bound, bound, gen, opts.dtype));
+  const double bound = 1.0 / std::sqrt(static_cast<double>(in / opts.groups * k[0] * k[1]));
+  register_parameter("weight", weight, uniform({out, in / opts.groups, k[0], k[1]}, -bound, bound, gen, opts.dtype));
   if (opts.bias) register_parameter("bias", bias, uniform({out}, -bound, bound, gen, opts.dtype));
 }
 
@@ -269,18 +283,73 @@ Tensor Conv2d::forward(const Tensor& x) {
   o.stride = options.stride;
   o.padding = options.padding;
   o.dilation = options.dilation;
-  if (x.dim() == 3) return squeeze(conv2d(unsqueeze(x, 0), weight, bias, o), 0);
-  if (x.dim() != 4)
-    throw ShapeError(fmt::format("{}: input of shape {} needs [N, {}, H, W] or [{}, H, W]", repr(), x.shape().str(), in_channels,
-                                 in_channels));
-  return conv2d(x, weight, bias, o);
+  o.groups = options.groups;
+  o.same_padding = options.same_padding;
+  return image_or_batch(repr(), in_channels, x, [&](const Tensor& b) { return conv2d(b, weight, bias, o); });
 }
 
 std::string Conv2d::repr() const {
-  return fmt::format("Conv2d({}, {}, kernel_size=({}, {}), stride=({}, {}), padding=({}, {}), dilation=({}, {}), bias={})",
-                     in_channels, out_channels, kernel_size[0], kernel_size[1], options.stride[0], options.stride[1],
-                     options.padding[0], options.padding[1], options.dilation[0], options.dilation[1], bias.defined());
+  return fmt::format("Conv2d({}, {}, kernel_size={}, stride={}, padding={}, dilation={}, groups={}, bias={})", in_channels,
+                     out_channels, pair_str(kernel_size), pair_str(options.stride),
+                     options.same_padding ? std::string("same") : pair_str(options.padding), pair_str(options.dilation),
+                     options.groups, bias.defined());
 }
+
+ConvTranspose2d::ConvTranspose2d(std::int64_t in, std::int64_t out, std::array<std::int64_t, 2> k, ConvTranspose2dLayerOptions opts)
+    : in_channels(in), out_channels(out), kernel_size(k), options(opts) {
+  if (in <= 0 || out <= 0 || k[0] <= 0 || k[1] <= 0 || opts.groups <= 0 || in % opts.groups != 0 || out % opts.groups != 0)
+    throw ValueError(fmt::format("ConvTranspose2d: channels and kernel size must be positive and groups divide both channel "
+                                 "counts, got in={} out={} kernel=({}, {}) groups={}",
+                                 in, out, k[0], k[1], opts.groups));
+  Generator gen(opts.seed);
+  // PyTorch's fan_in is the weight's size(1)·kH·kW, here out/groups·kH·kW.
+  const double bound = 1.0 / std::sqrt(static_cast<double>(out / opts.groups * k[0] * k[1]));
+  register_parameter("weight", weight, uniform({in, out / opts.groups, k[0], k[1]}, -bound, bound, gen, opts.dtype));
+  if (opts.bias) register_parameter("bias", bias, uniform({out}, -bound, bound, gen, opts.dtype));
+}
+
+Tensor ConvTranspose2d::forward(const Tensor& x) {
+  ConvTranspose2dOptions o;
+  o.stride = options.stride;
+  o.padding = options.padding;
+  o.output_padding = options.output_padding;
+  o.dilation = options.dilation;
+  o.groups = options.groups;
+  return image_or_batch(repr(), in_channels, x, [&](const Tensor& b) { return conv_transpose2d(b, weight, bias, o); });
+}
+
+std::string ConvTranspose2d::repr() const {
+  return fmt::format("ConvTranspose2d({}, {}, kernel_size={}, stride={}, padding={}, output_padding={}, dilation={}, groups={}, "
+                     "bias={})",
+                     in_channels, out_channels, pair_str(kernel_size), pair_str(options.stride), pair_str(options.padding),
+                     pair_str(options.output_padding), pair_str(options.dilation), options.groups, bias.defined());
+}
+
+// ---- pooling -------------------------------------------------------------------------------
+
+namespace {
+std::array<std::int64_t, 2> or_kernel(std::array<std::int64_t, 2> stride, std::array<std::int64_t, 2> k) {
+  return {stride[0] == 0 ? k[0] : stride[0], stride[1] == 0 ? k[1] : stride[1]};
+}
+}  // namespace
+
+MaxPool2d::MaxPool2d(std::array<std::int64_t, 2> k, std::array<std::int64_t, 2> s, std::array<std::int64_t, 2> p)
+    : kernel_size(k), stride(or_kernel(s, k)), padding(p) {}
+Tensor MaxPool2d::forward(const Tensor& x) { return max_pool2d(x, kernel_size, stride, padding); }
+std::string MaxPool2d::repr() const {
+  return fmt::format("MaxPool2d(kernel_size={}, stride={}, padding={})", pair_str(kernel_size), pair_str(stride), pair_str(padding));
+}
+
+AvgPool2d::AvgPool2d(std::array<std::int64_t, 2> k, std::array<std::int64_t, 2> s, std::array<std::int64_t, 2> p)
+    : kernel_size(k), stride(or_kernel(s, k)), padding(p) {}
+Tensor AvgPool2d::forward(const Tensor& x) { return avg_pool2d(x, kernel_size, stride, padding); }
+std::string AvgPool2d::repr() const {
+  return fmt::format("AvgPool2d(kernel_size={}, stride={}, padding={})", pair_str(kernel_size), pair_str(stride), pair_str(padding));
+}
+
+AdaptiveAvgPool2d::AdaptiveAvgPool2d(std::array<std::int64_t, 2> size) : output_size(size) {}
+Tensor AdaptiveAvgPool2d::forward(const Tensor& x) { return adaptive_avg_pool2d(x, output_size); }
+std::string AdaptiveAvgPool2d::repr() const { return fmt::format("AdaptiveAvgPool2d(output_size={})", pair_str(output_size)); }
 
 Tensor Flatten::forward(const Tensor& x) {
   const auto r = static_cast<std::int64_t>(x.dim());

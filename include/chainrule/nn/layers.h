@@ -145,14 +145,16 @@ struct Conv2dLayerOptions {
   std::array<std::int64_t, 2> stride{1, 1};
   std::array<std::int64_t, 2> padding{0, 0};
   std::array<std::int64_t, 2> dilation{1, 1};
+  std::int64_t groups = 1;
+  bool same_padding = false;  // padding="same" (stride 1)
   bool bias = true;
   DType dtype = get_default_dtype();
   std::uint64_t seed = 0;  // the generator of the default initialisation
 };
 
-// torch.nn.Conv2d (groups = 1): "weight" [out, in, kH, kW], "bias" [out], initialised as PyTorch:
+// torch.nn.Conv2d: "weight" [out, in/groups, kH, kW], "bias" [out], initialised as PyTorch:
 // kaiming_uniform_(a = sqrt(5)) for the weight (U(-1/sqrt(fan_in), 1/sqrt(fan_in))), and the
-// bias U(-1/sqrt(fan_in), 1/sqrt(fan_in)), fan_in = in·kH·kW. Input [N, in, H, W] (or [in, H, W]).
+// bias U(-1/sqrt(fan_in), 1/sqrt(fan_in)), fan_in = in/groups·kH·kW. Input [N, in, H, W] (or [in, H, W]).
 class Conv2d : public Module {
  public:
   Conv2d(std::int64_t in_channels, std::int64_t out_channels, std::array<std::int64_t, 2> kernel_size,
@@ -163,6 +165,61 @@ class Conv2d : public Module {
   std::array<std::int64_t, 2> kernel_size;
   Conv2dLayerOptions options;
   Tensor weight, bias;
+};
+
+struct ConvTranspose2dLayerOptions {
+  std::array<std::int64_t, 2> stride{1, 1};
+  std::array<std::int64_t, 2> padding{0, 0};
+  std::array<std::int64_t, 2> output_padding{0, 0};
+  std::array<std::int64_t, 2> dilation{1, 1};
+  std::int64_t groups = 1;
+  bool bias = true;
+  DType dtype = DType::f32;
+  std::uint64_t seed = 0;
+};
+
+// torch.nn.ConvTranspose2d: "weight" [in, out/groups, kH, kW], "bias" [out], initialised as
+// PyTorch: U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for both, fan_in from the weight's layout,
+// out/groups·kH·kW. Input [N, in, H, W] (or [in, H, W]).
+class ConvTranspose2d : public Module {
+ public:
+  ConvTranspose2d(std::int64_t in_channels, std::int64_t out_channels, std::array<std::int64_t, 2> kernel_size,
+                  ConvTranspose2dLayerOptions opts = {});
+  Tensor forward(const Tensor& x) override;
+  std::string repr() const override;
+  std::int64_t in_channels, out_channels;
+  std::array<std::int64_t, 2> kernel_size;
+  ConvTranspose2dLayerOptions options;
+  Tensor weight, bias;
+};
+
+// torch.nn.MaxPool2d(kernel_size, stride = kernel_size, padding = 0); a stride of 0 means the kernel size.
+class MaxPool2d : public Module {
+ public:
+  explicit MaxPool2d(std::array<std::int64_t, 2> kernel_size, std::array<std::int64_t, 2> stride = {0, 0},
+                     std::array<std::int64_t, 2> padding = {0, 0});
+  Tensor forward(const Tensor& x) override;
+  std::string repr() const override;
+  std::array<std::int64_t, 2> kernel_size, stride, padding;
+};
+
+// torch.nn.AvgPool2d(kernel_size, stride = kernel_size, padding = 0), count_include_pad = true.
+class AvgPool2d : public Module {
+ public:
+  explicit AvgPool2d(std::array<std::int64_t, 2> kernel_size, std::array<std::int64_t, 2> stride = {0, 0},
+                     std::array<std::int64_t, 2> padding = {0, 0});
+  Tensor forward(const Tensor& x) override;
+  std::string repr() const override;
+  std::array<std::int64_t, 2> kernel_size, stride, padding;
+};
+
+// torch.nn.AdaptiveAvgPool2d(output_size); {1, 1} is global average pooling.
+class AdaptiveAvgPool2d : public Module {
+ public:
+  explicit AdaptiveAvgPool2d(std::array<std::int64_t, 2> output_size);
+  Tensor forward(const Tensor& x) override;
+  std::string repr() const override;
+  std::array<std::int64_t, 2> output_size;
 };
 
 // torch.nn.Flatten(start_dim = 1, end_dim = -1).
