@@ -1,0 +1,211 @@
+// Convolutional networks: BatchNorm2d and GroupNorm against reference loops and finite
+// differences, under vmap and checkpoint recomputation.
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include "chainrule/autodiff/check.h"
+#include "chainrule/autodiff/transforms.h"
+#include "chainrule/chainrule.h"
+#include "chainrule/nn/nn.h"
+
+using namespace chainrule;
+using namespace chainrule::nn;
+
+namespace {
+
+Tensor randn64(const Shape& s, std::uint64_t seed) {
+  Generator g(seed);
+  return randn(s, g, DType::f64);
+}
+
+// Fills every parameter with N(mean, 0.5²), mean 1 for a norm's weight, so that the affine part is
+// not the identity.
+void perturb(Module& m, std::uint64_t seed) {
+  Generator g(seed);
+  for (auto& [n, t] : m.named_parameters()) {
+    Tensor slot = t;
+    normal_(slot, g, {.mean = n.ends_with("weight") && t.dim() == 1 ? 1.0 : 0.0, .std = 0.5});
+  }
+}
+
+// check_grads of x, params... -> functional_call(m, params, x), in float64.
+CheckReport gradcheck_module(Module& m, const Tensor& x, CheckOptions opts = {}) {
+  std::vector<std::string> names;
+  std::vector<Tensor> inputs{x};
+  for (auto& [n, t] : m.named_parameters()) names.push_back(n), inputs.push_back(t.detach());
+  return check_grads(
+      [&](std::span<const Tensor> in) {
+        std::map<std::string, Tensor> p;
+        for (std::size_t i = 0; i < names.size(); ++i) p.emplace(names[i], in[i + 1]);
+        return functional_call(m, p, in[0]);
+      },
+      inputs, opts);
+}
+
+// Reference normalisation of x [N, C, S] (S positions) as plain loops: groups of `cpg`
+// consecutive channels; per_example: statistics per (example, group) (GroupNorm), else per
+// channel over the batch (BatchNorm2d, cpg = 1). Returns the output and the biased variances.
+struct Ref {
+  std::vector<double> y, mean, var;
+};
+Ref reference_norm(const std::vector<double>& x, std::int64_t N, std::int64_t C, std::int64_t S, std::int64_t cpg, bool per_example,
+                   const std::vector<double>& w, const std::vector<double>& b, double eps) {
+  Ref r;
+  r.y.assign(x.size(), 0);
+  const std::int64_t G = C / cpg;
+  auto idx = [&](std::int64_t n, std::int64_t c, std::int64_t s) { return static_cast<std::size_t>((n * C + c) * S + s); };
+  for (std::int64_t outer = 0; outer < (per_example ? N : 1); ++outer)
+    for (std::int64_t g = 0; g < G; ++g) {
+      const std::int64_t n0 = per_example ? outer : 0, n1 = per_example ? outer + 1 : N;
+      double sum = 0, count = 0;
+      for (std::int64_t n = n0; n < n1; ++n)
+        for (std::int64_t c = g * cpg; c < (g + 1) * cpg; ++c)
+          for (std::int64_t s = 0; s < S; ++s) sum += x[idx(n, c, s)], count += 1;
+      const double mu = sum / count;
+      double sq = 0;
+      for (std::int64_t n = n0; n < n1; ++n)
+        for (std::int64_t c = g * cpg; c < (g + 1) * cpg; ++c)
+          for (std::int64_t s = 0; s < S; ++s) sq += (x[idx(n, c, s)] - mu) * (x[idx(n, c, s)] - mu);
+      const double var = sq / count;
+      r.mean.push_back(mu), r.var.push_back(var);
+      for (std::int64_t n = n0; n < n1; ++n)
+        for (std::int64_t c = g * cpg; c < (g + 1) * cpg; ++c)
+          for (std::int64_t s = 0; s < S; ++s)
+            r.y[idx(n, c, s)] = (x[idx(n, c, s)] - mu) / std::sqrt(var + eps) * w[static_cast<std::size_t>(c)] + b[static_cast<std::size_t>(c)];
+    }
+  return r;
+}
+
+double max_gap(const std::vector<double>& a, const std::vector<double>& b) {
+  EXPECT_EQ(a.size(), b.size());
+  double m = 0;
+  for (std::size_t i = 0; i < a.size() && i < b.size(); ++i) m = std::max(m, std::abs(a[i] - b[i]));
+  return m;
+}
+
+}  // namespace
+
+// ---- BatchNorm2d ---------------------------------------------------------------------------
+
+TEST(BatchNorm2d, TrainingAndEvalMatchReferenceLoops) {
+  const std::int64_t N = 3, C = 2, H = 2, W = 3, S = H * W;
+  BatchNorm2d bn(C, 1e-5, 0.1, true, DType::f64);
+  perturb(bn, 1);
+  const auto w = bn.weight.to_vector<double>(), b = bn.bias.to_vector<double>();
+  Tensor x1 = randn64({N, C, H, W}, 2) * 3.0 + 1.0, x2 = randn64({N, C, H, W}, 3) * 0.5 - 2.0;
+  Ref r1 = reference_norm(x1.to_vector<double>(), N, C, S, 1, false, w, b, 1e-5);
+  EXPECT_LT(max_gap(bn.forward(x1).to_vector<double>(), r1.y), 1e-12);
+  Ref r2 = reference_norm(x2.to_vector<double>(), N, C, S, 1, false, w, b, 1e-5);
+  EXPECT_LT(max_gap(bn.forward(x2).to_vector<double>(), r2.y), 1e-12);
+  // PyTorch's update: r ← (1 - m) r + m·stat, with the unbiased variance (M / (M - 1), M = N·H·W).
+  const double M = N * S, unbias = M / (M - 1);
+  std::vector<double> rm(C), rv(C);
+  for (std::size_t c = 0; c < static_cast<std::size_t>(C); ++c) {
+    rm[c] = 0.9 * (0.9 * 0 + 0.1 * r1.mean[c]) + 0.1 * r2.mean[c];
+    rv[c] = 0.9 * (0.9 * 1 + 0.1 * r1.var[c] * unbias) + 0.1 * r2.var[c] * unbias;
+  }
+  EXPECT_LT(max_gap(bn.running_mean.to_vector<double>(), rm), 1e-12);
+  EXPECT_LT(max_gap(bn.running_var.to_vector<double>(), rv), 1e-12);
+  EXPECT_EQ(bn.num_batches_tracked.item<std::int64_t>(), 2);
+  // Eval: the running statistics, and no update.
+  bn.eval();
+  const auto xs = x1.to_vector<double>();
+  auto y = bn.forward(x1).to_vector<double>();
+  for (std::int64_t n = 0; n < N; ++n)
+    for (std::int64_t c = 0; c < C; ++c)
+      for (std::int64_t s = 0; s < S; ++s) {
+        const auto i = static_cast<std::size_t>((n * C + c) * S + s), k = static_cast<std::size_t>(c);
+        EXPECT_NEAR(y[i], (xs[i] - rm[k]) / std::sqrt(rv[k] + 1e-5) * w[k] + b[k], 1e-12);
+      }
+  EXPECT_EQ(bn.num_batches_tracked.item<std::int64_t>(), 2);
+}
+
+TEST(BatchNorm2d, StateDictNamesAndBadInput) {
+  BatchNorm2d bn(4);
+  std::vector<std::string> names;
+  for (auto& [n, t] : bn.state_dict()) names.push_back(n);
+  EXPECT_EQ(names, (std::vector<std::string>{"bias", "num_batches_tracked", "running_mean", "running_var", "weight"}));
+  EXPECT_EQ(bn.num_parameters(), 8);
+  EXPECT_THROW(bn.forward(zeros({2, 3, 4, 4})), ShapeError);  // 3 channels, not 4
+  EXPECT_THROW(bn.forward(zeros({2, 4})), ShapeError);        // not [N, C, H, W]
+  EXPECT_THROW(bn.forward(zeros({1, 4, 1, 1})), ValueError);  // one value per channel
+  EXPECT_THROW(BatchNorm2d(0), ValueError);
+  BatchNorm2d plain(3, 1e-5, 0.1, false);
+  EXPECT_EQ(plain.num_parameters(), 0);
+  EXPECT_EQ(plain.forward(randn64({2, 3, 2, 2}, 4).to(DType::f32)).shape(), Shape({2, 3, 2, 2}));
+}
+
+TEST(BatchNorm2d, GradcheckTrainAndEval) {
+  BatchNorm2d bn(2, 1e-5, 0.1, true, DType::f64);
+  perturb(bn, 5);
+  auto r = gradcheck_module(bn, randn64({3, 2, 2, 2}, 6), {.float32 = false});
+  EXPECT_TRUE(r.pass) << "train: " << r.failure;
+  bn.eval();
+  auto r2 = gradcheck_module(bn, randn64({3, 2, 2, 2}, 7), {.float32 = false});
+  EXPECT_TRUE(r2.pass) << "eval: " << r2.failure;
+}
+
+TEST(BatchNorm2d, VmapNormalisesEachBatchAndLeavesTheBuffers) {
+  BatchNorm2d bn(2, 1e-5, 0.1, true, DType::f64);
+  perturb(bn, 8);
+  Tensor xs = randn64({3, 4, 2, 2, 2}, 9);  // three batches of [4, 2, 2, 2]
+  Tensor batched = vmap([&](const Tensor& x) { return bn.forward(x); })(xs);
+  EXPECT_EQ(bn.num_batches_tracked.item<std::int64_t>(), 0);  // no single batch statistic under vmap
+  EXPECT_EQ(bn.running_mean.to_vector<double>(), (std::vector<double>{0, 0}));
+  const auto w = bn.weight.to_vector<double>(), b = bn.bias.to_vector<double>();
+  for (std::int64_t k = 0; k < 3; ++k) {
+    Tensor xk = squeeze(slice(xs, 0, k, k + 1), 0);
+    Ref r = reference_norm(xk.to_vector<double>(), 4, 2, 4, 1, false, w, b, 1e-5);
+    EXPECT_LT(max_gap(squeeze(slice(batched, 0, k, k + 1), 0).to_vector<double>(), r.y), 1e-12) << "batch " << k;
+  }
+}
+
+TEST(BatchNorm2d, CheckpointRecomputationUpdatesTheBuffersOnce) {
+  BatchNorm2d plain(2, 1e-5, 0.1, true, DType::f64), remat(2, 1e-5, 0.1, true, DType::f64);
+  perturb(plain, 10), perturb(remat, 10);
+  Tensor x = randn64({3, 2, 3, 3}, 11);
+  Tensor t = randn64({3, 2, 3, 3}, 12);
+  sum(mul(plain.forward(x), t)).backward();
+  sum(mul(nn::checkpoint(remat, x), t)).backward();
+  EXPECT_EQ(remat.num_batches_tracked.item<std::int64_t>(), 1);
+  EXPECT_EQ(max_abs_diff(remat.running_var, plain.running_var), 0.0);
+  EXPECT_LT(max_abs_diff(remat.weight.grad(), plain.weight.grad()), 1e-12);
+  EXPECT_LT(max_abs_diff(remat.bias.grad(), plain.bias.grad()), 1e-12);
+}
+
+// ---- GroupNorm -----------------------------------------------------------------------------
+
+TEST(GroupNorm, MatchesReferenceLoops) {
+  const std::int64_t N = 2, C = 6, H = 3, W = 2;
+  for (std::int64_t groups : {1, 2, 3, 6}) {
+    GroupNorm gn(groups, C, 1e-5, true, DType::f64);
+    perturb(gn, 13);
+    Tensor x = randn64({N, C, H, W}, 14) * 2.0 + 0.5;
+    Ref r = reference_norm(x.to_vector<double>(), N, C, H * W, C / groups, true, gn.weight.to_vector<double>(),
+                           gn.bias.to_vector<double>(), 1e-5);
+    EXPECT_LT(max_gap(gn.forward(x).to_vector<double>(), r.y), 1e-12) << groups << " groups";
+    gn.eval();  // no running statistics: the same in eval mode
+    EXPECT_LT(max_gap(gn.forward(x).to_vector<double>(), r.y), 1e-12) << groups << " groups, eval";
+  }
+  // [N, C] (no positions) and [N, C, L] work too, as in PyTorch.
+  GroupNorm flat(2, 4, 1e-5, false, DType::f64);
+  Tensor x2 = randn64({3, 4}, 15);
+  Ref r2 = reference_norm(x2.to_vector<double>(), 3, 4, 1, 2, true, {1, 1, 1, 1}, {0, 0, 0, 0}, 1e-5);
+  EXPECT_LT(max_gap(flat.forward(x2).to_vector<double>(), r2.y), 1e-12);
+  EXPECT_EQ(flat.forward(randn64({3, 4, 5}, 16)).shape(), Shape({3, 4, 5}));
+}
+
+TEST(GroupNorm, GradcheckAndBadInput) {
+  GroupNorm gn(2, 4, 1e-5, true, DType::f64);
+  perturb(gn, 17);
+  auto r = gradcheck_module(gn, randn64({2, 4, 2, 2}, 18), {.float32 = false});
+  EXPECT_TRUE(r.pass) << r.failure;
+  std::vector<std::string> names;
+  for (auto& [n, t] : gn.state_dict()) names.push_back(n);
+  EXPECT_EQ(names, (std::vector<std::string>{"bias", "weight"}));
+  EXPECT_THROW(GroupNorm(4, 6), ValueError);  // 4 does not divide 6
+  EXPECT_THROW(GroupNorm(0, 6), ValueError);
+  EXPECT_THROW(gn.forward(zeros({2, 6, 2, 2}, DType::f64)), ShapeError);
+  EXPECT_THROW(gn.forward(zeros({4}, DType::f64)), ShapeError);
+}
