@@ -1,5 +1,5 @@
 // Convolutional networks: BatchNorm2d and GroupNorm against reference loops and finite
-// differences, under vmap and checkpoint recomputation.
+// differences, under vmap and checkpoint recomputation; the resnet model spec.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -208,4 +208,139 @@ TEST(GroupNorm, GradcheckAndBadInput) {
   EXPECT_THROW(GroupNorm(0, 6), ValueError);
   EXPECT_THROW(gn.forward(zeros({2, 6, 2, 2}, DType::f64)), ShapeError);
   EXPECT_THROW(gn.forward(zeros({4}, DType::f64)), ShapeError);
+}
+
+// ---- resnet ------------------------------------------------------------------------------
+
+TEST(ResNetSpec, ParsesPrintsAndRefuses) {
+  auto s = ModelSpec::parse("resnet:1x28x28-16x3-32x3-64x3-10");
+  EXPECT_EQ(s.kind, ModelSpec::Kind::ResNet);
+  EXPECT_EQ(s.input_dim(), 784);
+  EXPECT_EQ(s.output_dim(), 10);
+  EXPECT_EQ(s.str(), "resnet:1x28x28-16x3-32x3-64x3-10");
+  EXPECT_EQ(ModelSpec::parse("resnet:3x8x8-4x1-8x2-5:post").str(), "resnet:3x8x8-4x1-8x2-5");
+  EXPECT_EQ(ModelSpec::parse("resnet:3x8x8-4x1-5:pre").str(), "resnet:3x8x8-4x1-5:pre");
+  for (const char* bad : {"resnet:28x28-16x3-10", "resnet:1x28x28-10", "resnet:1x28x28-16-10", "resnet:1x28x28-16x0-10",
+                          "resnet:1x28x28-16x3-10:mid", "resnet:1x0x28-16x3-10"})
+    EXPECT_THROW(ModelSpec::parse(bad), ValueError) << bad;
+}
+
+TEST(ResNet, ResNet20HasThePapersParameterCountAndPyTorchNames) {
+  auto m = build_model("resnet:1x28x28-16x3-32x3-64x3-10");
+  // By hand from the layer shapes: 3x3 convolutions without bias, BN 2 parameters per channel,
+  // projection shortcuts (1x1 conv + BN) where the shape changes, fc 64 -> 10 with bias.
+  auto conv3 = [](std::int64_t in, std::int64_t out) { return in * out * 9; };
+  auto bn = [](std::int64_t c) { return 2 * c; };
+  auto block = [&](std::int64_t in, std::int64_t out) {
+    std::int64_t n = conv3(in, out) + bn(out) + conv3(out, out) + bn(out);
+    if (in != out) n += in * out + bn(out);
+    return n;
+  };
+  const std::int64_t expected = conv3(1, 16) + bn(16) + 3 * block(16, 16) + block(16, 32) + 2 * block(32, 32) + block(32, 64) +
+                                2 * block(64, 64) + 64 * 10 + 10;
+  EXPECT_EQ(expected, 272186);  // ≈ 0.27M, He et al. 2016 Table 6 (their option A has no projections: 0.269M)
+  EXPECT_EQ(m->num_parameters(), expected);
+  // 6n + 2 = 20 weighted layers on the main path: 19 3x3 convolutions and fc.
+  int convs = 0, linears = 0;
+  for (auto& [name, mod] : m->named_modules()) {
+    if (auto* c = dynamic_cast<Conv2d*>(mod); c && c->kernel_size[0] == 3) ++convs;
+    if (dynamic_cast<Linear*>(mod)) ++linears;
+  }
+  EXPECT_EQ(convs + linears, 20);
+  auto sd = m->state_dict();
+  for (const char* n : {"conv1.weight", "bn1.weight", "bn1.bias", "bn1.running_mean", "bn1.running_var", "bn1.num_batches_tracked",
+                        "layer1.0.conv1.weight", "layer1.0.bn1.weight", "layer1.2.conv2.weight", "layer1.2.bn2.running_var",
+                        "layer2.0.downsample.0.weight", "layer2.0.downsample.1.weight", "layer3.0.downsample.1.running_mean",
+                        "layer3.2.bn2.bias", "fc.weight", "fc.bias"})
+    EXPECT_TRUE(sd.count(n)) << n;
+  EXPECT_FALSE(sd.count("layer1.0.downsample.0.weight"));  // identity shortcut in stage 1
+  EXPECT_FALSE(sd.count("conv1.bias"));
+  EXPECT_EQ(sd.at("layer2.0.conv1.weight").shape(), Shape({32, 16, 3, 3}));
+  EXPECT_EQ(sd.at("layer3.0.downsample.0.weight").shape(), Shape({64, 32, 1, 1}));
+  EXPECT_EQ(sd.at("fc.weight").shape(), Shape({10, 64}));
+}
+
+TEST(ResNet, ForwardAndBackwardShapesBothBlockKinds) {
+  for (const char* spec : {"resnet:1x28x28-16x1-32x1-64x1-10", "resnet:1x28x28-16x1-32x1-64x1-10:pre"}) {
+    SCOPED_TRACE(spec);
+    auto m = build_model(spec);
+    Generator g(3);
+    init_model(*m, g);
+    Tensor x = randn({4, 784}, g);
+    Tensor y = randint({4}, 10, g);
+    Tensor out = m->forward(x);
+    EXPECT_EQ(out.shape(), Shape({4, 10}));
+    cross_entropy(out, y).backward();
+    for (auto& [n, p] : m->named_parameters()) {
+      ASSERT_TRUE(p.grad().defined()) << n;
+      EXPECT_EQ(p.grad().shape(), p.shape()) << n;
+    }
+    // The stages halve the 28x28 image twice: 28 -> 14 -> 7 before the pooling.
+    auto seq = std::dynamic_pointer_cast<Sequential>(m);
+    Tensor h = x;
+    for (std::size_t i = 0; i < seq->size() && seq->name(i) != "avgpool"; ++i) h = (*seq)[i]->forward(h);
+    EXPECT_EQ(h.shape(), Shape({4, 64, 7, 7}));
+    m->eval();
+    EXPECT_EQ(m->forward(x).shape(), Shape({4, 10}));
+  }
+}
+
+// The block's wiring against the formula written with conv2d and the BN formula directly.
+TEST(ResNet, BasicBlockMatchesItsFormula) {
+  for (bool pre : {false, true}) {
+    BasicBlock b(2, 3, 2, pre, DType::f64);
+    perturb(b, 20);
+    Generator g(21);
+    for (auto& [n, t] : b.named_parameters())
+      if (n.find("conv") != std::string::npos || n.find("downsample.0") != std::string::npos) {
+        Tensor slot = t;
+        normal_(slot, g, {.std = 0.4});
+      }
+    Tensor x = randn64({2, 2, 5, 5}, 22);
+    // Batch statistics, biased variance, eps 1e-5, written out.
+    auto bnf = [](const Tensor& h, const BatchNorm2d& m) {
+      Tensor mu = mean(h, {0, 2, 3}, true), var = mean(square(sub(h, mu)), {0, 2, 3}, true);
+      Shape c{m.features, 1, 1};
+      return add(mul(div(sub(h, mu), sqrt(add(var, scalar_tensor(1e-5, DType::f64)))), reshape(m.weight, c)), reshape(m.bias, c));
+    };
+    auto conv = [](const Tensor& h, const Conv2d& c) {
+      Conv2dOptions o;
+      o.stride = c.options.stride, o.padding = c.options.padding;
+      return conv2d(h, c.weight, Tensor(), o);
+    };
+    auto& ds0 = dynamic_cast<Conv2d&>(*(*b.downsample)[0]);
+    Tensor want;
+    if (!pre) {
+      auto& ds1 = dynamic_cast<BatchNorm2d&>(*(*b.downsample)[1]);
+      want = relu(add(bnf(conv(relu(bnf(conv(x, *b.conv1), *b.bn1)), *b.conv2), *b.bn2), bnf(conv(x, ds0), ds1)));
+    } else {
+      Tensor h = relu(bnf(x, *b.bn1));
+      want = add(conv(relu(bnf(conv(h, *b.conv1), *b.bn2)), *b.conv2), conv(h, ds0));
+    }
+    Tensor got = b.forward(x);
+    EXPECT_EQ(got.shape(), Shape({2, 3, 3, 3}));
+    EXPECT_LT(max_abs_diff(got, want), 1e-12) << (pre ? "pre" : "post");
+  }
+}
+
+TEST(ResNet, BasicBlockGradcheck) {
+  for (bool pre : {false, true}) {
+    BasicBlock b(2, 2, 1, pre, DType::f64);  // identity shortcut; the projection is checked by the formula test
+    perturb(b, 23);
+    auto r = gradcheck_module(b, randn64({2, 2, 3, 3}, 24), {.second_order = false, .float32 = false});
+    EXPECT_TRUE(r.pass) << (pre ? "pre: " : "post: ") << r.failure;
+  }
+}
+
+TEST(ResNet, ZeroResidualMakesEachBlockStartAsItsShortcut) {
+  for (const char* spec : {"resnet:1x8x8-4x2-8x1-3", "resnet:1x8x8-4x2-8x1-3:pre"}) {
+    SCOPED_TRACE(spec);
+    auto m = build_model(spec, DType::f64);
+    Generator g(25);
+    init_model(*m, g, {.zero_residual = true});
+    auto& block = dynamic_cast<BasicBlock&>(*(*std::dynamic_pointer_cast<Sequential>((*m)[std::string(spec).ends_with("pre") ? 2 : 4]))[1]);
+    Tensor x = randn64({3, 4, 8, 8}, 26);
+    Tensor want = block.preact ? x : relu(x);  // identity shortcut, zero branch
+    EXPECT_LT(max_abs_diff(block.forward(x), want), 1e-12);
+  }
 }
