@@ -1,13 +1,18 @@
 // Convolutional networks: BatchNorm2d and GroupNorm against reference loops and finite
-// differences, under vmap and checkpoint recomputation; the resnet model spec.
+// differences, under vmap and checkpoint recomputation; the resnet model spec and the
+// convolutional recipe of `chainrule train`.
 #include <gtest/gtest.h>
 
+#include <unistd.h>
+
 #include <cmath>
+#include <filesystem>
 
 #include "chainrule/autodiff/check.h"
 #include "chainrule/autodiff/transforms.h"
 #include "chainrule/chainrule.h"
 #include "chainrule/nn/nn.h"
+#include "chainrule/nn/train.h"
 
 using namespace chainrule;
 using namespace chainrule::nn;
@@ -343,4 +348,41 @@ TEST(ResNet, ZeroResidualMakesEachBlockStartAsItsShortcut) {
     Tensor want = block.preact ? x : relu(x);  // identity shortcut, zero branch
     EXPECT_LT(max_abs_diff(block.forward(x), want), 1e-12);
   }
+}
+
+// ---- the convolutional recipe of `chainrule train` ---------------------------------------
+
+namespace {
+data::Dataset tiny_images(std::int64_t n, std::uint64_t seed) {
+  Generator g(seed);
+  data::Dataset d;
+  d.name = "images";
+  d.x = rand({n, 64}, g);
+  d.y = randint({n}, 3, g);
+  d.num_classes = 3;
+  d.height = d.width = 8;
+  return d;
+}
+}  // namespace
+
+TEST(ResNetRecipe, ModelResnetTrainsTheRecipesNetworkOnImagesOnly) {
+  set_num_threads(1);  // a tiny network: OpenMP's barriers would spin on a busy machine
+  const data::Splits images{tiny_images(64, 1), tiny_images(16, 2), tiny_images(16, 3)};
+  const auto dir = std::filesystem::temp_directory_path() / ("resnet_recipe_" + std::to_string(::getpid()));
+  TrainConfig c;
+  c.data = "images";
+  c.model = kResNetAlias;
+  c.batch = 32;
+  c.epochs = 0;  // the recipe's number of epochs; stopped after one step
+  TrainResult r = train(c, images, {.out_dir = dir.string(), .stop_after = 1});
+  EXPECT_EQ(r.model_spec, "resnet:1x8x8-16x1-32x1-64x1-3");
+  EXPECT_EQ(r.config.epochs, kResNetEpochs);
+  EXPECT_EQ(r.steps, 1);
+  // A resumed run keeps the resolved spec.
+  EXPECT_EQ(read_run_config(dir.string()).model, "resnet:1x8x8-16x1-32x1-64x1-3");
+  std::filesystem::remove_all(dir);
+  const data::Splits flat = data::make_spirals({.train = 64, .validation = 16, .test = 16, .seed = 3});
+  c.data = "spirals";
+  EXPECT_THROW(train(c, flat, {.out_dir = dir.string()}), ValueError);
+  std::filesystem::remove_all(dir);
 }
