@@ -40,9 +40,11 @@ Tensor ReLU::forward(const Tensor& x) { return relu(x); }
 Sequential::Sequential(std::vector<ModulePtr> layers) {
   for (auto& l : layers) push_back(std::move(l));
 }
-void Sequential::push_back(ModulePtr layer) {
-  register_module(std::to_string(layers_.size()), layer);
+void Sequential::push_back(ModulePtr layer) { push_back(std::to_string(layers_.size()), std::move(layer)); }
+void Sequential::push_back(const std::string& name, ModulePtr layer) {
+  register_module(name, layer);
   layers_.push_back(std::move(layer));
+  names_.push_back(name);
 }
 Tensor Sequential::forward(const Tensor& x) {
   if (checkpoint_segments_ > 1) return checkpoint_sequential(*this, checkpoint_segments_, x);
@@ -52,7 +54,7 @@ Tensor Sequential::forward(const Tensor& x) {
 Tensor Sequential::run_layers(std::size_t begin, std::size_t end, const Tensor& x) {
   Tensor h = x;
   for (std::size_t i = begin; i < end; ++i) {
-    NameScope scope(std::to_string(i));  // anomaly reports name the module path, e.g. "2.l1"
+    NameScope scope(names_[i]);  // anomaly reports name the module path, e.g. "2.l1"
     h = layers_[i]->forward(h);
   }
   return h;
@@ -73,21 +75,23 @@ Tensor checkpoint_layers(const Sequential& seq, std::size_t begin, std::size_t e
   std::vector<Tensor> inputs{x};
   std::vector<ModulePtr> layers;
   std::vector<std::vector<std::string>> names;
+  std::vector<std::string> scopes;
   for (std::size_t i = begin; i < end; ++i) {
     layers.push_back(seq[i]);
+    scopes.push_back(seq.name(i));
     names.emplace_back();
     for (auto& [name, t] : seq[i]->named_parameters()) {
       names.back().push_back(name);
       inputs.push_back(t);
     }
   }
-  auto run = [layers = std::move(layers), names = std::move(names), begin](const std::vector<Tensor>& in) {
+  auto run = [layers = std::move(layers), names = std::move(names), scopes = std::move(scopes)](const std::vector<Tensor>& in) {
     Tensor h = in[0];
     std::size_t k = 1;
     for (std::size_t j = 0; j < layers.size(); ++j) {
       std::map<std::string, Tensor> params;
       for (const auto& name : names[j]) params.emplace(name, in[k++]);
-      NameScope scope(std::to_string(begin + j));
+      NameScope scope(scopes[j]);
       h = functional_call(*layers[j], params, h);
     }
     return h;
@@ -167,36 +171,110 @@ bool is_batched(const Tensor& t) {
     if (c->frame->kind == TraceKind::Batch) return true;
   return false;
 }
+
+// The state of a BatchNorm layer, shared by BatchNorm1d and BatchNorm2d.
+struct BatchNormState {
+  const std::string& name;
+  double eps, momentum;
+  Tensor &weight, &bias, &running_mean, &running_var, &num_batches_tracked;
+};
+
+// Normalises x per channel (axis 1) over `axes` (every other axis); `stat_shape` views a [C]
+// statistic so that it broadcasts against x ([C] for [N, C], [C, 1, 1] for [N, C, H, W]). The
+// per-channel factor weight / sqrt(var + eps) is formed on [C] first, so the full-size tensor sees
+// one subtraction, one multiplication and one addition.
+Tensor batch_norm(const Tensor& x, const Axes& axes, const Shape& stat_shape, bool training, BatchNormState s) {
+  auto view = [&](const Tensor& t) { return reshape(t, stat_shape); };
+  Tensor d, inv;
+  if (training) {
+    std::int64_t n = 1;
+    for (auto a : axes) n *= x.shape()[static_cast<std::size_t>(a)];
+    if (n < 2)
+      throw ValueError(fmt::format("{}: training needs more than one value per channel, got input of shape {}", s.name, x.shape().str()));
+    Tensor mu = mean(x, axes);
+    d = sub(x, view(mu));
+    Tensor var = mean(square(d), axes);
+    inv = div(scalar_tensor(1.0, x.dtype()), sqrt(add(var, scalar_tensor(s.eps, x.dtype()))));
+    // Once per forward pass: not inside vmap, and not again when checkpoint recomputes the layer.
+    if (!is_batched(mu) && !checkpoint_recomputing() && s.running_mean.dtype() == x.dtype()) {
+      NoGradGuard ng;
+      Tensor mu_c = mu.detach(), var_c = var.detach();
+      s.running_mean.mul_(1 - s.momentum).add_(mu_c, s.momentum);
+      // Running variance is the unbiased estimate, as in PyTorch.
+      s.running_var.mul_(1 - s.momentum).add_(var_c, s.momentum * static_cast<double>(n) / static_cast<double>(n - 1));
+      s.num_batches_tracked.mutable_data<std::int64_t>()[0] += 1;
+    }
+  } else {
+    d = sub(x, view(s.running_mean));
+    inv = div(scalar_tensor(1.0, x.dtype()), sqrt(add(s.running_var, scalar_tensor(s.eps, x.dtype()))));
+  }
+  if (!s.weight.defined()) return mul(d, view(inv));
+  return add(mul(d, view(mul(inv, s.weight))), view(s.bias));
+}
 }  // namespace
 
 Tensor BatchNorm1d::forward(const Tensor& x) {
   if (x.dim() != 2 || x.shape()[1] != features)
     throw ShapeError(fmt::format("BatchNorm1d({}): input of shape {} must be [batch, {}]", features, x.shape().str(), features));
-  Tensor y;
-  if (is_training()) {
-    const std::int64_t n = x.shape()[0];
-    if (n < 2) throw ValueError(fmt::format("BatchNorm1d({}): training needs more than one example per batch, got {}", features, n));
-    Tensor mu = mean(x, {0});
-    Tensor d = sub(x, mu);
-    Tensor var = mean(square(d), {0});
-    y = div(d, sqrt(add(var, scalar_tensor(eps, x.dtype()))));
-    // Once per forward pass: not inside vmap, and not again when checkpoint recomputes the layer.
-    if (!is_batched(mu) && !checkpoint_recomputing() && running_mean.dtype() == x.dtype()) {
-      NoGradGuard ng;
-      Tensor mu_c = mu.detach(), var_c = var.detach();
-      running_mean.mul_(1 - momentum).add_(mu_c, momentum);
-      // Running variance is the unbiased estimate, as in PyTorch.
-      running_var.mul_(1 - momentum).add_(var_c, momentum * static_cast<double>(n) / static_cast<double>(n - 1));
-      num_batches_tracked.mutable_data<std::int64_t>()[0] += 1;
-    }
-  } else {
-    y = div(sub(x, running_mean), sqrt(add(running_var, scalar_tensor(eps, x.dtype()))));
-  }
-  return weight.defined() ? add(mul(y, weight), bias) : y;
+  const std::string name = fmt::format("BatchNorm1d({})", features);
+  return batch_norm(x, {0}, {features}, is_training(),
+                    {name, eps, momentum, weight, bias, running_mean, running_var, num_batches_tracked});
 }
 
 std::string BatchNorm1d::repr() const {
   return fmt::format("BatchNorm1d({}, eps={}, momentum={}, affine={})", features, eps, momentum, weight.defined());
+}
+
+// ---- BatchNorm2d, GroupNorm -------------------------------------------------------------------
+
+BatchNorm2d::BatchNorm2d(std::int64_t n, double e, double m, bool affine, DType dtype) : features(n), eps(e), momentum(m) {
+  if (n <= 0) throw ValueError(fmt::format("BatchNorm2d: num_features must be positive, got {}", n));
+  if (affine) {
+    register_parameter("weight", weight, ones({n}, dtype));
+    register_parameter("bias", bias, zeros({n}, dtype));
+  }
+  register_buffer("running_mean", running_mean, zeros({n}, dtype));
+  register_buffer("running_var", running_var, ones({n}, dtype));
+  register_buffer("num_batches_tracked", num_batches_tracked, zeros({}, DType::i64));
+}
+
+Tensor BatchNorm2d::forward(const Tensor& x) {
+  if (x.dim() != 4 || x.shape()[1] != features)
+    throw ShapeError(fmt::format("BatchNorm2d({}): input of shape {} must be [N, {}, H, W]", features, x.shape().str(), features));
+  const std::string name = fmt::format("BatchNorm2d({})", features);
+  return batch_norm(x, {0, 2, 3}, {features, 1, 1}, is_training(),
+                    {name, eps, momentum, weight, bias, running_mean, running_var, num_batches_tracked});
+}
+
+std::string BatchNorm2d::repr() const {
+  return fmt::format("BatchNorm2d({}, eps={}, momentum={}, affine={})", features, eps, momentum, weight.defined());
+}
+
+GroupNorm::GroupNorm(std::int64_t g, std::int64_t c, double e, bool affine, DType dtype) : num_groups(g), num_channels(c), eps(e) {
+  if (g <= 0 || c <= 0 || c % g != 0)
+    throw ValueError(fmt::format("GroupNorm: num_groups ({}) must be positive and divide num_channels ({})", g, c));
+  if (affine) {
+    register_parameter("weight", weight, ones({c}, dtype));
+    register_parameter("bias", bias, zeros({c}, dtype));
+  }
+}
+
+Tensor GroupNorm::forward(const Tensor& x) {
+  if (x.dim() < 2 || x.shape()[1] != num_channels)
+    throw ShapeError(fmt::format("{}: input of shape {} must be [N, {}, *]", repr(), x.shape().str(), num_channels));
+  // [N, C, *] -> [N, G, C/G · prod(*)]: each row of the last axis is one example's group.
+  Tensor g = reshape(x, {x.shape()[0], num_groups, -1});
+  Tensor d = sub(g, mean(g, {-1}, true));
+  Tensor var = mean(square(d), {-1}, true);
+  Tensor y = reshape(div(d, sqrt(add(var, scalar_tensor(eps, x.dtype())))), x.shape());
+  if (!weight.defined()) return y;
+  Shape per_channel{num_channels};  // [C, 1, ..., 1] against [N, C, *]
+  for (std::int64_t i = 2; i < x.dim(); ++i) per_channel.push_back(1);
+  return add(mul(y, reshape(weight, per_channel)), reshape(bias, per_channel));
+}
+
+std::string GroupNorm::repr() const {
+  return fmt::format("GroupNorm({}, {}, eps={}, affine={})", num_groups, num_channels, eps, weight.defined());
 }
 
 // ---- Dropout -------------------------------------------------------------------------------

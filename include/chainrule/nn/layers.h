@@ -35,12 +35,16 @@ class ReLU : public Module {
   std::string repr() const override { return "ReLU()"; }
 };
 
-// Children named "0", "1", ... applied in order.
+// Children named "0", "1", ... applied in order, or named by the caller (PyTorch's
+// Sequential(OrderedDict(...)), so that a network such as a ResNet gets the names "conv1", "bn1",
+// "layer1.0.conv1", ... of its PyTorch definition).
 class Sequential : public Module {
  public:
   Sequential() = default;
   explicit Sequential(std::vector<ModulePtr> layers);
-  void push_back(ModulePtr layer);
+  void push_back(ModulePtr layer);  // named by its index
+  void push_back(const std::string& name, ModulePtr layer);
+  const std::string& name(std::size_t i) const { return names_[i]; }
   Tensor forward(const Tensor& x) override;
   std::string repr() const override { return "Sequential"; }
   std::size_t size() const { return layers_.size(); }
@@ -54,6 +58,7 @@ class Sequential : public Module {
 
  private:
   std::vector<ModulePtr> layers_;
+  std::vector<std::string> names_;
   int checkpoint_segments_ = 0;
 };
 
@@ -101,6 +106,34 @@ class BatchNorm1d : public Module {
   std::int64_t features;
   double eps, momentum;
   Tensor weight, bias, running_mean, running_var, num_batches_tracked;
+};
+
+// torch.nn.BatchNorm2d: batch normalisation of [N, C, H, W] per channel, over N, H and W, with
+// the buffers, momentum and unbiased running variance of BatchNorm1d (and its behaviour under
+// vmap and checkpoint recomputation: it shares BatchNorm1d's code).
+class BatchNorm2d : public Module {
+ public:
+  explicit BatchNorm2d(std::int64_t num_features, double eps = 1e-5, double momentum = 0.1, bool affine = true,
+                       DType dtype = DType::f32);
+  Tensor forward(const Tensor& x) override;
+  std::string repr() const override;
+  std::int64_t features;
+  double eps, momentum;
+  Tensor weight, bias, running_mean, running_var, num_batches_tracked;
+};
+
+// torch.nn.GroupNorm: the C channels of [N, C, *] fall into num_groups groups of consecutive
+// channels; each example is normalised over each group's channels and positions (biased
+// variance), then "weight" and "bias" [C] apply per channel. No running statistics: training and
+// eval agree.
+class GroupNorm : public Module {
+ public:
+  GroupNorm(std::int64_t num_groups, std::int64_t num_channels, double eps = 1e-5, bool affine = true, DType dtype = DType::f32);
+  Tensor forward(const Tensor& x) override;
+  std::string repr() const override;
+  std::int64_t num_groups, num_channels;
+  double eps;
+  Tensor weight, bias;
 };
 
 // Zeroes each element with probability p in training mode and scales the rest by 1/(1-p); the
