@@ -140,4 +140,128 @@ TEST(Losses, KlDivPointwiseAndBatchMean) {
   EXPECT_NEAR(vals(gt)[2], -lq[2], 1e-15);  // d/dt [t log t - t x] at t = 0, with t log t := 0
 }
 
+// ---- statistics and cumulative operations ------------------------------------------------------
+
+TEST(Stats, ProdAndItsGradientWithZeros) {
+  Tensor x = f64s({1.5, 0.0, -2.0, 0.7});
+  EXPECT_EQ(prod(x).item(), 0.0);
+  // d/dx_i Π x = Π_{j≠i} x_j, computed here by loops
+  auto leave_one_out = [](const std::vector<double>& v) {
+    std::vector<double> g(v.size(), 1.0);
+    for (std::size_t i = 0; i < v.size(); ++i)
+      for (std::size_t j = 0; j < v.size(); ++j)
+        if (j != i) g[i] *= v[j];
+    return g;
+  };
+  for (std::vector<double> v : {std::vector<double>{1.5, 0.0, -2.0, 0.7}, {0.0, 3.0, 0.0}, {2.0, -0.5, 4.0}}) {
+    Tensor g = grad([](const Tensor& t) { return prod(t); })(f64s(v));
+    expect_near(vals(g), leave_one_out(v), 1e-15, "prod gradient");
+  }
+  // the Hessian of x0 x1 x2 at (0, 0, 3): off-diagonal Π of the remaining one
+  Tensor h = hessian([](const Tensor& t) { return prod(t); })(f64s({0.0, 0.0, 3.0}));
+  expect_near(vals(h), {0, 3, 0, 3, 0, 0, 0, 0, 0}, 1e-15, "prod hessian");
+  Tensor m = f64s({1, 2, 3, 4, 5, 6}, {2, 3});
+  expect_near(vals(prod(m, {1})), {6, 120}, 0, "prod axis 1");
+  expect_near(vals(prod(m, {0}, true)), {4, 10, 18}, 0, "prod axis 0");
+  EXPECT_EQ(prod(m, {0}, true).shape(), (Shape{1, 3}));
+  EXPECT_EQ(prod(zeros({0, 3}, DType::f64), {0}).to_vector<double>(), (std::vector<double>{1, 1, 1}));
+}
+
+TEST(Stats, VarStdMinArgmin) {
+  const std::vector<double> v = {2.0, -1.0, 4.5, 0.5, 3.0, -2.5};
+  Tensor m = f64s(v, {2, 3});
+  for (double correction : {0.0, 1.0}) {
+    // over all elements
+    double mu = total(v) / 6, ss = 0;
+    for (double e : v) ss += (e - mu) * (e - mu);
+    EXPECT_NEAR(var(m, {}, correction).item(), ss / (6 - correction), 1e-14);
+    EXPECT_NEAR(chainrule::std(m, {}, correction).item(), std::sqrt(ss / (6 - correction)), 1e-14);
+    // per row
+    for (int r = 0; r < 2; ++r) {
+      double rm = (v[r * 3] + v[r * 3 + 1] + v[r * 3 + 2]) / 3, rs = 0;
+      for (int c = 0; c < 3; ++c) rs += (v[r * 3 + c] - rm) * (v[r * 3 + c] - rm);
+      EXPECT_NEAR(vals(var(m, {1}, correction))[r], rs / (3 - correction), 1e-14);
+    }
+  }
+  EXPECT_EQ(var(m, {0}, 1.0, true).shape(), (Shape{1, 3}));
+  expect_near(vals(min(m, {1})), {-1.0, -2.5}, 0, "min");
+  EXPECT_EQ(min(m).item(), -2.5);
+  EXPECT_EQ(argmin(m, 1).to_vector<std::int64_t>(), (std::vector<std::int64_t>{1, 2}));
+  EXPECT_EQ(argmin(f64s({3, 1, 2, 1})).to_vector<std::int64_t>()[0], 1);  // the first minimum
+  auto r = check_grads([](std::span<const Tensor> x) { return chainrule::std(x[0], {1}, 1.0); }, {m});
+  EXPECT_TRUE(r.pass) << r.failure;
+  auto r2 = check_grads([](std::span<const Tensor> x) { return var(x[0], {0}); }, {m});
+  EXPECT_TRUE(r2.pass) << r2.failure;
+}
+
+TEST(Stats, AllAnyOnEveryDtype) {
+  Tensor b = f64s({1, 0, 2, 3, 0.5, -1}, {2, 3});
+  EXPECT_EQ(all(b).dtype(), DType::b8);
+  EXPECT_FALSE(all(b).item<bool>());
+  EXPECT_TRUE(any(b).item<bool>());
+  EXPECT_EQ(all(b, {1}).to_vector<bool>(), (std::vector<bool>{false, true}));
+  EXPECT_EQ(any(b, {0}, true).shape(), (Shape{1, 3}));
+  EXPECT_EQ(any(greater(b, scalar_tensor(2.5, DType::f64)), {1}).to_vector<bool>(), (std::vector<bool>{false, true}));
+  EXPECT_EQ(all(from_vector<std::int64_t>({1, 2, 3})).item<bool>(), true);
+  EXPECT_EQ(all(zeros({0}, DType::f64)).item<bool>(), true);   // empty: all true, none true
+  EXPECT_EQ(any(zeros({0}, DType::f64)).item<bool>(), false);
+}
+
+TEST(Stats, CumulativeOpsMatchLoops) {
+  const std::vector<double> v = {0.5, -1.0, 2.0, 0.0, 3.0, 1.5};
+  Tensor m = f64s(v, {2, 3});
+  std::vector<double> cs0(6), cs1(6), cp1(6), lcse1(6);
+  for (int r = 0; r < 2; ++r) {
+    double s = 0, p = 1, l = -INFINITY;
+    for (int c = 0; c < 3; ++c) {
+      const double e = v[r * 3 + c];
+      s += e;
+      p *= e;
+      l = std::log(std::exp(l) + std::exp(e));
+      cs1[r * 3 + c] = s;
+      cp1[r * 3 + c] = p;
+      lcse1[r * 3 + c] = l;
+    }
+  }
+  for (int c = 0; c < 3; ++c) {
+    cs0[c] = v[c];
+    cs0[3 + c] = v[c] + v[3 + c];
+  }
+  expect_near(vals(cumsum(m, 1)), cs1, 1e-15, "cumsum axis 1");
+  expect_near(vals(cumsum(m, 0)), cs0, 1e-15, "cumsum axis 0");
+  expect_near(vals(cumprod(m, -1)), cp1, 1e-15, "cumprod");
+  expect_near(vals(logcumsumexp(m, 1)), lcse1, 1e-14, "logcumsumexp");
+  // logcumsumexp stays finite where exp overflows
+  auto big = vals(logcumsumexp(f64s({1000, 1000, -1000}), 0));
+  expect_near(big, {1000, 1000 + std::log(2.0), 1000 + std::log(2.0)}, 1e-12, "logcumsumexp large");
+  // cumprod's gradient with a zero: d/dx_i Σ_j cumprod_j, by loops
+  const std::vector<double> z = {2.0, 0.0, -1.5, 3.0};
+  Tensor g = grad([](const Tensor& t) { return sum(cumprod(t, 0)); })(f64s(z));
+  for (std::size_t i = 0; i < z.size(); ++i) {
+    double want = 0;
+    for (std::size_t j = i; j < z.size(); ++j) {
+      double p = 1;
+      for (std::size_t k = 0; k <= j; ++k) p *= k == i ? 1.0 : z[k];
+      want += p;
+    }
+    EXPECT_NEAR(vals(g)[i], want, 1e-15) << i;
+  }
+  auto r = check_grads([](std::span<const Tensor> x) { return cumprod(x[0], 1); }, {f64s({1.5, 0.0, -2.0, 0.7, 0.3, 0.0}, {2, 3})});
+  EXPECT_TRUE(r.pass) << r.failure;
+}
+
+TEST(Stats, LogAddExp) {
+  const std::vector<double> a = {0.0, 1000.0, -1000.0, 2.0, -3.0}, b = {0.0, 999.0, -1000.0, -1.0, 4.0};
+  auto got = vals(logaddexp(f64s(a), f64s(b)));
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    const double m = std::max(a[i], b[i]);
+    EXPECT_NEAR(got[i], m + std::log(std::exp(a[i] - m) + std::exp(b[i] - m)), 1e-12) << i;
+  }
+  // d/da at a = b is 1/2
+  Tensor g = grad([](const Tensor& t) { return sum(logaddexp(t, f64s({0.5}))); })(f64s({0.5}));
+  EXPECT_NEAR(g.item(), 0.5, 1e-15);
+  auto r = check_grads([](std::span<const Tensor> x) { return logaddexp(x[0], x[1]); }, {f64s({0.3, -1.2}), f64s({2.0, -1.0})});
+  EXPECT_TRUE(r.pass) << r.failure;
+}
+
 }  // namespace

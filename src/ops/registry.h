@@ -12,4 +12,5 @@ std::span<const Primitive* const> reduce_primitives();
 std::span<const Primitive* const> linalg_primitives();
 std::span<const Primitive* const> loss_primitives();
 std::span<const Primitive* const> conv_primitives();
+std::span<const Primitive* const> scan_primitives();  // issue 21: cumulative ops
 }  // namespace chainrule

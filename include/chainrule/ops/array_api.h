@@ -33,4 +33,30 @@ Tensor l1_loss(const Tensor& input, const Tensor& target, Reduction reduction = 
 // reduction is Mean (over all elements); BatchMean (sum / input.shape[0]) is the KL divergence.
 Tensor kl_div(const Tensor& input, const Tensor& target, Reduction reduction = Reduction::Mean, bool log_target = false);
 
+// ---- statistics and reductions (the array API's names) -------------------------------------------
+// Empty axes means all axes, as sum and mean.
+
+// Its derivative is the product of the other elements, exact where some are zero (no division).
+Tensor prod(const Tensor& x, const Axes& axes = {}, bool keepdims = false);
+Tensor min(const Tensor& x, const Axes& axes = {}, bool keepdims = false);  // -max(-x): ties split evenly
+Tensor argmin(const Tensor& x, std::int64_t axis = -1);                     // int64, the first minimum
+// Σ (x - mean)² / (N - correction) over the axes; correction 0 (the array API's default) is the
+// population variance, 1 PyTorch's default (Bessel's correction; NumPy's ddof).
+Tensor var(const Tensor& x, const Axes& axes = {}, double correction = 0.0, bool keepdims = false);
+Tensor std(const Tensor& x, const Axes& axes = {}, double correction = 0.0, bool keepdims = false);
+// Whether all / any elements (nonzero ones are true) along the axes are true: bool, no derivative.
+Tensor all(const Tensor& x, const Axes& axes = {}, bool keepdims = false);
+Tensor any(const Tensor& x, const Axes& axes = {}, bool keepdims = false);
+Tensor logaddexp(const Tensor& a, const Tensor& b);  // log(e^a + e^b), without overflow
+
+// ---- cumulative operations along one axis (src/ops/scan.cpp) -------------------------------------
+
+Tensor cumsum(const Tensor& x, std::int64_t axis);
+Tensor cumprod(const Tensor& x, std::int64_t axis);  // exact derivatives where elements are zero
+Tensor logcumsumexp(const Tensor& x, std::int64_t axis);
+// h_i = a_i h_{i-1} + b_i along the axis, from h = 0 before the first element (reverse: from the
+// last element backwards). a and b have one shape. The recurrence behind cumprod's and prod's
+// exact derivatives; its own JVP and VJP are linear scans.
+Tensor linear_scan(const Tensor& a, const Tensor& b, std::int64_t axis, bool reverse = false);
+
 }  // namespace chainrule
