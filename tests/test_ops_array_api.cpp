@@ -264,4 +264,66 @@ TEST(Stats, LogAddExp) {
   EXPECT_TRUE(r.pass) << r.failure;
 }
 
+// ---- sorting and searching ----------------------------------------------------------------------
+
+TEST(Sort, ValuesIndicesAndStableTies) {
+  const std::vector<double> v = {3.0, -1.0, 2.0, -1.0, 5.0, 2.0};
+  std::vector<std::int64_t> want_idx(6);
+  std::iota(want_idx.begin(), want_idx.end(), 0);
+  std::stable_sort(want_idx.begin(), want_idx.end(), [&](auto a, auto b) { return v[a] < v[b]; });
+  EXPECT_EQ(argsort(f64s(v)).to_vector<std::int64_t>(), want_idx);
+  EXPECT_EQ(argsort(f64s(v)).to_vector<std::int64_t>(), (std::vector<std::int64_t>{1, 3, 2, 5, 0, 4}));  // ties in order
+  EXPECT_EQ(argsort(f64s(v), -1, true).to_vector<std::int64_t>(), (std::vector<std::int64_t>{4, 0, 2, 5, 1, 3}));
+  auto sorted = v;
+  std::sort(sorted.begin(), sorted.end());
+  EXPECT_EQ(vals(sort(f64s(v))), sorted);
+  // along axis 0 of a matrix
+  Tensor m = f64s({3, 1, 2, 1, 5, 0}, {3, 2});
+  EXPECT_EQ(vals(sort(m, 0)), (std::vector<double>{2, 0, 3, 1, 5, 1}));
+  EXPECT_EQ(argsort(m, 0).to_vector<std::int64_t>(), (std::vector<std::int64_t>{1, 2, 0, 0, 2, 1}));
+  // NaN last
+  EXPECT_EQ(argsort(f64s({2.0, NAN, 1.0})).to_vector<std::int64_t>(), (std::vector<std::int64_t>{2, 0, 1}));
+  // the gradient of sort sends each position's cotangent to the element that landed there
+  const std::vector<double> w = {10, 20, 30, 40, 50, 60};
+  Tensor g = grad([&](const Tensor& t) { return sum(mul(sort(t), f64s(w))); })(f64s(v));
+  std::vector<double> want(6);
+  for (std::size_t j = 0; j < 6; ++j) want[static_cast<std::size_t>(want_idx[j])] = w[j];
+  EXPECT_EQ(vals(g), want);
+  auto r = check_grads([](std::span<const Tensor> x) { return sort(x[0], -1, true); }, {f64s({0.3, -1.2, 2.5, 0.1}, {2, 2})});
+  EXPECT_TRUE(r.pass) << r.failure;
+}
+
+TEST(Sort, TopkAndSearchsorted) {
+  Tensor m = f64s({0.5, 4.0, -2.0, 3.0, 1.0, 1.0, 7.0, -3.0}, {2, 4});
+  auto [values, indices] = topk(m, 2);
+  EXPECT_EQ(vals(values), (std::vector<double>{4.0, 3.0, 7.0, 1.0}));
+  EXPECT_EQ(indices.to_vector<std::int64_t>(), (std::vector<std::int64_t>{1, 3, 2, 0}));  // tie: the first
+  auto [lo, lo_idx] = topk(m, 3, 1, false);
+  EXPECT_EQ(vals(lo), (std::vector<double>{-2.0, 0.5, 3.0, -3.0, 1.0, 1.0}));
+  EXPECT_EQ(lo_idx.to_vector<std::int64_t>(), (std::vector<std::int64_t>{2, 0, 3, 3, 0, 1}));
+  EXPECT_EQ(topk(m, 0).first.shape(), (Shape{2, 0}));
+  EXPECT_THROW(topk(m, 5), ValueError);
+  Tensor g = grad([&](const Tensor& t) { return sum(topk(t, 2).first); })(m);
+  EXPECT_EQ(vals(g), (std::vector<double>{0, 1, 0, 1, 1, 0, 1, 0}));
+
+  Tensor seq = f64s({1.0, 2.0, 2.0, 4.0});
+  Tensor q = f64s({0.0, 2.0, 3.0, 5.0, 1.0});
+  EXPECT_EQ(searchsorted(seq, q).to_vector<std::int64_t>(), (std::vector<std::int64_t>{0, 1, 3, 4, 0}));
+  EXPECT_EQ(searchsorted(seq, q, true).to_vector<std::int64_t>(), (std::vector<std::int64_t>{0, 3, 3, 4, 1}));
+  EXPECT_THROW(searchsorted(f64s({1, 2, 3, 4}, {2, 2}), q), ShapeError);
+}
+
+TEST(Sort, TakeAlongAxisMatchesLoops) {
+  Tensor x = f64s({1, 2, 3, 4, 5, 6}, {2, 3});
+  Tensor idx = from_vector<std::int64_t>({2, 2, 0, 1}, {2, 2});
+  EXPECT_EQ(vals(take_along_axis(x, idx, 1)), (std::vector<double>{3, 3, 4, 5}));
+  Tensor s = scatter_add_along_axis(f64s({1, 2, 3, 4}, {2, 2}), idx, 1, 3);
+  EXPECT_EQ(vals(s), (std::vector<double>{0, 0, 3, 3, 4, 0}));
+  EXPECT_THROW(take_along_axis(x, from_vector<std::int64_t>({3, 0}, {2, 1}), 1), ValueError);
+  EXPECT_THROW(take_along_axis(x, from_vector<std::int64_t>({0, 0, 0}, {3, 1}), 1), ShapeError);
+  // vmap: one row per example
+  Tensor rows = vmap([&](const Tensor& r) { return sort(r); })(f64s({3, 1, 2, 0, 5, 4}, {2, 3}));
+  EXPECT_EQ(vals(rows), (std::vector<double>{1, 2, 3, 0, 4, 5}));
+}
+
 }  // namespace

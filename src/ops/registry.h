@@ -13,4 +13,5 @@ std::span<const Primitive* const> linalg_primitives();
 std::span<const Primitive* const> loss_primitives();
 std::span<const Primitive* const> conv_primitives();
 std::span<const Primitive* const> scan_primitives();  // issue 21: cumulative ops
+std::span<const Primitive* const> sort_primitives();  // issue 21: sorting and searching
 }  // namespace chainrule

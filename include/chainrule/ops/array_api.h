@@ -59,4 +59,22 @@ Tensor logcumsumexp(const Tensor& x, std::int64_t axis);
 // exact derivatives; its own JVP and VJP are linear scans.
 Tensor linear_scan(const Tensor& a, const Tensor& b, std::int64_t axis, bool reverse = false);
 
+// ---- sorting and searching (src/ops/sort.cpp) ----------------------------------------------------
+// Sorts are stable: equal elements keep their order. NaN sorts last, both ways (NumPy's order).
+
+Tensor argsort(const Tensor& x, std::int64_t axis = -1, bool descending = false);  // int64, no derivative
+// The values in order: x taken along argsort(x). Its derivative sends each position's cotangent
+// back to the element that landed there.
+Tensor sort(const Tensor& x, std::int64_t axis = -1, bool descending = false);
+// The k largest (or smallest) along the axis, in order, and their int64 indices (torch.topk).
+std::pair<Tensor, Tensor> topk(const Tensor& x, std::int64_t k, std::int64_t axis = -1, bool largest = true);
+// out[..., j, ...] = x[..., indices[..., j, ...], ...] along the axis; indices (int64) match x on
+// every other axis (NumPy's take_along_axis, torch.gather).
+Tensor take_along_axis(const Tensor& x, const Tensor& indices, std::int64_t axis);
+// Its adjoint: zeros with `size` along the axis, src added at the indices (torch.scatter_add).
+Tensor scatter_add_along_axis(const Tensor& src, const Tensor& indices, std::int64_t axis, std::int64_t size);
+// Indices where `values` would be inserted into the 1-D ascending `sorted_sequence` to keep it
+// sorted: before equal elements (right = false, NumPy's side="left") or after them. int64.
+Tensor searchsorted(const Tensor& sorted_sequence, const Tensor& values, bool right = false);
+
 }  // namespace chainrule
