@@ -326,4 +326,83 @@ TEST(Sort, TakeAlongAxisMatchesLoops) {
   EXPECT_EQ(vals(rows), (std::vector<double>{1, 2, 3, 0, 4, 5}));
 }
 
+// ---- manipulation -------------------------------------------------------------------------------
+
+TEST(Manip, FlipRollTileRepeat) {
+  Tensor m = f64s({1, 2, 3, 4, 5, 6}, {2, 3});
+  EXPECT_EQ(vals(flip(m, {1})), (std::vector<double>{3, 2, 1, 6, 5, 4}));
+  EXPECT_EQ(vals(flip(m, {0})), (std::vector<double>{4, 5, 6, 1, 2, 3}));
+  EXPECT_EQ(vals(flip(m)), (std::vector<double>{6, 5, 4, 3, 2, 1}));
+  EXPECT_EQ(vals(roll(m, 1, 1)), (std::vector<double>{3, 1, 2, 6, 4, 5}));
+  EXPECT_EQ(vals(roll(m, -4, 1)), (std::vector<double>{2, 3, 1, 5, 6, 4}));
+  EXPECT_EQ(vals(roll(m, 1, 0)), (std::vector<double>{4, 5, 6, 1, 2, 3}));
+  Tensor t = tile(f64s({1, 2}), {2, 3});
+  EXPECT_EQ(t.shape(), (Shape{2, 6}));
+  EXPECT_EQ(vals(t), (std::vector<double>{1, 2, 1, 2, 1, 2, 1, 2, 1, 2, 1, 2}));
+  EXPECT_EQ(vals(tile(m, {2})), (std::vector<double>{1, 2, 3, 1, 2, 3, 4, 5, 6, 4, 5, 6}));
+  EXPECT_EQ(vals(repeat(m, 2, 1)), (std::vector<double>{1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6}));
+  EXPECT_EQ(vals(repeat_interleave(m, 2, 0)), (std::vector<double>{1, 2, 3, 1, 2, 3, 4, 5, 6, 4, 5, 6}));
+  // derivatives: tile and repeat sum the cotangent over the copies
+  Tensor g = grad([](const Tensor& v) { return sum(mul(tile(v, {3}), f64s({1, 2, 3, 4, 5, 6}))); })(f64s({0.0, 0.0}));
+  EXPECT_EQ(vals(g), (std::vector<double>{9, 12}));
+  for (auto f : {+[](std::span<const Tensor> x) { return flip(x[0], {0, 1}); }, +[](std::span<const Tensor> x) { return roll(x[0], 2, -1); },
+                 +[](std::span<const Tensor> x) { return repeat(x[0], 3, 0); }, +[](std::span<const Tensor> x) { return tile(x[0], {2, 1, 2}); }}) {
+    auto r = check_grads(f, {m});
+    EXPECT_TRUE(r.pass) << r.failure;
+  }
+}
+
+TEST(Manip, AxesSplitMeshgrid) {
+  Tensor x = zeros({2, 1, 3, 1}, DType::f64);
+  EXPECT_EQ(squeeze(x, {1, 3}).shape(), (Shape{2, 3}));
+  EXPECT_EQ(squeeze(x, {-1}).shape(), (Shape{2, 1, 3}));
+  EXPECT_THROW(squeeze(x, {0}), ShapeError);
+  EXPECT_EQ(expand_dims(x, 0).shape(), (Shape{1, 2, 1, 3, 1}));
+  EXPECT_EQ(moveaxis(zeros({2, 3, 4}), 0, -1).shape(), (Shape{3, 4, 2}));
+  EXPECT_EQ(moveaxis(zeros({2, 3, 4}), 2, 0).shape(), (Shape{4, 2, 3}));
+  Tensor m = f64s({1, 2, 3, 4, 5, 6}, {2, 3});
+  EXPECT_EQ(vals(moveaxis(m, 0, 1)), (std::vector<double>{1, 4, 2, 5, 3, 6}));
+  auto parts = split(m, {1, 2}, 1);
+  ASSERT_EQ(parts.size(), 2u);
+  EXPECT_EQ(vals(parts[0]), (std::vector<double>{1, 4}));
+  EXPECT_EQ(vals(parts[1]), (std::vector<double>{2, 3, 5, 6}));
+  EXPECT_THROW(split(m, {1, 1}, 1), ShapeError);
+  auto rows = unstack(m, 0);
+  ASSERT_EQ(rows.size(), 2u);
+  EXPECT_EQ(rows[1].shape(), (Shape{3}));
+  EXPECT_EQ(vals(rows[1]), (std::vector<double>{4, 5, 6}));
+  auto xy = meshgrid({f64s({1, 2, 3}), f64s({10, 20})});
+  EXPECT_EQ(xy[0].shape(), (Shape{2, 3}));
+  EXPECT_EQ(vals(xy[0]), (std::vector<double>{1, 2, 3, 1, 2, 3}));
+  EXPECT_EQ(vals(xy[1]), (std::vector<double>{10, 10, 10, 20, 20, 20}));
+  auto ij = meshgrid({f64s({1, 2, 3}), f64s({10, 20})}, "ij");
+  EXPECT_EQ(ij[0].shape(), (Shape{3, 2}));
+  EXPECT_EQ(vals(ij[1]), (std::vector<double>{10, 20, 10, 20, 10, 20}));
+}
+
+// ---- special functions --------------------------------------------------------------------------
+
+TEST(Special, LgammaDigammaPolygamma) {
+  const std::vector<double> v = {0.3, 1.0, 2.5, 7.0, 30.0, -0.5, -2.3};
+  auto lg = vals(lgamma(f64s(v)));
+  for (std::size_t i = 0; i < v.size(); ++i) EXPECT_NEAR(lg[i], std::lgamma(v[i]), 1e-13) << v[i];
+  // digamma: ψ(1) = -γ, ψ(1/2) = -γ - 2 ln 2, ψ(x+1) = ψ(x) + 1/x; trigamma(1) = π²/6,
+  // ψ''(1) = -2 ζ(3), ψ⁽³⁾(1) = π⁴/15
+  const double euler = 0.57721566490153286061;
+  auto d = vals(digamma(f64s({1.0, 0.5, 3.0, -0.5})));
+  EXPECT_NEAR(d[0], -euler, 1e-14);
+  EXPECT_NEAR(d[1], -euler - 2 * std::log(2.0), 1e-14);
+  EXPECT_NEAR(d[2], -euler + 1 + 0.5, 1e-14);
+  EXPECT_NEAR(d[3], d[1] + 2.0, 1e-13);  // ψ(1/2) = ψ(-1/2) + 1/(-1/2)
+  EXPECT_NEAR(polygamma(1, f64s({1.0})).item(), std::numbers::pi * std::numbers::pi / 6, 1e-14);
+  EXPECT_NEAR(polygamma(2, f64s({1.0})).item(), -2 * 1.2020569031595942854, 1e-13);
+  EXPECT_NEAR(polygamma(3, f64s({1.0})).item(), std::pow(std::numbers::pi, 4) / 15, 1e-12);
+  EXPECT_TRUE(std::isnan(digamma(f64s({-2.0})).item()));
+  // d/dx lgamma = digamma, and the second derivative of digamma exists (polygamma(2))
+  auto dd = [](const Tensor& x) { return sum(digamma(x)); };
+  Tensor h = hessian(dd)(f64s({1.0}));
+  EXPECT_NEAR(h.item(), -2 * 1.2020569031595942854, 1e-12);
+  EXPECT_THROW(polygamma(-1, f64s({1.0})), ValueError);
+}
+
 }  // namespace

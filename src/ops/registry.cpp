@@ -9,7 +9,7 @@ std::span<const Primitive* const> all_primitives() {
     std::vector<const Primitive*> v;
     for (auto family : {elementwise_primitives(), math_primitives(), shape_primitives(), reduce_primitives(),
                         linalg_primitives(), loss_primitives(), conv_primitives(),
-                        scan_primitives(), sort_primitives()})
+                        scan_primitives(), sort_primitives(), manip_primitives(), special_primitives()})
       v.insert(v.end(), family.begin(), family.end());
     return v;
   }();

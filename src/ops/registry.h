@@ -14,4 +14,6 @@ std::span<const Primitive* const> loss_primitives();
 std::span<const Primitive* const> conv_primitives();
 std::span<const Primitive* const> scan_primitives();  // issue 21: cumulative ops
 std::span<const Primitive* const> sort_primitives();  // issue 21: sorting and searching
+std::span<const Primitive* const> manip_primitives();  // issue 21: flip
+std::span<const Primitive* const> special_primitives();  // issue 21: lgamma, polygamma
 }  // namespace chainrule

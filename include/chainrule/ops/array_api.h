@@ -77,4 +77,33 @@ Tensor scatter_add_along_axis(const Tensor& src, const Tensor& indices, std::int
 // sorted: before equal elements (right = false, NumPy's side="left") or after them. int64.
 Tensor searchsorted(const Tensor& sorted_sequence, const Tensor& values, bool right = false);
 
+// ---- manipulation (src/ops/manip.cpp) ------------------------------------------------------------
+
+Tensor flip(const Tensor& x, const Axes& axes = {});  // empty axes: every axis
+Tensor roll(const Tensor& x, std::int64_t shift, std::int64_t axis);  // elements past the end wrap around
+// NumPy's tile: the whole array repeated reps[i] times along axis i (reps and the shape padded
+// with leading ones to one length).
+Tensor tile(const Tensor& x, const std::vector<std::int64_t>& reps);
+// Each element `repeats` times in a row along the axis (the array API's repeat with an integer
+// count; torch.repeat_interleave).
+Tensor repeat(const Tensor& x, std::int64_t repeats, std::int64_t axis);
+Tensor repeat_interleave(const Tensor& x, std::int64_t repeats, std::int64_t axis);
+Tensor moveaxis(const Tensor& x, std::int64_t source, std::int64_t destination);
+Tensor expand_dims(const Tensor& x, std::int64_t axis);  // unsqueeze
+Tensor squeeze(const Tensor& x, const Axes& axes);      // several size-1 axes at once
+// Consecutive pieces of the given sizes along the axis (torch.split with a list of sizes).
+std::vector<Tensor> split(const Tensor& x, const std::vector<std::int64_t>& sizes, std::int64_t axis = 0);
+std::vector<Tensor> unstack(const Tensor& x, std::int64_t axis = 0);
+// Coordinate grids from 1-D inputs; indexing "xy" (the default, NumPy's) swaps the first two
+// output axes, "ij" does not.
+std::vector<Tensor> meshgrid(const std::vector<Tensor>& xs, std::string_view indexing = "xy");
+
+// ---- special functions (src/ops/special.cpp) -----------------------------------------------------
+
+Tensor lgamma(const Tensor& x);  // log|Γ(x)|
+Tensor digamma(const Tensor& x);  // ψ = Γ'/Γ = polygamma(0, x)
+// The n-th derivative of digamma; its own derivative is polygamma(n + 1), so every order of
+// derivative exists (digamma's second derivative included).
+Tensor polygamma(std::int64_t n, const Tensor& x);
+
 }  // namespace chainrule
