@@ -431,7 +431,7 @@ numpy are not seen by the version counter that guards saved tensors.)doc");
   m.def("reshape", [](const Tensor& x, py::object s) { return reshape(x, to_shape(s)); }, py::arg("x"), py::arg("shape"));
   m.def("flatten", &flatten, py::arg("x"), py::arg("start_axis") = 0);
   m.def("unsqueeze", &unsqueeze, py::arg("x"), py::arg("axis"));
-  m.def("squeeze", &squeeze, py::arg("x"), py::arg("axis"));
+  m.def("squeeze", static_cast<Tensor (*)(const Tensor&, std::int64_t)>(&squeeze), py::arg("x"), py::arg("axis"));
   m.def("permute", [](const Tensor& x, py::object p) { return permute(x, to_axes(p)); }, py::arg("x"), py::arg("perm"));
   m.def("transpose", &transpose, py::arg("x"), py::arg("axis0") = -2, py::arg("axis1") = -1);
   m.def("broadcast_to", [](const Tensor& x, py::object s) { return broadcast_to(x, to_shape(s)); }, py::arg("x"), py::arg("shape"));
@@ -457,7 +457,8 @@ numpy are not seen by the version counter that guards saved tensors.)doc");
   m.def("cross_entropy", [](const Tensor& l, const Tensor& y, const std::string& r) { return cross_entropy(l, y, to_reduction(r)); },
         py::arg("logits"), py::arg("labels"), py::arg("reduction") = "mean");
   m.def("cross_entropy_backward", &cross_entropy_backward, py::arg("logits"), py::arg("labels"), py::arg("ct"));
-  m.def("mse_loss", &mse_loss, py::arg("a"), py::arg("b"));
+  m.def("mse_loss", [](const Tensor& a, const Tensor& b, const std::string& r) { return mse_loss(a, b, to_reduction(r)); },
+        py::arg("a"), py::arg("b"), py::arg("reduction") = "mean");
 
   // Numerical helpers.
   m.def("allclose", &allclose, py::arg("a"), py::arg("b"), py::arg("rtol") = 1e-5, py::arg("atol") = 1e-8);

@@ -1,6 +1,7 @@
 #include "chainrule/nn/layers.h"
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include <algorithm>
 #include <cmath>
@@ -444,5 +445,57 @@ Tensor Flatten::forward(const Tensor& x) {
 }
 
 std::string Flatten::repr() const { return fmt::format("Flatten(start_dim={}, end_dim={})", start_dim, end_dim); }
+
+// ---- activations -----------------------------------------------------------------------------
+
+Tensor Tanh::forward(const Tensor& x) { return tanh(x); }
+Tensor Sigmoid::forward(const Tensor& x) { return sigmoid(x); }
+
+Softplus::Softplus(double b) : beta(b) {
+  if (!(b > 0)) throw ValueError(fmt::format("Softplus: beta must be positive, got {}", b));
+}
+Tensor Softplus::forward(const Tensor& x) {
+  if (beta == 1.0) return softplus(x);
+  return div(softplus(mul(x, scalar_tensor(beta, x.dtype()))), scalar_tensor(beta, x.dtype()));
+}
+std::string Softplus::repr() const { return fmt::format("Softplus(beta={})", beta); }
+
+GELU::GELU(std::string a) : approximate(std::move(a)) {
+  if (approximate != "none" && approximate != "tanh")
+    throw ValueError(fmt::format("GELU: approximate must be 'none' or 'tanh', got '{}'", approximate));
+}
+Tensor GELU::forward(const Tensor& x) { return gelu(x, approximate == "tanh"); }
+std::string GELU::repr() const { return fmt::format("GELU(approximate='{}')", approximate); }
+
+Tensor SiLU::forward(const Tensor& x) { return silu(x); }
+Tensor ELU::forward(const Tensor& x) { return elu(x, alpha); }
+std::string ELU::repr() const { return fmt::format("ELU(alpha={})", alpha); }
+Tensor LeakyReLU::forward(const Tensor& x) { return leaky_relu(x, negative_slope); }
+std::string LeakyReLU::repr() const { return fmt::format("LeakyReLU(negative_slope={})", negative_slope); }
+Tensor Softmax::forward(const Tensor& x) { return softmax(x, dim); }
+std::string Softmax::repr() const { return fmt::format("Softmax(dim={})", dim); }
+Tensor LogSoftmax::forward(const Tensor& x) { return log_softmax(x, dim); }
+std::string LogSoftmax::repr() const { return fmt::format("LogSoftmax(dim={})", dim); }
+
+namespace {
+constexpr std::string_view kActivations[] = {"relu", "tanh", "sigmoid",   "softplus", "gelu",
+                                             "gelu_tanh", "silu", "elu", "leaky_relu", "identity"};
+}  // namespace
+
+std::span<const std::string_view> activation_names() { return kActivations; }
+
+ModulePtr make_activation(std::string_view name) {
+  if (name == "relu") return std::make_shared<ReLU>();
+  if (name == "tanh") return std::make_shared<Tanh>();
+  if (name == "sigmoid") return std::make_shared<Sigmoid>();
+  if (name == "softplus") return std::make_shared<Softplus>();
+  if (name == "gelu") return std::make_shared<GELU>();
+  if (name == "gelu_tanh") return std::make_shared<GELU>("tanh");
+  if (name == "silu") return std::make_shared<SiLU>();
+  if (name == "elu") return std::make_shared<ELU>();
+  if (name == "leaky_relu") return std::make_shared<LeakyReLU>();
+  if (name == "identity") return std::make_shared<Identity>();
+  throw ValueError(fmt::format("unknown activation '{}' (known: {})", name, fmt::join(kActivations, ", ")));
+}
 
 }  // namespace chainrule::nn

@@ -1,6 +1,9 @@
 #include "chainrule/nn/spec.h"
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
+
+#include <algorithm>
 
 #include <charconv>
 
@@ -30,7 +33,7 @@ std::int64_t positive(std::string_view spec, std::string_view field, const char*
 }
 
 constexpr const char* kSyntax =
-    "expected mlp:IN-H1-...-OUT, resmlp:IN-WIDTHxBLOCKS-OUT[:lrl|pre|lrlr[+ln|+bn]] or "
+    "expected mlp:IN-H1-...-OUT[:ACTIVATION], resmlp:IN-WIDTHxBLOCKS-OUT[:lrl|pre|lrlr[+ln|+bn]] or "
     "resnet:CxHxW-WIDTHxBLOCKS-...-OUT[:post|pre]";
 
 // "AxB" -> (A, B), each a positive integer.
@@ -97,8 +100,13 @@ ModelSpec ModelSpec::parse(std::string_view spec) {
   if (parts.size() < 2 || parts.size() > 3) throw ValueError(fmt::format("model spec '{}': {}", spec, kSyntax));
   ModelSpec m;
   if (parts[0] == "mlp") {
-    if (parts.size() != 2) throw ValueError(fmt::format("model spec '{}': an mlp takes no layout; {}", spec, kSyntax));
     m.kind = Kind::MLP;
+    if (parts.size() == 3) {
+      auto names = activation_names();
+      if (std::find(names.begin(), names.end(), parts[2]) == names.end())
+        throw ValueError(fmt::format("model spec '{}': an mlp takes an activation ({}), not '{}'", spec, fmt::join(names, ", "), parts[2]));
+      m.activation = std::string(parts[2]);
+    }
     for (auto f : split(parts[1], '-')) m.sizes.push_back(positive(spec, f, "layer size"));
     if (m.sizes.size() < 2) throw ValueError(fmt::format("model spec '{}': an mlp needs at least an input and an output size", spec));
     return m;
@@ -148,6 +156,7 @@ std::string ModelSpec::str() const {
   if (kind == Kind::MLP) {
     std::string s = "mlp:";
     for (std::size_t i = 0; i < sizes.size(); ++i) s += (i ? "-" : "") + std::to_string(sizes[i]);
+    if (activation != "relu") s += ":" + activation;
     return s;
   }
   if (kind == Kind::ResNet) {
@@ -170,7 +179,7 @@ std::shared_ptr<Sequential> build_model(const ModelSpec& spec, DType dtype) {
   const LinearOptions lo{.dtype = dtype};
   if (spec.kind == ModelSpec::Kind::MLP) {
     for (std::size_t i = 0; i + 1 < spec.sizes.size(); ++i) {
-      if (i > 0) model->push_back(std::make_shared<ReLU>());
+      if (i > 0) model->push_back(make_activation(spec.activation));
       model->push_back(std::make_shared<Linear>(spec.sizes[i], spec.sizes[i + 1], lo));
     }
     return model;

@@ -5,7 +5,9 @@
 #include <array>
 #include <cstdint>
 #include <memory>
+#include <span>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "chainrule/nn/module.h"
@@ -263,5 +265,81 @@ class Flatten : public Module {
   std::string repr() const override;
   std::int64_t start_dim, end_dim;
 };
+
+// ---- activations (PyTorch's torch.nn names and defaults) ---------------------------------------
+// Modules without parameters around the ops of chainrule/ops/ops.h.
+
+class Identity : public Module {
+ public:
+  Tensor forward(const Tensor& x) override { return x; }
+  std::string repr() const override { return "Identity()"; }
+};
+class Tanh : public Module {
+ public:
+  Tensor forward(const Tensor& x) override;
+  std::string repr() const override { return "Tanh()"; }
+};
+class Sigmoid : public Module {
+ public:
+  Tensor forward(const Tensor& x) override;
+  std::string repr() const override { return "Sigmoid()"; }
+};
+// log(1 + e^(βx)) / β. PyTorch switches to x above βx > threshold; softplus here is exact there
+// (it never overflows), so no threshold is needed.
+class Softplus : public Module {
+ public:
+  explicit Softplus(double beta = 1.0);
+  Tensor forward(const Tensor& x) override;
+  std::string repr() const override;
+  double beta;
+};
+// approximate: "none" (x Φ(x), with erf) or "tanh".
+class GELU : public Module {
+ public:
+  explicit GELU(std::string approximate = "none");
+  Tensor forward(const Tensor& x) override;
+  std::string repr() const override;
+  std::string approximate;
+};
+class SiLU : public Module {
+ public:
+  Tensor forward(const Tensor& x) override;
+  std::string repr() const override { return "SiLU()"; }
+};
+class ELU : public Module {
+ public:
+  explicit ELU(double alpha = 1.0) : alpha(alpha) {}
+  Tensor forward(const Tensor& x) override;
+  std::string repr() const override;
+  double alpha;
+};
+class LeakyReLU : public Module {
+ public:
+  explicit LeakyReLU(double negative_slope = 0.01) : negative_slope(negative_slope) {}
+  Tensor forward(const Tensor& x) override;
+  std::string repr() const override;
+  double negative_slope;
+};
+// PyTorch's dim has no default for these two (an implicit one is deprecated): it is required.
+class Softmax : public Module {
+ public:
+  explicit Softmax(std::int64_t dim) : dim(dim) {}
+  Tensor forward(const Tensor& x) override;
+  std::string repr() const override;
+  std::int64_t dim;
+};
+class LogSoftmax : public Module {
+ public:
+  explicit LogSoftmax(std::int64_t dim) : dim(dim) {}
+  Tensor forward(const Tensor& x) override;
+  std::string repr() const override;
+  std::int64_t dim;
+};
+
+// The activation module a model spec names: relu, tanh, sigmoid, softplus, gelu, gelu_tanh,
+// silu, elu, leaky_relu, identity (PyTorch's defaults). Throws ValueError listing the names.
+ModulePtr make_activation(std::string_view name);
+// The names make_activation accepts, in that order.
+std::span<const std::string_view> activation_names();
 
 }  // namespace chainrule::nn

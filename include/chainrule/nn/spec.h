@@ -2,6 +2,9 @@
 // Model specs, one syntax everywhere (train --model, eval, grad, checkpoint metadata):
 //   mlp:784-256-256-10            Sequential(Linear(784,256), ReLU, Linear(256,256), ReLU, Linear(256,10))
 //                                 parameters 0.weight, 0.bias, 2.weight, ..., 4.bias
+//   mlp:784-256-10:gelu           the same with another activation between the layers: relu (the
+//                                 default), tanh, sigmoid, softplus, gelu, gelu_tanh, silu, elu,
+//                                 leaky_relu, identity (nn::make_activation; PyTorch's defaults)
 //   resmlp:784-256x8-10[:LAYOUT]  Sequential(Linear(784,256), ReLU, ResidualBlock × 8, Linear(256,10))
 //                                 block i at index 2+i ("2.l1.weight"), output Linear at 2+B
 // LAYOUT is lrl (default), pre or lrlr, optionally followed by +ln (LayerNorm) or +bn
@@ -35,6 +38,7 @@ struct ModelSpec {
   enum class Kind { MLP, ResMLP, ResNet };
   Kind kind = Kind::MLP;
   std::vector<std::int64_t> sizes;  // mlp: every layer width, input first, output last
+  std::string activation = "relu";  // mlp: the activation between layers
   std::int64_t in = 0, width = 0, blocks = 0, out = 0;  // resmlp
   BlockLayout layout = BlockLayout::LRL;
   BlockNorm norm = BlockNorm::None;
