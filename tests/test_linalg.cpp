@@ -161,6 +161,7 @@ TEST_P(Linalg, CholeskyIsLowerAndReproducesTheMatrix) {
         }
       }
   EXPECT_LT(diff(batched_product(l, mT(l)), values(a)), tol(dt) * 10);
+  EXPECT_EQ(values(linalg::cholesky(a, /*upper=*/true)), values(mT(l)));
 }
 
 TEST_P(Linalg, QRHasOrthonormalQUpperRAndReproducesTallAndWideMatrices) {
@@ -272,6 +273,19 @@ TEST(LinalgCompositions, TraceDiagonalOuterVecdotTensordot) {
   EXPECT_EQ(values(linalg::tensordot(x, y, 1)), batched_product(x, y));
   EXPECT_EQ(linalg::tensordot(x, x, 2).item(), 91.0);
   EXPECT_EQ(values(linalg::tensordot(x, y, {0}, {1})), batched_product(mT(x), mT(y)));
+  // cross: e_x × e_y = e_z, and (1, 2, 3) × (4, 5, 6) = (-3, 6, -3), broadcast over rows
+  Tensor u = tensor({1, 0, 0, 1, 2, 3}, {2, 3}, DType::f64);
+  EXPECT_EQ(values(linalg::cross(u, tensor({0, 1, 0, 4, 5, 6}, {2, 3}, DType::f64))), (std::vector<double>{0, 0, 1, -3, 6, -3}));
+  // matrix_power: [[1, 1], [0, 1]]^n = [[1, n], [0, 1]], n = -2 included; n = 0 the identity
+  Tensor j = tensor({1, 1, 0, 1}, {2, 2}, DType::f64);
+  EXPECT_EQ(values(linalg::matrix_power(j, 5)), (std::vector<double>{1, 5, 0, 1}));
+  EXPECT_LT(diff(values(linalg::matrix_power(j, -2)), {1, -2, 0, 1}), 1e-12);
+  EXPECT_EQ(values(linalg::matrix_power(j, 0)), (std::vector<double>{1, 0, 0, 1}));
+  // matrix_rank: a rank-1 3×3 and a full-rank one, batched
+  Tensor r = stack({tensor({1, 2, 3, 2, 4, 6, 3, 6, 9}, {3, 3}, DType::f64), eye(3, DType::f64)});
+  Tensor rank = linalg::matrix_rank(r);
+  EXPECT_EQ(rank.dtype(), DType::i64);
+  EXPECT_EQ(rank.to_vector<std::int64_t>(), (std::vector<std::int64_t>{1, 3}));
 }
 
 // Closed-form derivatives, independent of the rules: d det / dA = cof(A) for a 2×2, and
@@ -322,6 +336,10 @@ TEST(LinalgDerivatives, CompositionsPassTheDerivativeChecks) {
       {"matrix_norm 2", [](auto x) { return linalg::matrix_norm(x[0], 2); }},
       {"diagonal offset 1, trace", [](auto x) { return add(linalg::diagonal(x[0], 1), linalg::trace(x[0])); }},
       {"tensordot", [](auto x) { return linalg::tensordot(x[0], x[0], {0}, {0}); }},
+      {"matrix_power 3", [](auto x) { return linalg::matrix_power(slice(x[0], 0, 0, 3), 3); }},
+      {"matrix_power -2", [](auto x) { return linalg::matrix_power(slice(x[0], 0, 0, 3), -2); }},
+      {"cross", [](auto x) { return linalg::cross(slice(x[0], 0, 0, 2), slice(x[0], 0, 2, 4)); }},
+      {"cholesky upper", [](auto x) { return linalg::cholesky(add(matmul(x[0], x[0], true, false), eye(3, DType::f64) * 3.0), true); }},
   };
   for (const auto& [name, fn] : fns) {
     CheckReport r = check_grads(fn, {a});

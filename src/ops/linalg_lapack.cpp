@@ -906,7 +906,10 @@ SlogdetResult slogdet(const Tensor& a) {
   return {squeeze(slice(packed, -1, 0, 1), -1), squeeze(slice(packed, -1, 1, 2), -1)};
 }
 
-Tensor cholesky(const Tensor& a) { return bind(cholesky_p, {a}); }
+Tensor cholesky(const Tensor& a, bool upper) {
+  Tensor l = bind(cholesky_p, {a});
+  return upper ? mT(l) : l;
+}
 
 QRResult qr(const Tensor& a) {
   need_matrix("qr", a);
@@ -981,6 +984,40 @@ Tensor pinv(const Tensor& a, double rtol) {
   Tensor one = scalar_tensor(1.0, a.dtype()), zero = scalar_tensor(0.0, a.dtype());
   Tensor s_inv = where(keep, div(one, where(keep, s, one)), zero);
   return matmul(mul(mT(vh), unsqueeze(s_inv, -2)), u, false, true);  // V diag(1/s) Uᵀ
+}
+
+Tensor matrix_power(const Tensor& a, std::int64_t n) {
+  need_square("matrix_power", a);
+  if (n == 0) return broadcast_to(eye(rows(a.shape()), a.dtype()), a.shape());
+  Tensor base = n < 0 ? inv(a) : a;
+  Tensor result;
+  for (std::int64_t k = n < 0 ? -n : n; k > 0; k >>= 1) {
+    if (k & 1) result = result.defined() ? matmul(result, base) : base;
+    if (k > 1) base = matmul(base, base);
+  }
+  return result;
+}
+
+Tensor matrix_rank(const Tensor& a, double rtol) {
+  need_matrix("matrix_rank", a);
+  const std::int64_t m = rows(a.shape()), n = cols(a.shape());
+  if (std::min(m, n) == 0) return zeros(lead(a.shape()), DType::i64);
+  if (rtol < 0) rtol = static_cast<double>(std::max(m, n)) * (a.dtype() == DType::f32 ? 1.1920929e-7 : 2.220446049250313e-16);
+  Tensor s = svdvals(a);
+  Tensor above = greater(s, mul(max(s, {-1}, true), scalar_tensor(rtol, a.dtype())));
+  return cast(sum(cast(above, a.dtype()), {-1}), DType::i64);
+}
+
+Tensor cross(const Tensor& a, const Tensor& b, std::int64_t axis) {
+  const bool ok = axis < 0 && -axis <= std::min(a.dim(), b.dim()) && a.shape()[static_cast<std::size_t>(a.dim() + axis)] == 3 &&
+                  b.shape()[static_cast<std::size_t>(b.dim() + axis)] == 3;
+  if (!ok)
+    throw ShapeError(fmt::format("linalg.cross: axis {} must be negative and of size 3 in both {} and {}", axis, a.shape().str(),
+                                 b.shape().str()));
+  auto at = [axis](const Tensor& x, std::int64_t i) { return slice(x, axis, i, i + 1); };
+  return concat({sub(mul(at(a, 1), at(b, 2)), mul(at(a, 2), at(b, 1))), sub(mul(at(a, 2), at(b, 0)), mul(at(a, 0), at(b, 2))),
+                 sub(mul(at(a, 0), at(b, 1)), mul(at(a, 1), at(b, 0)))},
+                axis);
 }
 
 Tensor matrix_transpose(const Tensor& x) {

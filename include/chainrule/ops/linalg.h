@@ -27,9 +27,10 @@ struct SlogdetResult {
   Tensor logabsdet;  // log |det A|
 };
 SlogdetResult slogdet(const Tensor& a);
-// L lower with L Lᵀ = A for A symmetric positive definite [..., n, n]. A is symmetrised,
-// (A + Aᵀ) / 2, as JAX does, so the derivative is exact in every direction.
-Tensor cholesky(const Tensor& a);
+// L lower with L Lᵀ = A for A symmetric positive definite [..., n, n] (upper: U = Lᵀ with
+// Uᵀ U = A). A is symmetrised, (A + Aᵀ) / 2, as JAX does, so the derivative is exact in every
+// direction.
+Tensor cholesky(const Tensor& a, bool upper = false);
 
 // Reduced QR of A [..., m, n]: Q [..., m, k] with orthonormal columns, R [..., k, n] upper
 // triangular, k = min(m, n). Derivatives for m >= n (as JAX).
@@ -44,7 +45,7 @@ struct EighResult {
 };
 EighResult eigh(const Tensor& a);
 Tensor eigvalsh(const Tensor& a);
-// Reduced SVD A = U diag(S) Vh: U [..., m, k], S [..., k] descending, Vh [..., k, n].
+// Reduced SVD (full_matrices = false in the array API and PyTorch) A = U diag(S) Vh: U [..., m, k], S [..., k] descending, Vh [..., k, n].
 struct SVDResult {
   Tensor U, S, Vh;
 };
@@ -63,6 +64,11 @@ Tensor matrix_norm(const Tensor& x, double ord, bool keepdims = false);
 Tensor pinv(const Tensor& a, double rtol = -1);
 
 // The array API's other linear-algebra functions, as compositions.
+using chainrule::matmul;
+Tensor matrix_power(const Tensor& a, std::int64_t n);  // by repeated squaring; n < 0 powers inv(a)
+// The number of singular values above rtol * max(S) (rtol < 0: max(m, n) * eps), int64.
+Tensor matrix_rank(const Tensor& a, double rtol = -1);
+Tensor cross(const Tensor& a, const Tensor& b, std::int64_t axis = -1);  // 3-vectors along axis
 Tensor matrix_transpose(const Tensor& x);                              // swaps the last two axes
 Tensor outer(const Tensor& a, const Tensor& b);                        // a [m], b [n] -> [m, n]
 Tensor diagonal(const Tensor& x, std::int64_t offset = 0);             // [..., m, n] -> [..., k]
