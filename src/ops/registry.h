@@ -11,6 +11,7 @@ std::span<const Primitive* const> math_primitives();
 std::span<const Primitive* const> shape_primitives();
 std::span<const Primitive* const> reduce_primitives();
 std::span<const Primitive* const> linalg_primitives();
+std::span<const Primitive* const> linalg_lapack_primitives();
 std::span<const Primitive* const> loss_primitives();
 std::span<const Primitive* const> conv_primitives();
 std::span<const Primitive* const> pool_primitives();
