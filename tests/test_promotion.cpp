@@ -35,7 +35,7 @@ TEST(Promotion, MixedFloatBinaryOpsGiveTheWiderTypeAndTheRightValues) {
   }
   EXPECT_EQ(where(greater(a, b), a, b).dtype(), DType::f64);
   EXPECT_EQ(concat({a, b}).dtype(), DType::f64);
-  EXPECT_EQ(less(b, a).to_vector<bool>(), (std::vector<bool>{false, false, true}));
+  EXPECT_EQ(less(b, a).to_vector<bool>(), (std::vector<bool>{true, false, false}));
 }
 
 TEST(Promotion, GradientsComeBackInEachInputsOwnDtype) {

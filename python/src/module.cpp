@@ -12,8 +12,10 @@
 
 #include <chainrule/chainrule.h>
 
+#include <array>
 #include <cstdint>
 #include <cstring>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -459,6 +461,135 @@ numpy are not seen by the version counter that guards saved tensors.)doc");
   m.def("cross_entropy_backward", &cross_entropy_backward, py::arg("logits"), py::arg("labels"), py::arg("ct"));
   m.def("mse_loss", [](const Tensor& a, const Tensor& b, const std::string& r) { return mse_loss(a, b, to_reduction(r)); },
         py::arg("a"), py::arg("b"), py::arg("reduction") = "mean");
+
+  // The array API's other functions and PyTorch's losses (chainrule/ops/array_api.h).
+#define LOSS(name) \
+  m.def(#name, [](const Tensor& a, const Tensor& b, const std::string& r) { return chainrule::name(a, b, to_reduction(r)); }, \
+        py::arg("input"), py::arg("target"), py::arg("reduction") = "mean");
+  LOSS(nll_loss) LOSS(binary_cross_entropy) LOSS(binary_cross_entropy_with_logits) LOSS(l1_loss)
+#undef LOSS
+  m.def("huber_loss", [](const Tensor& a, const Tensor& b, const std::string& r, double d) { return huber_loss(a, b, to_reduction(r), d); },
+        py::arg("input"), py::arg("target"), py::arg("reduction") = "mean", py::arg("delta") = 1.0);
+  m.def("smooth_l1_loss", [](const Tensor& a, const Tensor& b, const std::string& r, double beta) {
+    return smooth_l1_loss(a, b, to_reduction(r), beta);
+  }, py::arg("input"), py::arg("target"), py::arg("reduction") = "mean", py::arg("beta") = 1.0);
+  m.def("kl_div", [](const Tensor& a, const Tensor& b, const std::string& r, bool log_target) {
+    return kl_div(a, b, to_reduction(r), log_target);
+  }, py::arg("input"), py::arg("target"), py::arg("reduction") = "mean", py::arg("log_target") = false);
+#define RED(name) \
+  m.def(#name, [](const Tensor& x, py::object axes, bool keepdims) { return chainrule::name(x, to_axes(axes), keepdims); }, \
+        py::arg("x"), py::arg("axes") = py::none(), py::arg("keepdims") = false);
+  RED(prod) RED(min) RED(all) RED(any)
+#undef RED
+  m.def("var", [](const Tensor& x, py::object axes, double c, bool k) { return var(x, to_axes(axes), c, k); },
+        py::arg("x"), py::arg("axes") = py::none(), py::arg("correction") = 0.0, py::arg("keepdims") = false);
+  m.def("std", [](const Tensor& x, py::object axes, double c, bool k) { return chainrule::std(x, to_axes(axes), c, k); },
+        py::arg("x"), py::arg("axes") = py::none(), py::arg("correction") = 0.0, py::arg("keepdims") = false);
+  m.def("argmin", &chainrule::argmin, py::arg("x"), py::arg("axis") = -1);
+  m.def("logaddexp", &chainrule::logaddexp, py::arg("a"), py::arg("b"));
+  m.def("cumsum", &chainrule::cumsum, py::arg("x"), py::arg("axis"));
+  m.def("cumprod", &chainrule::cumprod, py::arg("x"), py::arg("axis"));
+  m.def("logcumsumexp", &chainrule::logcumsumexp, py::arg("x"), py::arg("axis"));
+  m.def("argsort", &chainrule::argsort, py::arg("x"), py::arg("axis") = -1, py::arg("descending") = false);
+  m.def("sort", &chainrule::sort, py::arg("x"), py::arg("axis") = -1, py::arg("descending") = false);
+  m.def("topk", [](const Tensor& x, std::int64_t k, std::int64_t axis, bool largest) {
+    auto [v, i] = topk(x, k, axis, largest);
+    return py::make_tuple(v, i);
+  }, py::arg("x"), py::arg("k"), py::arg("axis") = -1, py::arg("largest") = true);
+  m.def("take_along_axis", &chainrule::take_along_axis, py::arg("x"), py::arg("indices"), py::arg("axis"));
+  m.def("searchsorted", &chainrule::searchsorted, py::arg("sorted_sequence"), py::arg("values"), py::arg("right") = false);
+  m.def("flip", [](const Tensor& x, py::object axes) { return flip(x, to_axes(axes)); }, py::arg("x"), py::arg("axes") = py::none());
+  m.def("roll", &chainrule::roll, py::arg("x"), py::arg("shift"), py::arg("axis"));
+  m.def("tile", &chainrule::tile, py::arg("x"), py::arg("reps"));
+  m.def("repeat", &chainrule::repeat, py::arg("x"), py::arg("repeats"), py::arg("axis"));
+  m.def("repeat_interleave", &chainrule::repeat_interleave, py::arg("x"), py::arg("repeats"), py::arg("axis"));
+  m.def("moveaxis", &chainrule::moveaxis, py::arg("x"), py::arg("source"), py::arg("destination"));
+  m.def("expand_dims", &chainrule::expand_dims, py::arg("x"), py::arg("axis"));
+  m.def("split", &chainrule::split, py::arg("x"), py::arg("sizes"), py::arg("axis") = 0);
+  m.def("unstack", &chainrule::unstack, py::arg("x"), py::arg("axis") = 0);
+  m.def("meshgrid", [](const std::vector<Tensor>& xs, const std::string& indexing) { return meshgrid(xs, indexing); },
+        py::arg("xs"), py::arg("indexing") = "xy");
+  m.def("lgamma", &chainrule::lgamma, py::arg("x"));
+  m.def("digamma", &chainrule::digamma, py::arg("x"));
+  m.def("polygamma", &chainrule::polygamma, py::arg("n"), py::arg("x"));
+
+  // Convolution and pooling (chainrule/ops/conv.h), NCHW as PyTorch.
+  using Pair = std::array<std::int64_t, 2>;
+  auto pair_of = [](const py::object& o) -> Pair {
+    if (py::isinstance<py::int_>(o)) { auto v = o.cast<std::int64_t>(); return {v, v}; }
+    auto v = o.cast<std::vector<std::int64_t>>();
+    if (v.size() != 2) throw py::value_error("expected an int or a pair of ints");
+    return {v[0], v[1]};
+  };
+  m.def("conv2d", [pair_of](const Tensor& x, const Tensor& w, std::optional<Tensor> b, py::object stride, py::object padding,
+                            py::object dilation, std::int64_t groups) {
+    Conv2dOptions o;
+    o.stride = pair_of(stride);
+    if (py::isinstance<py::str>(padding)) {
+      auto s = padding.cast<std::string>();
+      if (s == "same") o.same_padding = true;
+      else if (s != "valid") throw py::value_error("conv2d: padding must be an int, a pair, 'same' or 'valid', got '" + s + "'");
+    } else {
+      o.padding = pair_of(padding);
+    }
+    o.dilation = pair_of(dilation);
+    o.groups = groups;
+    return conv2d(x, w, b.value_or(Tensor()), o);
+  }, py::arg("x"), py::arg("weight"), py::arg("bias") = py::none(), py::arg("stride") = 1, py::arg("padding") = 0,
+     py::arg("dilation") = 1, py::arg("groups") = 1);
+  m.def("conv_transpose2d", [pair_of](const Tensor& x, const Tensor& w, std::optional<Tensor> b, py::object stride, py::object padding,
+                                      py::object output_padding, py::object dilation, std::int64_t groups) {
+    ConvTranspose2dOptions o;
+    o.stride = pair_of(stride);
+    o.padding = pair_of(padding);
+    o.output_padding = pair_of(output_padding);
+    o.dilation = pair_of(dilation);
+    o.groups = groups;
+    return conv_transpose2d(x, w, b.value_or(Tensor()), o);
+  }, py::arg("x"), py::arg("weight"), py::arg("bias") = py::none(), py::arg("stride") = 1, py::arg("padding") = 0,
+     py::arg("output_padding") = 0, py::arg("dilation") = 1, py::arg("groups") = 1);
+  m.def("max_pool2d", [pair_of](const Tensor& x, py::object k, py::object s, py::object p) {
+    return max_pool2d(x, pair_of(k), s.is_none() ? Pair{0, 0} : pair_of(s), pair_of(p));
+  }, py::arg("x"), py::arg("kernel_size"), py::arg("stride") = py::none(), py::arg("padding") = 0);
+  m.def("avg_pool2d", [pair_of](const Tensor& x, py::object k, py::object s, py::object p) {
+    return avg_pool2d(x, pair_of(k), s.is_none() ? Pair{0, 0} : pair_of(s), pair_of(p));
+  }, py::arg("x"), py::arg("kernel_size"), py::arg("stride") = py::none(), py::arg("padding") = 0);
+  m.def("adaptive_avg_pool2d", [pair_of](const Tensor& x, py::object size) { return adaptive_avg_pool2d(x, pair_of(size)); },
+        py::arg("x"), py::arg("output_size"));
+  m.def("upsample2d", [pair_of](const Tensor& x, py::object s) { return upsample2d(x, pair_of(s)); }, py::arg("x"),
+        py::arg("scale_factor"));
+
+  // chainrule.linalg (chainrule/ops/linalg.h), the array API's names.
+  auto la = m.def_submodule("linalg", "Linear algebra with derivatives, on LAPACK (the array API's linalg).");
+  la.def("inv", &linalg::inv, py::arg("a"));
+  la.def("solve", &linalg::solve, py::arg("a"), py::arg("b"));
+  la.def("solve_triangular", &linalg::solve_triangular, py::arg("a"), py::arg("b"), py::arg("upper"), py::arg("left") = true,
+         py::arg("unitriangular") = false);
+  la.def("det", &linalg::det, py::arg("a"));
+  la.def("slogdet", [](const Tensor& a) { auto r = linalg::slogdet(a); return py::make_tuple(r.sign, r.logabsdet); }, py::arg("a"));
+  la.def("cholesky", &linalg::cholesky, py::arg("a"), py::arg("upper") = false);
+  la.def("qr", [](const Tensor& a) { auto r = linalg::qr(a); return py::make_tuple(r.Q, r.R); }, py::arg("a"));
+  la.def("eigh", [](const Tensor& a) { auto r = linalg::eigh(a); return py::make_tuple(r.eigenvalues, r.eigenvectors); }, py::arg("a"));
+  la.def("eigvalsh", &linalg::eigvalsh, py::arg("a"));
+  la.def("svd", [](const Tensor& a) { auto r = linalg::svd(a); return py::make_tuple(r.U, r.S, r.Vh); }, py::arg("a"));
+  la.def("svdvals", &linalg::svdvals, py::arg("a"));
+  la.def("vector_norm", [](const Tensor& x, double ord, py::object axes, bool k) { return linalg::vector_norm(x, ord, to_axes(axes), k); },
+         py::arg("x"), py::arg("ord") = 2.0, py::arg("axes") = py::none(), py::arg("keepdims") = false);
+  la.def("matrix_norm", [](const Tensor& x, py::object ord, bool k) {
+    if (py::isinstance<py::str>(ord)) return linalg::matrix_norm(x, ord.cast<std::string>(), k);
+    return linalg::matrix_norm(x, ord.cast<double>(), k);
+  }, py::arg("x"), py::arg("ord") = "fro", py::arg("keepdims") = false);
+  la.def("pinv", &linalg::pinv, py::arg("a"), py::arg("rtol") = -1.0);
+  la.def("matrix_power", &linalg::matrix_power, py::arg("a"), py::arg("n"));
+  la.def("matrix_rank", &linalg::matrix_rank, py::arg("a"), py::arg("rtol") = -1.0);
+  la.def("cross", &linalg::cross, py::arg("a"), py::arg("b"), py::arg("axis") = -1);
+  la.def("matrix_transpose", &linalg::matrix_transpose, py::arg("x"));
+  la.def("outer", &linalg::outer, py::arg("a"), py::arg("b"));
+  la.def("diagonal", &linalg::diagonal, py::arg("x"), py::arg("offset") = 0);
+  la.def("trace", &linalg::trace, py::arg("x"), py::arg("offset") = 0);
+  la.def("vecdot", &linalg::vecdot, py::arg("a"), py::arg("b"), py::arg("axis") = -1);
+  la.def("tensordot", [](const Tensor& a, const Tensor& b, std::int64_t axes) { return linalg::tensordot(a, b, axes); },
+         py::arg("a"), py::arg("b"), py::arg("axes") = 2);
 
   // Numerical helpers.
   m.def("allclose", &allclose, py::arg("a"), py::arg("b"), py::arg("rtol") = 1e-5, py::arg("atol") = 1e-8);

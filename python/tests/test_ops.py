@@ -107,3 +107,39 @@ def test_large_matmul_releases_gil_and_is_correct_in_threads():
     # inside a transform (tracers) the GIL stays held and the result is the same
     g = cr.grad(lambda x: cr.sum(cr.matmul(x, B)))(A)
     np.testing.assert_allclose(g.numpy(), np.broadcast_to(b.sum(1), (256, 256)), rtol=1e-10)
+
+
+def test_array_api_linalg_and_conv_bindings_against_numpy():
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((3, 4))
+    X = t64(x)
+    np.testing.assert_allclose(cr.cumsum(X, 1).numpy(), np.cumsum(x, 1), rtol=1e-14)
+    np.testing.assert_allclose(cr.sort(X, -1).numpy(), np.sort(x, -1))
+    np.testing.assert_allclose(cr.var(X, 1, correction=1).numpy(), x.var(1, ddof=1), rtol=1e-13)
+    np.testing.assert_allclose(cr.prod(X).numpy(), np.prod(x), rtol=1e-13)
+    v, i = cr.topk(X, 2)
+    np.testing.assert_allclose(v.numpy(), -np.sort(-x, -1)[:, :2])
+    a = rng.standard_normal((4, 4)) + 4 * np.eye(4)
+    A = t64(a)
+    np.testing.assert_allclose(cr.linalg.inv(A).numpy(), np.linalg.inv(a), rtol=1e-12)
+    np.testing.assert_allclose(cr.linalg.det(A).numpy(), np.linalg.det(a), rtol=1e-12)
+    # d det / dA = det(A) A^{-T}
+    g = cr.grad(cr.linalg.det)(A).numpy()
+    np.testing.assert_allclose(g, np.linalg.det(a) * np.linalg.inv(a).T, rtol=1e-10)
+    w = np.linalg.eigvalsh(a @ a.T)
+    np.testing.assert_allclose(cr.linalg.eigvalsh(t64(a @ a.T)).numpy(), w, rtol=1e-10)
+    # conv2d against a direct sum, with padding "same"
+    img = rng.standard_normal((1, 2, 5, 5))
+    ker = rng.standard_normal((3, 2, 3, 3))
+    out = cr.conv2d(t64(img), t64(ker), padding="same").numpy()
+    padded = np.pad(img, ((0, 0), (0, 0), (1, 1), (1, 1)))
+    ref = np.zeros((1, 3, 5, 5))
+    for o in range(3):
+        for r in range(5):
+            for c in range(5):
+                ref[0, o, r, c] = np.sum(padded[0, :, r:r + 3, c:c + 3] * ker[o])
+    np.testing.assert_allclose(out, ref, rtol=1e-12, atol=1e-12)
+    pooled = cr.max_pool2d(t64(img), 2).numpy()
+    np.testing.assert_allclose(pooled, img[:, :, :4, :4].reshape(1, 2, 2, 2, 2, 2).max(axis=(3, 5)))
+    with pytest.raises(ValueError, match="padding"):
+        cr.conv2d(t64(img), t64(ker), padding="full")

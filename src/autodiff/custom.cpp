@@ -61,7 +61,14 @@ Tensor custom_forward(std::span<const Tensor> x, const Params& p) {
   const CustomRules& r = *a.rules;
   NoGradGuard no_grad;  // the value only: the node of this primitive carries the derivative
   const std::size_t lead = x.empty() ? 0 : x[0].shape().size() - a.ranks[0];
-  if (lead == 0) return r.forward(to_vector(x));
+  if (lead == 0) {
+    Tensor out = r.forward(to_vector(x));
+    // An output that is an input (an identity with a custom rule) must be a tensor of its own:
+    // eager mode attaches this primitive's node to the output.
+    for (const auto& xi : x)
+      if (out.impl() == xi.impl()) return xi.contiguous_clone();
+    return out;
+  }
   // Under vmap every input carries the same leading batch axes (Materialize): fold them into one
   // and run the user's function per example through vmap, which needs nothing of it.
   const Shape batch = x[0].shape().slice(0, lead);
