@@ -29,7 +29,8 @@ TEST_P(PrimitiveDerivatives, MatchFiniteDifferencesAndEachOther) {
     EXPECT_TRUE(r.coverage[kind] > 0 || r.not_applicable.contains(kind)) << p.name << " has no " << kind << " case";
   // All checks ran, second order included (every primitive's rules are built from primitives).
   for (const char* check : {"reverse vs finite differences", "forward vs finite differences", "jvp/vjp identity",
-                            "second order, over the VJP (reverse)", "second order, over the JVP (forward)", "float32 vs float64"})
+                            "second order, over the VJP (reverse)", "second order, over the JVP (forward)", "float32 vs float64",
+                            "vmap of jacfwd vs jacfwd", "vmap of jacrev vs jacrev"})
     EXPECT_NE(std::find(r.checks.begin(), r.checks.end(), check), r.checks.end()) << p.name << " never ran: " << check;
   for (const auto& f : r.failures) ADD_FAILURE() << p.name << ": " << f;
   EXPECT_TRUE(r.pass);

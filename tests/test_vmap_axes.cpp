@@ -6,6 +6,7 @@
 #include "chainrule/autodiff/stop_gradient.h"
 #include "chainrule/autodiff/vmap.h"
 #include "chainrule/chainrule.h"
+#include "chainrule/nn/nn.h"
 
 using namespace chainrule;
 
@@ -147,6 +148,24 @@ TEST(VmapAxes, PerExampleGradientsOfAnMlpMatchALoopOfGrad) {
   for (std::size_t k = 0; k < params.size(); ++k) expect_close(vg[k], per_ex[k]);
 }
 
+TEST(VmapAxes, BatchedGatherIndicesAndTheirPerExampleGradients) {
+  // An embedding lookup with per-example token indices: gather's index input is batched.
+  Generator g(8);
+  Tensor table = randn({5, 3}, g, DType::f64);
+  Tensor tokens = from_vector<std::int64_t>({4, 0, 0, 2, 1, 3, 3, 3, 0}, {3, 3});
+  Tensor rows = vmap([&](const Tensor& idx) { return gather(table, idx, 0); })(tokens);
+  ASSERT_EQ(rows.shape(), Shape({3, 3, 3}));
+  for (std::int64_t i = 0; i < 3; ++i) expect_close(row(rows, i), gather(table, row(tokens, i), 0));
+  // Both inputs batched (a table per example), and the gradient w.r.t. the shared table.
+  Tensor tables = randn({3, 5, 3}, g, DType::f64);
+  Tensor both = vmap([](const Tensor& t, const Tensor& idx) { return gather(t, idx, 0); }, {0, 0})(tables, tokens);
+  for (std::int64_t i = 0; i < 3; ++i) expect_close(row(both, i), gather(row(tables, i), row(tokens, i), 0));
+  auto loss = [](const Tensor& t, const Tensor& idx) { return sum(tanh(gather(t, idx, 0))); };
+  Tensor per_ex = vmap(grad(loss), {not_mapped, 0})(table, tokens);
+  ASSERT_EQ(per_ex.shape(), Shape({3, 5, 3}));
+  for (std::int64_t i = 0; i < 3; ++i) expect_close(row(per_ex, i), grad(loss)(table, row(tokens, i)));
+}
+
 TEST(VmapAxes, VmapOfGradOfTwoTensorArguments) {
   Generator g(7);
   Tensor w = randn({4}, g, DType::f64), xs = randn({6, 4}, g, DType::f64), ys = randn({6}, g, DType::f64);
@@ -195,6 +214,51 @@ TEST(StopGradient, IsAConstantUnderEveryTransform) {
   expect_close(gs2, mul(2.0 * xs, xs));
   // Inside vmap alone it is the identity on the batch.
   expect_close(vmap([](const Tensor& v) { return stop_gradient(v); })(xs), xs);
+}
+
+}  // namespace
+
+namespace {
+
+TEST(VmapRandomness, RefusedByDefaultSameOrDifferentOnRequest) {
+  Tensor xs = zeros({4, 3}, DType::f64);
+  Generator g(21);
+  auto noisy = [&](const Tensor& x) { return add(x, randn({3}, g, DType::f64)); };
+  try {
+    (void)vmap(noisy)(xs);
+    FAIL() << "a draw inside vmap must be refused by default";
+  } catch (const AutodiffError& e) {
+    EXPECT_NE(std::string(e.what()).find("randn: a random draw inside vmap"), std::string::npos) << e.what();
+  }
+  // Same: one draw, [3], shared by every example: the very values a draw outside would give.
+  Generator g1(5), g2(5);
+  Tensor same = vmap([&](const Tensor& x) { return add(x, randn({3}, g1, DType::f64)); }, Randomness::Same)(xs);
+  Tensor ref = randn({3}, g2, DType::f64);
+  for (std::int64_t i = 0; i < 4; ++i) expect_close(row(same, i), ref);
+  // Different: a [4, 3] draw, one row per example, reproducible from the seed.
+  Generator g3(5), g4(5);
+  Tensor diff = vmap([&](const Tensor& x) { return add(x, randn({3}, g3, DType::f64)); }, {0}, 0, Randomness::Different)(xs);
+  expect_close(diff, randn({4, 3}, g4, DType::f64));
+  EXPECT_GT(max_abs_diff(row(diff, 0), row(diff, 1)), 1e-3);
+  // Nested: the inner vmap draws per inner example, the outer shares (Same over Different).
+  Generator g5(9), g6(9);
+  Tensor nested = vmap([&](const Tensor& x) {
+    return vmap([&](const Tensor& r) { return add(r, rand({}, g5, DType::f64)); }, Randomness::Different)(x);
+  }, Randomness::Same)(zeros({2, 3}, DType::f64));
+  Tensor inner = rand({3}, g6, DType::f64);
+  expect_close(row(nested, 0), inner);
+  expect_close(row(nested, 1), inner);
+}
+
+TEST(VmapRandomness, DropoutPerExampleUnderVmap) {
+  nn::Dropout drop(0.5, 3);
+  Tensor xs = ones({8, 16}, DType::f64);
+  EXPECT_THROW((void)vmap([&](const Tensor& x) { return drop.forward(x); })(xs), AutodiffError);
+  Tensor out = vmap([&](const Tensor& x) { return drop.forward(x); }, Randomness::Different)(xs);
+  ASSERT_EQ(out.shape(), Shape({8, 16}));
+  // Each example gets its own mask: rows differ, and every kept entry is scaled by 1 / (1 - p).
+  EXPECT_GT(max_abs_diff(row(out, 0), row(out, 1)), 0.5);
+  for (double v : out.to_vector<double>()) EXPECT_TRUE(v == 0.0 || v == 2.0) << v;
 }
 
 }  // namespace

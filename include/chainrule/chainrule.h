@@ -5,6 +5,7 @@
 #include "chainrule/autodiff/frame.h"
 #include "chainrule/autodiff/primitive.h"
 #include "chainrule/autodiff/chain.h"
+#include "chainrule/autodiff/custom.h"
 #include "chainrule/autodiff/stop_gradient.h"
 #include "chainrule/autodiff/transforms.h"
 #include "chainrule/autodiff/vmap.h"

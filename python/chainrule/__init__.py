@@ -1,21 +1,31 @@
 """chainrule: automatic differentiation in C++20, from Python.
 
 Tensors, every op of include/chainrule/ops/ops.h under the same name, and composable JAX-style
-transforms (grad, value_and_grad, vjp, jvp, vmap, jacfwd, jacrev, hessian, hvp) that take Python
+transforms (grad, value_and_grad, vjp, jvp, linearize, vmap, jacfwd, jacrev, hessian, hvp) that take Python
 callables and nest to any order. See docs/python.md.
 """
 from . import _core
 from ._core import *  # noqa: F401,F403
-from ._core import Tensor, _vjp, _jvp, _vmap, _jacfwd, _jacrev, _hessian, _hvp, _check_scalar
+from ._core import Tensor, _vjp, _jvp, _vmap, _jacfwd, _jacrev, _hessian, _hvp, _linearize, _check_scalar
 
 __all__ = [n for n in dir(_core) if not n.startswith("_")] + [
-    "grad", "value_and_grad", "vjp", "jvp", "vmap", "jacfwd", "jacrev", "hessian", "hvp"]
+    "grad", "value_and_grad", "vjp", "jvp", "vmap", "jacfwd", "jacrev", "hessian", "hvp", "linearize",
+    "linear_transpose"]
 
 
-# Arguments of transformed functions are a Tensor or a (nested) tuple/list of Tensors.
+# Arguments of transformed functions are trees: a Tensor, or (nested) tuples, lists and dicts of
+# Tensors. Dicts are visited in sorted key order, as JAX does (and as C++'s std::map).
 def _flatten(x):
     if isinstance(x, Tensor):
         return [x], None
+    if isinstance(x, dict):
+        keys = sorted(x)
+        leaves, specs = [], []
+        for k in keys:
+            l, s = _flatten(x[k])
+            leaves += l
+            specs.append((len(l), s))
+        return leaves, ((dict, tuple(keys)), specs)
     if isinstance(x, (tuple, list)):
         leaves, specs = [], []
         for e in x:
@@ -23,7 +33,7 @@ def _flatten(x):
             leaves += l
             specs.append((len(l), s))
         return leaves, (type(x), specs)
-    raise TypeError(f"chainrule: expected a Tensor or a tuple/list of Tensors, got {type(x).__name__}")
+    raise TypeError(f"chainrule: expected a Tensor or a tuple/list/dict of Tensors, got {type(x).__name__}")
 
 
 def _unflatten(spec, leaves):
@@ -34,6 +44,8 @@ def _unflatten(spec, leaves):
     for n, s in specs:
         out.append(_unflatten(s, leaves[k:k + n]))
         k += n
+    if isinstance(kind, tuple):  # (dict, keys)
+        return dict(zip(kind[1], out))
     return kind(out)
 
 
@@ -123,50 +135,96 @@ def vjp(f, *primals):
 
 
 def jvp(f, primals, tangents):
-    """jvp(f, primals, tangents) -> (f(*primals), J·tangents); primals and tangents are tuples
-    (a single Tensor is accepted for one argument)."""
+    """jvp(f, primals, tangents) -> (f(*primals), J·tangents); primals and tangents are tuples of
+    trees of one structure (a single Tensor is accepted for one argument). f may return a tree;
+    the tangent then has its structure."""
     if isinstance(primals, Tensor):
         primals, tangents = (primals,), (tangents,)
     primals, tangents = tuple(primals), tuple(tangents)
     if len(primals) != len(tangents):
         raise ValueError(f"jvp: {len(primals)} primals but {len(tangents)} tangents")
     flats = [_flatten(p) for p in primals]
+    tflats = [_flatten(t) for t in tangents]
+    for i, ((_, ps), (_, ts)) in enumerate(zip(flats, tflats)):
+        if ps != ts:
+            raise ValueError(f"jvp: primal {i} and its tangent differ in structure")
     leaves = [l for fl, _ in flats for l in fl]
-    tleaves = [l for t in tangents for l in _flatten(t)[0]]
+    tleaves = [l for fl, _ in tflats for l in fl]
+    out_spec = []
 
     def flat_f(xs):
         new, k = [], 0
         for fl, spec in flats:
             new.append(_unflatten(spec, xs[k:k + len(fl)]))
             k += len(fl)
-        return _check_tensor_out("jvp", f(*new))
+        ol, os = _flatten(f(*new))
+        out_spec.append(os)
+        return ol
     out, t = _jvp(flat_f, leaves, tleaves)
-    return out, t
+    return _unflatten(out_spec[0], out), _unflatten(out_spec[0], t)
 
 
-def vmap(f, in_axes=0):
-    """vmap(f, in_axes=0)(*args): maps f over an axis of its (Tensor) arguments in one batched
-    evaluation; in_axes is an int for all arguments or a tuple with an int or None per argument.
-    The output's mapped axis is in front."""
+def vmap(f, in_axes=0, out_axes=0):
+    """vmap(f, in_axes=0, out_axes=0)(*args): maps f over an axis of its arguments in one batched
+    evaluation. Arguments are trees (Tensors, tuples, lists, dicts); in_axes is an int for all
+    arguments or a tuple with an int or None per argument (every leaf of an argument is mapped
+    along its axis; a None argument may also be any Python value). The output may be a tree;
+    each leaf's mapped axis goes to out_axes."""
     def wrapped(*args):
         axes = in_axes if isinstance(in_axes, (tuple, list)) else (in_axes,) * len(args)
         if len(axes) != len(args):
             raise ValueError(f"vmap: in_axes has {len(axes)} entries for {len(args)} arguments")
-        for a in args:
-            if not isinstance(a, Tensor):
-                raise TypeError(f"vmap: arguments must be Tensors, got {type(a).__name__}")
-        ax = [-1 if a is None else (a % args[i].ndim if args[i].ndim else a) for i, a in enumerate(axes)]
-        return _vmap(lambda xs: _check_tensor_out("vmap", f(*xs)), list(args), ax)
+        flats, leaves, leaf_axes = [], [], []
+        for i, (a, ax) in enumerate(zip(args, axes)):
+            try:
+                fl, spec = _flatten(a)
+            except TypeError:
+                if ax is not None:
+                    raise TypeError(f"vmap: argument {i} is a {type(a).__name__}, not a tree of Tensors; "
+                                    "map it with in_axes None") from None
+                flats.append(None)
+                continue
+            flats.append((fl, spec))
+            for x in fl:
+                leaves.append(x)
+                leaf_axes.append(-1 if ax is None else (ax % x.ndim if x.ndim else ax))
+        out_spec = []
+
+        def flat_f(xs):
+            new, k = [], 0
+            for a, fs in zip(args, flats):
+                if fs is None:
+                    new.append(a)
+                    continue
+                fl, spec = fs
+                new.append(_unflatten(spec, xs[k:k + len(fl)]))
+                k += len(fl)
+            ol, os = _flatten(f(*new))
+            out_spec.append(os)
+            return ol
+        outs = _vmap(flat_f, leaves, leaf_axes)
+        if out_axes != 0:
+            moved = []
+            for o in outs:
+                r = o.ndim
+                if not -r <= out_axes < r:
+                    raise ValueError(f"vmap: out_axes {out_axes} is out of range for an output of rank {r}")
+                perm = list(range(1, r))
+                perm.insert(out_axes % r, 0)
+                moved.append(permute(o, perm))
+            outs = moved
+        return _unflatten(out_spec[0], outs)
     return wrapped
 
 
 def _one_tensor_transform(name, core, doc):
-    """A transform of f taking one Tensor x, whose f must return a Tensor."""
-    def transform(f):
+    """A transform of f taking one Tensor x, whose f must return a Tensor; chunk_size (0: all at
+    once) bounds the directions per batched pass, for less peak memory and the same result."""
+    def transform(f, chunk_size=0):
         def wrapped(x):
             if not isinstance(x, Tensor):
                 raise TypeError(f"{name}: expected a Tensor, got {type(x).__name__}")
-            return core(lambda v: _check_tensor_out(name, f(v)), x)
+            return core(lambda v: _check_tensor_out(name, f(v)), x, chunk_size)
         return wrapped
     transform.__name__ = transform.__qualname__ = name
     transform.__doc__ = doc
@@ -174,10 +232,25 @@ def _one_tensor_transform(name, core, doc):
 
 
 jacfwd = _one_tensor_transform(
-    "jacfwd", _jacfwd, "jacfwd(f)(x): the Jacobian (shape out.shape + x.shape) by one batched forward pass.")
+    "jacfwd", _jacfwd, "jacfwd(f, chunk_size=0)(x): the Jacobian (shape out.shape + x.shape) by batched forward passes.")
 jacrev = _one_tensor_transform(
-    "jacrev", _jacrev, "jacrev(f)(x): the Jacobian (shape out.shape + x.shape) by one batched reverse pass.")
-hessian = _one_tensor_transform("hessian", _hessian, "hessian(f)(x) = jacfwd(jacrev(f))(x), f scalar-valued.")
+    "jacrev", _jacrev, "jacrev(f, chunk_size=0)(x): the Jacobian (shape out.shape + x.shape) by batched reverse passes.")
+hessian = _one_tensor_transform("hessian", _hessian, "hessian(f, chunk_size=0)(x) = jacfwd(jacrev(f))(x), f scalar-valued.")
+
+
+def linearize(f, x):
+    """linearize(f, x) -> (f(x), lin): one evaluation records the linearisation; lin(u) = J u
+    replays the recorded JVP rules only (no primal work), and may be called many times."""
+    if not isinstance(x, Tensor):
+        raise TypeError(f"linearize: expected a Tensor, got {type(x).__name__}")
+    return _linearize(lambda v: _check_tensor_out("linearize", f(v)), x)
+
+
+def linear_transpose(lin, like):
+    """linear_transpose(lin, like)(ct) = Jᵀ ct for a linear map lin of Tensors shaped like `like`
+    (lin's VJP at zero, which for a linear map is its transpose)."""
+    _, pb = vjp(lin, zeros(like.shape, like.dtype))
+    return lambda ct: pb(ct)[0]
 
 
 def hvp(f):

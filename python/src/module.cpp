@@ -431,7 +431,7 @@ numpy are not seen by the version counter that guards saved tensors.)doc");
   m.def("reshape", [](const Tensor& x, py::object s) { return reshape(x, to_shape(s)); }, py::arg("x"), py::arg("shape"));
   m.def("flatten", &flatten, py::arg("x"), py::arg("start_axis") = 0);
   m.def("unsqueeze", &unsqueeze, py::arg("x"), py::arg("axis"));
-  m.def("squeeze", &squeeze, py::arg("x"), py::arg("axis"));
+  m.def("squeeze", static_cast<Tensor (*)(const Tensor&, std::int64_t)>(&squeeze), py::arg("x"), py::arg("axis"));
   m.def("permute", [](const Tensor& x, py::object p) { return permute(x, to_axes(p)); }, py::arg("x"), py::arg("perm"));
   m.def("transpose", &transpose, py::arg("x"), py::arg("axis0") = -2, py::arg("axis1") = -1);
   m.def("broadcast_to", [](const Tensor& x, py::object s) { return broadcast_to(x, to_shape(s)); }, py::arg("x"), py::arg("shape"));
@@ -457,7 +457,8 @@ numpy are not seen by the version counter that guards saved tensors.)doc");
   m.def("cross_entropy", [](const Tensor& l, const Tensor& y, const std::string& r) { return cross_entropy(l, y, to_reduction(r)); },
         py::arg("logits"), py::arg("labels"), py::arg("reduction") = "mean");
   m.def("cross_entropy_backward", &cross_entropy_backward, py::arg("logits"), py::arg("labels"), py::arg("ct"));
-  m.def("mse_loss", &mse_loss, py::arg("a"), py::arg("b"));
+  m.def("mse_loss", [](const Tensor& a, const Tensor& b, const std::string& r) { return mse_loss(a, b, to_reduction(r)); },
+        py::arg("a"), py::arg("b"), py::arg("reduction") = "mean");
 
   // Numerical helpers.
   m.def("allclose", &allclose, py::arg("a"), py::arg("b"), py::arg("rtol") = 1e-5, py::arg("atol") = 1e-8);
@@ -469,8 +470,9 @@ numpy are not seen by the version counter that guards saved tensors.)doc");
     return py::make_tuple(r.out, py::cpp_function(r.pullback));
   });
   m.def("_check_scalar", [](const char* name, const Tensor& out) { detail::check_scalar_output(name, out); });
+  // f maps a list of Tensors to a list of Tensors (the Python side flattens its trees).
   m.def("_jvp", [](py::function f, const std::vector<Tensor>& xs, const std::vector<Tensor>& ts) {
-    auto [y, t] = jvp(py_fnN(f), xs, ts);
+    auto [y, t] = jvp([f](const std::vector<Tensor>& in) { return f(in).cast<std::vector<Tensor>>(); }, xs, ts);
     return py::make_tuple(y, t);
   });
   // vmap over several arguments; in_axes[i] < 0 means "not mapped".
@@ -499,11 +501,16 @@ numpy are not seen by the version counter that guards saved tensors.)doc");
     FrameScope scope(TraceKind::Batch, n);
     std::vector<Tensor> in(xs.size());
     for (std::size_t i = 0; i < xs.size(); ++i) in[i] = axes[i] < 0 ? xs[i] : detail::make_batch_tracer(scope.frame(), moved[i]);
-    Tensor out = to_t(f(in));
-    return detail::vmap_finish(scope.frame(), out);
+    auto outs = f(in).cast<std::vector<Tensor>>();  // the Python side flattens the output tree
+    for (auto& o : outs) o = detail::vmap_finish(scope.frame(), o);
+    return outs;
   });
-  m.def("_jacfwd", [](py::function f, const Tensor& x) { return jacfwd(py_fn1(f))(x); });
-  m.def("_jacrev", [](py::function f, const Tensor& x) { return jacrev(py_fn1(f))(x); });
-  m.def("_hessian", [](py::function f, const Tensor& x) { return hessian(py_fn1(f))(x); });
+  m.def("_jacfwd", [](py::function f, const Tensor& x, std::int64_t chunk) { return jacfwd(py_fn1(f), chunk)(x); });
+  m.def("_jacrev", [](py::function f, const Tensor& x, std::int64_t chunk) { return jacrev(py_fn1(f), chunk)(x); });
+  m.def("_hessian", [](py::function f, const Tensor& x, std::int64_t chunk) { return hessian(py_fn1(f), chunk)(x); });
+  m.def("_linearize", [](py::function f, const Tensor& x) {
+    auto [y, lin] = linearize(py_fn1(f), x);
+    return py::make_tuple(y, py::cpp_function(lin));
+  });
   m.def("_hvp", [](py::function f, const Tensor& x, const Tensor& v) { return hvp(py_fn1(f))(x, v); });
 }

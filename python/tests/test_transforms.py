@@ -213,3 +213,52 @@ def test_transforms_in_several_python_threads():
     finally:
         sys.setswitchinterval(old)
     assert not errors
+
+
+def test_trees_dicts_in_grad_jvp_and_vmap():
+    # Per-example gradients of a dict of parameters, a tree out of vmap (issue 17/19).
+    W = rng.standard_normal((3, 4))
+    b = rng.standard_normal(3)
+    xs = rng.standard_normal((6, 4))
+    ys = np.array([0, 2, 1, 1, 0, 2])
+    params = {"weight": t64(W), "bias": t64(b)}
+
+    def loss(p, x, y):
+        logits = cr.matmul(p["weight"], x) + p["bias"]
+        return cr.cross_entropy(logits, y)
+    labels = cr.Tensor(ys.astype(np.int64))
+    per = cr.vmap(cr.grad(loss), in_axes=(None, 0, 0))(params, t64(xs), labels)
+    assert set(per) == {"weight", "bias"}
+    assert per["weight"].shape == (6, 3, 4)
+    for i in range(6):
+        gi = cr.grad(loss)(params, t64(xs[i]), cr.Tensor(np.array(ys[i], dtype=np.int64)))
+        np.testing.assert_allclose(per["weight"].numpy()[i], gi["weight"].numpy(), rtol=1e-12)
+        np.testing.assert_allclose(per["bias"].numpy()[i], gi["bias"].numpy(), rtol=1e-12)
+    # jvp with dict primals and tangents; a tuple output gives a tuple of tangents.
+    tang = {"weight": t64(np.ones((3, 4))), "bias": t64(np.zeros(3))}
+    (o1, o2), (t1, t2) = cr.jvp(lambda p: (cr.sum(p["weight"]), p["bias"] * 2.0), (params,), (tang,))
+    np.testing.assert_allclose(t1.numpy(), 12.0)
+    np.testing.assert_allclose(t2.numpy(), np.zeros(3))
+    with pytest.raises(ValueError, match="structure"):
+        cr.jvp(lambda p: cr.sum(p["weight"]), (params,), ({"weight": t64(np.ones((3, 4)))},))
+    # out_axes moves the mapped axis; a non-tree argument passes through when not mapped.
+    out = cr.vmap(lambda r, k: r * k, in_axes=(0, None), out_axes=1)(t64(xs), 2.0)
+    np.testing.assert_allclose(out.numpy(), 2.0 * xs.T)
+
+
+def test_linearize_linear_transpose_and_chunked_jacobians():
+    A = rng.standard_normal((4, 3))
+    x = t64(rng.standard_normal(3))
+
+    def f(v):
+        return cr.tanh(cr.matmul(t64(A), cr.sin(v)))
+    y, lin = cr.linearize(f, x)
+    u = t64(rng.standard_normal(3))
+    np.testing.assert_allclose(lin(u).numpy(), cr.jvp(f, x, u)[1].numpy(), rtol=1e-12)
+    lin_t = cr.linear_transpose(lin, x)
+    ct = t64(rng.standard_normal(4))
+    np.testing.assert_allclose(lin_t(ct).numpy(), cr.vjp(f, x)[1](ct)[0].numpy(), rtol=1e-12)
+    J = cr.jacrev(f)(x).numpy()
+    for chunk in (1, 2, 10):
+        np.testing.assert_allclose(cr.jacrev(f, chunk_size=chunk)(x).numpy(), J, rtol=1e-12)
+        np.testing.assert_allclose(cr.jacfwd(f, chunk_size=chunk)(x).numpy(), J, rtol=1e-12)

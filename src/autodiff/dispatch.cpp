@@ -8,6 +8,7 @@
 #include "autodiff/anomaly_internal.h"
 #include "chainrule/autodiff/anomaly.h"
 #include "chainrule/autodiff/frame.h"
+#include "chainrule/autodiff/linearize.h"
 #include "chainrule/autodiff/node.h"
 #include "chainrule/autodiff/primitive.h"
 #include "chainrule/autodiff/tracer.h"
@@ -17,7 +18,7 @@
 namespace chainrule {
 
 namespace {
-thread_local std::vector<Frame*> t_frames;
+thread_local std::vector<std::shared_ptr<Frame>> t_frames;  // outermost first
 thread_local bool t_grad_enabled = true;
 
 const char* kind_name(TraceKind k) {
@@ -25,6 +26,7 @@ const char* kind_name(TraceKind k) {
     case TraceKind::Jvp: return "jvp";
     case TraceKind::Reverse: return "reverse-mode";
     case TraceKind::Batch: return "vmap";
+    case TraceKind::Linearize: return "linearize";
   }
   return "?";
 }
@@ -34,13 +36,33 @@ FrameScope::FrameScope(TraceKind kind, std::int64_t batch_size) : frame_(std::ma
   frame_->level = static_cast<int>(t_frames.size()) + 1;
   frame_->kind = kind;
   frame_->batch_size = batch_size;
-  t_frames.push_back(frame_.get());
+  t_frames.push_back(frame_);
 }
 FrameScope::~FrameScope() {
   frame_->alive = false;
   t_frames.pop_back();
 }
 int current_level() { return static_cast<int>(t_frames.size()); }
+
+Tensor detail::random_under_vmap(const char* op, const Shape& shape, const std::function<Tensor(const Shape&)>& draw) {
+  std::vector<std::shared_ptr<Frame>> different;
+  Shape lead;
+  for (const auto& f : t_frames) {
+    if (f->kind != TraceKind::Batch) continue;
+    if (f->randomness == Randomness::Error)
+      throw AutodiffError(fmt::format("{}: a random draw inside vmap; choose vmap's randomness: Randomness::Same (one draw "
+                                      "for every example) or Randomness::Different (a draw per example). The default "
+                                      "refuses, as torch.func's randomness='error'", op));
+    if (f->randomness == Randomness::Different) {
+      different.push_back(f);
+      lead = lead + Shape{f->batch_size};
+    }
+  }
+  if (different.empty()) return draw(shape);
+  Tensor t = draw(lead + shape);
+  for (const auto& f : different) t = make_batch_tracer(f, t);  // outermost first: each peels one axis
+  return t;
+}
 
 bool GradMode::is_enabled() { return t_grad_enabled; }
 void GradMode::set_enabled(bool on) { t_grad_enabled = on; }
@@ -169,6 +191,7 @@ Tensor eval_batch(const std::shared_ptr<Frame>& f, const Primitive& p, std::span
   std::size_t rank = 0;
   for (const auto& x : xs) rank = std::max(rank, x.shape().size());
   const std::int64_t B = f->batch_size;
+  bool per_example = false;
   for (std::size_t i = 0; i < xs.size(); ++i) {
     bool batched = detail::is_traced_by(xs[i], f.get());
     const Tensor& v = batched ? xs[i].impl()->primal : xs[i];
@@ -182,14 +205,26 @@ Tensor eval_batch(const std::shared_ptr<Frame>& f, const Primitive& p, std::span
         }
         break;
       case Batching::Leading:
-        if (batched && i > 0)
-          throw AutodiffError(fmt::format("vmap: {} cannot batch its input {} (shape {})", p.name, i, xs[i].shape().str()));
+        per_example |= batched && i > 0;
         vals[i] = v;
         break;
       case Batching::Materialize:
         vals[i] = batched ? v : broadcast_to(v, Shape{B} + v.shape());
         break;
     }
+  }
+  if (per_example) {
+    // A Leading primitive with a batched secondary input (gather's indices, say) has no single
+    // call that lines the examples up: run it per example and stack, as JAX's fallback does.
+    if (B == 0) throw AutodiffError(fmt::format("vmap: {} with a batched secondary input needs a non-empty batch", p.name));
+    std::vector<Tensor> outs;
+    SmallVec<Tensor, 3> one(xs.size());
+    for (std::int64_t b = 0; b < B; ++b) {
+      for (std::size_t i = 0; i < xs.size(); ++i)
+        one[i] = detail::is_traced_by(xs[i], f.get()) ? squeeze(slice(vals[i], 0, b, b + 1), 0) : vals[i];
+      outs.push_back(bind(p, one, params));
+    }
+    return detail::make_batch_tracer(f, stack(outs, 0));
   }
   return detail::make_batch_tracer(f, bind(p, vals, params));
 }
@@ -212,6 +247,7 @@ Tensor bind(const Primitive& p, std::span<const Tensor> xs, const Params& params
     case TraceKind::Jvp: return eval_jvp(*top, p, xs, params);
     case TraceKind::Reverse: return eval_reverse(*top, p, xs, params);
     case TraceKind::Batch: return eval_batch(*top, p, xs, params);
+    case TraceKind::Linearize: return detail::eval_linearize(*top, p, xs, params);
   }
   return {};
 }

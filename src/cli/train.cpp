@@ -128,7 +128,9 @@ void add_train(CLI::App& app, int& exit_code) {
   auto* cmd = app.add_subcommand("train", "Train a network (default: the recommended Fashion-MNIST recipe)");
   cmd->add_option("--data", a->c.data, "fashion-mnist[:DIR], spirals, regression or csv:PATH")->capture_default_str();
   cmd->add_option("--model", a->c.model,
-                  "Model spec, mlp:IN-H-...-OUT or resmlp:IN-WIDTHxBLOCKS-OUT[:lrl|pre|lrlr[+ln|+bn][+dP]] (default: "
+                  "Model spec, mlp:IN-H-...-OUT, resmlp:IN-WIDTHxBLOCKS-OUT[:lrl|pre|lrlr[+ln|+bn][+dP]], "
+                  "resnet:CxHxW-WIDTHxBLOCKS-...-OUT[:post|pre], or resnet: the convolutional recipe for image data "
+                  "(recommended_resnet(), 10 epochs unless --epochs is given) (default: "
                   "the recommended model, recommended_model(), for Fashion-MNIST, resmlp:2-64x2-2 for spirals, mlp:IN-64-64-OUT otherwise)");
   cmd->add_option("--init", a->c.init,
                   "Initialiser: he (kaiming_normal, fan_in), he_fan_out, he_fan_avg, he_uniform, xavier, xavier_uniform, lecun, torch")
@@ -204,7 +206,9 @@ void add_train(CLI::App& app, int& exit_code) {
         if (cmd->count(opt) && !equal) throw ValueError(fmt::format("{} {} differs from the run's {} (a resumed run keeps its configuration)", opt, given, run));
       };
       same("--data", c.data == saved.data, c.data, saved.data);
-      same("--model", c.model.empty() || nn::ModelSpec::parse(c.model).str() == saved.model, c.model, saved.model);
+      same("--model",
+           c.model.empty() || (c.model == nn::kResNetAlias ? saved.model.starts_with("resnet:") : nn::ModelSpec::parse(c.model).str() == saved.model),
+           c.model, saved.model);
       same("--init", c.init == saved.init, c.init, saved.init);
       same("--opt", c.opt == saved.opt, c.opt, saved.opt);
       same("--lr", c.lr == saved.lr, fmt::format("{}", c.lr), fmt::format("{}", saved.lr));

@@ -25,6 +25,17 @@ decltype(auto) dispatch_float(DType t, std::string_view op, Fn&& fn) {
       throw DTypeError(fmt::format("{}: expected float32 or float64, got {}", op, dtype_name(t)));
   }
 }
+// float32, float64 and int64: the arithmetic that integers have too (add, sub, mul, max, min).
+template <class Fn>
+decltype(auto) dispatch_numeric(DType t, std::string_view op, Fn&& fn) {
+  switch (t) {
+    case DType::f32: return fn(float{});
+    case DType::f64: return fn(double{});
+    case DType::i64: return fn(std::int64_t{});
+    default:
+      throw DTypeError(fmt::format("{}: expected a number type (float32, float64, int64), got {}", op, dtype_name(t)));
+  }
+}
 template <class Fn>
 decltype(auto) dispatch_all(DType t, Fn&& fn) {
   switch (t) {

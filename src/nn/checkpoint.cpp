@@ -21,6 +21,15 @@ double min_parameters(const ModelSpec& spec) {
     for (std::size_t i = 0; i + 1 < spec.sizes.size(); ++i) n += d(spec.sizes[i]) * d(spec.sizes[i + 1]);
     return n;
   }
+  if (spec.kind == ModelSpec::Kind::ResNet) {  // the convolution and fc weights (BN adds 4 per channel)
+    double n = d(spec.image[0]) * 9 * d(spec.stages.front().first);
+    std::int64_t c = spec.stages.front().first;
+    for (auto [w, blocks] : spec.stages) {
+      n += 9 * d(c) * d(w) + 9 * d(w) * d(w) * d(2 * blocks - 1) + (c != w ? d(c) * d(w) : 0);
+      c = w;
+    }
+    return n + d(c) * d(spec.out);
+  }
   return d(spec.in) * d(spec.width) + 2 * d(spec.blocks) * d(spec.width) * d(spec.width) + d(spec.width) * d(spec.out);
 }
 

@@ -7,6 +7,7 @@
 
 #include "chainrule/autodiff/frame.h"
 #include "chainrule/nn/layers.h"
+#include "chainrule/nn/resnet.h"
 #include "chainrule/ops/ops.h"
 
 namespace chainrule::nn {
@@ -127,31 +128,41 @@ std::string_view init_name(InitScheme scheme) {
   return "?";
 }
 
+namespace {
+// A Linear's or a convolution's weight (fans from its shape) and bias.
+void init_weight(Tensor& weight, Tensor& bias, Generator& gen, InitScheme scheme) {
+  switch (scheme) {
+    case InitScheme::He: kaiming_normal_(weight, gen); break;
+    case InitScheme::HeFanOut: kaiming_normal_(weight, gen, {.mode = FanMode::FanOut}); break;
+    case InitScheme::HeFanAvg: kaiming_normal_(weight, gen, {.mode = FanMode::FanAvg}); break;
+    case InitScheme::HeUniform: kaiming_uniform_(weight, gen); break;
+    case InitScheme::Xavier: xavier_normal_(weight, gen); break;
+    case InitScheme::XavierUniform: xavier_uniform_(weight, gen); break;
+    case InitScheme::LeCun: lecun_normal_(weight, gen); break;
+    case InitScheme::Torch: {
+      double b = 1.0 / std::sqrt(fan(weight, FanMode::FanIn));
+      uniform_(weight, gen, -b, b);
+      if (bias.defined()) uniform_(bias, gen, -b, b);
+      break;
+    }
+  }
+  if (bias.defined() && scheme != InitScheme::Torch) zeros_(bias);
+}
+}  // namespace
+
 void init_model(Module& model, Generator& gen, const InitOptions& opts) {
   for (auto& [name, m] : model.named_modules()) {
-    if (auto* lin = dynamic_cast<Linear*>(m)) {
-      switch (opts.scheme) {
-        case InitScheme::He: kaiming_normal_(lin->weight, gen); break;
-        case InitScheme::HeFanOut: kaiming_normal_(lin->weight, gen, {.mode = FanMode::FanOut}); break;
-        case InitScheme::HeFanAvg: kaiming_normal_(lin->weight, gen, {.mode = FanMode::FanAvg}); break;
-        case InitScheme::HeUniform: kaiming_uniform_(lin->weight, gen); break;
-        case InitScheme::Xavier: xavier_normal_(lin->weight, gen); break;
-        case InitScheme::XavierUniform: xavier_uniform_(lin->weight, gen); break;
-        case InitScheme::LeCun: lecun_normal_(lin->weight, gen); break;
-        case InitScheme::Torch: {
-          double b = 1.0 / std::sqrt(static_cast<double>(lin->in_features));
-          uniform_(lin->weight, gen, -b, b);
-          if (lin->bias.defined()) uniform_(lin->bias, gen, -b, b);
-          break;
-        }
-      }
-      if (lin->bias.defined() && opts.scheme != InitScheme::Torch) zeros_(lin->bias);
-    }
+    if (auto* lin = dynamic_cast<Linear*>(m)) init_weight(lin->weight, lin->bias, gen, opts.scheme);
+    if (auto* conv = dynamic_cast<Conv2d*>(m)) init_weight(conv->weight, conv->bias, gen, opts.scheme);
   }
   // A second pass, after the Linears of the blocks have been initialised.
   if (opts.zero_residual)
-    for (auto& [name, m] : model.named_modules())
+    for (auto& [name, m] : model.named_modules()) {
       if (auto* block = dynamic_cast<ResidualBlock*>(m)) zeros_(block->l2->weight);
+      // A post-activation block ends its branch with bn2 (Goyal et al. 2017 zero its weight), a
+      // pre-activation block with conv2.
+      if (auto* block = dynamic_cast<BasicBlock*>(m)) zeros_(block->preact ? block->conv2->weight : block->bn2->weight);
+    }
 }
 
 }  // namespace chainrule::nn

@@ -1,6 +1,7 @@
 #include "chainrule/nn/layers.h"
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include <algorithm>
 #include <cmath>
@@ -40,9 +41,11 @@ Tensor ReLU::forward(const Tensor& x) { return relu(x); }
 Sequential::Sequential(std::vector<ModulePtr> layers) {
   for (auto& l : layers) push_back(std::move(l));
 }
-void Sequential::push_back(ModulePtr layer) {
-  register_module(std::to_string(layers_.size()), layer);
+void Sequential::push_back(ModulePtr layer) { push_back(std::to_string(layers_.size()), std::move(layer)); }
+void Sequential::push_back(const std::string& name, ModulePtr layer) {
+  register_module(name, layer);
   layers_.push_back(std::move(layer));
+  names_.push_back(name);
 }
 Tensor Sequential::forward(const Tensor& x) {
   if (checkpoint_segments_ > 1) return checkpoint_sequential(*this, checkpoint_segments_, x);
@@ -52,7 +55,7 @@ Tensor Sequential::forward(const Tensor& x) {
 Tensor Sequential::run_layers(std::size_t begin, std::size_t end, const Tensor& x) {
   Tensor h = x;
   for (std::size_t i = begin; i < end; ++i) {
-    NameScope scope(std::to_string(i));  // anomaly reports name the module path, e.g. "2.l1"
+    NameScope scope(names_[i]);  // anomaly reports name the module path, e.g. "2.l1"
     h = layers_[i]->forward(h);
   }
   return h;
@@ -73,21 +76,23 @@ Tensor checkpoint_layers(const Sequential& seq, std::size_t begin, std::size_t e
   std::vector<Tensor> inputs{x};
   std::vector<ModulePtr> layers;
   std::vector<std::vector<std::string>> names;
+  std::vector<std::string> scopes;
   for (std::size_t i = begin; i < end; ++i) {
     layers.push_back(seq[i]);
+    scopes.push_back(seq.name(i));
     names.emplace_back();
     for (auto& [name, t] : seq[i]->named_parameters()) {
       names.back().push_back(name);
       inputs.push_back(t);
     }
   }
-  auto run = [layers = std::move(layers), names = std::move(names), begin](const std::vector<Tensor>& in) {
+  auto run = [layers = std::move(layers), names = std::move(names), scopes = std::move(scopes)](const std::vector<Tensor>& in) {
     Tensor h = in[0];
     std::size_t k = 1;
     for (std::size_t j = 0; j < layers.size(); ++j) {
       std::map<std::string, Tensor> params;
       for (const auto& name : names[j]) params.emplace(name, in[k++]);
-      NameScope scope(std::to_string(begin + j));
+      NameScope scope(scopes[j]);
       h = functional_call(*layers[j], params, h);
     }
     return h;
@@ -167,36 +172,110 @@ bool is_batched(const Tensor& t) {
     if (c->frame->kind == TraceKind::Batch) return true;
   return false;
 }
+
+// The state of a BatchNorm layer, shared by BatchNorm1d and BatchNorm2d.
+struct BatchNormState {
+  const std::string& name;
+  double eps, momentum;
+  Tensor &weight, &bias, &running_mean, &running_var, &num_batches_tracked;
+};
+
+// Normalises x per channel (axis 1) over `axes` (every other axis); `stat_shape` views a [C]
+// statistic so that it broadcasts against x ([C] for [N, C], [C, 1, 1] for [N, C, H, W]). The
+// per-channel factor weight / sqrt(var + eps) is formed on [C] first, so the full-size tensor sees
+// one subtraction, one multiplication and one addition.
+Tensor batch_norm(const Tensor& x, const Axes& axes, const Shape& stat_shape, bool training, BatchNormState s) {
+  auto view = [&](const Tensor& t) { return reshape(t, stat_shape); };
+  Tensor d, inv;
+  if (training) {
+    std::int64_t n = 1;
+    for (auto a : axes) n *= x.shape()[static_cast<std::size_t>(a)];
+    if (n < 2)
+      throw ValueError(fmt::format("{}: training needs more than one value per channel, got input of shape {}", s.name, x.shape().str()));
+    Tensor mu = mean(x, axes);
+    d = sub(x, view(mu));
+    Tensor var = mean(square(d), axes);
+    inv = div(scalar_tensor(1.0, x.dtype()), sqrt(add(var, scalar_tensor(s.eps, x.dtype()))));
+    // Once per forward pass: not inside vmap, and not again when checkpoint recomputes the layer.
+    if (!is_batched(mu) && !checkpoint_recomputing() && s.running_mean.dtype() == x.dtype()) {
+      NoGradGuard ng;
+      Tensor mu_c = mu.detach(), var_c = var.detach();
+      s.running_mean.mul_(1 - s.momentum).add_(mu_c, s.momentum);
+      // Running variance is the unbiased estimate, as in PyTorch.
+      s.running_var.mul_(1 - s.momentum).add_(var_c, s.momentum * static_cast<double>(n) / static_cast<double>(n - 1));
+      s.num_batches_tracked.mutable_data<std::int64_t>()[0] += 1;
+    }
+  } else {
+    d = sub(x, view(s.running_mean));
+    inv = div(scalar_tensor(1.0, x.dtype()), sqrt(add(s.running_var, scalar_tensor(s.eps, x.dtype()))));
+  }
+  if (!s.weight.defined()) return mul(d, view(inv));
+  return add(mul(d, view(mul(inv, s.weight))), view(s.bias));
+}
 }  // namespace
 
 Tensor BatchNorm1d::forward(const Tensor& x) {
   if (x.dim() != 2 || x.shape()[1] != features)
     throw ShapeError(fmt::format("BatchNorm1d({}): input of shape {} must be [batch, {}]", features, x.shape().str(), features));
-  Tensor y;
-  if (is_training()) {
-    const std::int64_t n = x.shape()[0];
-    if (n < 2) throw ValueError(fmt::format("BatchNorm1d({}): training needs more than one example per batch, got {}", features, n));
-    Tensor mu = mean(x, {0});
-    Tensor d = sub(x, mu);
-    Tensor var = mean(square(d), {0});
-    y = div(d, sqrt(add(var, scalar_tensor(eps, x.dtype()))));
-    // Once per forward pass: not inside vmap, and not again when checkpoint recomputes the layer.
-    if (!is_batched(mu) && !checkpoint_recomputing() && running_mean.dtype() == x.dtype()) {
-      NoGradGuard ng;
-      Tensor mu_c = mu.detach(), var_c = var.detach();
-      running_mean.mul_(1 - momentum).add_(mu_c, momentum);
-      // Running variance is the unbiased estimate, as in PyTorch.
-      running_var.mul_(1 - momentum).add_(var_c, momentum * static_cast<double>(n) / static_cast<double>(n - 1));
-      num_batches_tracked.mutable_data<std::int64_t>()[0] += 1;
-    }
-  } else {
-    y = div(sub(x, running_mean), sqrt(add(running_var, scalar_tensor(eps, x.dtype()))));
-  }
-  return weight.defined() ? add(mul(y, weight), bias) : y;
+  const std::string name = fmt::format("BatchNorm1d({})", features);
+  return batch_norm(x, {0}, {features}, is_training(),
+                    {name, eps, momentum, weight, bias, running_mean, running_var, num_batches_tracked});
 }
 
 std::string BatchNorm1d::repr() const {
   return fmt::format("BatchNorm1d({}, eps={}, momentum={}, affine={})", features, eps, momentum, weight.defined());
+}
+
+// ---- BatchNorm2d, GroupNorm -------------------------------------------------------------------
+
+BatchNorm2d::BatchNorm2d(std::int64_t n, double e, double m, bool affine, DType dtype) : features(n), eps(e), momentum(m) {
+  if (n <= 0) throw ValueError(fmt::format("BatchNorm2d: num_features must be positive, got {}", n));
+  if (affine) {
+    register_parameter("weight", weight, ones({n}, dtype));
+    register_parameter("bias", bias, zeros({n}, dtype));
+  }
+  register_buffer("running_mean", running_mean, zeros({n}, dtype));
+  register_buffer("running_var", running_var, ones({n}, dtype));
+  register_buffer("num_batches_tracked", num_batches_tracked, zeros({}, DType::i64));
+}
+
+Tensor BatchNorm2d::forward(const Tensor& x) {
+  if (x.dim() != 4 || x.shape()[1] != features)
+    throw ShapeError(fmt::format("BatchNorm2d({}): input of shape {} must be [N, {}, H, W]", features, x.shape().str(), features));
+  const std::string name = fmt::format("BatchNorm2d({})", features);
+  return batch_norm(x, {0, 2, 3}, {features, 1, 1}, is_training(),
+                    {name, eps, momentum, weight, bias, running_mean, running_var, num_batches_tracked});
+}
+
+std::string BatchNorm2d::repr() const {
+  return fmt::format("BatchNorm2d({}, eps={}, momentum={}, affine={})", features, eps, momentum, weight.defined());
+}
+
+GroupNorm::GroupNorm(std::int64_t g, std::int64_t c, double e, bool affine, DType dtype) : num_groups(g), num_channels(c), eps(e) {
+  if (g <= 0 || c <= 0 || c % g != 0)
+    throw ValueError(fmt::format("GroupNorm: num_groups ({}) must be positive and divide num_channels ({})", g, c));
+  if (affine) {
+    register_parameter("weight", weight, ones({c}, dtype));
+    register_parameter("bias", bias, zeros({c}, dtype));
+  }
+}
+
+Tensor GroupNorm::forward(const Tensor& x) {
+  if (x.dim() < 2 || x.shape()[1] != num_channels)
+    throw ShapeError(fmt::format("{}: input of shape {} must be [N, {}, *]", repr(), x.shape().str(), num_channels));
+  // [N, C, *] -> [N, G, C/G · prod(*)]: each row of the last axis is one example's group.
+  Tensor g = reshape(x, {x.shape()[0], num_groups, -1});
+  Tensor d = sub(g, mean(g, {-1}, true));
+  Tensor var = mean(square(d), {-1}, true);
+  Tensor y = reshape(div(d, sqrt(add(var, scalar_tensor(eps, x.dtype())))), x.shape());
+  if (!weight.defined()) return y;
+  Shape per_channel{num_channels};  // [C, 1, ..., 1] against [N, C, *]
+  for (std::int64_t i = 2; i < x.dim(); ++i) per_channel.push_back(1);
+  return add(mul(y, reshape(weight, per_channel)), reshape(bias, per_channel));
+}
+
+std::string GroupNorm::repr() const {
+  return fmt::format("GroupNorm({}, {}, eps={}, affine={})", num_groups, num_channels, eps, weight.defined());
 }
 
 // ---- Dropout -------------------------------------------------------------------------------
@@ -207,7 +286,7 @@ Dropout::Dropout(double prob, std::uint64_t seed) : p(prob), generator(seed) {
 
 Tensor Dropout::forward(const Tensor& x) {
   if (!is_training() || p == 0) return x;
-  if (p == 1) return mul(x, zeros_like(x.detach()));
+  if (p == 1) return mul(x, zeros(x.shape(), x.dtype()));
   Tensor u = rand(x.shape(), generator, x.dtype());
   Tensor keep = cast(greater_equal(u, scalar_tensor(p, x.dtype())), x.dtype());
   return mul(x, mul(keep, scalar_tensor(1.0 / (1.0 - p), x.dtype())));
@@ -252,15 +331,29 @@ std::string ResidualBlock::repr() const {
 
 // ---- Conv2d, Flatten ---------------------------------------------------------------------------
 
+namespace {
+// [in, H, W] runs as a batch of one.
+template <class F>
+Tensor image_or_batch(const std::string& who, std::int64_t channels, const Tensor& x, F&& f) {
+  if (x.dim() == 3) return squeeze(f(unsqueeze(x, 0)), 0);
+  if (x.dim() != 4)
+    throw ShapeError(fmt::format("{}: input of shape {} needs [N, {}, H, W] or [{}, H, W]", who, x.shape().str(), channels, channels));
+  return f(x);
+}
+
+std::string pair_str(std::array<std::int64_t, 2> a) { return fmt::format("({}, {})", a[0], a[1]); }
+}  // namespace
+
 Conv2d::Conv2d(std::int64_t in, std::int64_t out, std::array<std::int64_t, 2> k, Conv2dLayerOptions opts)
     : in_channels(in), out_channels(out), kernel_size(k), options(opts) {
-  if (in <= 0 || out <= 0 || k[0] <= 0 || k[1] <= 0)
-    throw ValueError(fmt::format("Conv2d: channels and kernel size must be positive, got in={} out={} kernel=({}, {})", in, out,
-                                 k[0], k[1]));
+  if (in <= 0 || out <= 0 || k[0] <= 0 || k[1] <= 0 || opts.groups <= 0 || in % opts.groups != 0 || out % opts.groups != 0)
+    throw ValueError(fmt::format("Conv2d: channels and kernel size must be positive and groups divide both channel counts, got "
+                                 "in={} out={} kernel=({}, {}) groups={}",
+                                 in, out, k[0], k[1], opts.groups));
   Generator gen(opts.seed);
-  const double bound = 1.0 / std::sqrt(static_cast<double>(in * k[0] * k[1]));
   // kaiming_uniform_(a = sqrt(5)): gain sqrt(2 / (1 + 5)), bound gain·sqrt(3 / fan_in) = 1/sqrt(fan_in).
-  register_parameter("weight", weight, uniform({out, in, k[0], k[1]}, -bound, bound, gen, opts.dtype));
+  const double bound = 1.0 / std::sqrt(static_cast<double>(in / opts.groups * k[0] * k[1]));
+  register_parameter("weight", weight, uniform({out, in / opts.groups, k[0], k[1]}, -bound, bound, gen, opts.dtype));
   if (opts.bias) register_parameter("bias", bias, uniform({out}, -bound, bound, gen, opts.dtype));
 }
 
@@ -269,18 +362,73 @@ Tensor Conv2d::forward(const Tensor& x) {
   o.stride = options.stride;
   o.padding = options.padding;
   o.dilation = options.dilation;
-  if (x.dim() == 3) return squeeze(conv2d(unsqueeze(x, 0), weight, bias, o), 0);
-  if (x.dim() != 4)
-    throw ShapeError(fmt::format("{}: input of shape {} needs [N, {}, H, W] or [{}, H, W]", repr(), x.shape().str(), in_channels,
-                                 in_channels));
-  return conv2d(x, weight, bias, o);
+  o.groups = options.groups;
+  o.same_padding = options.same_padding;
+  return image_or_batch(repr(), in_channels, x, [&](const Tensor& b) { return conv2d(b, weight, bias, o); });
 }
 
 std::string Conv2d::repr() const {
-  return fmt::format("Conv2d({}, {}, kernel_size=({}, {}), stride=({}, {}), padding=({}, {}), dilation=({}, {}), bias={})",
-                     in_channels, out_channels, kernel_size[0], kernel_size[1], options.stride[0], options.stride[1],
-                     options.padding[0], options.padding[1], options.dilation[0], options.dilation[1], bias.defined());
+  return fmt::format("Conv2d({}, {}, kernel_size={}, stride={}, padding={}, dilation={}, groups={}, bias={})", in_channels,
+                     out_channels, pair_str(kernel_size), pair_str(options.stride),
+                     options.same_padding ? std::string("same") : pair_str(options.padding), pair_str(options.dilation),
+                     options.groups, bias.defined());
 }
+
+ConvTranspose2d::ConvTranspose2d(std::int64_t in, std::int64_t out, std::array<std::int64_t, 2> k, ConvTranspose2dLayerOptions opts)
+    : in_channels(in), out_channels(out), kernel_size(k), options(opts) {
+  if (in <= 0 || out <= 0 || k[0] <= 0 || k[1] <= 0 || opts.groups <= 0 || in % opts.groups != 0 || out % opts.groups != 0)
+    throw ValueError(fmt::format("ConvTranspose2d: channels and kernel size must be positive and groups divide both channel "
+                                 "counts, got in={} out={} kernel=({}, {}) groups={}",
+                                 in, out, k[0], k[1], opts.groups));
+  Generator gen(opts.seed);
+  // PyTorch's fan_in is the weight's size(1)·kH·kW, here out/groups·kH·kW.
+  const double bound = 1.0 / std::sqrt(static_cast<double>(out / opts.groups * k[0] * k[1]));
+  register_parameter("weight", weight, uniform({in, out / opts.groups, k[0], k[1]}, -bound, bound, gen, opts.dtype));
+  if (opts.bias) register_parameter("bias", bias, uniform({out}, -bound, bound, gen, opts.dtype));
+}
+
+Tensor ConvTranspose2d::forward(const Tensor& x) {
+  ConvTranspose2dOptions o;
+  o.stride = options.stride;
+  o.padding = options.padding;
+  o.output_padding = options.output_padding;
+  o.dilation = options.dilation;
+  o.groups = options.groups;
+  return image_or_batch(repr(), in_channels, x, [&](const Tensor& b) { return conv_transpose2d(b, weight, bias, o); });
+}
+
+std::string ConvTranspose2d::repr() const {
+  return fmt::format("ConvTranspose2d({}, {}, kernel_size={}, stride={}, padding={}, output_padding={}, dilation={}, groups={}, "
+                     "bias={})",
+                     in_channels, out_channels, pair_str(kernel_size), pair_str(options.stride), pair_str(options.padding),
+                     pair_str(options.output_padding), pair_str(options.dilation), options.groups, bias.defined());
+}
+
+// ---- pooling -------------------------------------------------------------------------------
+
+namespace {
+std::array<std::int64_t, 2> or_kernel(std::array<std::int64_t, 2> stride, std::array<std::int64_t, 2> k) {
+  return {stride[0] == 0 ? k[0] : stride[0], stride[1] == 0 ? k[1] : stride[1]};
+}
+}  // namespace
+
+MaxPool2d::MaxPool2d(std::array<std::int64_t, 2> k, std::array<std::int64_t, 2> s, std::array<std::int64_t, 2> p)
+    : kernel_size(k), stride(or_kernel(s, k)), padding(p) {}
+Tensor MaxPool2d::forward(const Tensor& x) { return max_pool2d(x, kernel_size, stride, padding); }
+std::string MaxPool2d::repr() const {
+  return fmt::format("MaxPool2d(kernel_size={}, stride={}, padding={})", pair_str(kernel_size), pair_str(stride), pair_str(padding));
+}
+
+AvgPool2d::AvgPool2d(std::array<std::int64_t, 2> k, std::array<std::int64_t, 2> s, std::array<std::int64_t, 2> p)
+    : kernel_size(k), stride(or_kernel(s, k)), padding(p) {}
+Tensor AvgPool2d::forward(const Tensor& x) { return avg_pool2d(x, kernel_size, stride, padding); }
+std::string AvgPool2d::repr() const {
+  return fmt::format("AvgPool2d(kernel_size={}, stride={}, padding={})", pair_str(kernel_size), pair_str(stride), pair_str(padding));
+}
+
+AdaptiveAvgPool2d::AdaptiveAvgPool2d(std::array<std::int64_t, 2> size) : output_size(size) {}
+Tensor AdaptiveAvgPool2d::forward(const Tensor& x) { return adaptive_avg_pool2d(x, output_size); }
+std::string AdaptiveAvgPool2d::repr() const { return fmt::format("AdaptiveAvgPool2d(output_size={})", pair_str(output_size)); }
 
 Tensor Flatten::forward(const Tensor& x) {
   const auto r = static_cast<std::int64_t>(x.dim());
@@ -297,5 +445,57 @@ Tensor Flatten::forward(const Tensor& x) {
 }
 
 std::string Flatten::repr() const { return fmt::format("Flatten(start_dim={}, end_dim={})", start_dim, end_dim); }
+
+// ---- activations -----------------------------------------------------------------------------
+
+Tensor Tanh::forward(const Tensor& x) { return tanh(x); }
+Tensor Sigmoid::forward(const Tensor& x) { return sigmoid(x); }
+
+Softplus::Softplus(double b) : beta(b) {
+  if (!(b > 0)) throw ValueError(fmt::format("Softplus: beta must be positive, got {}", b));
+}
+Tensor Softplus::forward(const Tensor& x) {
+  if (beta == 1.0) return softplus(x);
+  return div(softplus(mul(x, scalar_tensor(beta, x.dtype()))), scalar_tensor(beta, x.dtype()));
+}
+std::string Softplus::repr() const { return fmt::format("Softplus(beta={})", beta); }
+
+GELU::GELU(std::string a) : approximate(std::move(a)) {
+  if (approximate != "none" && approximate != "tanh")
+    throw ValueError(fmt::format("GELU: approximate must be 'none' or 'tanh', got '{}'", approximate));
+}
+Tensor GELU::forward(const Tensor& x) { return gelu(x, approximate == "tanh"); }
+std::string GELU::repr() const { return fmt::format("GELU(approximate='{}')", approximate); }
+
+Tensor SiLU::forward(const Tensor& x) { return silu(x); }
+Tensor ELU::forward(const Tensor& x) { return elu(x, alpha); }
+std::string ELU::repr() const { return fmt::format("ELU(alpha={})", alpha); }
+Tensor LeakyReLU::forward(const Tensor& x) { return leaky_relu(x, negative_slope); }
+std::string LeakyReLU::repr() const { return fmt::format("LeakyReLU(negative_slope={})", negative_slope); }
+Tensor Softmax::forward(const Tensor& x) { return softmax(x, dim); }
+std::string Softmax::repr() const { return fmt::format("Softmax(dim={})", dim); }
+Tensor LogSoftmax::forward(const Tensor& x) { return log_softmax(x, dim); }
+std::string LogSoftmax::repr() const { return fmt::format("LogSoftmax(dim={})", dim); }
+
+namespace {
+constexpr std::string_view kActivations[] = {"relu", "tanh", "sigmoid",   "softplus", "gelu",
+                                             "gelu_tanh", "silu", "elu", "leaky_relu", "identity"};
+}  // namespace
+
+std::span<const std::string_view> activation_names() { return kActivations; }
+
+ModulePtr make_activation(std::string_view name) {
+  if (name == "relu") return std::make_shared<ReLU>();
+  if (name == "tanh") return std::make_shared<Tanh>();
+  if (name == "sigmoid") return std::make_shared<Sigmoid>();
+  if (name == "softplus") return std::make_shared<Softplus>();
+  if (name == "gelu") return std::make_shared<GELU>();
+  if (name == "gelu_tanh") return std::make_shared<GELU>("tanh");
+  if (name == "silu") return std::make_shared<SiLU>();
+  if (name == "elu") return std::make_shared<ELU>();
+  if (name == "leaky_relu") return std::make_shared<LeakyReLU>();
+  if (name == "identity") return std::make_shared<Identity>();
+  throw ValueError(fmt::format("unknown activation '{}' (known: {})", name, fmt::join(kActivations, ", ")));
+}
 
 }  // namespace chainrule::nn

@@ -1,8 +1,13 @@
 #include "chainrule/nn/spec.h"
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
+
+#include <algorithm>
 
 #include <charconv>
+
+#include "chainrule/nn/resnet.h"
 
 namespace chainrule::nn {
 
@@ -27,7 +32,66 @@ std::int64_t positive(std::string_view spec, std::string_view field, const char*
   return v;
 }
 
-constexpr const char* kSyntax = "expected mlp:IN-H1-...-OUT or resmlp:IN-WIDTHxBLOCKS-OUT[:lrl|pre|lrlr[+ln|+bn]]";
+constexpr const char* kSyntax =
+    "expected mlp:IN-H1-...-OUT[:ACTIVATION], resmlp:IN-WIDTHxBLOCKS-OUT[:lrl|pre|lrlr[+ln|+bn]] or "
+    "resnet:CxHxW-WIDTHxBLOCKS-...-OUT[:post|pre]";
+
+// "AxB" -> (A, B), each a positive integer.
+std::pair<std::int64_t, std::int64_t> pair_of(std::string_view spec, std::string_view field, const char* a, const char* b) {
+  auto x = field.find('x');
+  if (x == std::string_view::npos)
+    throw ValueError(fmt::format("model spec '{}': '{}' must be {}x{}; {}", spec, field, a, b, kSyntax));
+  return {positive(spec, field.substr(0, x), a), positive(spec, field.substr(x + 1), b)};
+}
+
+ModelSpec parse_resnet(std::string_view spec, const std::vector<std::string_view>& parts) {
+  ModelSpec m;
+  m.kind = ModelSpec::Kind::ResNet;
+  auto f = split(parts[1], '-');
+  if (f.size() < 3) throw ValueError(fmt::format("model spec '{}': a resnet needs an image shape, at least one stage and an output size; {}", spec, kSyntax));
+  auto dims = split(f[0], 'x');
+  if (dims.size() != 3) throw ValueError(fmt::format("model spec '{}': image shape '{}' must be CxHxW, e.g. 1x28x28", spec, f[0]));
+  for (std::size_t i = 0; i < 3; ++i) m.image[i] = positive(spec, dims[i], i == 0 ? "channel count" : "image size");
+  m.in = m.image[0] * m.image[1] * m.image[2];
+  for (std::size_t i = 1; i + 1 < f.size(); ++i) m.stages.push_back(pair_of(spec, f[i], "WIDTH", "BLOCKS"));
+  m.out = positive(spec, f.back(), "output size");
+  if (parts.size() == 3) {
+    if (parts[2] == "pre") m.preact = true;
+    else if (parts[2] != "post") throw ValueError(fmt::format("model spec '{}': unknown block kind '{}' (post, pre)", spec, parts[2]));
+  }
+  return m;
+}
+
+// The layers of resnet:... in PyTorch's order and names (see spec.h).
+std::shared_ptr<Sequential> build_resnet(const ModelSpec& spec, DType dtype) {
+  auto model = std::make_shared<Sequential>();
+  const auto [c, h, w] = spec.image;
+  const std::int64_t stem = spec.stages.front().first;
+  model->push_back("unflatten", std::make_shared<Unflatten>(1, Shape{c, h, w}));
+  model->push_back("conv1", std::make_shared<Conv2d>(c, stem, std::array<std::int64_t, 2>{3, 3},
+                                                     Conv2dLayerOptions{.padding = {1, 1}, .bias = false, .dtype = dtype}));
+  if (!spec.preact) {
+    model->push_back("bn1", std::make_shared<BatchNorm2d>(stem, 1e-5, 0.1, true, dtype));
+    model->push_back("relu", std::make_shared<ReLU>());
+  }
+  std::int64_t channels = stem;
+  for (std::size_t s = 0; s < spec.stages.size(); ++s) {
+    const auto [width, blocks] = spec.stages[s];
+    auto stage = std::make_shared<Sequential>();
+    for (std::int64_t b = 0; b < blocks; ++b) {
+      stage->push_back(std::make_shared<BasicBlock>(channels, width, s > 0 && b == 0 ? 2 : 1, spec.preact, dtype));
+      channels = width;
+    }
+    model->push_back(fmt::format("layer{}", s + 1), stage);
+  }
+  if (spec.preact) {
+    model->push_back("bn_final", std::make_shared<BatchNorm2d>(channels, 1e-5, 0.1, true, dtype));
+    model->push_back("relu", std::make_shared<ReLU>());
+  }
+  model->push_back("avgpool", std::make_shared<GlobalAvgPool2d>());
+  model->push_back("fc", std::make_shared<Linear>(channels, spec.out, LinearOptions{.dtype = dtype}));
+  return model;
+}
 
 }  // namespace
 
@@ -36,12 +100,18 @@ ModelSpec ModelSpec::parse(std::string_view spec) {
   if (parts.size() < 2 || parts.size() > 3) throw ValueError(fmt::format("model spec '{}': {}", spec, kSyntax));
   ModelSpec m;
   if (parts[0] == "mlp") {
-    if (parts.size() != 2) throw ValueError(fmt::format("model spec '{}': an mlp takes no layout; {}", spec, kSyntax));
     m.kind = Kind::MLP;
+    if (parts.size() == 3) {
+      auto names = activation_names();
+      if (std::find(names.begin(), names.end(), parts[2]) == names.end())
+        throw ValueError(fmt::format("model spec '{}': an mlp takes an activation ({}), not '{}'", spec, fmt::join(names, ", "), parts[2]));
+      m.activation = std::string(parts[2]);
+    }
     for (auto f : split(parts[1], '-')) m.sizes.push_back(positive(spec, f, "layer size"));
     if (m.sizes.size() < 2) throw ValueError(fmt::format("model spec '{}': an mlp needs at least an input and an output size", spec));
     return m;
   }
+  if (parts[0] == "resnet") return parse_resnet(spec, parts);
   if (parts[0] != "resmlp") throw ValueError(fmt::format("model spec '{}': unknown kind '{}'; {}", spec, parts[0], kSyntax));
   m.kind = Kind::ResMLP;
   auto f = split(parts[1], '-');
@@ -86,7 +156,13 @@ std::string ModelSpec::str() const {
   if (kind == Kind::MLP) {
     std::string s = "mlp:";
     for (std::size_t i = 0; i < sizes.size(); ++i) s += (i ? "-" : "") + std::to_string(sizes[i]);
+    if (activation != "relu") s += ":" + activation;
     return s;
+  }
+  if (kind == Kind::ResNet) {
+    std::string s = fmt::format("resnet:{}x{}x{}", image[0], image[1], image[2]);
+    for (auto [w, n] : stages) s += fmt::format("-{}x{}", w, n);
+    return s + fmt::format("-{}{}", out, preact ? ":pre" : "");
   }
   std::string s = fmt::format("resmlp:{}-{}x{}-{}", in, width, blocks, out);
   if (layout != BlockLayout::LRL || norm != BlockNorm::None || dropout > 0) {
@@ -103,11 +179,12 @@ std::shared_ptr<Sequential> build_model(const ModelSpec& spec, DType dtype) {
   const LinearOptions lo{.dtype = dtype};
   if (spec.kind == ModelSpec::Kind::MLP) {
     for (std::size_t i = 0; i + 1 < spec.sizes.size(); ++i) {
-      if (i > 0) model->push_back(std::make_shared<ReLU>());
+      if (i > 0) model->push_back(make_activation(spec.activation));
       model->push_back(std::make_shared<Linear>(spec.sizes[i], spec.sizes[i + 1], lo));
     }
     return model;
   }
+  if (spec.kind == ModelSpec::Kind::ResNet) return build_resnet(spec, dtype);
   model->push_back(std::make_shared<Linear>(spec.in, spec.width, lo));
   model->push_back(std::make_shared<ReLU>());
   for (std::int64_t b = 0; b < spec.blocks; ++b)

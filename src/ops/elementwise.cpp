@@ -15,10 +15,12 @@ using kernels::unary_forward;
 
 namespace {
 
+// Integer operands (add, sub, mul, maximum, minimum) run in int64; div and pow promote integers
+// to the default float type before they get here.
 template <class Op>
 Tensor binary_forward(std::string_view name, std::span<const Tensor> x, Op op) {
   check_same_dtype(name.data(), x[0], x[1]);
-  return dispatch_float(x[0].dtype(), name, [&](auto tag) {
+  return kernels::dispatch_numeric(x[0].dtype(), name, [&](auto tag) {
     using T = decltype(tag);
     return map_binary<T>(name, x[0], x[1], [&](T a, T b) -> T { return op(a, b); });
   });
@@ -74,7 +76,7 @@ const Primitive div_p{
 // d/db a^b = a^b log a, taken as 0 where a <= 0 (at a = 0, b > 0 that is the true limit).
 Tensor pow_log_base(const Ctx& c) {
   Tensor pos = greater(c.x[0], zero_like_scalar(c.x[0]));
-  Tensor safe = where(pos, c.x[0], ones_like(c.x[0].detach()));
+  Tensor safe = where(pos, c.x[0], scalar_tensor(1.0, c.x[0].dtype()));
   return where(pos, mul(c.out, log(safe)), zero_like_scalar(c.out));
 }
 const Primitive pow_p{
@@ -342,14 +344,32 @@ const Primitive compare_p{
 
 // ---- public functions -----------------------------------------------------------------------
 
-Tensor add(const Tensor& a, const Tensor& b) { return bind(add_p, {a, b}); }
-Tensor sub(const Tensor& a, const Tensor& b) { return bind(sub_p, {a, b}); }
-Tensor mul(const Tensor& a, const Tensor& b) { return bind(mul_p, {a, b}); }
-Tensor div(const Tensor& a, const Tensor& b) { return bind(div_p, {a, b}); }
-Tensor pow(const Tensor& a, const Tensor& b) { return bind(pow_p, {a, b}); }
-Tensor pow(const Tensor& a, double e) { return bind(pow_p, {a, scalar_tensor(e, a.dtype())}); }
-Tensor maximum(const Tensor& a, const Tensor& b) { return bind(maximum_p, {a, b}); }
-Tensor minimum(const Tensor& a, const Tensor& b) { return bind(minimum_p, {a, b}); }
+namespace {
+// Both operands cast to their promoted type (promote_types); `to_float` also lifts integers and
+// bools to the default float type (true division, pow). cast is a primitive, so derivatives flow
+// back to each operand in its own dtype under every transform.
+Tensor as_dtype(const Tensor& x, DType t) { return x.dtype() == t ? x : cast(x, t); }
+DType promoted(const Tensor& a, const Tensor& b, bool to_float = false) {
+  DType t = promote_types(a.dtype(), b.dtype());
+  return to_float && !is_floating(t) ? get_default_dtype() : t;
+}
+Tensor bind_promoted(const Primitive& p, const Tensor& a, const Tensor& b, bool to_float = false) {
+  if (a.dtype() == b.dtype() && (!to_float || is_floating(a.dtype()))) return bind(p, {a, b});
+  DType t = promoted(a, b, to_float);
+  return bind(p, {as_dtype(a, t), as_dtype(b, t)});
+}
+// The dtype a double scalar takes next to x: x's own if floating, else the default float type.
+DType scalar_dtype(const Tensor& x) { return is_floating(x.dtype()) ? x.dtype() : get_default_dtype(); }
+}  // namespace
+
+Tensor add(const Tensor& a, const Tensor& b) { return bind_promoted(add_p, a, b); }
+Tensor sub(const Tensor& a, const Tensor& b) { return bind_promoted(sub_p, a, b); }
+Tensor mul(const Tensor& a, const Tensor& b) { return bind_promoted(mul_p, a, b); }
+Tensor div(const Tensor& a, const Tensor& b) { return bind_promoted(div_p, a, b, /*to_float=*/true); }
+Tensor pow(const Tensor& a, const Tensor& b) { return bind_promoted(pow_p, a, b, /*to_float=*/true); }
+Tensor pow(const Tensor& a, double e) { return pow(a, scalar_tensor(e, scalar_dtype(a))); }
+Tensor maximum(const Tensor& a, const Tensor& b) { return bind_promoted(maximum_p, a, b); }
+Tensor minimum(const Tensor& a, const Tensor& b) { return bind_promoted(minimum_p, a, b); }
 Tensor neg(const Tensor& x) { return bind(neg_p, {x}); }
 Tensor exp(const Tensor& x) { return bind(exp_p, {x}); }
 Tensor log(const Tensor& x) { return bind(log_p, {x}); }
@@ -361,7 +381,11 @@ Tensor relu(const Tensor& x) { return bind(relu_p, {x}); }
 Tensor relu_backward(const Tensor& grad, const Tensor& out) { return bind(relu_backward_p, {grad, out}); }
 Tensor sign(const Tensor& x) { return bind(sign_p, {x}); }
 Tensor square(const Tensor& x) { return mul(x, x); }
-Tensor where(const Tensor& c, const Tensor& a, const Tensor& b) { return bind(where_p, {c, a, b}); }
+Tensor where(const Tensor& c, const Tensor& a, const Tensor& b) {
+  if (a.dtype() == b.dtype()) return bind(where_p, {c, a, b});
+  DType t = promoted(a, b);
+  return bind(where_p, {c, as_dtype(a, t), as_dtype(b, t)});
+}
 
 Tensor cast(const Tensor& x, DType dtype) {
   if (x.dtype() == dtype) return x;
@@ -378,7 +402,9 @@ namespace {
 Tensor compare(const Tensor& a, const Tensor& b, Cmp c) {
   Params p;
   p.code = static_cast<int>(c);
-  return bind(compare_p, {a, b}, p);
+  if (a.dtype() == b.dtype()) return bind(compare_p, {a, b}, p);
+  DType t = promoted(a, b);
+  return bind(compare_p, {as_dtype(a, t), as_dtype(b, t)}, p);
 }
 }  // namespace
 Tensor greater(const Tensor& a, const Tensor& b) { return compare(a, b, Cmp::Greater); }
@@ -392,18 +418,18 @@ Tensor operator-(const Tensor& a, const Tensor& b) { return sub(a, b); }
 Tensor operator*(const Tensor& a, const Tensor& b) { return mul(a, b); }
 Tensor operator/(const Tensor& a, const Tensor& b) { return div(a, b); }
 Tensor operator-(const Tensor& x) { return neg(x); }
-Tensor operator+(const Tensor& a, double b) { return add(a, scalar_tensor(b, a.dtype())); }
-Tensor operator-(const Tensor& a, double b) { return sub(a, scalar_tensor(b, a.dtype())); }
-Tensor operator*(const Tensor& a, double b) { return mul(a, scalar_tensor(b, a.dtype())); }
-Tensor operator/(const Tensor& a, double b) { return div(a, scalar_tensor(b, a.dtype())); }
-Tensor operator+(double a, const Tensor& b) { return add(scalar_tensor(a, b.dtype()), b); }
-Tensor operator-(double a, const Tensor& b) { return sub(scalar_tensor(a, b.dtype()), b); }
-Tensor operator*(double a, const Tensor& b) { return mul(scalar_tensor(a, b.dtype()), b); }
-Tensor operator/(double a, const Tensor& b) { return div(scalar_tensor(a, b.dtype()), b); }
+Tensor operator+(const Tensor& a, double b) { return add(a, scalar_tensor(b, scalar_dtype(a))); }
+Tensor operator-(const Tensor& a, double b) { return sub(a, scalar_tensor(b, scalar_dtype(a))); }
+Tensor operator*(const Tensor& a, double b) { return mul(a, scalar_tensor(b, scalar_dtype(a))); }
+Tensor operator/(const Tensor& a, double b) { return div(a, scalar_tensor(b, scalar_dtype(a))); }
+Tensor operator+(double a, const Tensor& b) { return add(scalar_tensor(a, scalar_dtype(b)), b); }
+Tensor operator-(double a, const Tensor& b) { return sub(scalar_tensor(a, scalar_dtype(b)), b); }
+Tensor operator*(double a, const Tensor& b) { return mul(scalar_tensor(a, scalar_dtype(b)), b); }
+Tensor operator/(double a, const Tensor& b) { return div(scalar_tensor(a, scalar_dtype(b)), b); }
 Tensor operator>(const Tensor& a, const Tensor& b) { return greater(a, b); }
-Tensor operator>(const Tensor& a, double b) { return greater(a, scalar_tensor(b, a.dtype())); }
+Tensor operator>(const Tensor& a, double b) { return greater(a, scalar_tensor(b, scalar_dtype(a))); }
 Tensor operator<(const Tensor& a, const Tensor& b) { return less(a, b); }
-Tensor operator<(const Tensor& a, double b) { return less(a, scalar_tensor(b, a.dtype())); }
+Tensor operator<(const Tensor& a, double b) { return less(a, scalar_tensor(b, scalar_dtype(a))); }
 
 const Primitive* const kElementwisePrimitives[] = {&add_p,  &sub_p,  &mul_p,   &div_p,     &pow_p,  &maximum_p,
                                                    &minimum_p, &neg_p, &exp_p, &log_p,     &sqrt_p, &abs_p,

@@ -204,7 +204,12 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
 Tensor matmul(const Tensor& a, const Tensor& b, bool transpose_a, bool transpose_b) {
   if (a.dim() == 0 || b.dim() == 0)
     throw ShapeError(fmt::format("matmul: operands must not be scalars, got {} @ {}", a.shape().str(), b.shape().str()));
-  // NumPy semantics for vectors: promote, multiply, drop the added axis.
+  if (a.dtype() != b.dtype()) {  // type promotion, as every binary op
+    DType t = promote_types(a.dtype(), b.dtype());
+    return matmul(a.dtype() == t ? a : cast(a, t), b.dtype() == t ? b : cast(b, t), transpose_a, transpose_b);
+  }
+  // NumPy semantics for vectors: promote, multiply, drop the added axis (both, for a dot product).
+  if (a.dim() == 1 && b.dim() == 1) return reshape(matmul(unsqueeze(a, 0), unsqueeze(b, -1), false, false), Shape{});
   if (a.dim() == 1) return squeeze(matmul(unsqueeze(a, 0), b, false, transpose_b), -2);
   if (b.dim() == 1) return squeeze(matmul(a, unsqueeze(b, -1), transpose_a, false), -1);
   Params p;

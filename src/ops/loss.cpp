@@ -5,6 +5,7 @@
 #include "kernels/kernels.h"
 #include "ops/cases.h"
 #include "ops/registry.h"
+#include "chainrule/ops/array_api.h"
 
 namespace chainrule {
 
@@ -215,22 +216,111 @@ const Primitive mse_p{
     },
 };
 
-Tensor cross_entropy(const Tensor& logits, const Tensor& labels, Reduction reduction) {
-  Tensor per = bind(cross_entropy_p, {logits, labels});
+namespace {
+// PyTorch's reductions of per-element losses; BatchMean is kl_div's alone.
+Tensor reduce_loss(std::string_view op, const Tensor& per, Reduction reduction) {
   switch (reduction) {
     case Reduction::Mean: return mean(per);
     case Reduction::Sum: return sum(per);
-    case Reduction::None: break;
+    case Reduction::None: return per;
+    case Reduction::BatchMean:
+      if (op != "kl_div") throw ValueError(fmt::format("{}: reduction batchmean is only for kl_div", op));
+      return per.dim() == 0 ? per : div(sum(per), scalar_tensor(static_cast<double>(per.shape()[0]), per.dtype()));
   }
   return per;
+}
+void check_same_shape(std::string_view op, const Tensor& input, const Tensor& target) {
+  if (input.shape() != target.shape())
+    throw ShapeError(fmt::format("{}: input {} and target {} must have the same shape", op, input.shape().str(), target.shape().str()));
+  check_same_dtype(std::string(op).c_str(), input, target);
+}
+Tensor constant(double v, const Tensor& like) { return scalar_tensor(v, like.dtype()); }
+}  // namespace
+
+Tensor cross_entropy(const Tensor& logits, const Tensor& labels, Reduction reduction) {
+  return reduce_loss("cross_entropy", bind(cross_entropy_p, {logits, labels}), reduction);
 }
 Tensor cross_entropy_backward(const Tensor& logits, const Tensor& labels, const Tensor& ct) {
   return bind(cross_entropy_backward_p, {logits, labels, ct});
 }
-Tensor mse_loss(const Tensor& a, const Tensor& b) {
-  Params p;
-  p.rank = a.dim();
-  return bind(mse_p, {a, b}, p);
+Tensor mse_loss(const Tensor& a, const Tensor& b, Reduction reduction) {
+  if (reduction == Reduction::Mean) {  // one fused pass
+    Params p;
+    p.rank = a.dim();
+    return bind(mse_p, {a, b}, p);
+  }
+  check_same_shape("mse_loss", a, b);
+  return reduce_loss("mse_loss", square(sub(a, b)), reduction);
+}
+
+// ---- PyTorch's other losses: exact composites of primitives ---------------------------------
+
+Tensor nll_loss(const Tensor& log_probs, const Tensor& labels, Reduction reduction) {
+  if (labels.dtype() != DType::i64)
+    throw DTypeError(fmt::format("nll_loss: labels must be int64, got {} {}", dtype_name(labels.dtype()), labels.shape().str()));
+  if (log_probs.dim() < 1 || log_probs.shape().slice(0, log_probs.shape().size() - 1) != labels.shape())
+    throw ShapeError(fmt::format("nll_loss: log-probabilities {} need labels of shape [..., C] minus C, got {}",
+                                 log_probs.shape().str(), labels.shape().str()));
+  if (labels.level() == 0) checked_labels("nll_loss", labels, log_probs.shape().back());
+  // -Σ_c logp_c onehot_c: a mask product, so its derivative is exact and no index is differentiated.
+  return reduce_loss("nll_loss", neg(sum(mul(log_probs, one_hot_like(labels, log_probs)), {-1})), reduction);
+}
+
+Tensor binary_cross_entropy(const Tensor& probs, const Tensor& targets, Reduction reduction) {
+  check_same_shape("binary_cross_entropy", probs, targets);
+  // NOTE: PyTorch clamps each log at -100 so that p = 0 or 1 gives a finite loss; the clamp's
+  // kink is where p < e^-100 (or 1 - p is), outside the probabilities a model produces.
+  const Tensor floor = constant(-100.0, probs);
+  Tensor log_p = maximum(log(probs), floor), log_q = maximum(log1p(neg(probs)), floor);
+  Tensor per = neg(add(mul(targets, log_p), mul(sub(constant(1.0, targets), targets), log_q)));
+  return reduce_loss("binary_cross_entropy", per, reduction);
+}
+
+// NOTE: written as max(z, 0) - z y + log1p(exp(-|z|)) rather than with log σ(z): the exponent is
+// never positive, so nothing overflows for logits of ±1e4. At z = 0, maximum's tie rule (½) and
+// abs'(0) = 0 give ½ - y = σ(0) - y: the derivative is σ(z) - y everywhere (relu'(0) = 0 would not).
+Tensor binary_cross_entropy_with_logits(const Tensor& logits, const Tensor& targets, Reduction reduction) {
+  check_same_shape("binary_cross_entropy_with_logits", logits, targets);
+  Tensor per = add(sub(maximum(logits, constant(0.0, logits)), mul(logits, targets)), log1p(exp(neg(abs(logits)))));
+  return reduce_loss("binary_cross_entropy_with_logits", per, reduction);
+}
+
+// Both branches are finite everywhere, so where() passes no NaN into the derivative.
+Tensor huber_loss(const Tensor& input, const Tensor& target, Reduction reduction, double delta) {
+  check_same_shape("huber_loss", input, target);
+  if (!(delta > 0)) throw ValueError(fmt::format("huber_loss: delta must be positive, got {}", delta));
+  Tensor d = sub(input, target), a = abs(d);
+  Tensor per = where(less(a, constant(delta, a)), mul(constant(0.5, d), mul(d, d)),
+                     mul(constant(delta, a), sub(a, constant(0.5 * delta, a))));
+  return reduce_loss("huber_loss", per, reduction);
+}
+
+Tensor smooth_l1_loss(const Tensor& input, const Tensor& target, Reduction reduction, double beta) {
+  check_same_shape("smooth_l1_loss", input, target);
+  if (!(beta >= 0)) throw ValueError(fmt::format("smooth_l1_loss: beta must be >= 0, got {}", beta));
+  Tensor a = abs(sub(input, target));
+  if (beta == 0) return reduce_loss("smooth_l1_loss", a, reduction);
+  Tensor per = where(less(a, constant(beta, a)), mul(constant(0.5 / beta, a), mul(a, a)), sub(a, constant(0.5 * beta, a)));
+  return reduce_loss("smooth_l1_loss", per, reduction);
+}
+
+Tensor l1_loss(const Tensor& input, const Tensor& target, Reduction reduction) {
+  check_same_shape("l1_loss", input, target);
+  return reduce_loss("l1_loss", abs(sub(input, target)), reduction);
+}
+
+Tensor kl_div(const Tensor& input, const Tensor& target, Reduction reduction, bool log_target) {
+  check_same_shape("kl_div", input, target);
+  Tensor per;
+  if (log_target) {
+    per = mul(exp(target), sub(target, input));
+  } else {
+    // NOTE: t log t is taken as 0 at t = 0 (xlogy): log sees 1 there, so neither the value nor the
+    // derivative meets log(0); the derivative in t at t = 0 is then -input.
+    Tensor safe = where(greater(target, constant(0.0, target)), target, constant(1.0, target));
+    per = mul(target, sub(log(safe), input));
+  }
+  return reduce_loss("kl_div", per, reduction);
 }
 
 const Primitive* const kLossPrimitives[] = {&cross_entropy_p, &cross_entropy_backward_p, &mse_p};

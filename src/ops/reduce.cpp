@@ -3,6 +3,7 @@
 #include <cmath>
 #include <limits>
 
+#include "chainrule/ops/array_api.h"
 #include "kernels/kernels.h"
 #include "ops/cases.h"
 #include "ops/registry.h"
@@ -299,7 +300,119 @@ Tensor argmax(const Tensor& x, std::int64_t axis) {
   return bind(argmax_p, {x}, p);
 }
 
-const Primitive* const kReducePrimitives[] = {&sum_p, &mean_p, &max_p, &logsumexp_p, &softmax_p, &log_softmax_p, &argmax_p};
+// ---- statistics (issue 21): prod, all, any and the composites min, argmin, var, std ----------
+
+namespace {
+// Π_{j≠i} x_j over the reduced axes, for every element i, with no division: the reduced axes are
+// moved last and flattened into lanes of n, and the product of the elements before i (a scan
+// from the front) is multiplied by the product of those after it (a scan from the back). The
+// scans' own rules are scans, so every order of derivative is exact where elements are zero.
+Tensor leave_one_out_products(const Tensor& x, const Shape& neg_axes) {
+  const auto r = x.dim();
+  std::vector<bool> reduced(static_cast<std::size_t>(r), false);
+  for (auto a : neg_axes) reduced[static_cast<std::size_t>(a + r)] = true;
+  Axes perm, inverse(static_cast<std::size_t>(r));
+  for (std::int64_t i = 0; i < r; ++i)
+    if (!reduced[static_cast<std::size_t>(i)]) perm.push_back(i);
+  for (std::int64_t i = 0; i < r; ++i)
+    if (reduced[static_cast<std::size_t>(i)]) perm.push_back(i);
+  for (std::size_t i = 0; i < perm.size(); ++i) inverse[static_cast<std::size_t>(perm[i])] = static_cast<std::int64_t>(i);
+  Tensor xp = permute(x, perm);
+  const Shape lead = xp.shape().slice(0, xp.shape().size() - neg_axes.size());
+  const std::int64_t n = xp.shape().slice(lead.size()).numel();
+  if (n == 0) return zeros(x.shape(), x.dtype());
+  Tensor lane = reshape(xp, lead + Shape{n});
+  Tensor one = full(lead + Shape{1}, 1.0, x.dtype());
+  Tensor before = linear_scan(pad(slice(lane, -1, 0, n - 1), -1, 1, 0), pad(one, -1, 0, n - 1), -1, false);
+  Tensor after = linear_scan(pad(slice(lane, -1, 1, n), -1, 0, 1), pad(one, -1, n - 1, 0), -1, true);
+  return permute(reshape(mul(before, after), xp.shape()), inverse);
+}
+
+// all / any over the axes: nonzero elements are true; a bool result, no derivative.
+Tensor truth_reduce(std::string_view name, const Tensor& x, const Params& p, bool all) {
+  Shape axes = kernels::resolve_axes(name, p.axes, x.shape().size());
+  Tensor truth = empty(x.shape(), DType::f64);
+  double* t = kernels::out<double>(truth);
+  kernels::dispatch_all(x.dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    const T* s = kernels::in<T>(x);
+    for (std::int64_t i = 0; i < x.numel(); ++i) t[i] = s[i] != T(0) ? 1.0 : 0.0;
+    return 0;
+  });
+  Tensor kept = kernels::reduce_keepdims<double>(truth, axes, all ? 1.0 : 0.0,
+                                                 [all](double a, double b) { return all ? std::min(a, b) : std::max(a, b); });
+  return drop_if_needed(kernels::map_unary<double, bool>(kept, [](double v) { return v != 0.0; }), axes, p.keepdims);
+}
+}  // namespace
+
+const Primitive prod_p{
+    .name = "prod",
+    .forward = [](auto x, auto& p) { return reduce_forward("prod", x[0], p, 1.0, [](double a, double b) { return a * b; }); },
+    .jvp = [](int, const Tensor& t, const Ctx& c) {
+      return sum(mul(t, leave_one_out_products(c.x[0], c.p.axes)), axes_vec(c.p), c.p.keepdims);
+    },
+    .vjp = [](int, const Tensor& ct, const Ctx& c) { return mul(to_keep(ct, c), leave_one_out_products(c.x[0], c.p.axes)); },
+    .batching = Batching::Leading,
+    .saves = kSaveInputs,
+    .cases = [] {
+      auto cs = reduction_cases([](const Tensor& x, const Axes& a, bool k) { return prod(x, a, k); }, cases::Domain::AwayFromZero);
+      auto p = [](auto x) { return prod(x[0], {}, false); };
+      cs.push_back(cases::single("one zero [4]", {from_vector<double>({1.5, 0.0, -2.0, 0.7})}, p));
+      cs.push_back(cases::single("two zeros [5]", {from_vector<double>({0.0, 1.2, 0.0, -0.8, 2.0})}, p));
+      cs.push_back(cases::single("zero [2,3] axis1", {from_vector<double>({0.5, 0.0, 2.0, -1.0, 1.5, 0.8}, {2, 3})},
+                                 [](auto x) { return prod(x[0], {1}, false); }));
+      return cs;
+    },
+    .kinks = "none: the derivative is the product of the other elements, formed by scans from both ends without "
+             "division, so it is exact where elements are zero (to every order)",
+};
+
+const Primitive all_p{
+    .name = "all",
+    .forward = [](auto x, auto& p) { return truth_reduce("all", x[0], p, true); },
+    .batching = Batching::Leading,
+};
+const Primitive any_p{
+    .name = "any",
+    .forward = [](auto x, auto& p) { return truth_reduce("any", x[0], p, false); },
+    .batching = Batching::Leading,
+};
+
+Tensor prod(const Tensor& x, const Axes& axes, bool keepdims) {
+  Params p = reduce_params("prod", x, axes, keepdims);
+  if (p.axes.empty()) return x;
+  return bind(prod_p, {x}, p);
+}
+Tensor all(const Tensor& x, const Axes& axes, bool keepdims) {
+  return bind(all_p, {x}, reduce_params("all", x, axes, keepdims));
+}
+Tensor any(const Tensor& x, const Axes& axes, bool keepdims) {
+  return bind(any_p, {x}, reduce_params("any", x, axes, keepdims));
+}
+Tensor min(const Tensor& x, const Axes& axes, bool keepdims) { return neg(max(neg(x), axes, keepdims)); }
+// argmax takes the first maximal element, so this is the first minimal one.
+Tensor argmin(const Tensor& x, std::int64_t axis) { return argmax(neg(x), axis); }
+
+// Σ (x - mean)² / (N - correction), N the number of reduced elements (the array API's var).
+Tensor var(const Tensor& x, const Axes& axes, double correction, bool keepdims) {
+  Params p = reduce_params("var", x, axes, keepdims);
+  std::int64_t n = 1;
+  for (auto a : p.axes) n *= x.shape()[static_cast<std::size_t>(a + x.dim())];
+  Tensor d = sub(x, mean(x, axes, true));
+  return div(sum(mul(d, d), axes, keepdims), scalar_tensor(static_cast<double>(n) - correction, x.dtype()));
+}
+// NOTE: sqrt has an infinite derivative at 0, so a constant lane gives an infinite (or NaN)
+// derivative, as in PyTorch and JAX.
+Tensor std(const Tensor& x, const Axes& axes, double correction, bool keepdims) { return sqrt(var(x, axes, correction, keepdims)); }
+
+// log(e^a + e^b) = max(a, b) + log1p(e^-|a - b|): no overflow. At a = b the kinks of max and |·|
+// give ½ each, the true derivative.
+Tensor logaddexp(const Tensor& a, const Tensor& b) {
+  return add(maximum(a, b), log1p(exp(neg(abs(sub(a, b))))));
+}
+
+const Primitive* const kReducePrimitives[] = {&sum_p,         &mean_p,   &max_p, &logsumexp_p, &softmax_p,
+                                              &log_softmax_p, &argmax_p, &prod_p, &all_p,      &any_p};
 std::span<const Primitive* const> reduce_primitives() { return kReducePrimitives; }
 
 }  // namespace chainrule

@@ -4,15 +4,31 @@
 
 namespace chainrule {
 
+std::span<const PrimitiveFamily> primitive_families() {
+  static const std::vector<PrimitiveFamily> families = {
+      {"elementwise", elementwise_primitives()}, {"math", math_primitives()},   {"shape", shape_primitives()},
+      {"reduce", reduce_primitives()},           {"linalg", linalg_primitives()}, {"loss", loss_primitives()},
+      {"conv", conv_primitives()},               {"scan", scan_primitives()},     {"sort", sort_primitives()},
+      {"manip", manip_primitives()},             {"special", special_primitives()}, {"pool", pool_primitives()},
+      {"linalg_lapack", linalg_lapack_primitives()},
+  };
+  return families;
+}
+
 std::span<const Primitive* const> all_primitives() {
   static const std::vector<const Primitive*> all = [] {
     std::vector<const Primitive*> v;
-    for (auto family : {elementwise_primitives(), math_primitives(), shape_primitives(), reduce_primitives(),
-                        linalg_primitives(), linalg_lapack_primitives(), loss_primitives(), conv_primitives()})
-      v.insert(v.end(), family.begin(), family.end());
+    for (const auto& family : primitive_families()) v.insert(v.end(), family.primitives.begin(), family.primitives.end());
     return v;
   }();
   return all;
+}
+
+std::string_view family_of(const Primitive& p) {
+  for (const auto& family : primitive_families())
+    for (const auto* q : family.primitives)
+      if (q == &p) return family.name;
+  return "";
 }
 
 const Primitive* find_primitive(std::string_view name) {

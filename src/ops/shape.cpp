@@ -546,6 +546,14 @@ Tensor concat(const std::vector<Tensor>& xs, std::int64_t axis) {
   if (xs.size() == 1) return xs[0];
   Params p;
   p.axis = a - xs[0].dim();
+  DType t = xs[0].dtype();
+  for (const auto& x : xs) t = promote_types(t, x.dtype());
+  for (const auto& x : xs)
+    if (x.dtype() != t) {  // type promotion across the inputs, as the array API's concat
+      std::vector<Tensor> ys;
+      for (const auto& y : xs) ys.push_back(y.dtype() == t ? y : cast(y, t));
+      return chainrule::bind(concat_p, std::span<const Tensor>(ys), p);
+    }
   return chainrule::bind(concat_p, std::span<const Tensor>(xs), p);
 }
 Tensor stack(const std::vector<Tensor>& xs, std::int64_t axis) {
@@ -558,9 +566,7 @@ Tensor stack(const std::vector<Tensor>& xs, std::int64_t axis) {
     ys.push_back(unsqueeze(x, a));
   }
   if (ys.size() == 1) return ys[0];
-  Params p;
-  p.axis = a - ys[0].dim();
-  return chainrule::bind(concat_p, std::span<const Tensor>(ys), p);
+  return concat(ys, a);
 }
 Tensor gather(const Tensor& x, const Tensor& index, std::int64_t axis) {
   Params p;

@@ -11,6 +11,7 @@
 
 #include "chainrule/autodiff/frame.h"
 #include "chainrule/autodiff/node.h"
+#include "chainrule/autodiff/tracer.h"
 #include "chainrule/ops/ops.h"
 #include "chainrule/tensor/allocator.h"
 #include "chainrule/tensor/random.h"
@@ -328,6 +329,16 @@ Tensor tensor(const std::vector<double>& values, const Shape& shape, DType dtype
   return t;
 }
 
+namespace {
+std::atomic<DType> default_dtype{DType::f32};
+}
+DType get_default_dtype() { return default_dtype.load(std::memory_order_relaxed); }
+void set_default_dtype(DType dtype) {
+  if (!is_floating(dtype))
+    throw DTypeError(fmt::format("set_default_dtype: the default must be float32 or float64, got {}", dtype_name(dtype)));
+  default_dtype.store(dtype, std::memory_order_relaxed);
+}
+
 void check_same_dtype(const char* op, const Tensor& a, const Tensor& b) {
   if (a.dtype() != b.dtype())
     throw DTypeError(fmt::format("{}: dtypes differ: {} {} and {} {}", op, dtype_name(a.dtype()), a.shape().str(),
@@ -381,8 +392,8 @@ RngDraw draw(Generator& gen, std::uint64_t count) {
 }
 }  // namespace detail
 
-Tensor rand(const Shape& shape, Generator& gen, DType dtype) { return uniform(shape, 0.0, 1.0, gen, dtype); }
-Tensor uniform(const Shape& shape, double lo, double hi, Generator& gen, DType dtype) {
+namespace {
+Tensor uniform_draw(const Shape& shape, double lo, double hi, Generator& gen, DType dtype) {
   if (!is_floating(dtype)) throw DTypeError(fmt::format("uniform: expected a float dtype, got {}", dtype_name(dtype)));
   Tensor t = empty(shape, dtype);
   auto n = t.numel();
@@ -390,7 +401,7 @@ Tensor uniform(const Shape& shape, double lo, double hi, Generator& gen, DType d
   for (std::int64_t i = 0; i < n; ++i) set_element(t, i, lo + (hi - lo) * Generator::uniform(seed, base + i));
   return t;
 }
-Tensor randn(const Shape& shape, Generator& gen, DType dtype) {
+Tensor randn_draw(const Shape& shape, Generator& gen, DType dtype) {
   if (!is_floating(dtype)) throw DTypeError(fmt::format("randn: expected a float dtype, got {}", dtype_name(dtype)));
   Tensor t = empty(shape, dtype);
   auto n = t.numel();
@@ -403,7 +414,7 @@ Tensor randn(const Shape& shape, Generator& gen, DType dtype) {
   }
   return t;
 }
-Tensor randint(const Shape& shape, std::int64_t high, Generator& gen) {
+Tensor randint_draw(const Shape& shape, std::int64_t high, Generator& gen) {
   if (high <= 0) throw ValueError(fmt::format("randint: high must be positive, got {}", high));
   Tensor t = empty(shape, DType::i64);
   auto n = t.numel();
@@ -412,6 +423,22 @@ Tensor randint(const Shape& shape, std::int64_t high, Generator& gen) {
   for (std::int64_t i = 0; i < n; ++i)
     d[i] = static_cast<std::int64_t>(Generator::uniform(seed, base + i) * static_cast<double>(high));
   return t;
+}
+}  // namespace
+
+// Inside a transform, a draw goes through vmap's randomness rule (detail::random_under_vmap).
+Tensor uniform(const Shape& shape, double lo, double hi, Generator& gen, DType dtype) {
+  if (current_level() == 0) return uniform_draw(shape, lo, hi, gen, dtype);
+  return detail::random_under_vmap("uniform", shape, [&](const Shape& s) { return uniform_draw(s, lo, hi, gen, dtype); });
+}
+Tensor rand(const Shape& shape, Generator& gen, DType dtype) { return uniform(shape, 0.0, 1.0, gen, dtype); }
+Tensor randn(const Shape& shape, Generator& gen, DType dtype) {
+  if (current_level() == 0) return randn_draw(shape, gen, dtype);
+  return detail::random_under_vmap("randn", shape, [&](const Shape& s) { return randn_draw(s, gen, dtype); });
+}
+Tensor randint(const Shape& shape, std::int64_t high, Generator& gen) {
+  if (current_level() == 0) return randint_draw(shape, high, gen);
+  return detail::random_under_vmap("randint", shape, [&](const Shape& s) { return randint_draw(s, high, gen); });
 }
 
 // ---- printing ------------------------------------------------------------------------------

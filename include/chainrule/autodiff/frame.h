@@ -9,13 +9,23 @@
 
 namespace chainrule {
 
-enum class TraceKind : std::uint8_t { Jvp, Reverse, Batch };
+enum class TraceKind : std::uint8_t { Jvp, Reverse, Batch, Linearize };
+
+// What a random draw (rand, randn, uniform, randint, Dropout) does inside vmap, torch.func's
+// `randomness`: refuse (the default: a silent shared draw is the classic per-example bug), draw
+// once for every example (Same), or draw independently per example (Different), reproducibly
+// from the generator's counter.
+enum class Randomness : std::uint8_t { Error, Same, Different };
+
+struct LinearTape;  // linearize's record of JVP rules to replay (autodiff/linearize.h)
 
 struct Frame {
   int level = 0;
   TraceKind kind = TraceKind::Jvp;
   bool alive = true;              // false once the transform has returned
   std::int64_t batch_size = 0;    // Batch frames only
+  Randomness randomness = Randomness::Error;  // Batch frames only
+  std::shared_ptr<LinearTape> tape;           // Linearize frames only
 };
 
 // RAII: pushes a frame on construction, pops it (and marks it dead) on destruction.

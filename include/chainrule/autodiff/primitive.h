@@ -69,7 +69,8 @@ struct Ctx {
 enum class Batching : std::uint8_t {
   Broadcast,    // inputs broadcast against each other (elementwise, where, matmul): batched inputs
                 // get unit axes inserted after the batch axis so that their ranks line up
-  Leading,      // only input 0 may be batched; the rest must be unbatched (reshape, gather, ...)
+  Leading,      // only input 0 batches in one call (reshape, gather, ...); a batched secondary
+                // input (per-example gather indices) makes vmap run the primitive per example
   Materialize,  // unbatched inputs are broadcast to carry the batch axis too (concat, losses)
 };
 

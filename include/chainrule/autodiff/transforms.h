@@ -1,11 +1,14 @@
 #pragma once
 // Function transforms, the way a JAX user expects them, in C++:
-//   grad, value_and_grad, vjp, jvp, linearize, vmap, jacfwd, jacrev, jacobian, hessian, hvp.
+//   grad, value_and_grad, vjp, jvp, linearize, linear_transpose, vmap, jacfwd, jacrev, jacobian,
+//   hessian, hvp.
 // Each returns or evaluates a new function; any nesting works (grad of grad, jacfwd of jacrev,
 // jvp of grad, ...) because every transform runs as its own level (see frame.h).
 //
-// Functions take Tensors (or a std::vector<Tensor>, e.g. a model's parameters) and return a
-// Tensor; value_and_grad and grad also accept functions returning std::pair<Tensor, Aux>.
+// Arguments are trees (tree.h): a Tensor, a std::vector/array/pair/tuple/map<string> of trees, or
+// a CHAINRULE_TREE struct; gradients, cotangents and tangents come back in the argument's own
+// structure. grad and value_and_grad need a scalar output (or std::pair<scalar, Aux>); jvp's and
+// vmap's outputs may be trees too.
 #include <algorithm>
 #include <functional>
 #include <optional>
@@ -16,8 +19,10 @@
 #include <vector>
 
 #include "chainrule/autodiff/frame.h"
+#include "chainrule/autodiff/linearize.h"
 #include "chainrule/autodiff/node.h"
 #include "chainrule/autodiff/tracer.h"
+#include "chainrule/autodiff/tree.h"
 #include "chainrule/ops/ops.h"
 
 namespace chainrule {
@@ -30,7 +35,14 @@ class ReverseTrace {
   ReverseTrace() : scope_(std::in_place, TraceKind::Reverse) {}
   Tensor track(const Tensor& x);
   std::vector<Tensor> track(const std::vector<Tensor>& xs);
-  template <class A> A maybe_track(bool on, const A& a) { return on ? track(a) : a; }
+  template <class A> A maybe_track(bool on, const A& a) {
+    if constexpr (is_tree_v<A>) {
+      return on ? tree_map([&](const Tensor& x) { return track(x); }, a) : a;
+    } else {
+      if (on) throw AutodiffError("cannot differentiate with respect to an argument that is not a tree of Tensors");
+      return a;
+    }
+  }
   // Ends the trace (the function has returned) and remembers its output.
   void finish(const Tensor& out);
   const Tensor& out() const { return out_; }
@@ -52,14 +64,6 @@ template <class A, class B> struct is_pair<std::pair<A, B>> : std::true_type {};
 inline const Tensor& primary(const Tensor& t) { return t; }
 template <class Aux> const Tensor& primary(const std::pair<Tensor, Aux>& r) { return r.first; }
 
-// Rebuilds an argument's gradient from the flat list of cotangents.
-inline Tensor take(const Tensor&, const std::vector<Tensor>& g, std::size_t& k) { return g[k++]; }
-inline std::vector<Tensor> take(const std::vector<Tensor>& a, const std::vector<Tensor>& g, std::size_t& k) {
-  std::vector<Tensor> r(g.begin() + static_cast<std::ptrdiff_t>(k), g.begin() + static_cast<std::ptrdiff_t>(k + a.size()));
-  k += a.size();
-  return r;
-}
-
 template <std::size_t I, class... Args>
 decltype(auto) nth(const Args&... args) {
   return std::get<I>(std::forward_as_tuple(args...));
@@ -78,48 +82,81 @@ void check_argnums(const char* transform, const std::vector<int>& argnums, std::
 
 }  // namespace detail
 
+namespace detail {
+// value_and_grad with respect to argument I (known at compile time, so its type may be any tree).
+template <std::size_t I, class F, class... Args>
+auto value_and_grad_at(const char* who, const F& f, const Args&... args) {
+  ReverseTrace tr;
+  auto result = call_tracked(f, tr, {static_cast<int>(I)}, std::index_sequence_for<Args...>{}, args...);
+  tr.finish(primary(result));
+  check_scalar_output(who, tr.out());
+  auto grads = tree_unflatten(nth<I>(args...), tr.pull(ones(tr.out().shape(), tr.out().dtype())));
+  if constexpr (is_pair<decltype(result)>::value) {
+    return std::make_pair(std::make_pair(tr.out(), std::move(result.second)), std::move(grads));
+  } else {
+    return std::make_pair(tr.out(), std::move(grads));
+  }
+}
+}  // namespace detail
+
 // value_and_grad(f, argnum)(args...) -> {f(args...), df/d args[argnum]}. f must return a scalar,
-// or std::pair<scalar, Aux>, in which case the result is {{value, aux}, grad}.
+// or std::pair<scalar, Aux>, in which case the result is {{value, aux}, grad}. The gradient has
+// the structure of the differentiated argument. A runtime argnum needs that argument to have
+// the type of argument 0 (the result's type is fixed when the call compiles); value_and_grad<I>
+// and grad<I> take any argument.
 template <class F>
 auto value_and_grad(F f, int argnum = 0) {
   return [f, argnum](const auto&... args) {
     detail::check_argnums("value_and_grad", {argnum}, sizeof...(args));
-    detail::ReverseTrace tr;
-    auto result = detail::call_tracked(f, tr, {argnum}, std::index_sequence_for<decltype(args)...>{}, args...);
-    tr.finish(detail::primary(result));
-    detail::check_scalar_output("value_and_grad", tr.out());
-    auto g = tr.pull(ones(tr.out().shape(), tr.out().dtype()));
-    // The gradient has the type of the differentiated argument (Tensor or std::vector<Tensor>).
-    using G = decltype(detail::take(detail::nth<0>(args...), g, std::declval<std::size_t&>()));
-    std::optional<G> grads;
+    using A0 = std::decay_t<decltype(detail::nth<0>(args...))>;
+    std::optional<decltype(detail::value_and_grad_at<0>("value_and_grad", f, args...))> r;
     auto visit = [&]<std::size_t I>() {
       if (static_cast<int>(I) != argnum) return;
-      std::size_t k = 0;
-      if constexpr (std::is_same_v<std::decay_t<decltype(detail::nth<I>(args...))>, std::decay_t<decltype(detail::nth<0>(args...))>>)
-        grads.emplace(detail::take(detail::nth<I>(args...), g, k));
+      if constexpr (std::is_same_v<std::decay_t<decltype(detail::nth<I>(args...))>, A0>)
+        r.emplace(detail::value_and_grad_at<I>("value_and_grad", f, args...));
       else
-        throw AutodiffError("value_and_grad: argument " + std::to_string(I) + " differs in type from argument 0; use grad(f, {argnums})");
+        throw AutodiffError("value_and_grad: argument " + std::to_string(I) +
+                            " differs in type from argument 0; use value_and_grad<" + std::to_string(I) + ">(f) or grad<" +
+                            std::to_string(I) + ">(f)");
     };
     [&]<std::size_t... I>(std::index_sequence<I...>) { (visit.template operator()<I>(), ...); }(std::index_sequence_for<decltype(args)...>{});
-    if constexpr (detail::is_pair<decltype(result)>::value) {
-      return std::make_pair(std::make_pair(tr.out(), std::move(result.second)), std::move(*grads));
-    } else {
-      return std::make_pair(tr.out(), std::move(*grads));
-    }
+    return std::move(*r);
+  };
+}
+template <int I, class F>
+auto value_and_grad(F f) {
+  return [f](const auto&... args) {
+    static_assert(I >= 0 && static_cast<std::size_t>(I) < sizeof...(args), "value_and_grad<I>: I is not an argument");
+    return detail::value_and_grad_at<static_cast<std::size_t>(I)>("value_and_grad", f, args...);
   };
 }
 
-// grad(f, argnum)(args...) -> df/d args[argnum] (same type as that argument).
+// grad(f, argnum)(args...) -> df/d args[argnum] (same structure as that argument).
 template <class F>
 auto grad(F f, int argnum = 0) {
   return [vg = value_and_grad(std::move(f), argnum)](const auto&... args) { return vg(args...).second; };
 }
+template <int I, class F>
+auto grad(F f) {
+  return [f](const auto&... args) {
+    static_assert(I >= 0 && static_cast<std::size_t>(I) < sizeof...(args), "grad<I>: I is not an argument");
+    return detail::value_and_grad_at<static_cast<std::size_t>(I)>("grad", f, args...).second;
+  };
+}
 
-// grad(f, {i, j, ...})(args...) -> gradients with respect to several Tensor arguments.
+// grad(f, {i, j, ...})(args...) -> gradients with respect to several Tensor arguments (for
+// structures, pass them as one tuple argument, or use grad<I>).
 template <class F>
 auto grad(F f, std::vector<int> argnums) {
   return [f, argnums](const auto&... args) {
     detail::check_argnums("grad", argnums, sizeof...(args));
+    auto check_tensor = [&]<std::size_t I>() {
+      if constexpr (!std::is_same_v<std::decay_t<decltype(detail::nth<I>(args...))>, Tensor>)
+        if (std::find(argnums.begin(), argnums.end(), static_cast<int>(I)) != argnums.end())
+          throw AutodiffError("grad: argnums with several entries needs Tensor arguments, but argument " + std::to_string(I) +
+                              " is a structure; pass the arguments as one tuple, or use grad<" + std::to_string(I) + ">(f)");
+    };
+    [&]<std::size_t... I>(std::index_sequence<I...>) { (check_tensor.template operator()<I>(), ...); }(std::index_sequence_for<decltype(args)...>{});
     detail::ReverseTrace tr;
     std::vector<int> sorted = argnums;
     std::sort(sorted.begin(), sorted.end());
@@ -133,119 +170,177 @@ auto grad(F f, std::vector<int> argnums) {
   };
 }
 
-// vjp(f, x) -> {f(x), pullback}; the pullback maps an output cotangent to the input cotangent and
-// may be called many times (also inside other transforms).
-struct VjpResult {
+// vjp(f, x) -> {f(x), pullback}; the pullback maps an output cotangent to the input cotangent, in
+// x's structure, and may be called many times (also inside other transforms). f returns a Tensor.
+template <class T>
+struct VjpOf {
   Tensor out;
-  std::function<Tensor(const Tensor&)> pullback;
+  std::function<T(const Tensor&)> pullback;
 };
-template <class F>
-VjpResult vjp(const F& f, const Tensor& x) {
-  auto tr = std::make_shared<detail::ReverseTrace>();
-  Tensor xt = tr->track(x);
+using VjpResult = VjpOf<Tensor>;
+using VjpResultN = VjpOf<std::vector<Tensor>>;
+namespace detail {
+template <class F, class T>
+VjpOf<T> vjp_tree(const F& f, const T& x) {
+  auto tr = std::make_shared<ReverseTrace>();
+  T xt = tree_map([&](const Tensor& leaf) { return tr->track(leaf); }, x);
   tr->finish(f(xt));
-  return {tr->out(), [tr](const Tensor& ct) { return tr->pull(ct)[0]; }};
+  return {tr->out(), [tr, x](const Tensor& ct) { return tree_unflatten(x, tr->pull(ct)); }};
 }
-// Several inputs: f takes a std::vector<Tensor>; the pullback returns one cotangent per input.
-struct VjpResultN {
-  Tensor out;
-  std::function<std::vector<Tensor>(const Tensor&)> pullback;
-};
+}  // namespace detail
+template <class F, class T>
+  requires is_tree_v<T>
+VjpOf<T> vjp(const F& f, const T& x) {
+  return detail::vjp_tree(f, x);
+}
+// Several inputs as a braced list: f takes a std::vector<Tensor>.
 template <class F>
 VjpResultN vjp(const F& f, const std::vector<Tensor>& xs) {
-  auto tr = std::make_shared<detail::ReverseTrace>();
-  auto xt = tr->track(xs);
-  tr->finish(f(xt));
-  return {tr->out(), [tr](const Tensor& ct) { return tr->pull(ct); }};
+  return detail::vjp_tree(f, xs);
 }
 
-// jvp(f, x, t) -> {f(x), J t}: forward mode with dual numbers; nothing is recorded.
+// jvp(f, x, t) -> {f(x), J t}: forward mode with dual numbers; nothing is recorded. x and t are
+// trees of one structure; the output (and so its tangent) may be a tree.
 namespace detail {
 std::pair<Tensor, Tensor> jvp_finish(const std::shared_ptr<Frame>& f, const Tensor& out);
 void check_tangent(const Tensor& x, const Tensor& t);
-}  // namespace detail
-template <class F>
-std::pair<Tensor, Tensor> jvp(const F& f, const Tensor& x, const Tensor& t) {
-  detail::check_tangent(x, t);
+template <class Out>
+std::pair<Out, Out> jvp_finish_tree(const std::shared_ptr<Frame>& f, const Out& out) {
+  return {tree_map([&](const Tensor& y) { return jvp_finish(f, y).first; }, out),
+          tree_map([&](const Tensor& y) { return jvp_finish(f, y).second; }, out)};
+}
+template <class F, class T>
+auto jvp_tree(const F& f, const T& xs, const T& ts) {
   FrameScope scope(TraceKind::Jvp);
-  Tensor out = f(detail::make_jvp_tracer(scope.frame(), x, t));
-  return detail::jvp_finish(scope.frame(), out);
+  T in = tree_map2("jvp", [&](const Tensor& x, const Tensor& t) {
+    check_tangent(x, t);
+    return make_jvp_tracer(scope.frame(), x, t);
+  }, xs, ts);
+  return jvp_finish_tree(scope.frame(), f(in));
+}
+}  // namespace detail
+template <class F, class T>
+  requires is_tree_v<T>
+auto jvp(const F& f, const T& x, const T& t) {
+  return detail::jvp_tree(f, x, t);
 }
 template <class F>
-std::pair<Tensor, Tensor> jvp(const F& f, const std::vector<Tensor>& xs, const std::vector<Tensor>& ts) {
+auto jvp(const F& f, const std::vector<Tensor>& xs, const std::vector<Tensor>& ts) {
   if (xs.size() != ts.size())
     throw AutodiffError("jvp: " + std::to_string(xs.size()) + " primals but " + std::to_string(ts.size()) + " tangents");
-  FrameScope scope(TraceKind::Jvp);
-  std::vector<Tensor> in;
-  for (std::size_t i = 0; i < xs.size(); ++i) {
-    detail::check_tangent(xs[i], ts[i]);
-    in.push_back(detail::make_jvp_tracer(scope.frame(), xs[i], ts[i]));
-  }
-  Tensor out = f(in);
-  return detail::jvp_finish(scope.frame(), out);
+  return detail::jvp_tree(f, xs, ts);
 }
 
-// linearize(f, x) -> {f(x), u -> J u}. The linear map re-runs f in forward mode at x.
+// linearize(f, x) -> {f(x), u -> J u}. One evaluation of f records its linearisation
+// (linearize.h); each call of the linear map replays the recorded JVP rules only, on the saved
+// primal values: no primal work is repeated.
 template <class F>
 std::pair<Tensor, std::function<Tensor(const Tensor&)>> linearize(F f, const Tensor& x) {
-  Tensor out = f(x);
-  return {out, [f, x](const Tensor& u) { return jvp(f, x, u).second; }};
+  auto tape = std::make_shared<LinearTape>();
+  Tensor out;
+  std::int64_t in_id = -1, out_id = -1;
+  {
+    FrameScope scope(TraceKind::Linearize);
+    scope.frame()->tape = tape;
+    struct Finish {  // also on an exception: break the frame <-> tape cycle
+      LinearTape& t;
+      Frame& f;
+      ~Finish() {
+        t.finish();
+        f.tape.reset();
+      }
+    } finish{*tape, *scope.frame()};
+    Tensor xt = detail::make_linearize_tracer(scope.frame(), x);
+    in_id = tape->id_of(xt);
+    Tensor y = f(xt);
+    out_id = tape->id_of(y);  // -1: the output does not depend on x
+    out = detail::is_traced_by(y, scope.frame().get()) ? y.impl()->primal : y;
+  }
+  return {out, [tape, in_id, out_id, x, out](const Tensor& u) {
+    detail::check_tangent(x, u);
+    Tensor r = out_id < 0 ? Tensor() : tape->apply({&in_id, 1}, {&u, 1}, {&out_id, 1})[0];
+    return r.defined() ? r : zeros_like(out);
+  }};
 }
 
-// vmap(f)(xs) maps f over the leading axis of xs, in one batched evaluation.
+// linear_transpose(lin, like)(ct) = Jᵀ ct for a linear map lin of tensors shaped like `like`
+// (such as linearize's): lin's VJP, which for a linear map is its transpose wherever it is taken
+// (here at zero). The reverse pass is recorded once; the returned map may be called many times.
+template <class F>
+std::function<Tensor(const Tensor&)> linear_transpose(F lin, const Tensor& like) {
+  return vjp(lin, zeros_like(like)).pullback;
+}
+
+// vmap(f)(xs) maps f over the leading axis of xs, in one batched evaluation. `randomness` says
+// what random draws inside f do (frame.h): refuse by default.
 namespace detail {
 Tensor vmap_finish(const std::shared_ptr<Frame>& f, const Tensor& out);
 }
 template <class F>
-auto vmap(F f) {
-  return [f](const Tensor& xs) {
+auto vmap(F f, Randomness randomness = Randomness::Error) {
+  return [f, randomness](const Tensor& xs) {
     if (xs.dim() == 0) throw ShapeError("vmap: input must have a leading axis to map over, got a scalar");
     FrameScope scope(TraceKind::Batch, xs.shape()[0]);
+    scope.frame()->randomness = randomness;
     Tensor out = f(detail::make_batch_tracer(scope.frame(), xs));
     return detail::vmap_finish(scope.frame(), out);
   };
 }
 
-// Jacobians have shape out.shape + x.shape. jacfwd pushes the whole identity through one batched
-// forward pass; jacrev pulls the whole identity back through one batched reverse pass.
+// Jacobians have shape out.shape + x.shape. jacfwd pushes the identity through batched forward
+// passes; jacrev pulls the identity back through batched reverse passes. chunk_size (0: all at
+// once) bounds how many directions one pass carries, trading passes for peak memory; the result
+// is the same.
+namespace detail {
+// vmap(fn) over the rows of the n x n identity, each row shaped like `shape`, `chunk` rows at a
+// time (0: all at once); each chunk's rows are made only when it runs, so memory follows chunk.
+template <class Fn>
+Tensor vmap_identity(const Fn& fn, std::int64_t n, const Shape& shape, DType dtype, std::int64_t chunk) {
+  if (chunk < 0) throw AutodiffError("chunk_size must be positive (or 0 for all at once), got " + std::to_string(chunk));
+  if (chunk == 0 || chunk >= n) return vmap(fn)(reshape(eye(n, dtype), Shape{n} + shape));
+  std::vector<Tensor> parts;
+  for (std::int64_t i = 0; i < n; i += chunk) {
+    const std::int64_t c = std::min(chunk, n - i);
+    Tensor rows = equal(unsqueeze(add(arange(c, DType::i64), scalar_tensor(static_cast<double>(i), DType::i64)), -1),
+                        arange(n, DType::i64));  // rows i .. i + c of the identity
+    parts.push_back(vmap(fn)(reshape(cast(rows, dtype), Shape{c} + shape)));
+  }
+  return concat(parts, 0);
+}
+}  // namespace detail
+
 template <class F>
-auto jacfwd(F f) {
-  return [f](const Tensor& x) {
+auto jacfwd(F f, std::int64_t chunk_size = 0) {
+  return [f, chunk_size](const Tensor& x) {
     const std::int64_t n = x.numel();
-    Tensor basis = reshape(eye(n, x.dtype()), Shape{n} + x.shape());
-    Tensor out_shape_probe;
-    Tensor cols = vmap([&](const Tensor& t) {
-      auto [y, y_t] = jvp(f, x, t);
-      out_shape_probe = y;
-      return y_t;
-    })(basis);  // [n, out...]
+    Tensor cols = detail::vmap_identity([&](const Tensor& t) { return jvp(f, x, t).second; }, n, x.shape(), x.dtype(),
+                                        chunk_size);  // [n, out...]
     Shape out_shape = cols.shape().slice(1);
     Tensor j = transpose(reshape(cols, {n, out_shape.numel()}));  // [m, n]
     return reshape(j, out_shape + x.shape());
   };
 }
 namespace detail {
-// The Jacobian from a pullback at x (y = f(x)): every row at once, by vmap over the identity.
+// The Jacobian from a pullback at x (y = f(x)): the rows by vmap over the identity.
 template <class Pullback>
-Tensor jacobian_rows(const Tensor& x, const Tensor& y, Pullback& pullback) {
-  const std::int64_t m = y.numel();
-  Tensor basis = reshape(eye(m, y.dtype()), Shape{m} + y.shape());
-  Tensor rows = vmap(pullback)(basis);  // [m, x...]
+Tensor jacobian_rows(const Tensor& x, const Tensor& y, Pullback& pullback, std::int64_t chunk = 0) {
+  Tensor rows = vmap_identity(pullback, y.numel(), y.shape(), y.dtype(), chunk);  // [m, x...]
   return reshape(rows, y.shape() + x.shape());
 }
 }  // namespace detail
 
 template <class F>
-auto jacrev(F f) {
-  return [f](const Tensor& x) {
+auto jacrev(F f, std::int64_t chunk_size = 0) {
+  return [f, chunk_size](const Tensor& x) {
     auto [y, pullback] = vjp(f, x);
-    return detail::jacobian_rows(x, y, pullback);
+    return detail::jacobian_rows(x, y, pullback, chunk_size);
   };
 }
 
 enum class JacobianMode { Auto, Forward, Reverse };
 struct JacobianOptions {
   JacobianMode mode = JacobianMode::Auto;
+  std::int64_t chunk_size = 0;  // directions per batched pass (0: all at once)
 };
 struct JacobianResult {
   Tensor jacobian;
@@ -260,17 +355,17 @@ JacobianResult jacobian(F f, const Tensor& x, JacobianOptions opts = {}) {
   JacobianMode mode = opts.mode;
   if (mode == JacobianMode::Auto) {
     auto [y, pullback] = vjp(f, x);
-    if (x.numel() >= y.numel()) return {detail::jacobian_rows(x, y, pullback), JacobianMode::Reverse};
+    if (x.numel() >= y.numel()) return {detail::jacobian_rows(x, y, pullback, opts.chunk_size), JacobianMode::Reverse};
     mode = JacobianMode::Forward;
   }
-  if (mode == JacobianMode::Forward) return {jacfwd(f)(x), mode};
-  return {jacrev(f)(x), mode};
+  if (mode == JacobianMode::Forward) return {jacfwd(f, opts.chunk_size)(x), mode};
+  return {jacrev(f, opts.chunk_size)(x), mode};
 }
 
-// hessian(f)(x) = jacfwd(jacrev(f))(x): forward over reverse.
+// hessian(f)(x) = jacfwd(jacrev(f))(x): forward over reverse (chunk_size for the outer pass).
 template <class F>
-auto hessian(F f) {
-  return [f](const Tensor& x) { return jacfwd(jacrev(f))(x); };
+auto hessian(F f, std::int64_t chunk_size = 0) {
+  return [f, chunk_size](const Tensor& x) { return jacfwd(jacrev(f), chunk_size)(x); };
 }
 
 // hvp(f)(x, v) = H v, forward over reverse, without forming H.

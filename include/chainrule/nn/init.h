@@ -75,7 +75,9 @@ std::string_view init_name(InitScheme scheme);
 
 struct InitOptions {
   InitScheme scheme = InitScheme::He;
-  // Zero the last Linear of every residual branch, so each block starts as the identity.
+  // Zero the last layer of every residual branch (the last Linear of a ResidualBlock, the last BN
+  // weight of a post-activation BasicBlock, conv2 of a pre-activation one), so each block starts
+  // as the identity.
   bool zero_residual = false;
 };
 void init_model(Module& model, Generator& gen, const InitOptions& opts = {});

@@ -5,7 +5,9 @@
 #include <array>
 #include <cstdint>
 #include <memory>
+#include <span>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "chainrule/nn/module.h"
@@ -15,7 +17,7 @@ namespace chainrule::nn {
 
 struct LinearOptions {
   bool bias = true;
-  DType dtype = DType::f32;
+  DType dtype = get_default_dtype();
 };
 
 // f = β + W h. Parameters "weight" [out, in] and "bias" [out]; initialised to zero (apply an
@@ -35,12 +37,16 @@ class ReLU : public Module {
   std::string repr() const override { return "ReLU()"; }
 };
 
-// Children named "0", "1", ... applied in order.
+// Children named "0", "1", ... applied in order, or named by the caller (PyTorch's
+// Sequential(OrderedDict(...)), so that a network such as a ResNet gets the names "conv1", "bn1",
+// "layer1.0.conv1", ... of its PyTorch definition).
 class Sequential : public Module {
  public:
   Sequential() = default;
   explicit Sequential(std::vector<ModulePtr> layers);
-  void push_back(ModulePtr layer);
+  void push_back(ModulePtr layer);  // named by its index
+  void push_back(const std::string& name, ModulePtr layer);
+  const std::string& name(std::size_t i) const { return names_[i]; }
   Tensor forward(const Tensor& x) override;
   std::string repr() const override { return "Sequential"; }
   std::size_t size() const { return layers_.size(); }
@@ -54,6 +60,7 @@ class Sequential : public Module {
 
  private:
   std::vector<ModulePtr> layers_;
+  std::vector<std::string> names_;
   int checkpoint_segments_ = 0;
 };
 
@@ -80,7 +87,7 @@ class Residual : public Module {
 // "bias" (biased variance, as PyTorch).
 class LayerNorm : public Module {
  public:
-  explicit LayerNorm(std::int64_t features, double eps = 1e-5, bool affine = true, DType dtype = DType::f32);
+  explicit LayerNorm(std::int64_t features, double eps = 1e-5, bool affine = true, DType dtype = get_default_dtype());
   Tensor forward(const Tensor& x) override;
   std::string repr() const override;
   std::int64_t features;
@@ -95,12 +102,40 @@ class LayerNorm : public Module {
 class BatchNorm1d : public Module {
  public:
   explicit BatchNorm1d(std::int64_t features, double eps = 1e-5, double momentum = 0.1, bool affine = true,
+                       DType dtype = get_default_dtype());
+  Tensor forward(const Tensor& x) override;
+  std::string repr() const override;
+  std::int64_t features;
+  double eps, momentum;
+  Tensor weight, bias, running_mean, running_var, num_batches_tracked;
+};
+
+// torch.nn.BatchNorm2d: batch normalisation of [N, C, H, W] per channel, over N, H and W, with
+// the buffers, momentum and unbiased running variance of BatchNorm1d (and its behaviour under
+// vmap and checkpoint recomputation: it shares BatchNorm1d's code).
+class BatchNorm2d : public Module {
+ public:
+  explicit BatchNorm2d(std::int64_t num_features, double eps = 1e-5, double momentum = 0.1, bool affine = true,
                        DType dtype = DType::f32);
   Tensor forward(const Tensor& x) override;
   std::string repr() const override;
   std::int64_t features;
   double eps, momentum;
   Tensor weight, bias, running_mean, running_var, num_batches_tracked;
+};
+
+// torch.nn.GroupNorm: the C channels of [N, C, *] fall into num_groups groups of consecutive
+// channels; each example is normalised over each group's channels and positions (biased
+// variance), then "weight" and "bias" [C] apply per channel. No running statistics: training and
+// eval agree.
+class GroupNorm : public Module {
+ public:
+  GroupNorm(std::int64_t num_groups, std::int64_t num_channels, double eps = 1e-5, bool affine = true, DType dtype = DType::f32);
+  Tensor forward(const Tensor& x) override;
+  std::string repr() const override;
+  std::int64_t num_groups, num_channels;
+  double eps;
+  Tensor weight, bias;
 };
 
 // Zeroes each element with probability p in training mode and scales the rest by 1/(1-p); the
@@ -130,7 +165,7 @@ enum class BlockNorm { None, LayerNorm, BatchNorm };
 class ResidualBlock : public Module {
  public:
   ResidualBlock(std::int64_t width, BlockLayout layout = BlockLayout::LRL, BlockNorm norm = BlockNorm::None,
-                DType dtype = DType::f32, double dropout = 0, std::uint64_t dropout_seed = 0);
+                DType dtype = get_default_dtype(), double dropout = 0, std::uint64_t dropout_seed = 0);
   Tensor forward(const Tensor& x) override;
   std::string repr() const override;
   BlockLayout layout;
@@ -145,14 +180,16 @@ struct Conv2dLayerOptions {
   std::array<std::int64_t, 2> stride{1, 1};
   std::array<std::int64_t, 2> padding{0, 0};
   std::array<std::int64_t, 2> dilation{1, 1};
+  std::int64_t groups = 1;
+  bool same_padding = false;  // padding="same" (stride 1)
   bool bias = true;
-  DType dtype = DType::f32;
+  DType dtype = get_default_dtype();
   std::uint64_t seed = 0;  // the generator of the default initialisation
 };
 
-// torch.nn.Conv2d (groups = 1): "weight" [out, in, kH, kW], "bias" [out], initialised as PyTorch:
+// torch.nn.Conv2d: "weight" [out, in/groups, kH, kW], "bias" [out], initialised as PyTorch:
 // kaiming_uniform_(a = sqrt(5)) for the weight (U(-1/sqrt(fan_in), 1/sqrt(fan_in))), and the
-// bias U(-1/sqrt(fan_in), 1/sqrt(fan_in)), fan_in = in·kH·kW. Input [N, in, H, W] (or [in, H, W]).
+// bias U(-1/sqrt(fan_in), 1/sqrt(fan_in)), fan_in = in/groups·kH·kW. Input [N, in, H, W] (or [in, H, W]).
 class Conv2d : public Module {
  public:
   Conv2d(std::int64_t in_channels, std::int64_t out_channels, std::array<std::int64_t, 2> kernel_size,
@@ -165,6 +202,61 @@ class Conv2d : public Module {
   Tensor weight, bias;
 };
 
+struct ConvTranspose2dLayerOptions {
+  std::array<std::int64_t, 2> stride{1, 1};
+  std::array<std::int64_t, 2> padding{0, 0};
+  std::array<std::int64_t, 2> output_padding{0, 0};
+  std::array<std::int64_t, 2> dilation{1, 1};
+  std::int64_t groups = 1;
+  bool bias = true;
+  DType dtype = DType::f32;
+  std::uint64_t seed = 0;
+};
+
+// torch.nn.ConvTranspose2d: "weight" [in, out/groups, kH, kW], "bias" [out], initialised as
+// PyTorch: U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for both, fan_in from the weight's layout,
+// out/groups·kH·kW. Input [N, in, H, W] (or [in, H, W]).
+class ConvTranspose2d : public Module {
+ public:
+  ConvTranspose2d(std::int64_t in_channels, std::int64_t out_channels, std::array<std::int64_t, 2> kernel_size,
+                  ConvTranspose2dLayerOptions opts = {});
+  Tensor forward(const Tensor& x) override;
+  std::string repr() const override;
+  std::int64_t in_channels, out_channels;
+  std::array<std::int64_t, 2> kernel_size;
+  ConvTranspose2dLayerOptions options;
+  Tensor weight, bias;
+};
+
+// torch.nn.MaxPool2d(kernel_size, stride = kernel_size, padding = 0); a stride of 0 means the kernel size.
+class MaxPool2d : public Module {
+ public:
+  explicit MaxPool2d(std::array<std::int64_t, 2> kernel_size, std::array<std::int64_t, 2> stride = {0, 0},
+                     std::array<std::int64_t, 2> padding = {0, 0});
+  Tensor forward(const Tensor& x) override;
+  std::string repr() const override;
+  std::array<std::int64_t, 2> kernel_size, stride, padding;
+};
+
+// torch.nn.AvgPool2d(kernel_size, stride = kernel_size, padding = 0), count_include_pad = true.
+class AvgPool2d : public Module {
+ public:
+  explicit AvgPool2d(std::array<std::int64_t, 2> kernel_size, std::array<std::int64_t, 2> stride = {0, 0},
+                     std::array<std::int64_t, 2> padding = {0, 0});
+  Tensor forward(const Tensor& x) override;
+  std::string repr() const override;
+  std::array<std::int64_t, 2> kernel_size, stride, padding;
+};
+
+// torch.nn.AdaptiveAvgPool2d(output_size); {1, 1} is global average pooling.
+class AdaptiveAvgPool2d : public Module {
+ public:
+  explicit AdaptiveAvgPool2d(std::array<std::int64_t, 2> output_size);
+  Tensor forward(const Tensor& x) override;
+  std::string repr() const override;
+  std::array<std::int64_t, 2> output_size;
+};
+
 // torch.nn.Flatten(start_dim = 1, end_dim = -1).
 class Flatten : public Module {
  public:
@@ -173,5 +265,81 @@ class Flatten : public Module {
   std::string repr() const override;
   std::int64_t start_dim, end_dim;
 };
+
+// ---- activations (PyTorch's torch.nn names and defaults) ---------------------------------------
+// Modules without parameters around the ops of chainrule/ops/ops.h.
+
+class Identity : public Module {
+ public:
+  Tensor forward(const Tensor& x) override { return x; }
+  std::string repr() const override { return "Identity()"; }
+};
+class Tanh : public Module {
+ public:
+  Tensor forward(const Tensor& x) override;
+  std::string repr() const override { return "Tanh()"; }
+};
+class Sigmoid : public Module {
+ public:
+  Tensor forward(const Tensor& x) override;
+  std::string repr() const override { return "Sigmoid()"; }
+};
+// log(1 + e^(βx)) / β. PyTorch switches to x above βx > threshold; softplus here is exact there
+// (it never overflows), so no threshold is needed.
+class Softplus : public Module {
+ public:
+  explicit Softplus(double beta = 1.0);
+  Tensor forward(const Tensor& x) override;
+  std::string repr() const override;
+  double beta;
+};
+// approximate: "none" (x Φ(x), with erf) or "tanh".
+class GELU : public Module {
+ public:
+  explicit GELU(std::string approximate = "none");
+  Tensor forward(const Tensor& x) override;
+  std::string repr() const override;
+  std::string approximate;
+};
+class SiLU : public Module {
+ public:
+  Tensor forward(const Tensor& x) override;
+  std::string repr() const override { return "SiLU()"; }
+};
+class ELU : public Module {
+ public:
+  explicit ELU(double alpha = 1.0) : alpha(alpha) {}
+  Tensor forward(const Tensor& x) override;
+  std::string repr() const override;
+  double alpha;
+};
+class LeakyReLU : public Module {
+ public:
+  explicit LeakyReLU(double negative_slope = 0.01) : negative_slope(negative_slope) {}
+  Tensor forward(const Tensor& x) override;
+  std::string repr() const override;
+  double negative_slope;
+};
+// PyTorch's dim has no default for these two (an implicit one is deprecated): it is required.
+class Softmax : public Module {
+ public:
+  explicit Softmax(std::int64_t dim) : dim(dim) {}
+  Tensor forward(const Tensor& x) override;
+  std::string repr() const override;
+  std::int64_t dim;
+};
+class LogSoftmax : public Module {
+ public:
+  explicit LogSoftmax(std::int64_t dim) : dim(dim) {}
+  Tensor forward(const Tensor& x) override;
+  std::string repr() const override;
+  std::int64_t dim;
+};
+
+// The activation module a model spec names: relu, tanh, sigmoid, softplus, gelu, gelu_tanh,
+// silu, elu, leaky_relu, identity (PyTorch's defaults). Throws ValueError listing the names.
+ModulePtr make_activation(std::string_view name);
+// The names make_activation accepts, in that order.
+std::span<const std::string_view> activation_names();
 
 }  // namespace chainrule::nn

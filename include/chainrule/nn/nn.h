@@ -6,4 +6,5 @@
 #include "chainrule/nn/loss.h"
 #include "chainrule/nn/manual_backprop.h"
 #include "chainrule/nn/module.h"
+#include "chainrule/nn/resnet.h"
 #include "chainrule/nn/spec.h"

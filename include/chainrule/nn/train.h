@@ -58,6 +58,12 @@ struct TrainConfig {
 // The recommended model for a data set with `features` inputs and `classes` outputs.
 std::string recommended_model(const std::string& data, std::int64_t features, std::int64_t classes);
 
+// The convolutional recipe, `--model resnet`: a small post-activation ResNet (nn/resnet.h) for
+// image data of height × width pixels, and its number of epochs when --epochs is not given.
+inline constexpr const char* kResNetAlias = "resnet";
+std::string recommended_resnet(std::int64_t height, std::int64_t width, std::int64_t classes);
+inline constexpr std::int64_t kResNetEpochs = 10;
+
 struct EpochMetrics {
   std::int64_t epoch = 0;  // 1-based
   std::int64_t epochs = 0; // of the whole run

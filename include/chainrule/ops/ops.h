@@ -114,12 +114,13 @@ Tensor log_softmax(const Tensor& x, std::int64_t axis = -1);
 Tensor argmax(const Tensor& x, std::int64_t axis = -1);  // int64, no derivative
 
 // Losses.
-enum class Reduction { Mean, Sum, None };
+// BatchMean (the sum divided by the leading dimension) is kl_div's alone, as in PyTorch.
+enum class Reduction { Mean, Sum, None, BatchMean };
 // Softmax cross-entropy of logits [..., C] against int64 class labels [...] (fused and stable).
 Tensor cross_entropy(const Tensor& logits, const Tensor& labels, Reduction reduction = Reduction::Mean);
 // (softmax(logits) - onehot(labels)) ⊙ ct[..., None]: cross_entropy's derivative rule.
 Tensor cross_entropy_backward(const Tensor& logits, const Tensor& labels, const Tensor& ct);
-Tensor mse_loss(const Tensor& a, const Tensor& b);  // mean of squared differences
+Tensor mse_loss(const Tensor& a, const Tensor& b, Reduction reduction = Reduction::Mean);  // (a - b)², reduced
 
 // Operators.
 Tensor operator+(const Tensor& a, const Tensor& b);

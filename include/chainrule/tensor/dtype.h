@@ -27,6 +27,26 @@ constexpr std::string_view dtype_name(DType t) {
 }
 constexpr bool is_floating(DType t) { return t == DType::f32 || t == DType::f64; }
 
+// Type promotion, the array API's table on chainrule's dtypes: bool < int64 < float32 < float64,
+// and an integer with a float gives the float (as NumPy, JAX and PyTorch do). Binary operations
+// cast both operands to this type before their primitive runs.
+constexpr int promotion_rank(DType t) {
+  switch (t) {
+    case DType::b8: return 0;
+    case DType::i64: return 1;
+    case DType::f32: return 2;
+    case DType::f64: return 3;
+  }
+  return 0;
+}
+constexpr DType promote_types(DType a, DType b) { return promotion_rank(a) >= promotion_rank(b) ? a : b; }
+
+// The dtype of tensors made without one (zeros, randn, tensor, layers' parameters), and of a
+// floating scalar meeting an integer tensor: float32 unless set_default_dtype chose float64
+// (torch.set_default_dtype). Process-wide; set it before building models.
+DType get_default_dtype();
+void set_default_dtype(DType dtype);  // float32 or float64, else DTypeError
+
 template <class T> constexpr DType dtype_of();
 template <> constexpr DType dtype_of<float>() { return DType::f32; }
 template <> constexpr DType dtype_of<double>() { return DType::f64; }

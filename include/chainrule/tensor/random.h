@@ -33,9 +33,9 @@ class Generator {
   std::uint64_t counter_ = 0;
 };
 
-Tensor randn(const Shape& shape, Generator& gen, DType dtype = DType::f32);                  // N(0, 1)
-Tensor rand(const Shape& shape, Generator& gen, DType dtype = DType::f32);                   // U[0, 1)
-Tensor uniform(const Shape& shape, double lo, double hi, Generator& gen, DType dtype = DType::f32);
+Tensor randn(const Shape& shape, Generator& gen, DType dtype = get_default_dtype());  // N(0, 1)
+Tensor rand(const Shape& shape, Generator& gen, DType dtype = get_default_dtype());   // U[0, 1)
+Tensor uniform(const Shape& shape, double lo, double hi, Generator& gen, DType dtype = get_default_dtype());
 Tensor randint(const Shape& shape, std::int64_t high, Generator& gen);                       // int64 in [0, high)
 
 namespace detail {

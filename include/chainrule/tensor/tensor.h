@@ -108,13 +108,13 @@ struct TensorImpl {
 };
 
 // Creating tensors.
-Tensor empty(const Shape& shape, DType dtype = DType::f32);
-Tensor zeros(const Shape& shape, DType dtype = DType::f32);
-Tensor ones(const Shape& shape, DType dtype = DType::f32);
-Tensor full(const Shape& shape, double value, DType dtype = DType::f32);
-Tensor scalar_tensor(double value, DType dtype = DType::f32);
-Tensor arange(std::int64_t n, DType dtype = DType::f32);
-Tensor eye(std::int64_t n, DType dtype = DType::f32);
+Tensor empty(const Shape& shape, DType dtype = get_default_dtype());
+Tensor zeros(const Shape& shape, DType dtype = get_default_dtype());
+Tensor ones(const Shape& shape, DType dtype = get_default_dtype());
+Tensor full(const Shape& shape, double value, DType dtype = get_default_dtype());
+Tensor scalar_tensor(double value, DType dtype = get_default_dtype());
+Tensor arange(std::int64_t n, DType dtype = get_default_dtype());
+Tensor eye(std::int64_t n, DType dtype = get_default_dtype());
 Tensor zeros_like(const Tensor& x);
 Tensor ones_like(const Tensor& x);
 template <class T> Tensor from_vector(const std::vector<T>& values, const Shape& shape);
@@ -122,7 +122,7 @@ template <class T> Tensor from_vector(const std::vector<T>& values) {
   return from_vector(values, Shape{static_cast<std::int64_t>(values.size())});
 }
 // A tensor of the given dtype from double values (convenient in tests and examples).
-Tensor tensor(const std::vector<double>& values, const Shape& shape, DType dtype = DType::f32);
+Tensor tensor(const std::vector<double>& values, const Shape& shape, DType dtype = get_default_dtype());
 
 std::ostream& operator<<(std::ostream& os, const Tensor& t);
 
