@@ -347,6 +347,35 @@ TEST(LinalgDerivatives, CompositionsPassTheDerivativeChecks) {
   }
 }
 
+// Size-0 matrices give NumPy's answers (det of a 0×0 matrix is 1) and never reach LAPACK with an
+// invalid leading dimension; vmap batches both operands of solve.
+TEST(LinalgEdges, EmptyMatricesAndVmapOverBothOperandsOfSolve) {
+  const DType dt = DType::f64;
+  EXPECT_EQ(linalg::det(zeros({0, 0}, dt)).item(), 1.0);
+  EXPECT_EQ(linalg::slogdet(zeros({0, 0}, dt)).logabsdet.item(), 0.0);
+  EXPECT_EQ(linalg::inv(zeros({0, 0}, dt)).shape(), (Shape{0, 0}));
+  EXPECT_EQ(linalg::solve(eye(2, dt), zeros({2, 0}, dt)).shape(), (Shape{2, 0}));
+  EXPECT_EQ(linalg::cholesky(zeros({0, 0}, dt)).shape(), (Shape{0, 0}));
+  auto [q, r] = linalg::qr(zeros({3, 0}, dt));
+  EXPECT_EQ(q.shape(), (Shape{3, 0}));
+  EXPECT_EQ(r.shape(), (Shape{0, 0}));
+  auto [u, s, vh] = linalg::svd(zeros({0, 3}, dt));
+  EXPECT_EQ(u.shape(), (Shape{0, 0}));
+  EXPECT_EQ(s.shape(), (Shape{0}));
+  EXPECT_EQ(vh.shape(), (Shape{0, 3}));
+  EXPECT_EQ(linalg::eigh(zeros({0, 0}, dt)).eigenvalues.shape(), (Shape{0}));
+  EXPECT_EQ(linalg::matrix_rank(zeros({2, 0}, dt)).item(), 0.0);
+
+  Tensor a = well_conditioned({4, 3, 3}, 16, dt);
+  Tensor b = random_matrix({4, 3}, 17, dt);
+  Tensor x = vmap([](const Tensor& m, const Tensor& v) { return linalg::solve(m, v); }, {0, 0})(a, b);
+  ASSERT_EQ(x.shape(), (Shape{4, 3}));
+  for (std::int64_t i = 0; i < 4; ++i)
+    EXPECT_LT(max_abs_diff(slice(x, 0, i, i + 1),
+                           unsqueeze(linalg::solve(squeeze(slice(a, 0, i, i + 1), 0), squeeze(slice(b, 0, i, i + 1), 0)), 0)),
+              1e-13);
+}
+
 template <class E, class F>
 std::string error_of(F&& f) {
   try {
