@@ -10,6 +10,7 @@
 #include "chainrule/autodiff/transforms.h"
 #include "chainrule/autodiff/vmap.h"
 #include "chainrule/errors.h"
+#include "chainrule/ops/array_api.h"
 #include "chainrule/ops/linalg.h"
 #include "chainrule/ops/ops.h"
 #include "chainrule/tensor/random.h"
