@@ -96,8 +96,10 @@ def test_bad_inputs_raise():
         cr.tensor(np.array([object()]))
     a = cr.tensor([1.0, 2.0])
     b = cr.tensor([1.0, 2.0], dtype="float64")
+    assert (a + b).dtype == cr.float64  # promotion, as NumPy and PyTorch
+    m = cr.tensor(np.array([True, False]))
     with pytest.raises(cr.DTypeError) as e:
-        a + b
+        m - m  # no arithmetic on bool
     assert isinstance(e.value, TypeError)
     with pytest.raises(TypeError, match="expected a Tensor or a Python number"):
         a + "x"

@@ -226,12 +226,12 @@ def test_trees_dicts_in_grad_jvp_and_vmap():
     def loss(p, x, y):
         logits = cr.matmul(p["weight"], x) + p["bias"]
         return cr.cross_entropy(logits, y)
-    labels = cr.Tensor(ys.astype(np.int64))
+    labels = cr.tensor(ys.astype(np.int64))
     per = cr.vmap(cr.grad(loss), in_axes=(None, 0, 0))(params, t64(xs), labels)
     assert set(per) == {"weight", "bias"}
     assert per["weight"].shape == (6, 3, 4)
     for i in range(6):
-        gi = cr.grad(loss)(params, t64(xs[i]), cr.Tensor(np.array(ys[i], dtype=np.int64)))
+        gi = cr.grad(loss)(params, t64(xs[i]), cr.tensor(np.array(ys[i], dtype=np.int64)))
         np.testing.assert_allclose(per["weight"].numpy()[i], gi["weight"].numpy(), rtol=1e-12)
         np.testing.assert_allclose(per["bias"].numpy()[i], gi["bias"].numpy(), rtol=1e-12)
     # jvp with dict primals and tangents; a tuple output gives a tuple of tangents.

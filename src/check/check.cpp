@@ -134,7 +134,7 @@ Jac jacobian_vmapped(const Split& f, const std::vector<Tensor>& points, std::int
       };
       return forward ? jacfwd(fi)(ds[i]) : jacrev(fi)(ds[i]);
     };
-    Tensor Jb = slice(vmap(g, {InAxis{0}})(points), 0, b, b + 1);
+    Tensor Jb = slice(vmap(g, {InAxis{0}}, 0, Randomness::Same)(points), 0, b, b + 1);  // one function at both points
     auto v = flat(Jb);
     const std::int64_t ni = points[i].numel() / 2;
     for (std::int64_t k = 0; k < m; ++k)

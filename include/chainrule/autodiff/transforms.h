@@ -297,13 +297,15 @@ namespace detail {
 template <class Fn>
 Tensor vmap_identity(const Fn& fn, std::int64_t n, const Shape& shape, DType dtype, std::int64_t chunk) {
   if (chunk < 0) throw AutodiffError("chunk_size must be positive (or 0 for all at once), got " + std::to_string(chunk));
-  if (chunk == 0 || chunk >= n) return vmap(fn)(reshape(eye(n, dtype), Shape{n} + shape));
+  // The directions share one function, so random draws inside it are shared too (Same): a
+  // Jacobian of a function with dropout is the Jacobian at one mask.
+  if (chunk == 0 || chunk >= n) return vmap(fn, Randomness::Same)(reshape(eye(n, dtype), Shape{n} + shape));
   std::vector<Tensor> parts;
   for (std::int64_t i = 0; i < n; i += chunk) {
     const std::int64_t c = std::min(chunk, n - i);
     Tensor rows = equal(unsqueeze(add(arange(c, DType::i64), scalar_tensor(static_cast<double>(i), DType::i64)), -1),
                         arange(n, DType::i64));  // rows i .. i + c of the identity
-    parts.push_back(vmap(fn)(reshape(cast(rows, dtype), Shape{c} + shape)));
+    parts.push_back(vmap(fn, Randomness::Same)(reshape(cast(rows, dtype), Shape{c} + shape)));
   }
   return concat(parts, 0);
 }
