@@ -286,7 +286,11 @@ TEST(ResNet, ForwardAndBackwardShapesBothBlockKinds) {
     for (std::size_t i = 0; i < seq->size() && seq->name(i) != "avgpool"; ++i) h = (*seq)[i]->forward(h);
     EXPECT_EQ(h.shape(), Shape({4, 64, 7, 7}));
     m->eval();
-    EXPECT_EQ(m->forward(x).shape(), Shape({4, 10}));
+    Tensor logits = m->forward(x);
+    EXPECT_EQ(logits.shape(), Shape({4, 10}));
+    // Images [N, 1, 28, 28] give the same logits as their rows [N, 784].
+    EXPECT_EQ(max_abs_diff(m->forward(reshape(x, {4, 1, 28, 28})), logits), 0.0);
+    EXPECT_THROW(m->forward(zeros({4, 783})), ShapeError);
   }
 }
 

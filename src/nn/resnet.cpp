@@ -9,6 +9,12 @@ namespace chainrule::nn {
 
 Tensor Unflatten::forward(const Tensor& x) {
   const std::int64_t r = x.dim(), d = dim < 0 ? dim + r : dim;
+  const auto k = static_cast<std::int64_t>(sizes.size());
+  if (dim >= 0 && r >= dim + k) {  // already unflattened?
+    bool same = true;
+    for (std::int64_t i = 0; i < k; ++i) same = same && x.shape()[static_cast<std::size_t>(dim + i)] == sizes[static_cast<std::size_t>(i)];
+    if (same) return x;
+  }
   std::int64_t n = 1;
   for (auto s : sizes) n *= s;
   if (d < 0 || d >= r || x.shape()[static_cast<std::size_t>(d)] != n)

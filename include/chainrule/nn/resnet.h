@@ -14,7 +14,9 @@
 namespace chainrule::nn {
 
 // torch.nn.Unflatten(dim, sizes): axis `dim` of the input becomes the axes `sizes` (their product
-// must equal its length), e.g. [N, 784] -> [N, 1, 28, 28] for a flattened image data set.
+// must equal its length), e.g. [N, 784] -> [N, 1, 28, 28] for a flattened image data set. Unlike
+// PyTorch's, an input that already has the unflattened axes passes unchanged, so that a ResNet
+// takes the data set's rows [N, 784] and images [N, 1, 28, 28] alike.
 class Unflatten : public Module {
  public:
   Unflatten(std::int64_t dim, Shape sizes) : dim(dim), sizes(std::move(sizes)) {}
