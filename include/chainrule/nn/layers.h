@@ -116,7 +116,7 @@ class BatchNorm1d : public Module {
 class BatchNorm2d : public Module {
  public:
   explicit BatchNorm2d(std::int64_t num_features, double eps = 1e-5, double momentum = 0.1, bool affine = true,
-                       DType dtype = DType::f32);
+                       DType dtype = get_default_dtype());
   Tensor forward(const Tensor& x) override;
   std::string repr() const override;
   std::int64_t features;
@@ -130,7 +130,7 @@ class BatchNorm2d : public Module {
 // eval agree.
 class GroupNorm : public Module {
  public:
-  GroupNorm(std::int64_t num_groups, std::int64_t num_channels, double eps = 1e-5, bool affine = true, DType dtype = DType::f32);
+  GroupNorm(std::int64_t num_groups, std::int64_t num_channels, double eps = 1e-5, bool affine = true, DType dtype = get_default_dtype());
   Tensor forward(const Tensor& x) override;
   std::string repr() const override;
   std::int64_t num_groups, num_channels;
@@ -209,7 +209,7 @@ struct ConvTranspose2dLayerOptions {
   std::array<std::int64_t, 2> dilation{1, 1};
   std::int64_t groups = 1;
   bool bias = true;
-  DType dtype = DType::f32;
+  DType dtype = get_default_dtype();
   std::uint64_t seed = 0;
 };
 

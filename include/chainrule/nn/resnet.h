@@ -43,7 +43,7 @@ class GlobalAvgPool2d : public Module {
 // only) "downsample.1", a BatchNorm2d.
 class BasicBlock : public Module {
  public:
-  BasicBlock(std::int64_t in_channels, std::int64_t out_channels, std::int64_t stride, bool preact, DType dtype = DType::f32);
+  BasicBlock(std::int64_t in_channels, std::int64_t out_channels, std::int64_t stride, bool preact, DType dtype = get_default_dtype());
   Tensor forward(const Tensor& x) override;
   std::string repr() const override;
   std::int64_t in_channels, out_channels, stride;
