@@ -59,6 +59,20 @@ inline std::int64_t norm_axis(std::string_view op, std::int64_t axis, std::size_
   return axis < 0 ? axis + r : axis;
 }
 
+// The (outer, n, inner) lanes of length n along axis `a` of a row-major tensor with `shape`.
+struct Lanes {
+  std::int64_t outer = 1, n = 1, inner = 1;
+  Lanes(const Shape& shape, std::size_t a) {
+    for (std::size_t i = 0; i < a; ++i) outer *= shape[i];
+    n = shape[a];
+    for (std::size_t i = a + 1; i < shape.size(); ++i) inner *= shape[i];
+  }
+};
+// The axis a primitive's Params refer to (negative, from the end), as an index into x's shape.
+inline std::size_t axis_of(std::string_view op, const Tensor& x, const Params& p) {
+  return static_cast<std::size_t>(norm_axis(op, p.axis, x.shape().size()));
+}
+
 // NumPy broadcasting of two shapes.
 Shape broadcast_shapes(std::string_view op, const Shape& a, const Shape& b);
 

@@ -27,6 +27,18 @@ Tensor sample(const Shape& shape, Domain d, std::uint64_t seed) {
   return {};
 }
 
+std::vector<OpCase> along_axis(Tensor (*fn)(const Tensor&, std::int64_t), Domain d) {
+  return {
+      single("[5] axis0", {sample({5}, d, 1)}, [fn](auto x) { return fn(x[0], 0); }),
+      single("[3,4] axis-1", {sample({3, 4}, d, 2)}, [fn](auto x) { return fn(x[0], -1); }),
+      single("[3,4] axis0", {sample({3, 4}, d, 3)}, [fn](auto x) { return fn(x[0], 0); }),
+      single("[2,1,3] axis1", {sample({2, 1, 3}, d, 4)}, [fn](auto x) { return fn(x[0], 1); }),
+      single("[0,3] axis-1", {sample({0, 3}, d, 5)}, [fn](auto x) { return fn(x[0], -1); }),
+      single("[1] axis0", {sample({1}, d, 6)}, [fn](auto x) { return fn(x[0], 0); }),
+      single("[10,12] axis-1", {sample({10, 12}, d, 7)}, [fn](auto x) { return fn(x[0], -1); }),
+  };
+}
+
 std::vector<OpCase> unary(Fn fn, Domain d) {
   std::vector<OpCase> cs;
   std::uint64_t seed = 100;

@@ -31,6 +31,9 @@ using Fn = std::function<Tensor(std::span<const Tensor>)>;
 std::vector<OpCase> unary(Fn fn, Domain d = Domain::Real);
 // Binary elementwise with broadcasting pairs (scalar, equal, broadcast both ways, size-0, medium).
 std::vector<OpCase> binary(Fn fn, Domain da = Domain::Real, Domain db = Domain::Real);
+// A function of one input and an axis: [5] axis 0, [3,4] both axes, [2,1,3] axis 1, [0,3], [1]
+// and a medium [10,12] (softmax, cumulative ops).
+std::vector<OpCase> along_axis(Tensor (*fn)(const Tensor&, std::int64_t), Domain d);
 // One input of each listed shape, with labels.
 OpCase single(std::string label, std::vector<Tensor> inputs, Fn fn, bool second_order = true);
 

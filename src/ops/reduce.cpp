@@ -11,6 +11,7 @@
 namespace chainrule {
 
 using kernels::dispatch_float;
+using kernels::Lanes;
 using kernels::norm_axis;
 
 namespace {
@@ -73,29 +74,7 @@ std::vector<OpCase> reduction_cases(Tensor (*fn)(const Tensor&, const Axes&, boo
       cases::single("[12,16] axis-1", {sample({12, 16}, d, 7)}, [fn](auto x) { return fn(x[0], {-1}, false); }),
   };
 }
-std::vector<OpCase> axis_cases(Tensor (*fn)(const Tensor&, std::int64_t)) {
-  using cases::sample;
-  auto d = cases::Domain::Logits;
-  return {
-      cases::single("[5] axis0", {sample({5}, d, 1)}, [fn](auto x) { return fn(x[0], 0); }),
-      cases::single("[3,4] axis-1", {sample({3, 4}, d, 2)}, [fn](auto x) { return fn(x[0], -1); }),
-      cases::single("[3,4] axis0", {sample({3, 4}, d, 3)}, [fn](auto x) { return fn(x[0], 0); }),
-      cases::single("[2,1,3] axis1", {sample({2, 1, 3}, d, 4)}, [fn](auto x) { return fn(x[0], 1); }),
-      cases::single("[0,3] axis-1", {sample({0, 3}, d, 5)}, [fn](auto x) { return fn(x[0], -1); }),
-      cases::single("[1] axis0", {sample({1}, d, 6)}, [fn](auto x) { return fn(x[0], 0); }),
-      cases::single("[10,12] axis-1", {sample({10, 12}, d, 7)}, [fn](auto x) { return fn(x[0], -1); }),
-  };
-}
 
-// Iterates over every (outer, inner) lane of length n along axis `a` of a tensor with `shape`.
-struct Lanes {
-  std::int64_t outer = 1, n = 1, inner = 1;
-  Lanes(const Shape& shape, std::size_t a) {
-    for (std::size_t i = 0; i < a; ++i) outer *= shape[i];
-    n = shape[a];
-    for (std::size_t i = a + 1; i < shape.size(); ++i) inner *= shape[i];
-  }
-};
 
 // Softmax or log-softmax along one axis, shifted by the lane maximum for stability. A lane of
 // all -inf gives NaN softmax (as in PyTorch) and -inf log-softmax.
@@ -223,7 +202,7 @@ const Primitive softmax_p{
     .vjp = [](int, const Tensor& ct, const Ctx& c) { return mul(c.out, sub(ct, sum(mul(ct, c.out), {c.p.axis}, true))); },
     .batching = Batching::Leading,
     .saves = kSaveOutput,
-    .cases = [] { return axis_cases([](const Tensor& x, std::int64_t a) { return softmax(x, a); }); },
+    .cases = [] { return cases::along_axis([](const Tensor& x, std::int64_t a) { return softmax(x, a); }, cases::Domain::Logits); },
 };
 
 const Primitive log_softmax_p{
@@ -233,7 +212,7 @@ const Primitive log_softmax_p{
     .vjp = [](int, const Tensor& ct, const Ctx& c) { return sub(ct, mul(exp(c.out), sum(ct, {c.p.axis}, true))); },
     .batching = Batching::Leading,
     .saves = kSaveOutput,
-    .cases = [] { return axis_cases([](const Tensor& x, std::int64_t a) { return log_softmax(x, a); }); },
+    .cases = [] { return cases::along_axis([](const Tensor& x, std::int64_t a) { return log_softmax(x, a); }, cases::Domain::Logits); },
 };
 
 const Primitive argmax_p{

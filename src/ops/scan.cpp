@@ -14,24 +14,14 @@
 namespace chainrule {
 
 using kernels::dispatch_float;
+using kernels::axis_of;
+using kernels::Lanes;
 using kernels::norm_axis;
 using cases::Domain;
 
 namespace {
 
-// The (outer, n, inner) lanes along axis a of a shape.
-struct Lanes {
-  std::int64_t outer = 1, n = 1, inner = 1;
-  Lanes(const Shape& shape, std::size_t a) {
-    for (std::size_t i = 0; i < a; ++i) outer *= shape[i];
-    n = shape[a];
-    for (std::size_t i = a + 1; i < shape.size(); ++i) inner *= shape[i];
-  }
-};
 
-std::size_t axis_of(std::string_view op, const Tensor& x, const Params& p) {
-  return static_cast<std::size_t>(norm_axis(op, p.axis, x.shape().size()));
-}
 std::int64_t length(const Shape& s, std::int64_t neg_axis) { return s[static_cast<std::size_t>(static_cast<std::int64_t>(s.size()) + neg_axis)]; }
 
 // Calls f(lane_offset, stride, n) for every lane; each lane is visited in order (or reversed).
@@ -83,19 +73,6 @@ Params axis_params(std::string_view op, const Tensor& x, std::int64_t axis, bool
 
 Tensor cumsum_dir(const Tensor& x, std::int64_t axis, bool reverse);
 
-// Cases along one axis: [5], [3,4] both axes, [2,1,3], [0,3], [1], a medium [10,12].
-std::vector<OpCase> lane_cases(Tensor (*fn)(const Tensor&, std::int64_t), Domain d) {
-  using cases::sample;
-  return {
-      cases::single("[5] axis0", {sample({5}, d, 1)}, [fn](auto x) { return fn(x[0], 0); }),
-      cases::single("[3,4] axis-1", {sample({3, 4}, d, 2)}, [fn](auto x) { return fn(x[0], -1); }),
-      cases::single("[3,4] axis0", {sample({3, 4}, d, 3)}, [fn](auto x) { return fn(x[0], 0); }),
-      cases::single("[2,1,3] axis1", {sample({2, 1, 3}, d, 4)}, [fn](auto x) { return fn(x[0], 1); }),
-      cases::single("[0,3] axis-1", {sample({0, 3}, d, 5)}, [fn](auto x) { return fn(x[0], -1); }),
-      cases::single("[1] axis0", {sample({1}, d, 6)}, [fn](auto x) { return fn(x[0], 0); }),
-      cases::single("[10,12] axis-1", {sample({10, 12}, d, 7)}, [fn](auto x) { return fn(x[0], -1); }),
-  };
-}
 
 }  // namespace
 
@@ -115,7 +92,7 @@ const Primitive cumsum_p{
     .batching = Batching::Leading,
     .saves = kSaveNone,
     .cases = [] {
-      auto cs = lane_cases([](const Tensor& x, std::int64_t a) { return cumsum(x, a); }, Domain::Real);
+      auto cs = cases::along_axis([](const Tensor& x, std::int64_t a) { return cumsum(x, a); }, Domain::Real);
       cs.push_back(cases::single("[4,3] axis0 reversed", {cases::sample({4, 3}, Domain::Real, 8)},
                                  [](auto x) { return cumsum_dir(x[0], 0, true); }));
       return cs;
@@ -200,7 +177,7 @@ const Primitive logcumsumexp_p{
     },
     .batching = Batching::Leading,
     .saves = kSaveInputs | kSaveOutput,
-    .cases = [] { return lane_cases([](const Tensor& x, std::int64_t a) { return logcumsumexp(x, a); }, Domain::Logits); },
+    .cases = [] { return cases::along_axis([](const Tensor& x, std::int64_t a) { return logcumsumexp(x, a); }, Domain::Logits); },
     .kinks = "a lane that starts with -inf entries has a NaN derivative there (as exp(-inf - -inf))",
 };
 

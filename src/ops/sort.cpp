@@ -15,23 +15,14 @@
 
 namespace chainrule {
 
+using kernels::axis_of;
+using kernels::Lanes;
 using kernels::norm_axis;
 using cases::Domain;
 
 namespace {
 
-struct Lanes {
-  std::int64_t outer = 1, n = 1, inner = 1;
-  Lanes(const Shape& shape, std::size_t a) {
-    for (std::size_t i = 0; i < a; ++i) outer *= shape[i];
-    n = shape[a];
-    for (std::size_t i = a + 1; i < shape.size(); ++i) inner *= shape[i];
-  }
-};
 
-std::size_t axis_of(std::string_view op, const Tensor& x, const Params& p) {
-  return static_cast<std::size_t>(norm_axis(op, p.axis, x.shape().size()));
-}
 
 // x and the int64 index agree on every axis but `a`; the index values lie in [0, size).
 void check_along(std::string_view op, const Tensor& x, const Tensor& idx, std::size_t a, std::int64_t size) {
