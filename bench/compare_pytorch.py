@@ -27,8 +27,10 @@ CONFIGS = {  # the same as src/cli/bench.cpp
     "fmnist": ("mlp:784-1024-1024-1024-10", 256),
     "wide": ("mlp:1024-4096-4096-10", 512),
     "resmlp": ("resmlp:784-256x15-10", 128),
+    "resnet8": ("resnet:1x28x28-16x1-32x1-64x1-10", 128),
+    "resnet20": ("resnet:1x28x28-16x3-32x3-64x3-10", 128),
 }
-TARGETS = {"tiny": 10.0, "small": 3.0, "fmnist": 1.5, "wide": 1.6, "resmlp": 2.5}  # speed-up wanted
+TARGETS = {"tiny": 10.0, "small": 3.0, "fmnist": 1.5, "wide": 1.6, "resmlp": 2.5, "resnet8": 1.5, "resnet20": 1.5}  # speed-up wanted
 JACOBIANS = [(16, 4096), (4096, 16), (1024, 1024)]  # (n, m), 3-layer tanh MLP of width 512
 JACOBIAN_TARGET = 2.0
 
@@ -50,6 +52,8 @@ def build_model(spec, dropout=0.0):
     import torch.nn as nn
 
     kind, rest = spec.split(":", 1)
+    if kind == "resnet":
+        return build_resnet(rest)
     if kind == "mlp":
         sizes = [int(s) for s in rest.split("-")]
         layers = []
@@ -74,6 +78,41 @@ def build_model(spec, dropout=0.0):
                          nn.Linear(width, int(dims[2])))
 
 
+def build_resnet(rest):
+    """chainrule's resnet:CxHxW-WIDTHxBLOCKS-...-OUT (post-activation), torchvision's BasicBlock layout."""
+    import torch.nn as nn
+
+    fields = rest.split(":")[0].split("-")
+    c, h, w = (int(v) for v in fields[0].split("x"))
+    stages = [tuple(int(v) for v in f.split("x")) for f in fields[1:-1]]
+
+    class Block(nn.Module):
+        def __init__(self, cin, cout, stride):
+            super().__init__()
+            self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+            self.bn1 = nn.BatchNorm2d(cout)
+            self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+            self.bn2 = nn.BatchNorm2d(cout)
+            self.downsample = None
+            if stride != 1 or cin != cout:
+                self.downsample = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+
+        def forward(self, x):
+            b = self.bn2(self.conv2(self.bn1(self.conv1(x)).relu()))
+            return (b + (self.downsample(x) if self.downsample is not None else x)).relu()
+
+    stem = stages[0][0]
+    layers, channels = [nn.Unflatten(1, (c, h, w)), nn.Conv2d(c, stem, 3, 1, 1, bias=False), nn.BatchNorm2d(stem), nn.ReLU()], stem
+    for s, (width, blocks) in enumerate(stages):
+        for b in range(blocks):
+            layers.append(Block(channels, width, 2 if s > 0 and b == 0 else 1))
+            channels = width
+    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(channels, int(fields[-1]))]
+    model = nn.Sequential(*layers)
+    model.in_features = c * h * w
+    return model
+
+
 def worker_step(name, threads, min_time):
     import torch
     import torch.nn.functional as F
@@ -83,7 +122,8 @@ def worker_step(name, threads, min_time):
     torch.manual_seed(0)
     spec, batch = CONFIGS[name]
     model = build_model(spec)
-    n_in, n_out = model[0].in_features, model[-1].out_features
+    n_in = model.in_features if hasattr(model, "in_features") else model[0].in_features
+    n_out = model[-1].out_features
     x, y = torch.randn(batch, n_in), torch.randint(0, n_out, (batch,))
     opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
 
@@ -105,6 +145,15 @@ def worker_step(name, threads, min_time):
     def tangent():
         with torch.no_grad():
             jvp(lambda xi: F.cross_entropy(model(xi), y), (x,), (t,))
+
+    def dual_tangent():  # BatchNorm's running statistics are in-place updates, which functorch refuses
+        import torch.autograd.forward_ad as fwAD
+
+        with torch.no_grad(), fwAD.dual_level():
+            fwAD.unpack_dual(F.cross_entropy(model(fwAD.make_dual(x, t)), y)).tangent
+
+    if spec.startswith("resnet:"):
+        tangent = dual_tangent
 
     r = {"step_us": 1e6 * median_seconds(step, min_time)}
     r["grad_us"] = 1e6 * median_seconds(grad, min_time)

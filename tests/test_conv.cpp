@@ -163,3 +163,62 @@ TEST(Conv2dLayer, ShapesNamesInitAndATinyNetsGradient) {
 }
 
 }  // namespace
+
+// float32 runs on oneDNN (forward, backward-data, backward-weights), float64 on im2col + GEMM:
+// the two paths agree on the value and on both gradients, over geometries that exercise each
+// of oneDNN's parameters (groups, stride, dilation, asymmetric "same" padding, a 1-channel image).
+TEST(Conv2d, OneDnnFloat32MatchesFloat64ReferenceInValueAndGradients) {
+  struct Geometry {
+    Shape x, w;
+    Conv2dOptions o;
+  };
+  Conv2dOptions strided, grouped, same, dilated;
+  strided.stride = {2, 2};
+  strided.padding = {1, 1};
+  grouped.groups = 4;
+  grouped.padding = {1, 0};
+  same.same_padding = true;  // an even kernel: the extra row/column goes bottom/right
+  dilated.dilation = {2, 3};
+  dilated.padding = {2, 1};
+  const std::vector<Geometry> geometries = {
+      {{4, 16, 12, 12}, {16, 16, 3, 3}, strided}, {{2, 8, 9, 7}, {12, 2, 3, 2}, grouped},
+      {{3, 5, 8, 8}, {6, 5, 2, 4}, same},          {{2, 1, 11, 10}, {8, 1, 3, 3}, dilated},
+  };
+  std::uint64_t seed = 100;
+  for (const Geometry& g : geometries) {
+    const Tensor x = rnd(g.x, seed++), w = rnd(g.w, seed++);
+    const Tensor y64 = conv2d(x, w, Tensor{}, g.o);
+    const Tensor ct = rnd(y64.shape(), seed++);
+    auto grads = [&](DType dt) {
+      auto [y, pull] = vjp([&](const std::vector<Tensor>& a) { return conv2d(a[0], a[1], Tensor{}, g.o); },
+                           std::vector<Tensor>{cast(x, dt), cast(w, dt)});
+      const std::vector<Tensor> gs = pull(cast(ct, dt));
+      return std::vector<Tensor>{y, gs[0], gs[1]};
+    };
+    const auto want = grads(DType::f64), got = grads(DType::f32);
+    for (int i = 0; i < 3; ++i) {
+      const double scale = max_abs_diff(want[static_cast<std::size_t>(i)], zeros_like(want[static_cast<std::size_t>(i)]));
+      EXPECT_LT(max_abs_diff(cast(got[static_cast<std::size_t>(i)], DType::f64), want[static_cast<std::size_t>(i)]), 1e-5 * scale)
+          << "output " << i << " of x " << g.x.str() << " w " << g.w.str();
+    }
+  }
+}
+
+// Per-example gradients of a conv layer: vmap(grad) folds the examples into the groups of one
+// weight-gradient call; it equals a loop of grad, in float32 (oneDNN) and float64.
+TEST(Conv2d, PerExampleWeightGradientsEqualALoopOfGrad) {
+  for (DType dt : {DType::f64, DType::f32}) {
+    const Tensor w = cast(rnd({6, 3, 3, 3}, 40), dt), xs = cast(rnd({5, 3, 8, 8}, 41), dt);
+    Conv2dOptions o;
+    o.padding = {1, 1};
+    auto loss = [o](const Tensor& ww, const Tensor& x) { return sum(square(tanh(conv2d(x, ww, Tensor{}, o)))); };
+    const Tensor per_example = vmap(grad(loss), {not_mapped, 0})(w, xs);
+    ASSERT_EQ(per_example.shape(), (Shape{5, 6, 3, 3, 3}));
+    for (std::int64_t b = 0; b < 5; ++b) {
+      const Tensor one = grad(loss)(w, squeeze(slice(xs, 0, b, b + 1), 0));
+      EXPECT_LT(max_abs_diff(cast(squeeze(slice(per_example, 0, b, b + 1), 0), DType::f64), cast(one, DType::f64)),
+                dt == DType::f64 ? 1e-12 : 1e-4)
+          << b;
+    }
+  }
+}

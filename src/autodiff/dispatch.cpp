@@ -191,6 +191,15 @@ Tensor eval_batch(const std::shared_ptr<Frame>& f, const Primitive& p, std::span
   std::size_t rank = 0;
   for (const auto& x : xs) rank = std::max(rank, x.shape().size());
   const std::int64_t B = f->batch_size;
+  if (p.batching == Batching::Rule) {
+    std::uint32_t batched = 0;
+    for (std::size_t i = 0; i < xs.size(); ++i) {
+      const bool mine = detail::is_traced_by(xs[i], f.get());
+      vals[i] = mine ? xs[i].impl()->primal : xs[i];
+      if (mine) batched |= 1u << i;
+    }
+    return detail::make_batch_tracer(f, p.batch_rule(vals, batched, params));
+  }
   bool per_example = false;
   for (std::size_t i = 0; i < xs.size(); ++i) {
     bool batched = detail::is_traced_by(xs[i], f.get());
@@ -211,6 +220,7 @@ Tensor eval_batch(const std::shared_ptr<Frame>& f, const Primitive& p, std::span
       case Batching::Materialize:
         vals[i] = batched ? v : broadcast_to(v, Shape{B} + v.shape());
         break;
+      case Batching::Rule: break;  // handled above
     }
   }
   if (per_example) {

@@ -35,6 +35,9 @@ const std::vector<BenchConfig>& bench_configs() {
       {"fmnist", "mlp:784-1024-1024-1024-10", 256},
       {"wide", "mlp:1024-4096-4096-10", 512},
       {"resmlp", "resmlp:784-256x15-10", 128},
+      // The convolutional recipe's network (`chainrule train --model resnet`) and ResNet-20.
+      {"resnet8", "resnet:1x28x28-16x1-32x1-64x1-10", 128},
+      {"resnet20", "resnet:1x28x28-16x3-32x3-64x3-10", 128},
   };
   return list;
 }
@@ -224,7 +227,7 @@ void run_bench(const BenchArgs& a) {
 void add_bench_command(CLI::App& app, int& exit_code) {
   auto args = std::make_shared<BenchArgs>();
   auto* cmd = app.add_subcommand("bench", "Time training steps, forward, gradient and JVP on the benchmark networks");
-  cmd->add_option("--config", args->configs, "Configurations (tiny, small, fmnist, wide, resmlp; default: all)")->delimiter(',');
+  cmd->add_option("--config", args->configs, "Configurations (tiny, small, fmnist, wide, resmlp, resnet8, resnet20; default: all)")->delimiter(',');
   cmd->add_option("--threads", args->threads, "Thread counts to try; the fastest is reported (default: 1,2)")->delimiter(',');
   cmd->add_option("--min-time", args->min_time, "Seconds to repeat each measurement for (the median is reported)")
       ->capture_default_str();

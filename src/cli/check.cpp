@@ -19,6 +19,7 @@ const char* batching_name(Batching b) {
     case Batching::Broadcast: return "broadcast";
     case Batching::Leading: return "leading";
     case Batching::Materialize: return "materialize";
+    case Batching::Rule: return "own rule";
   }
   return "?";
 }

@@ -1,15 +1,20 @@
-// Convolution: the sliding-window primitives im2col (unfold) and col2im (fold).
-// Both are linear and each is the other's adjoint, so their JVPs apply themselves to the tangent
-// and their VJPs apply the other: derivatives of every order follow. conv2d is a composition,
-// im2col then matmul with the weights reshaped to [O, C*kH*kW], so its VJP w.r.t. x is col2im of
-// a matmul (the transposed convolution) and w.r.t. w a matmul of the cotangent with the columns.
-// Groups are a batched matmul over the groups; conv_transpose2d is matmul then col2im.
+// Convolution. conv2d is three bilinear primitives that are each other's derivatives:
+//   conv2d(x, w) = y,  conv2d_input_grad(dy, w) = dx (the transposed convolution),
+//   conv2d_weight_grad(x, dy) = dw,
+// all three being the partial adjoints of one trilinear form <conv2d(x, w), y>. So each JVP is the
+// primitive itself applied to a tangent, and each VJP is one of the other two: derivatives of
+// every order follow. Forward kernels: oneDNN in float32, im2col + GEMM in float64 (kernels/conv.h).
+// Under vmap a batched image folds into the image axis, a batched weight into the groups (one
+// call, no loop over the batch): each primitive's batch rule below. conv_transpose2d is
+// conv2d_input_grad. im2col and col2im (unfold/fold) stay as primitives of their own: linear,
+// each the other's adjoint; average pooling uses im2col.
 // Static parameters are a typed struct carried in Params::typed (primitive.h).
 #include <fmt/format.h>
 
 #include <string>
 
 #include "chainrule/ops/conv.h"
+#include "kernels/conv.h"
 #include "kernels/kernels.h"
 #include "ops/cases.h"
 #include "ops/registry.h"
@@ -48,23 +53,14 @@ void validate(std::string_view op, const Window& g) {
     throw ShapeError(fmt::format("{}: kernel larger than the padded input (non-positive output size), {}", op, g.str()));
 }
 
-// Visits (channel-kernel row r, column l, input offset or -1 for padding) for one image.
+// The kernel-side shape of one image's windows over c channels.
+kernels::ConvShape window_shape(const Window& g, std::int64_t c) {
+  return {1, c, g.h, g.w, 0, g.kh, g.kw, g.oh(), g.ow(), g.o.stride,
+          g.o.padding, {g.o.padding[0] + g.extra[0], g.o.padding[1] + g.extra[1]}, g.o.dilation, 1};
+}
 template <class F>
 void windows(const Window& g, std::int64_t c, F&& f) {
-  const std::int64_t oh = g.oh(), ow = g.ow();
-  for (std::int64_t ch = 0; ch < c; ++ch)
-    for (std::int64_t i = 0; i < g.kh; ++i)
-      for (std::int64_t j = 0; j < g.kw; ++j) {
-        const std::int64_t r = (ch * g.kh + i) * g.kw + j;
-        for (std::int64_t y = 0; y < oh; ++y) {
-          const std::int64_t iy = y * g.o.stride[0] - g.o.padding[0] + i * g.o.dilation[0];
-          for (std::int64_t x = 0; x < ow; ++x) {
-            const std::int64_t ix = x * g.o.stride[1] - g.o.padding[1] + j * g.o.dilation[1];
-            const bool inside = iy >= 0 && iy < g.h && ix >= 0 && ix < g.w;
-            f(r * oh * ow + y * ow + x, inside ? (ch * g.h + iy) * g.w + ix : -1);
-          }
-        }
-      }
+  kernels::conv_windows(window_shape(g, c), c, f);
 }
 
 Tensor im2col_forward(std::span<const Tensor> x, const Params& p) {
@@ -127,6 +123,157 @@ Tensor col2im_w(const Tensor& x, const Window& g) {
   return bind(col2im_p, {x}, Params::with_attrs(g));
 }
 
+
+// ---- conv2d and its two adjoints ---------------------------------------------------------------
+
+// A convolution's geometry: its window (input image size, kernel, options with the groups) and
+// channel counts, so each of the three primitives knows the shape of what it makes.
+struct ConvGeom {
+  Window win;
+  std::int64_t c, o;  // input and output channels
+
+  kernels::ConvShape kernel_shape(std::int64_t n) const {
+    return {n, c, win.h, win.w, o, win.kh, win.kw, win.oh(), win.ow(), win.o.stride, win.o.padding,
+            {win.o.padding[0] + win.extra[0], win.o.padding[1] + win.extra[1]}, win.o.dilation, win.o.groups};
+  }
+  Shape image() const { return {c, win.h, win.w}; }
+  Shape output() const { return {o, win.oh(), win.ow()}; }
+  Shape weight() const { return {o, c / win.o.groups, win.kh, win.kw}; }
+  // The same convolution with other channel counts and groups (a batch folded into the groups).
+  ConvGeom with(std::int64_t c2, std::int64_t o2, std::int64_t groups) const {
+    ConvGeom g = *this;
+    g.c = c2, g.o = o2, g.win.o.groups = groups;
+    return g;
+  }
+};
+
+}  // namespace
+extern const Primitive conv2d_p;
+extern const Primitive conv2d_input_grad_p;
+extern const Primitive conv2d_weight_grad_p;
+namespace {
+
+Tensor conv_b(const Tensor& x, const Tensor& w, const ConvGeom& g) { return bind(conv2d_p, {x, w}, Params::with_attrs(g)); }
+Tensor input_grad_b(const Tensor& dy, const Tensor& w, const ConvGeom& g) {
+  return bind(conv2d_input_grad_p, {dy, w}, Params::with_attrs(g));
+}
+Tensor weight_grad_b(const Tensor& x, const Tensor& dy, const ConvGeom& g) {
+  return bind(conv2d_weight_grad_p, {x, dy}, Params::with_attrs(g));
+}
+
+void expect(std::string_view op, std::string_view what, const Tensor& t, const Shape& want) {
+  if (t.shape() != want)
+    throw ShapeError(fmt::format("{}: {} must be {}, got {}", op, what, want.str(), t.shape().str()));
+}
+std::int64_t images(std::string_view op, std::string_view what, const Tensor& t, const Shape& per_image) {
+  if (t.dim() != 4) throw ShapeError(fmt::format("{}: {} must be [N, {}], got {}", op, what, per_image.str(), t.shape().str()));
+  const std::int64_t n = t.shape()[0];
+  expect(op, what, t, Shape{n} + per_image);
+  return n;
+}
+
+Tensor conv_forward(std::span<const Tensor> x, const Params& p) {
+  const ConvGeom& g = p.attrs<ConvGeom>();
+  const std::int64_t n = images("conv2d", "x", x[0], g.image());
+  expect("conv2d", "weight", x[1], g.weight());
+  Tensor y = empty(Shape{n} + g.output(), x[0].dtype());
+  kernels::dispatch_float(x[0].dtype(), "conv2d", [&](auto tag) {
+    using T = decltype(tag);
+    kernels::conv2d_forward(g.kernel_shape(n), kernels::in<T>(x[0]), kernels::in<T>(x[1]), kernels::out<T>(y));
+    return 0;
+  });
+  return y;
+}
+Tensor input_grad_forward(std::span<const Tensor> x, const Params& p) {
+  const ConvGeom& g = p.attrs<ConvGeom>();
+  const std::int64_t n = images("conv2d_input_grad", "dy", x[0], g.output());
+  expect("conv2d_input_grad", "weight", x[1], g.weight());
+  Tensor dx = empty(Shape{n} + g.image(), x[0].dtype());
+  kernels::dispatch_float(x[0].dtype(), "conv2d_input_grad", [&](auto tag) {
+    using T = decltype(tag);
+    kernels::conv2d_backward_data(g.kernel_shape(n), kernels::in<T>(x[0]), kernels::in<T>(x[1]), kernels::out<T>(dx));
+    return 0;
+  });
+  return dx;
+}
+Tensor weight_grad_forward(std::span<const Tensor> x, const Params& p) {
+  const ConvGeom& g = p.attrs<ConvGeom>();
+  const std::int64_t n = images("conv2d_weight_grad", "x", x[0], g.image());
+  expect("conv2d_weight_grad", "dy", x[1], Shape{n} + g.output());
+  Tensor dw = empty(g.weight(), x[0].dtype());
+  kernels::dispatch_float(x[0].dtype(), "conv2d_weight_grad", [&](auto tag) {
+    using T = decltype(tag);
+    kernels::conv2d_backward_weights(g.kernel_shape(n), kernels::in<T>(x[0]), kernels::in<T>(x[1]), kernels::out<T>(dw));
+    return 0;
+  });
+  return dw;
+}
+
+// Batch-rule helpers; t's batch axis is in front.
+constexpr bool bit(std::uint32_t batched, int i) { return (batched >> i) & 1u; }
+// [B, N, C, H, W] -> [B*N, C, H, W]: the examples become more images.
+Tensor fold_into_images(const Tensor& t) {
+  const Shape& s = t.shape();
+  return reshape(t, {s[0] * s[1], s[2], s[3], s[4]});
+}
+Tensor unfold_images(const Tensor& t, std::int64_t b, std::int64_t n) {
+  const Shape& s = t.shape();
+  return reshape(t, {b, n, s[1], s[2], s[3]});
+}
+// [B, N, C, H, W] -> [N, B*C, H, W]: each example's channels become a group of their own.
+Tensor fold_into_channels(const Tensor& t) {
+  const Shape& s = t.shape();
+  return reshape(permute(t, {1, 0, 2, 3, 4}), {s[1], s[0] * s[2], s[3], s[4]});
+}
+Tensor unfold_channels(const Tensor& t, std::int64_t b, std::int64_t c) {
+  const Shape& s = t.shape();
+  return permute(reshape(t, {s[0], b, c, s[2], s[3]}), {1, 0, 2, 3, 4});
+}
+Tensor with_batch(const Tensor& t, bool batched, std::int64_t b) { return batched ? t : broadcast_to(t, Shape{b} + t.shape()); }
+// [B, O, C/g, kH, kW] -> [B*O, C/g, kH, kW], and back.
+Tensor fold_weight(const Tensor& w) {
+  const Shape& s = w.shape();
+  return reshape(w, {s[0] * s[1], s[2], s[3], s[4]});
+}
+Tensor unfold_weight(const Tensor& w, std::int64_t b, std::int64_t o) {
+  const Shape& s = w.shape();
+  return reshape(w, {b, o, s[1], s[2], s[3]});
+}
+
+Tensor conv_batch(std::span<const Tensor> x, std::uint32_t batched, const Params& p) {
+  const ConvGeom& g = p.attrs<ConvGeom>();
+  const std::int64_t groups = g.win.o.groups;
+  if (!bit(batched, 1)) return unfold_images(conv_b(fold_into_images(x[0]), x[1], g), x[0].shape()[0], x[0].shape()[1]);
+  const std::int64_t b = x[1].shape()[0];
+  if (!bit(batched, 0) && groups == 1)  // every example's filters over the same images: one wider conv
+    return unfold_channels(conv_b(x[0], fold_weight(x[1]), g.with(g.c, b * g.o, 1)), b, g.o);
+  return unfold_channels(conv_b(fold_into_channels(with_batch(x[0], bit(batched, 0), b)), fold_weight(x[1]),
+                                g.with(b * g.c, b * g.o, b * groups)),
+                         b, g.o);
+}
+Tensor input_grad_batch(std::span<const Tensor> x, std::uint32_t batched, const Params& p) {
+  const ConvGeom& g = p.attrs<ConvGeom>();
+  if (!bit(batched, 1)) return unfold_images(input_grad_b(fold_into_images(x[0]), x[1], g), x[0].shape()[0], x[0].shape()[1]);
+  const std::int64_t b = x[1].shape()[0];
+  return unfold_channels(input_grad_b(fold_into_channels(with_batch(x[0], bit(batched, 0), b)), fold_weight(x[1]),
+                                      g.with(b * g.c, b * g.o, b * g.win.o.groups)),
+                         b, g.c);
+}
+Tensor weight_grad_batch(std::span<const Tensor> x, std::uint32_t batched, const Params& p) {
+  const ConvGeom& g = p.attrs<ConvGeom>();
+  const bool bx = bit(batched, 0), bdy = bit(batched, 1);
+  const std::int64_t b = bx ? x[0].shape()[0] : x[1].shape()[0];
+  if (g.win.o.groups == 1 && !bx)  // one image batch, each example's output channels apart
+    return unfold_weight(weight_grad_b(x[0], fold_into_channels(x[1]), g.with(g.c, b * g.o, 1)), b, g.o);
+  if (g.win.o.groups == 1 && !bdy) {  // [O, B*C, kH, kW] -> [B, O, C, kH, kW]
+    const Tensor dw = weight_grad_b(fold_into_channels(x[0]), x[1], g.with(b * g.c, g.o, 1));
+    return permute(reshape(dw, {g.o, b, g.c, g.win.kh, g.win.kw}), {1, 0, 2, 3, 4});
+  }
+  return unfold_weight(weight_grad_b(fold_into_channels(with_batch(x[0], bx, b)), fold_into_channels(with_batch(x[1], bdy, b)),
+                                     g.with(b * g.c, b * g.o, b * g.win.o.groups)),
+                       b, g.o);
+}
+
 using cases::Domain;
 Tensor s(Shape sh, std::uint64_t seed) { return cases::sample(sh, Domain::Real, seed); }
 
@@ -150,26 +297,7 @@ const Primitive im2col_p{
           cases::single("[2,4,4] k2 pad1", {s({2, 4, 4}, 1)}, [pad1](auto x) { return im2col(x[0], 2, 2, pad1); }),
           cases::single("[2,1,5,4] k3x2 stride(2,1) dil(1,2)", {s({2, 1, 5, 4}, 2)},
                         [strided](auto x) { return im2col(x[0], 3, 2, strided); }),
-          cases::single("conv2d [2,2,4,4] w[3,2,3,3] b[3] pad1", {s({2, 2, 4, 4}, 3), s({3, 2, 3, 3}, 4), s({3}, 5)},
-                        [pad1](auto x) { return conv2d(x[0], x[1], x[2], pad1); }),
-          cases::single("conv2d [1,1,5,4] w[2,1,3,2] strided dilated", {s({1, 1, 5, 4}, 6), s({2, 1, 3, 2}, 7)},
-                        [strided](auto x) { return conv2d(x[0], x[1], Tensor{}, strided); }),
           cases::single("[0,1,3,3] empty batch", {s({0, 1, 3, 3}, 8)}, [](auto x) { return im2col(x[0], 2, 2); }),
-          cases::single("conv2d groups2 [1,4,4,4] w[6,2,3,2] b[6]", {s({1, 4, 4, 4}, 20), s({6, 2, 3, 2}, 21), s({6}, 22)},
-                        [](auto x) {
-                          Conv2dOptions o;
-                          o.groups = 2;
-                          o.stride = {1, 2};
-                          return conv2d(x[0], x[1], x[2], o);
-                        }),
-          cases::single("conv2d same [1,2,4,5] w[2,1,2,3] groups2 dil(2,1)", {s({1, 2, 4, 5}, 23), s({2, 1, 2, 3}, 24)},
-                        [](auto x) {
-                          Conv2dOptions o;
-                          o.groups = 2;
-                          o.same_padding = true;
-                          o.dilation = {2, 1};
-                          return conv2d(x[0], x[1], Tensor{}, o);
-                        }),
           cases::single("avg_pool2d [2,5,5] k3 stride2 pad1", {s({2, 5, 5}, 25)},
                         [](auto x) { return avg_pool2d(x[0], {3, 3}, {2, 2}, {1, 1}); }),
           cases::single("[1,2,6,6] k2 stride2 medium", {s({1, 2, 6, 6}, 9)}, [](auto x) {
@@ -197,6 +325,109 @@ const Primitive col2im_p{
           cases::single("[2,3,6] -> [2,1,4,3] k3x1", {s({2, 3, 6}, 12)}, [](auto x) { return col2im(x[0], 4, 3, 3, 1); }),
           cases::single("[0,4,4] -> [0,1,3,3] empty", {s({0, 4, 4}, 13)}, [](auto x) { return col2im(x[0], 3, 3, 2, 2); }),
           cases::single("[1,1,9] -> [1,1,3,3] k1 size-1", {s({1, 1, 9}, 14)}, [](auto x) { return col2im(x[0], 3, 3, 1, 1); }),
+          cases::single("[8,16] -> [2,8,8] k2 stride2 medium", {s({8, 16}, 15)}, [](auto x) {
+            Conv2dOptions o;
+            o.stride = {2, 2};
+            return col2im(x[0], 8, 8, 2, 2, o);
+          }),
+      };
+    },
+};
+
+namespace {
+ConvGeom conv_geometry(const Tensor& x, const Tensor& weight, const Tensor& bias, const Conv2dOptions& opts);
+ConvGeom transpose_geometry(const Tensor& x, const Tensor& weight, const Tensor& bias, const ConvTranspose2dOptions& o);
+// A sample for one of conv2d's adjoints: the conv2d of an x of shape xs and a weight of shape ws
+// fixes the geometry; the case's inputs are two of (x, w, dy), chosen by `pick`.
+template <class Make>
+OpCase adjoint_case(std::string label, Shape xs, Shape ws, Conv2dOptions o, std::uint64_t seed, Make make) {
+  const Tensor x = s(xs, seed), w = s(ws, seed + 1);
+  const ConvGeom g = conv_geometry(x, w, Tensor{}, o);
+  const Tensor dy = s(Shape{xs[0]} + g.output(), seed + 2);
+  return make(std::move(label), x, w, dy, g);
+}
+OpCase input_grad_case(std::string label, Shape xs, Shape ws, Conv2dOptions o, std::uint64_t seed) {
+  return adjoint_case(std::move(label), xs, ws, o, seed, [](std::string l, const Tensor&, const Tensor& w, const Tensor& dy, const ConvGeom& g) {
+    return cases::single(std::move(l), {dy, w}, [g](auto in) { return input_grad_b(in[0], in[1], g); });
+  });
+}
+OpCase weight_grad_case(std::string label, Shape xs, Shape ws, Conv2dOptions o, std::uint64_t seed) {
+  return adjoint_case(std::move(label), xs, ws, o, seed, [](std::string l, const Tensor& x, const Tensor&, const Tensor& dy, const ConvGeom& g) {
+    return cases::single(std::move(l), {x, dy}, [g](auto in) { return weight_grad_b(in[0], in[1], g); });
+  });
+}
+Conv2dOptions options(std::array<std::int64_t, 2> stride, std::array<std::int64_t, 2> padding, std::array<std::int64_t, 2> dilation,
+                      std::int64_t groups, bool same = false) {
+  Conv2dOptions o;
+  o.stride = stride, o.padding = padding, o.dilation = dilation, o.groups = groups, o.same_padding = same;
+  return o;
+}
+}  // namespace
+
+const Primitive conv2d_p{
+    .name = "conv2d",
+    .forward = conv_forward,
+    .jvp = [](int i, const Tensor& t, const Ctx& c) {
+      const ConvGeom& g = c.p.attrs<ConvGeom>();
+      return i == 0 ? conv_b(t, c.x[1], g) : conv_b(c.x[0], t, g);
+    },
+    .vjp = [](int i, const Tensor& ct, const Ctx& c) {
+      const ConvGeom& g = c.p.attrs<ConvGeom>();
+      return i == 0 ? input_grad_b(ct, c.x[1], g) : weight_grad_b(c.x[0], ct, g);
+    },
+    .batching = Batching::Rule,
+    .batch_rule = conv_batch,
+    .saves = kSaveInputs,
+    .cases = [] {
+      Conv2dOptions pad1;
+      pad1.padding = {1, 1};
+      Conv2dOptions strided;
+      strided.stride = {2, 1};
+      strided.dilation = {1, 2};
+      strided.padding = {0, 1};
+      return std::vector<OpCase>{
+          cases::single("conv2d [2,2,4,4] w[3,2,3,3] b[3] pad1", {s({2, 2, 4, 4}, 3), s({3, 2, 3, 3}, 4), s({3}, 5)},
+                        [pad1](auto x) { return conv2d(x[0], x[1], x[2], pad1); }),
+          cases::single("conv2d [1,1,5,4] w[2,1,3,2] strided dilated", {s({1, 1, 5, 4}, 6), s({2, 1, 3, 2}, 7)},
+                        [strided](auto x) { return conv2d(x[0], x[1], Tensor{}, strided); }),
+          cases::single("conv2d groups2 [1,4,4,4] w[6,2,3,2] b[6]", {s({1, 4, 4, 4}, 20), s({6, 2, 3, 2}, 21), s({6}, 22)},
+                        [](auto x) {
+                          Conv2dOptions o;
+                          o.groups = 2;
+                          o.stride = {1, 2};
+                          return conv2d(x[0], x[1], x[2], o);
+                        }),
+          cases::single("conv2d same [1,2,4,5] w[2,1,2,3] groups2 dil(2,1)", {s({1, 2, 4, 5}, 23), s({2, 1, 2, 3}, 24)},
+                        [](auto x) {
+                          Conv2dOptions o;
+                          o.groups = 2;
+                          o.same_padding = true;
+                          o.dilation = {2, 1};
+                          return conv2d(x[0], x[1], Tensor{}, o);
+                        }),
+          cases::single("conv2d [0,1,3,3] empty batch w[2,1,2,2]", {s({0, 1, 3, 3}, 26), s({2, 1, 2, 2}, 27)},
+                        [](auto x) { return conv2d(x[0], x[1]); }),
+      };
+    },
+};
+
+// dx from dy and the weights: the transposed convolution (conv_transpose2d is this primitive).
+const Primitive conv2d_input_grad_p{
+    .name = "conv2d_input_grad",
+    .forward = input_grad_forward,
+    .jvp = [](int i, const Tensor& t, const Ctx& c) {
+      const ConvGeom& g = c.p.attrs<ConvGeom>();
+      return i == 0 ? input_grad_b(t, c.x[1], g) : input_grad_b(c.x[0], t, g);
+    },
+    .vjp = [](int i, const Tensor& ct, const Ctx& c) {
+      const ConvGeom& g = c.p.attrs<ConvGeom>();
+      return i == 0 ? conv_b(ct, c.x[1], g) : weight_grad_b(ct, c.x[0], g);
+    },
+    .batching = Batching::Rule,
+    .batch_rule = input_grad_batch,
+    .saves = kSaveInputs,
+    .cases = [] {
+      return std::vector<OpCase>{
           cases::single("conv_transpose2d [1,2,3,3] w[2,2,3,3] b[2] stride2 pad1 out_pad1",
                         {s({1, 2, 3, 3}, 16), s({2, 2, 3, 3}, 17), s({2}, 18)}, [](auto x) {
                           ConvTranspose2dOptions o;
@@ -211,11 +442,38 @@ const Primitive col2im_p{
             o.dilation = {1, 2};
             return conv_transpose2d(x[0], x[1], Tensor{}, o);
           }),
-          cases::single("[8,16] -> [2,8,8] k2 stride2 medium", {s({8, 16}, 15)}, [](auto x) {
-            Conv2dOptions o;
-            o.stride = {2, 2};
-            return col2im(x[0], 8, 8, 2, 2, o);
-          }),
+          input_grad_case("dy of x[2,3,5,5] w[4,3,3,3] pad1 medium", {2, 3, 5, 5}, {4, 3, 3, 3}, options({1, 1}, {1, 1}, {1, 1}, 1), 40),
+          input_grad_case("dy of x[0,2,4,4] w[3,2,2,2] empty batch", {0, 2, 4, 4}, {3, 2, 2, 2}, {}, 43),
+          input_grad_case("dy of x[1,6,5,5] w[3,2,3,3] groups3 stride2", {1, 6, 5, 5}, {3, 2, 3, 3}, options({2, 2}, {0, 0}, {1, 1}, 3), 46),
+          input_grad_case("dy of x[1,2,4,5] w[2,2,2,2] same", {1, 2, 4, 5}, {2, 2, 2, 2}, options({1, 1}, {0, 0}, {1, 1}, 1, true), 49),
+      };
+    },
+};
+
+// dw from the images and dy, summed over the images.
+const Primitive conv2d_weight_grad_p{
+    .name = "conv2d_weight_grad",
+    .forward = weight_grad_forward,
+    .jvp = [](int i, const Tensor& t, const Ctx& c) {
+      const ConvGeom& g = c.p.attrs<ConvGeom>();
+      return i == 0 ? weight_grad_b(t, c.x[1], g) : weight_grad_b(c.x[0], t, g);
+    },
+    .vjp = [](int i, const Tensor& ct, const Ctx& c) {
+      const ConvGeom& g = c.p.attrs<ConvGeom>();
+      return i == 0 ? input_grad_b(c.x[1], ct, g) : conv_b(c.x[0], ct, g);
+    },
+    .batching = Batching::Rule,
+    .batch_rule = weight_grad_batch,
+    .saves = kSaveInputs,
+    .cases = [] {
+      return std::vector<OpCase>{
+          weight_grad_case("x[2,2,4,4] w[3,2,3,3] pad0", {2, 2, 4, 4}, {3, 2, 3, 3}, {}, 30),
+          weight_grad_case("x[1,1,5,4] w[2,1,3,2] strided dilated", {1, 1, 5, 4}, {2, 1, 3, 2}, options({2, 1}, {1, 0}, {1, 2}, 1), 33),
+          weight_grad_case("x[2,4,3,3] w[4,2,2,2] groups2 pad1", {2, 4, 3, 3}, {4, 2, 2, 2}, options({1, 1}, {1, 1}, {1, 1}, 2), 36),
+          weight_grad_case("x[2,3,6,6] w[4,3,3,3] pad1 medium", {2, 3, 6, 6}, {4, 3, 3, 3}, options({1, 1}, {1, 1}, {1, 1}, 1), 50),
+          weight_grad_case("x[0,2,4,4] w[3,2,2,2] empty batch", {0, 2, 4, 4}, {3, 2, 2, 2}, {}, 53),
+          weight_grad_case("x[1,2,4,5] w[2,1,2,3] same groups2 dil(2,1)", {1, 2, 4, 5}, {2, 1, 2, 3}, options({1, 1}, {0, 0}, {2, 1}, 2, true),
+                           56),
       };
     },
 };
@@ -234,7 +492,8 @@ namespace {
 std::string bias_str(const Tensor& b) { return b.defined() ? b.shape().str() : std::string("none"); }
 }  // namespace
 
-Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, const Conv2dOptions& opts) {
+namespace {
+ConvGeom conv_geometry(const Tensor& x, const Tensor& weight, const Tensor& bias, const Conv2dOptions& opts) {
   const Shape& xs = x.shape();
   const Shape& ws = weight.shape();
   const std::int64_t g = opts.groups;
@@ -267,24 +526,12 @@ Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, const C
     }
   }
   validate("conv2d", win);
-  const Shape lead = xs.slice(0, xs.size() - 3);
-  const std::int64_t kk = ws[1] * ws[2] * ws[3], l = win.oh() * win.ow();
-  Tensor cols = im2col_w(x, win);  // [..., C*kH*kW, L], rows channel-major, so each group's rows are contiguous
-  Tensor y;
-  if (g == 1) {
-    y = matmul(reshape(weight, {out_c, kk}), cols);  // [..., O, L]
-  } else {
-    // [g, O/g, K] @ [..., g, K, L] -> [..., g, O/g, L]: one GEMM per group.
-    y = matmul(reshape(weight, {g, out_c / g, kk}), reshape(cols, lead + Shape{g, kk, l}));
-  }
-  y = reshape(y, lead + Shape{out_c, win.oh(), win.ow()});
-  if (bias.defined()) y = add(y, reshape(bias, {out_c, 1, 1}));
-  return y;
+  return ConvGeom{win, c, out_c};
 }
 
-// The transpose of conv2d: each input pixel's channels times the weights give a column of
-// kernel-sized patches (a matmul), and col2im sums the overlapping patches into the output.
-Tensor conv_transpose2d(const Tensor& x, const Tensor& weight, const Tensor& bias, const ConvTranspose2dOptions& o) {
+// conv_transpose2d(x, w) is conv2d_input_grad of the conv2d that maps its output (oH x oW, C_out
+// channels) back to x (H x W, C_in channels), whose weights [C_in, C_out/groups, kH, kW] are w.
+ConvGeom transpose_geometry(const Tensor& x, const Tensor& weight, const Tensor& bias, const ConvTranspose2dOptions& o) {
   const Shape& xs = x.shape();
   const Shape& ws = weight.shape();
   const std::int64_t g = o.groups;
@@ -317,27 +564,46 @@ Tensor conv_transpose2d(const Tensor& x, const Tensor& weight, const Tensor& bia
   if (oh <= 0 || ow <= 0)
     throw ShapeError(fmt::format("conv_transpose2d: non-positive output size {}x{}, {}", oh, ow, describe()));
   Conv2dOptions co;
+  co.groups = g;
   co.stride = o.stride;
   co.padding = o.padding;
   co.dilation = o.dilation;
   const Window win{oh, ow, ws[2], ws[3], co, {0, 0}};  // the conv2d whose adjoint this is: oh x ow -> h x w
   validate("conv_transpose2d", win);
-  const Shape lead = xs.slice(0, xs.size() - 3);
-  const std::int64_t kk = ws[1] * ws[2] * ws[3];
-  Tensor cols;
-  if (g == 1) {
-    cols = matmul(reshape(weight, {c_in, kk}), reshape(x, lead + Shape{c_in, h * w}), true, false);  // [..., C_out*kH*kW, HW]
-  } else {
-    // [g, C_in/g, K]ᵀ @ [..., g, C_in/g, HW] -> [..., g, K, HW]; rows group-major as col2im expects.
-    cols = matmul(reshape(weight, {g, c_in / g, kk}), reshape(x, lead + Shape{g, c_in / g, h * w}), true, false);
-    cols = reshape(cols, lead + Shape{g * kk, h * w});
-  }
-  Tensor y = col2im_w(cols, win);
-  if (bias.defined()) y = add(y, reshape(bias, {out_c, 1, 1}));
-  return y;
+  return ConvGeom{win, out_c, c_in};
 }
 
-const Primitive* const kConvPrimitives[] = {&im2col_p, &col2im_p};
+// x [..., C, H, W] as [N, C, H, W], the primitives' layout.
+Tensor as_images(const Tensor& x) {
+  const Shape& s = x.shape();
+  return x.dim() == 4 ? x : reshape(x, {s.slice(0, s.size() - 3).numel(), s[s.size() - 3], s[s.size() - 2], s[s.size() - 1]});
+}
+Tensor with_lead(const Tensor& y, const Tensor& x, const Tensor& bias) {
+  const Shape& s = x.shape();
+  const Shape& ys = y.shape();
+  Tensor out = x.dim() == 4 ? y : reshape(y, s.slice(0, s.size() - 3) + ys.slice(1, 4));
+  return bias.defined() ? add(out, reshape(bias, {ys[1], 1, 1})) : out;
+}
+// Mixed dtypes promote as in the other binary ops.
+std::pair<Tensor, Tensor> promoted(const Tensor& x, const Tensor& w) {
+  const DType t = promote_types(x.dtype(), w.dtype());
+  return {x.dtype() == t ? x : cast(x, t), w.dtype() == t ? w : cast(w, t)};
+}
+}  // namespace
+
+Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, const Conv2dOptions& opts) {
+  const ConvGeom g = conv_geometry(x, weight, bias, opts);
+  const auto [xp, wp] = promoted(x, weight);
+  return with_lead(conv_b(as_images(xp), wp, g), x, bias);
+}
+
+Tensor conv_transpose2d(const Tensor& x, const Tensor& weight, const Tensor& bias, const ConvTranspose2dOptions& o) {
+  const ConvGeom g = transpose_geometry(x, weight, bias, o);
+  const auto [xp, wp] = promoted(x, weight);
+  return with_lead(input_grad_b(as_images(xp), wp, g), x, bias);
+}
+
+const Primitive* const kConvPrimitives[] = {&im2col_p, &col2im_p, &conv2d_p, &conv2d_input_grad_p, &conv2d_weight_grad_p};
 std::span<const Primitive* const> conv_primitives() { return kConvPrimitives; }
 
 }  // namespace chainrule

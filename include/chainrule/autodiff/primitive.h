@@ -72,6 +72,7 @@ enum class Batching : std::uint8_t {
   Leading,      // only input 0 batches in one call (reshape, gather, ...); a batched secondary
                 // input (per-example gather indices) makes vmap run the primitive per example
   Materialize,  // unbatched inputs are broadcast to carry the batch axis too (concat, losses)
+  Rule,         // the primitive's own `batch_rule` (conv folds the batch into images or groups)
 };
 
 enum Saves : std::uint8_t { kSaveNone = 0, kSaveInputs = 1, kSaveOutput = 2 };
@@ -92,6 +93,9 @@ struct Primitive {
   // inputs with `needed[i]` are used; the others may be left undefined.
   std::vector<Tensor> (*vjp_all)(const Tensor& out_ct, const Ctx& c, const std::vector<bool>& needed) = nullptr;
   Batching batching = Batching::Broadcast;
+  // With Batching::Rule: the output, batch axis in front, from the inputs, of which those with bit
+  // i of `batched` set carry the batch axis in front (JAX's batching rule). Written with ops.
+  Tensor (*batch_rule)(std::span<const Tensor> x, std::uint32_t batched, const Params& p) = nullptr;
   std::uint8_t saves = kSaveInputs;
   // Sample inputs for the generated derivative tests and `chainrule check`.
   std::vector<OpCase> (*cases)() = nullptr;

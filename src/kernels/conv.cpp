@@ -1,0 +1,233 @@
+// Convolution kernels (kernels/conv.h). float32: oneDNN's direct convolutions, one cached plan per
+// shape and thread count. oneDNN's fast kernels want blocked layouts (nChw16c, OIhw16i16o), so a
+// plan reorders the plain NCHW/OIHW buffers in and out around the call; measured on 128×16×28×28
+// 3×3 convolutions the blocked kernels are 2–5× faster than oneDNN's own plain-layout GEMM path,
+// which more than pays for the reorders. float64 (and any shape oneDNN only has a reference kernel
+// for) runs im2col + GEMM per image.
+#include "kernels/conv.h"
+
+#include <omp.h>
+
+#include <dnnl.hpp>
+#include <memory>
+#include <unordered_map>
+#include <vector>
+
+#include "kernels/kernels.h"
+
+namespace chainrule::kernels {
+
+namespace {
+
+// ---- Reference path: im2col + GEMM per image and group ----------------------------------------
+
+template <class T>
+struct Ref {
+  const ConvShape& s;
+  std::int64_t og = s.o / s.groups, cg = s.c / s.groups, k = cg * s.kh * s.kw, l = s.oh * s.ow;
+  std::vector<T> cols = std::vector<T>(static_cast<std::size_t>(s.c * s.kh * s.kw * l));
+
+  void im2col(const T* x) {
+    conv_windows(s, s.c, [&](std::int64_t r, std::int64_t src) { cols[r] = src < 0 ? T(0) : x[src]; });
+  }
+  void forward(const T* x, const T* w, T* y) {
+    for (std::int64_t b = 0; b < s.n; ++b) {
+      im2col(x + b * s.c * s.h * s.w);
+      for (std::int64_t g = 0; g < s.groups; ++g)
+        gemm(false, false, og, l, k, T(1), w + g * og * k, k, cols.data() + g * k * l, l, T(0), y + (b * s.o + g * og) * l, l);
+    }
+  }
+  void backward_data(const T* dy, const T* w, T* dx) {
+    for (std::int64_t b = 0; b < s.n; ++b) {
+      for (std::int64_t g = 0; g < s.groups; ++g)
+        gemm(true, false, k, l, og, T(1), w + g * og * k, k, dy + (b * s.o + g * og) * l, l, T(0), cols.data() + g * k * l, l);
+      T* out = dx + b * s.c * s.h * s.w;
+      std::fill(out, out + s.c * s.h * s.w, T(0));
+      conv_windows(s, s.c, [&](std::int64_t r, std::int64_t dst) {
+        if (dst >= 0) out[dst] += cols[r];
+      });
+    }
+  }
+  void backward_weights(const T* x, const T* dy, T* dw) {
+    std::fill(dw, dw + s.o * k, T(0));
+    for (std::int64_t b = 0; b < s.n; ++b) {
+      im2col(x + b * s.c * s.h * s.w);
+      for (std::int64_t g = 0; g < s.groups; ++g)
+        gemm(false, true, og, k, l, T(1), dy + (b * s.o + g * og) * l, l, cols.data() + g * k * l, l, T(1), dw + g * og * k, k);
+    }
+  }
+};
+
+// ---- oneDNN path ------------------------------------------------------------------------------
+
+enum class Kind : int { Forward, BackwardData, BackwardWeights };
+
+struct PlanKey {
+  Kind kind;
+  ConvShape s;
+  int threads;
+  bool operator==(const PlanKey&) const = default;
+};
+struct PlanKeyHash {
+  std::size_t operator()(const PlanKey& k) const {
+    const ConvShape& s = k.s;
+    std::size_t h = static_cast<std::size_t>(k.kind) * 31 + static_cast<std::size_t>(k.threads);
+    for (std::int64_t v : {s.n, s.c, s.h, s.w, s.o, s.kh, s.kw, s.oh, s.ow, s.stride[0], s.stride[1], s.pad_begin[0], s.pad_begin[1],
+                           s.pad_end[0], s.pad_end[1], s.dilation[0], s.dilation[1], s.groups})
+      h = h * 1000003u ^ static_cast<std::size_t>(v);
+    return h;
+  }
+};
+
+dnnl::engine& engine() {
+  static dnnl::engine e(dnnl::engine::kind::cpu, 0);
+  return e;
+}
+
+// One of a plan's three tensors: the caller's plain buffer and, when the primitive chose another
+// layout, a buffer of that layout with the reorder between them.
+struct Operand {
+  int arg = 0;
+  dnnl::memory user;
+  dnnl::memory inner;
+  dnnl::reorder reorder;  // user -> inner for inputs, inner -> user for the output
+  bool reordered = false;
+
+  Operand(int a, const dnnl::memory::desc& plain, const dnnl::memory::desc& chosen, bool is_output) : arg(a) {
+    user = dnnl::memory(plain, engine(), DNNL_MEMORY_NONE);
+    reordered = plain != chosen;
+    if (reordered) {
+      inner = dnnl::memory(chosen, engine());
+      reorder = is_output ? dnnl::reorder(inner, user) : dnnl::reorder(user, inner);
+    }
+  }
+  dnnl::memory& used() { return reordered ? inner : user; }
+};
+
+struct Plan {
+  bool usable = false;  // false: oneDNN has only its reference kernel here; use ours
+  dnnl::primitive primitive;
+  std::vector<Operand> ops;  // two inputs, then the output
+
+  void run(dnnl::stream& st, const void* a, const void* b, void* out) {
+    ops[0].user.set_data_handle(const_cast<void*>(a));
+    ops[1].user.set_data_handle(const_cast<void*>(b));
+    ops[2].user.set_data_handle(out);
+    for (int i = 0; i < 2; ++i)
+      if (ops[i].reordered) ops[i].reorder.execute(st, ops[i].user, ops[i].inner);
+    primitive.execute(st, {{ops[0].arg, ops[0].used()}, {ops[1].arg, ops[1].used()}, {ops[2].arg, ops[2].used()}});
+    if (ops[2].reordered) ops[2].reorder.execute(st, ops[2].inner, ops[2].user);
+    st.wait();
+  }
+};
+
+std::unique_ptr<Plan> make_plan(const PlanKey& key) {
+  using md = dnnl::memory::desc;
+  using tag = dnnl::memory::format_tag;
+  const auto f32 = dnnl::memory::data_type::f32;
+  const ConvShape& s = key.s;
+  const dnnl::memory::dims src{s.n, s.c, s.h, s.w}, dst{s.n, s.o, s.oh, s.ow};
+  const dnnl::memory::dims wei = s.groups == 1 ? dnnl::memory::dims{s.o, s.c, s.kh, s.kw}
+                                               : dnnl::memory::dims{s.groups, s.o / s.groups, s.c / s.groups, s.kh, s.kw};
+  const dnnl::memory::dims strides{s.stride[0], s.stride[1]}, dil{s.dilation[0] - 1, s.dilation[1] - 1};
+  const dnnl::memory::dims pl{s.pad_begin[0], s.pad_begin[1]}, pr{s.pad_end[0], s.pad_end[1]};
+  const md src_plain(src, f32, tag::nchw), dst_plain(dst, f32, tag::nchw);
+  const md wei_plain(wei, f32, s.groups == 1 ? tag::oihw : tag::goihw);
+  const md src_any(src, f32, tag::any), dst_any(dst, f32, tag::any), wei_any(wei, f32, tag::any);
+  const auto algo = dnnl::algorithm::convolution_direct;
+
+  auto plan = std::make_unique<Plan>();
+  dnnl::convolution_forward::primitive_desc fwd(
+      {dnnl::prop_kind::forward_training, algo, src_any, wei_any, dst_any, strides, dil, pl, pr}, engine());
+  auto fast = [](const char* impl) { return std::string_view(impl).substr(0, 3) != "ref"; };
+  switch (key.kind) {
+    case Kind::Forward:
+      plan->usable = fast(fwd.impl_info_str());
+      plan->primitive = dnnl::convolution_forward(fwd);
+      plan->ops = {Operand(DNNL_ARG_SRC, src_plain, fwd.src_desc(), false), Operand(DNNL_ARG_WEIGHTS, wei_plain, fwd.weights_desc(), false),
+                   Operand(DNNL_ARG_DST, dst_plain, fwd.dst_desc(), true)};
+      break;
+    case Kind::BackwardData: {
+      dnnl::convolution_backward_data::primitive_desc bwd({algo, src_any, wei_any, dst_any, strides, dil, pl, pr}, engine(), fwd);
+      plan->usable = fast(bwd.impl_info_str());
+      plan->primitive = dnnl::convolution_backward_data(bwd);
+      plan->ops = {Operand(DNNL_ARG_DIFF_DST, dst_plain, bwd.diff_dst_desc(), false),
+                   Operand(DNNL_ARG_WEIGHTS, wei_plain, bwd.weights_desc(), false),
+                   Operand(DNNL_ARG_DIFF_SRC, src_plain, bwd.diff_src_desc(), true)};
+      break;
+    }
+    case Kind::BackwardWeights: {
+      dnnl::convolution_backward_weights::primitive_desc bwd({algo, src_any, wei_any, dst_any, strides, dil, pl, pr}, engine(), fwd);
+      plan->usable = fast(bwd.impl_info_str());
+      plan->primitive = dnnl::convolution_backward_weights(bwd);
+      plan->ops = {Operand(DNNL_ARG_SRC, src_plain, bwd.src_desc(), false), Operand(DNNL_ARG_DIFF_DST, dst_plain, bwd.diff_dst_desc(), false),
+                   Operand(DNNL_ARG_DIFF_WEIGHTS, wei_plain, bwd.diff_weights_desc(), true)};
+      break;
+    }
+  }
+  return plan;
+}
+
+struct ThreadPlans {
+  dnnl::stream stream{engine()};
+  std::unordered_map<PlanKey, std::unique_ptr<Plan>, PlanKeyHash> cache;
+};
+
+// Runs the oneDNN plan for this shape; false when the caller should use the reference path.
+bool run_dnnl(Kind kind, const ConvShape& s, const float* a, const float* b, float* out) {
+  if (s.n == 0 || s.c == 0 || s.o == 0) return false;
+  static thread_local ThreadPlans t;
+  const PlanKey key{kind, s, omp_get_max_threads()};
+  auto it = t.cache.find(key);
+  if (it == t.cache.end()) {
+    if (t.cache.size() >= 256) t.cache.clear();  // many one-off shapes: start over
+    std::unique_ptr<Plan> plan;
+    try {
+      plan = make_plan(key);
+    } catch (const dnnl::error& e) {
+      throw Error(fmt::format("conv2d: oneDNN cannot plan a {}x{}x{}x{} input with a {}x{}x{}x{} kernel: {}", s.n, s.c, s.h, s.w, s.o,
+                              s.c / s.groups, s.kh, s.kw, e.what()));
+    }
+    it = t.cache.emplace(key, std::move(plan)).first;
+  }
+  Plan& plan = *it->second;
+  if (!plan.usable) return false;
+  plan.run(t.stream, a, b, out);
+  return true;
+}
+
+std::uint64_t madds(const ConvShape& s) {
+  return static_cast<std::uint64_t>(s.n * s.o * s.oh * s.ow * (s.c / s.groups) * s.kh * s.kw);
+}
+
+}  // namespace
+
+void conv2d_forward(const ConvShape& s, const float* x, const float* w, float* y) {
+  if (run_dnnl(Kind::Forward, s, x, w, y))
+    gemm_madds() += madds(s);
+  else
+    Ref<float>{s}.forward(x, w, y);
+}
+void conv2d_forward(const ConvShape& s, const double* x, const double* w, double* y) { Ref<double>{s}.forward(x, w, y); }
+
+void conv2d_backward_data(const ConvShape& s, const float* dy, const float* w, float* dx) {
+  if (run_dnnl(Kind::BackwardData, s, dy, w, dx))
+    gemm_madds() += madds(s);
+  else
+    Ref<float>{s}.backward_data(dy, w, dx);
+}
+void conv2d_backward_data(const ConvShape& s, const double* dy, const double* w, double* dx) {
+  Ref<double>{s}.backward_data(dy, w, dx);
+}
+
+void conv2d_backward_weights(const ConvShape& s, const float* x, const float* dy, float* dw) {
+  if (run_dnnl(Kind::BackwardWeights, s, x, dy, dw))
+    gemm_madds() += madds(s);
+  else
+    Ref<float>{s}.backward_weights(x, dy, dw);
+}
+void conv2d_backward_weights(const ConvShape& s, const double* x, const double* dy, double* dw) {
+  Ref<double>{s}.backward_weights(x, dy, dw);
+}
+
+}  // namespace chainrule::kernels

@@ -1,0 +1,48 @@
+#pragma once
+// 2-D convolution kernels on raw NCHW / OIHW buffers: forward, backward-data (the transposed
+// convolution) and backward-weights. float32 runs on oneDNN's convolution primitives, created
+// once per shape and cached; float64 runs on the reference path, im2col + GEMM per image.
+#include <array>
+#include <cstdint>
+
+namespace chainrule::kernels {
+
+// x [n, c, h, w] * weight [o, c/groups, kh, kw] -> y [n, o, oh, ow].
+struct ConvShape {
+  std::int64_t n, c, h, w;
+  std::int64_t o, kh, kw;
+  std::int64_t oh, ow;
+  std::array<std::int64_t, 2> stride, pad_begin, pad_end, dilation;
+  std::int64_t groups;
+  bool operator==(const ConvShape&) const = default;
+};
+
+// Visits (row r of the im2col matrix times its column count plus column l, input offset or -1
+// for padding) for channels [0, c) of one image: the loop order of im2col and col2im.
+template <class F>
+void conv_windows(const ConvShape& s, std::int64_t c, F&& f) {
+  for (std::int64_t ch = 0; ch < c; ++ch)
+    for (std::int64_t i = 0; i < s.kh; ++i)
+      for (std::int64_t j = 0; j < s.kw; ++j) {
+        const std::int64_t r = (ch * s.kh + i) * s.kw + j;
+        for (std::int64_t y = 0; y < s.oh; ++y) {
+          const std::int64_t iy = y * s.stride[0] - s.pad_begin[0] + i * s.dilation[0];
+          for (std::int64_t x = 0; x < s.ow; ++x) {
+            const std::int64_t ix = x * s.stride[1] - s.pad_begin[1] + j * s.dilation[1];
+            const bool inside = iy >= 0 && iy < s.h && ix >= 0 && ix < s.w;
+            f(r * s.oh * s.ow + y * s.ow + x, inside ? (ch * s.h + iy) * s.w + ix : -1);
+          }
+        }
+      }
+}
+
+void conv2d_forward(const ConvShape& s, const float* x, const float* w, float* y);
+void conv2d_forward(const ConvShape& s, const double* x, const double* w, double* y);
+// dy [n, o, oh, ow], weight -> dx [n, c, h, w].
+void conv2d_backward_data(const ConvShape& s, const float* dy, const float* w, float* dx);
+void conv2d_backward_data(const ConvShape& s, const double* dy, const double* w, double* dx);
+// x, dy -> dweight [o, c/groups, kh, kw] (summed over the images).
+void conv2d_backward_weights(const ConvShape& s, const float* x, const float* dy, float* dw);
+void conv2d_backward_weights(const ConvShape& s, const double* x, const double* dy, double* dw);
+
+}  // namespace chainrule::kernels
