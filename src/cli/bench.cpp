@@ -20,6 +20,10 @@
 #include "chainrule/tensor/random.h"
 #include "cli/commands.h"
 
+namespace chainrule::kernels {
+std::uint64_t& gemm_madds();  // kernels/kernels.h (not includable here: it needs OpenMP's flags)
+}
+
 namespace chainrule::cli {
 
 namespace {
@@ -87,6 +91,7 @@ struct Measurement {
   int threads = 0;
   double step_s = 0, forward_s = 0, grad_s = 0, jvp_s = 0;
   std::size_t peak_bytes = 0, needed_bytes = 0;
+  std::uint64_t step_madds = 0;  // GEMM and convolution multiply-adds of one training step, counted
 };
 
 Measurement measure(const BenchConfig& c, int threads, double min_seconds) {
@@ -117,7 +122,9 @@ Measurement measure(const BenchConfig& c, int threads, double min_seconds) {
 
   r.step_s = median_seconds([&] { nn::train_step(*model, opt, x, y, loss); }, 3, 10, min_seconds);
   memory::reset_peak();
+  const std::uint64_t madds_before = kernels::gemm_madds();
   nn::train_step(*model, opt, x, y, loss);
+  r.step_madds = kernels::gemm_madds() - madds_before;
   r.peak_bytes = memory::stats().peak_bytes;
 
   r.grad_s = median_seconds([&] {
@@ -193,7 +200,7 @@ void run_bench(const BenchArgs& a) {
       Measurement m = measure(c, t, a.min_time);
       if (best.threads == 0 || m.step_s < best.step_s) best = m;
     }
-    const double gflops = 6.0 * static_cast<double>(best.batch * best.weights) / best.step_s / 1e9;
+    const double gflops = 2.0 * static_cast<double>(best.step_madds) / best.step_s / 1e9;
     fmt::print("{:<8} {:>7} {:>4} {:>8.1f} µs {:>8.1f} {:>5.0f}% {:>10.2f} {:>9.2f} {:>10.1f} {:>11.1f}\n", best.name,
                best.batch, best.threads, best.step_s * 1e6, gflops, 100 * gflops / peak, best.grad_s / best.forward_s,
                best.jvp_s / best.forward_s, static_cast<double>(best.peak_bytes) / 1e6,

@@ -244,6 +244,9 @@ struct Plus {
 // acc[j] += x[j] for j < n.
 void accumulate_row(double* acc, const float* x, std::int64_t n);
 void accumulate_row(double* acc, const double* x, std::int64_t n);
+// The sum of x[0..n), in double.
+double sum_row(const float* x, std::int64_t n);
+double sum_row(const double* x, std::int64_t n);
 
 // Reduction over `axes` (normalised, sorted) of x; out has the reduced axes kept as size 1.
 // Accumulates in double so that float32 sums of many terms stay accurate.
@@ -276,6 +279,32 @@ Tensor reduce_keepdims(const Tensor& x, const Shape& axes, double init, Op op) {
       for (std::int64_t j = lo; j < hi; ++j) d[j] = static_cast<T>(acc[static_cast<std::size_t>(j)]);
     }, rows);
     return o;
+  }
+  // Trailing axes reduced (the last axis of a softmax; batch normalisation's N, H and W of
+  // [N, C, H, W]): each contiguous trailing block is one vectorised sum, added to its output.
+  std::size_t tail = axes.size();
+  const auto rank = static_cast<std::int64_t>(x.shape().size());
+  while (tail > 0 && axes[tail - 1] == rank - static_cast<std::int64_t>(axes.size() - tail) - 1) --tail;
+  if constexpr (std::is_same_v<Op, Plus>) {
+    if (tail < axes.size() && x.numel() > 0) {
+      const std::size_t first = static_cast<std::size_t>(axes[tail]);  // the reduced suffix starts here
+      const Shape outer = x.shape().slice(0, first);
+      const std::int64_t block = x.numel() / outer.numel();
+      const Shape so = broadcast_strides(oshape.slice(0, first), outer);
+      Shape index = Shape::filled(first, 0);
+      std::int64_t off = 0;
+      for (std::int64_t r = 0; r < outer.numel(); ++r) {
+        acc[static_cast<std::size_t>(off)] += sum_row(a + r * block, block);
+        for (std::size_t k = first; k-- > 0;) {  // the next outer index, its output offset with it
+          off += so[k];
+          if (++index[k] < outer[k]) break;
+          off -= so[k] * outer[k];
+          index[k] = 0;
+        }
+      }
+      for (std::size_t i = 0; i < acc.size(); ++i) d[i] = static_cast<T>(acc[i]);
+      return o;
+    }
   }
   Shape sx = contiguous_strides(x.shape());
   Shape so = broadcast_strides(oshape, x.shape());
