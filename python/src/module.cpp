@@ -438,7 +438,8 @@ numpy are not seen by the version counter that guards saved tensors.)doc");
   m.def("transpose", &transpose, py::arg("x"), py::arg("axis0") = -2, py::arg("axis1") = -1);
   m.def("broadcast_to", [](const Tensor& x, py::object s) { return broadcast_to(x, to_shape(s)); }, py::arg("x"), py::arg("shape"));
   m.def("sum_to", [](const Tensor& x, py::object s) { return sum_to(x, to_shape(s)); }, py::arg("x"), py::arg("shape"));
-  m.def("slice", &slice, py::arg("x"), py::arg("axis"), py::arg("start"), py::arg("stop"));
+  m.def("slice", static_cast<Tensor (*)(const Tensor&, std::int64_t, std::int64_t, std::int64_t)>(&slice), py::arg("x"),
+        py::arg("axis"), py::arg("start"), py::arg("stop"));
   m.def("pad", &pad, py::arg("x"), py::arg("axis"), py::arg("before"), py::arg("after"));
   m.def("concat", &concat, py::arg("xs"), py::arg("axis") = 0);
   m.def("stack", &stack, py::arg("xs"), py::arg("axis") = 0);
