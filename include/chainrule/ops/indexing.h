@@ -67,10 +67,9 @@ class TensorIndex {
 
 // x[items...] with NumPy's rules. Integer array indices (and the integers beside them) broadcast
 // together; their result axes go where the first of them stood when they are adjacent, else in
-// front (NumPy's rule, which PyTorch follows too). A bool mask's selection is 1-D in row-major
-// order, a data-dependent shape: under vmap a batched mask is an AutodiffError (JAX's
-// NonConcreteBooleanIndexError); a mask that is not batched is fine. An index out of range is a
-// ValueError naming the axis, the index and the size.
+// front. A bool mask selects in row-major order, a data-dependent shape: under vmap a batched
+// mask is an AutodiffError (JAX's NonConcreteBooleanIndexError); a mask that is not batched is
+// fine. An index out of range is a ValueError naming the axis, the index and the size.
 Tensor index(const Tensor& x, const std::vector<TensorIndex>& items);
 
 // JAX's x.at[items]: functional updates that return new tensors, differentiable in x and in the
