@@ -333,4 +333,27 @@ TEST(At, VmapMatchesALoop) {
   for (std::int64_t b = 0; b < 3; ++b) EXPECT_EQ(vals(index(per_set, {b})), vals(hs(index(ids, {b}), index(vs, {b})))) << b;
 }
 
+TEST(At, PerExampleGradientsWithBatchedIndicesAndSecondOrder) {
+  // vmap(grad) with each example's own indices, against a loop of grads.
+  const Tensor x = rand64({6}, 19);
+  const Tensor ids = i64s({0, 2, 2, 5, 1, 1, 4, 3, 0}, {3, 3});
+  const Tensor vs = rand64({3, 3}, 20);
+  auto loss = [&](const Tensor& i, const Tensor& v) { return sum(mul(at(x, {i}).multiply(v), at(x, {i}).set(mul(v, v)))); };
+  auto dv = [&](const Tensor& i, const Tensor& v) { return grad([&](const Tensor& w) { return loss(i, w); })(v); };
+  const Tensor per = vmap(dv, {0, 0})(ids, vs);
+  for (std::int64_t b = 0; b < 3; ++b) {
+    const auto want = vals(dv(index(ids, {b}), index(vs, {b})));
+    const auto got = vals(index(per, {b}));
+    for (std::size_t i = 0; i < want.size(); ++i) EXPECT_NEAR(got[i], want[i], 1e-12) << b << " " << i;
+  }
+  // The Hessian of a quadratic made of updates, against its closed form: f(v) = Σ (x.at[id].add(v))²
+  // has Hessian 2 Pᵀ P, where (Pᵀ P)_jk = 1 when id_j = id_k.
+  const Tensor id = i64s({1, 3, 1});
+  const Tensor h = hessian([&](const Tensor& v) { return sum(square(at(x, {id}).add(v))); })(rand64({3}, 21));
+  const auto hv = vals(h);
+  const std::int64_t idv[] = {1, 3, 1};
+  for (int j = 0; j < 3; ++j)
+    for (int k = 0; k < 3; ++k) EXPECT_NEAR(hv[static_cast<std::size_t>(j * 3 + k)], idv[j] == idv[k] ? 2.0 : 0.0, 1e-12) << j << k;
+}
+
 }  // namespace
