@@ -509,10 +509,23 @@ Tensor run_plan(const Plan& plan, const Tensor& x) {
 // How the advanced step's scatter combines positions named more than once.
 enum class Combine : std::uint8_t { Sum, Last, Product };
 
+// Whether some position in [0, n) occurs twice among the index's values. Under vmap the values
+// underneath hold every example's, so no repeat among them means none within any example.
+bool has_repeats(const Tensor& index, std::int64_t n) {
+  const Tensor v = value_underneath(index);
+  const auto* d = v.data<std::int64_t>();
+  std::vector<bool> seen(static_cast<std::size_t>(n), false);
+  for (std::int64_t j = 0; j < v.numel(); ++j) {
+    if (seen[static_cast<std::size_t>(d[j])]) return true;
+    seen[static_cast<std::size_t>(d[j])] = true;
+  }
+  return false;
+}
+
 // u [.., P, ..] (along g_axis) scattered to length n at `index`, combining repeats.
 Tensor scatter_flat(const Tensor& u, const Tensor& index, std::int64_t g_axis, std::int64_t n, Combine how) {
   const std::int64_t p = u.shape()[static_cast<std::size_t>(g_axis)];
-  if (how == Combine::Sum || p == 0) return scatter_add(u, index, g_axis, n);
+  if (how == Combine::Sum || p == 0 || !has_repeats(index, n)) return scatter_add(u, index, g_axis, n);
   // Sort the positions (stably, so repeats keep their order); the last of each run of equal
   // positions carries the run's value: its own (Last) or the product of the run (Product, by
   // the scan h_i = [same as i-1] h_{i-1} v_i + [new run] v_i).
