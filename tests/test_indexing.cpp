@@ -109,6 +109,11 @@ TEST(Index, IntegersSlicesNewAxesAndEllipsisMatchLoops) {
       for (int j = 0; j < 3; ++j)
         for (int k = 0; k < 2; ++k) EXPECT_EQ(yv[static_cast<std::size_t>((i * 3 + j) * 2 + k)], at3(i + 1, j + 1, 5 - 5 * k));
   }
+  // NumPy's scalar bools are 0-d masks: advanced indices of shape [1] or [0] beside the others.
+  EXPECT_EQ(index(x, {1, Ellipsis, true}).shape(), (Shape{1, 5, 6}));  // separated: in front
+  EXPECT_EQ(index(x, {Slice(), true, i64s({0, 1})}).shape(), (Shape{4, 2, 6}));  // [1] broadcasts with [2]
+  EXPECT_EQ(index(x, {Slice(), false, i64s({0})}).shape(), (Shape{4, 0, 6}));
+  EXPECT_THROW(index(x, {Slice(), false, i64s({0, 1})}), ShapeError);  // [0] and [2] do not broadcast
   EXPECT_EQ(index(x, {true}).shape(), (Shape{1, 4, 5, 6}));
   EXPECT_EQ(index(x, {false}).shape(), (Shape{0, 4, 5, 6}));
   EXPECT_EQ(index(x, {}).shape(), x.shape());
@@ -160,6 +165,14 @@ TEST(Index, IntegerArraysFollowNumPysRules) {
     const auto yv = vals(y);
     for (int p = 0; p < 2; ++p)
       for (int j = 0; j < 5; ++j) EXPECT_EQ(yv[static_cast<std::size_t>(p * 5 + j)], at3(0, j, id[static_cast<std::size_t>(p)]));
+  }
+  {  // an Ellipsis between arrays separates them even when it stands for no axis (NumPy)
+    const Tensor y = index(x, {None, i64s({0, 3}), Ellipsis, i64s({1, 4}), Slice()});
+    ASSERT_EQ(y.shape(), (Shape{2, 1, 6}));
+    const auto yv = vals(y);
+    for (int p = 0; p < 2; ++p)
+      for (int k = 0; k < 6; ++k) EXPECT_EQ(yv[static_cast<std::size_t>(p * 6 + k)], at3(p == 0 ? 0 : 3, p == 0 ? 1 : 4, k));
+    EXPECT_EQ(index(x, {None, i64s({0, 3}), i64s({1, 4}), Ellipsis}).shape(), (Shape{1, 2, 6}));
   }
   {  // three arrays over every axis: a plain gather of elements
     const Tensor y = index(x, {i64s({1, 3}), i64s({4, 0}), i64s({5, 2})});

@@ -244,13 +244,13 @@ Plan make_plan(const Tensor& x, const std::vector<TensorIndex>& items) {
       case K::Integer:
       case K::Slice: ++consumed; break;
       case K::Ellipsis: ++ellipses; break;
-      case K::None:
-      case K::Boolean: break;
+      case K::None: break;
+      case K::Boolean: any_array = true; break;  // a 0-d mask: an advanced index (NumPy)
       case K::Tensor: {
         const Tensor& t = it.tensor();
         if (t.dtype() == DType::b8) {
           consumed += t.dim();
-          any_array |= t.dim() > 0;
+          any_array = true;
         } else if (t.dtype() == DType::i64) {
           ++consumed;
           any_array = true;
@@ -283,6 +283,14 @@ Plan make_plan(const Tensor& x, const std::vector<TensorIndex>& items) {
     if (v < -n || v >= n)
       throw ValueError(fmt::format("index: index {} is out of range for {} (size {})", v, where_in(x.shape(), xa), n));
   };
+  // NumPy's scalar bool (a 0-d mask): a new axis of size 1 indexed by the array [0] (true) or []
+  // (false), so that it broadcasts with the other arrays.
+  auto scalar_mask = [&](bool b, std::size_t i) {
+    push({BasicStep::Kind::NewAxis, ax});
+    adv_axes.push_back(ax++);
+    adv_idx.push_back(from_vector(b ? std::vector<std::int64_t>{0} : std::vector<std::int64_t>{}));
+    adv_item.push_back(i);
+  };
   for (std::size_t i = 0; i < items.size(); ++i) {
     const auto& it = items[i];
     switch (it.kind()) {
@@ -291,11 +299,7 @@ Plan make_plan(const Tensor& x, const std::vector<TensorIndex>& items) {
         xa += rank - consumed;
         break;
       case K::None: push({BasicStep::Kind::NewAxis, ax++}); break;
-      case K::Boolean:
-        push({BasicStep::Kind::NewAxis, ax});
-        if (!it.boolean()) push({.kind = BasicStep::Kind::Slice, .axis = ax, .range = {0, 1, 0, 1}});
-        ++ax;
-        break;
+      case K::Boolean: scalar_mask(it.boolean(), i); break;
       case K::Slice: {
         const auto& s = it.slice();
         push({.kind = BasicStep::Kind::Slice, .axis = ax,
@@ -335,10 +339,7 @@ Plan make_plan(const Tensor& x, const std::vector<TensorIndex>& items) {
         } else if (t.dim() == 0) {  // a 0-d mask is the scalar bool
           if (batched(t))
             throw AutodiffError("index: a batched 0-d bool mask inside vmap has a data-dependent shape");
-          const bool b = value_underneath(t).item() != 0.0;
-          push({BasicStep::Kind::NewAxis, ax});
-          if (!b) push({.kind = BasicStep::Kind::Slice, .axis = ax, .range = {0, 1, 0, 1}});
-          ++ax;
+          scalar_mask(value_underneath(t).item() != 0.0, i);
         } else {
           const auto d = static_cast<std::size_t>(t.dim());
           const Shape covered = y.slice(static_cast<std::size_t>(ax), static_cast<std::size_t>(ax) + d);
@@ -374,7 +375,11 @@ Plan make_plan(const Tensor& x, const std::vector<TensorIndex>& items) {
     adv.axes = adv_axes;
     for (const auto& t : adv_idx) adv.shape = kernels::broadcast_shapes("index", adv.shape, t.shape());
     for (const auto& t : adv_idx) adv.indices.push_back(broadcast_to(t, adv.shape));
-    adv.adjacent = adv_axes.back() - adv_axes.front() + 1 == static_cast<std::int64_t>(adv_axes.size());
+    // Adjacent as items (NumPy: an Ellipsis between two arrays separates them even when it
+    // stands for no axis); a mask is one item however many axes it covers.
+    std::vector<std::size_t> uniq = adv_item;
+    uniq.erase(std::unique(uniq.begin(), uniq.end()), uniq.end());
+    adv.adjacent = uniq.back() - uniq.front() + 1 == uniq.size();
     plan.adv = std::move(adv);
   }
   return plan;
