@@ -88,3 +88,73 @@ def test_einsum_matches_numpy():
         cr.einsum("ij,jk->ik", t64(a), t64(a))
     g = cr.grad(lambda m: cr.einsum("ij,jk->", m, t64(b)))(t64(a)).numpy()
     np.testing.assert_allclose(g, np.broadcast_to(b.sum(axis=1), (2, 3)), rtol=1e-12)
+
+
+def _random_key(rng, shape):
+    items, used, ell = [], 0, False
+    for _ in range(rng.integers(0, 5)):
+        r, dim = rng.random(), (shape[used] if used < len(shape) else 0)
+        if r < 0.2 and used < len(shape) and dim > 0:
+            items.append(int(rng.integers(-dim, dim)))
+            used += 1
+        elif r < 0.4 and used < len(shape):
+            pick = lambda vs: vs[rng.integers(len(vs))]  # noqa: E731
+            items.append(slice(pick([None, -7, -2, -1, 0, 1, 2, 6]), pick([None, -7, -2, -1, 0, 1, 3, 6]), pick([None, 1, 2, -1, -2, 3])))
+            used += 1
+        elif r < 0.5:
+            items.append(None)
+        elif r < 0.6 and not ell:
+            items.append(Ellipsis)
+            ell = True
+        elif r < 0.65:
+            items.append(bool(rng.integers(2)))
+        elif r < 0.85 and used < len(shape) and dim > 0:
+            items.append(rng.integers(-dim, dim, size=tuple(rng.integers(1, 4, size=rng.integers(0, 3)))).tolist())
+            used += 1
+        elif used < len(shape):
+            k = int(rng.integers(1, len(shape) - used + 1))
+            items.append(rng.random(shape[used:used + k]) < 0.5)
+            used += k
+    return tuple(items)
+
+
+def test_random_keys_and_updates_match_numpy():
+    import warnings
+    rng = np.random.default_rng(7)
+    compared = 0
+    for _ in range(600):
+        shape = tuple(int(d) for d in rng.integers(1, 5, size=rng.integers(0, 4)))
+        a = rng.standard_normal(shape)
+        key = _random_key(rng, shape)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error")
+                want = a[key]
+        except Exception:
+            continue  # not a valid numpy index
+        compared += 1
+        x = t64(a)
+        np.testing.assert_array_equal(x[key].numpy(), want, err_msg=repr(key))
+        v = rng.standard_normal(want.shape)
+        added = a.copy()
+        np.add.at(added, key, v)
+        np.testing.assert_allclose(x.at[key].add(t64(v)).numpy(), added, rtol=1e-12, atol=1e-12, err_msg=repr(key))
+        overwritten = a.copy()
+        overwritten[key] = v  # repeated positions: the last value wins in numpy too
+        np.testing.assert_array_equal(x.at[key].set(t64(v)).numpy(), overwritten, err_msg=repr(key))
+    assert compared > 400
+
+
+def test_random_einsum_matches_numpy():
+    rng = np.random.default_rng(8)
+    letters = "abcdA"
+    for _ in range(300):
+        size = {c: int(rng.integers(1, 4)) for c in letters}
+        terms = ["".join(rng.choice(list(letters), size=rng.integers(0, 4))) for _ in range(rng.integers(1, 6))]
+        ops = [rng.standard_normal([size[c] for c in t]) for t in terms]
+        sub = ",".join(terms)
+        if rng.random() < 0.6:
+            present = sorted(set("".join(terms)))
+            sub += "->" + "".join(rng.permutation(present)[:rng.integers(0, len(present) + 1)])
+        np.testing.assert_allclose(cr.einsum(sub, *[t64(o) for o in ops]).numpy(), np.einsum(sub, *ops), rtol=1e-10, atol=1e-10,
+                                   err_msg=sub)
