@@ -222,7 +222,6 @@ struct Advanced {
 };
 
 struct Plan {
-  Shape x_shape;
   std::vector<BasicStep> steps;
   Shape y_shape;  // after the basic steps
   std::optional<Advanced> adv;
@@ -235,7 +234,6 @@ std::string where_in(const Shape& x_shape, std::int64_t x_axis) {
 Plan make_plan(const Tensor& x, const std::vector<TensorIndex>& items) {
   using K = TensorIndex::Kind;
   Plan plan;
-  plan.x_shape = x.shape();
   const auto rank = x.dim();
   std::int64_t consumed = 0, ellipses = 0;
   bool any_array = false;
