@@ -11,6 +11,8 @@
 #include "chainrule/autodiff/vmap.h"
 #include "chainrule/errors.h"
 #include "chainrule/ops/array_api.h"
+#include "chainrule/ops/einsum.h"
+#include "chainrule/ops/indexing.h"
 #include "chainrule/ops/linalg.h"
 #include "chainrule/ops/ops.h"
 #include "chainrule/tensor/random.h"

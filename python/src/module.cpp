@@ -438,12 +438,114 @@ numpy are not seen by the version counter that guards saved tensors.)doc");
   m.def("transpose", &transpose, py::arg("x"), py::arg("axis0") = -2, py::arg("axis1") = -1);
   m.def("broadcast_to", [](const Tensor& x, py::object s) { return broadcast_to(x, to_shape(s)); }, py::arg("x"), py::arg("shape"));
   m.def("sum_to", [](const Tensor& x, py::object s) { return sum_to(x, to_shape(s)); }, py::arg("x"), py::arg("shape"));
-  m.def("slice", &slice, py::arg("x"), py::arg("axis"), py::arg("start"), py::arg("stop"));
+  // slice(x, axis, start, stop): exact bounds; with a step (or an omitted bound): Python's rules.
+  m.def("slice", [](const Tensor& x, std::int64_t axis, std::optional<std::int64_t> start, std::optional<std::int64_t> stop,
+                    std::optional<std::int64_t> step) {
+    if (!step && start && stop) return slice(x, axis, *start, *stop);
+    return slice(x, axis, start, stop, step.value_or(1));
+  }, py::arg("x"), py::arg("axis"), py::arg("start"), py::arg("stop"), py::arg("step") = py::none());
   m.def("pad", &pad, py::arg("x"), py::arg("axis"), py::arg("before"), py::arg("after"));
   m.def("concat", &concat, py::arg("xs"), py::arg("axis") = 0);
   m.def("stack", &stack, py::arg("xs"), py::arg("axis") = 0);
   m.def("gather", &gather, py::arg("x"), py::arg("index"), py::arg("axis") = 0);
   m.def("scatter_add", &scatter_add, py::arg("src"), py::arg("index"), py::arg("axis"), py::arg("size"));
+
+  // ---- indexing and einsum (chainrule/ops/indexing.h, einsum.h) ----------------------------------
+  // x[key] with NumPy's rules: ints, slices, None, Ellipsis, bools, int64/bool Tensors, lists and
+  // numpy arrays (as int64 or bool index tensors), or a tuple of them.
+  auto index_item = [](const py::handle& h) -> TensorIndex {
+    py::module_ np = py::module_::import("numpy");
+    if (py::isinstance<py::bool_>(h) || py::isinstance(h, np.attr("bool_"))) return TensorIndex(h.cast<bool>());
+    if (py::isinstance<py::int_>(h) || py::isinstance(h, np.attr("integer"))) return TensorIndex(h.cast<std::int64_t>());
+    if (h.is_none()) return TensorIndex(indexing::None);
+    if (py::isinstance<py::ellipsis>(h)) return TensorIndex(indexing::Ellipsis);
+    if (py::isinstance<py::slice>(h)) {
+      auto bound = [&](const char* name) -> std::optional<std::int64_t> {
+        py::object v = h.attr(name);
+        if (v.is_none()) return std::nullopt;
+        return v.cast<std::int64_t>();
+      };
+      return TensorIndex(indexing::Slice(bound("start"), bound("stop"), bound("step")));
+    }
+    if (py::isinstance<Tensor>(h)) return TensorIndex(h.cast<Tensor>());
+    if (py::isinstance<py::list>(h) || py::isinstance<py::array>(h)) {
+      py::array a = py::cast<py::array>(np.attr("asarray")(h));
+      const char kind = a.dtype().kind();
+      if (a.size() == 0 && kind == 'f') a = py::cast<py::array>(a.attr("astype")(np.attr("int64")));  // x[[]]
+      else if (kind != 'b' && kind != 'i' && kind != 'u')
+        throw py::index_error("chainrule: index arrays must be integer or bool, got " + std::string(py::str(a.dtype())));
+      return TensorIndex(from_numpy_impl(a, false));
+    }
+    throw py::index_error("chainrule: unsupported index of type " + std::string(py::str(py::type::of(h).attr("__name__"))));
+  };
+  auto index_items = [index_item](const py::handle& key) {
+    std::vector<TensorIndex> items;
+    if (py::isinstance<py::tuple>(key))
+      for (auto h : py::reinterpret_borrow<py::tuple>(key)) items.push_back(index_item(h));
+    else
+      items.push_back(index_item(key));
+    return items;
+  };
+  // An index out of range is Python's IndexError (iteration over a tensor stops at it).
+  T.def("__getitem__", [index_items](const Tensor& x, py::handle key) {
+    try {
+      return index(x, index_items(key));
+    } catch (const chainrule::ValueError& e) {
+      throw py::index_error(e.what());
+    }
+  });
+  m.def("index", [index_items](const Tensor& x, py::handle key) { return index(x, index_items(key)); }, py::arg("x"), py::arg("key"),
+        "x[key] (chainrule::index).");
+  // JAX's x.at[key].set(v) / .add(v) / .multiply(v) / .get(): functional updates, new tensors.
+  auto update_value = [](const py::object& v) -> Tensor {
+    if (py::isinstance<Tensor>(v)) return v.cast<Tensor>();
+    return to_tensor(v, std::nullopt);
+  };
+  py::class_<IndexUpdate>(m, "_IndexUpdate")
+      .def("get", &IndexUpdate::get)
+      .def("set", [update_value](const IndexUpdate& u, py::object v) {
+        if (py::isinstance<py::float_>(v) || py::isinstance<py::int_>(v)) return u.set(v.cast<double>());
+        return u.set(update_value(v));
+      })
+      .def("add", [update_value](const IndexUpdate& u, py::object v) {
+        if (py::isinstance<py::float_>(v) || py::isinstance<py::int_>(v)) return u.add(v.cast<double>());
+        return u.add(update_value(v));
+      })
+      .def("multiply", [update_value](const IndexUpdate& u, py::object v) {
+        if (py::isinstance<py::float_>(v) || py::isinstance<py::int_>(v)) return u.multiply(v.cast<double>());
+        return u.multiply(update_value(v));
+      });
+  struct AtRef {
+    Tensor x;
+  };
+  py::class_<AtRef>(m, "_At").def("__getitem__", [index_items](const AtRef& a, py::handle key) { return at(a.x, index_items(key)); });
+  T.def_property_readonly("at", [](const Tensor& x) { return AtRef{x}; });
+  m.def("index_put", [index_items, update_value](const Tensor& x, py::handle key, py::object values, bool accumulate) {
+    return index_put(x, index_items(key), update_value(values), accumulate);
+  }, py::arg("x"), py::arg("indices"), py::arg("values"), py::arg("accumulate") = false);
+  // einsum(subscripts, *operands) as numpy.einsum / torch.einsum (a single list of operands also works).
+  auto operand_list = [](const py::args& args) {
+    std::vector<Tensor> ops;
+    if (args.size() == 1 && (py::isinstance<py::list>(args[0]) || py::isinstance<py::tuple>(args[0])))
+      return args[0].cast<std::vector<Tensor>>();
+    for (auto a : args) ops.push_back(a.cast<Tensor>());
+    return ops;
+  };
+  m.def("einsum", [operand_list](const std::string& subscripts, py::args operands) { return einsum(subscripts, operand_list(operands)); },
+        py::arg("subscripts"));
+  // einsum_path(subscripts, *operands_or_shapes): the pairwise order einsum takes and its cost.
+  m.def("einsum_path", [](const std::string& subscripts, py::args operands) {
+    std::vector<Shape> shapes;
+    for (auto a : operands) shapes.push_back(py::isinstance<Tensor>(a) ? a.cast<Tensor>().shape() : to_shape(py::reinterpret_borrow<py::object>(a)));
+    EinsumPath p = einsum_path(subscripts, shapes);
+    py::dict d;
+    d["contractions"] = p.contractions;
+    d["cost"] = p.cost;
+    d["naive_cost"] = p.naive_cost;
+    d["optimal"] = p.optimal;
+    return d;
+  }, py::arg("subscripts"));
+  // ---- end of indexing and einsum ------------------------------------------------------------------
 
   // Reductions.
 #define RED(name) \

@@ -19,6 +19,7 @@ std::span<const Primitive* const> scan_primitives();  // issue 21: cumulative op
 std::span<const Primitive* const> sort_primitives();  // issue 21: sorting and searching
 std::span<const Primitive* const> manip_primitives();  // issue 21: flip
 std::span<const Primitive* const> special_primitives();  // issue 21: lgamma, polygamma
+std::span<const Primitive* const> indexing_primitives();  // issue 21: strided slices
 
 // Every family with its name ("elementwise", "math", ...), in registration order.
 struct PrimitiveFamily {
