@@ -8,9 +8,13 @@ from . import _core
 from ._core import *  # noqa: F401,F403
 from ._core import Tensor, _vjp, _jvp, _vmap, _jacfwd, _jacrev, _hessian, _hvp, _linearize, _check_scalar
 
+# The submodules as importable Python modules (import chainrule.nn, from chainrule.optim import SGD).
+from . import nn, optim, data, io, linalg  # noqa: E402
+from .nn import train  # noqa: E402  (chainrule.train is nn.train)
+
 __all__ = [n for n in dir(_core) if not n.startswith("_")] + [
     "grad", "value_and_grad", "vjp", "jvp", "vmap", "jacfwd", "jacrev", "hessian", "hvp", "linearize",
-    "linear_transpose"]
+    "linear_transpose", "train"]
 
 
 # Arguments of transformed functions are trees: a Tensor, or (nested) tuples, lists and dicts of
