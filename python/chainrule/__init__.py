@@ -12,7 +12,8 @@ from ._core import Tensor, _vjp, _jvp, _vmap, _jacfwd, _jacrev, _hessian, _hvp, 
 from . import nn, optim, data, io, linalg  # noqa: E402
 from .nn import train  # noqa: E402  (chainrule.train is nn.train)
 
-__all__ = [n for n in dir(_core) if not n.startswith("_")] + [
+# (io is left out of __all__: a star import must not shadow Python's io module.)
+__all__ = [n for n in dir(_core) if not n.startswith("_") and n != "io"] + [
     "grad", "value_and_grad", "vjp", "jvp", "vmap", "jacfwd", "jacrev", "hessian", "hvp", "linearize",
     "linear_transpose", "train"]
 

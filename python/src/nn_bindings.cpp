@@ -89,6 +89,11 @@ Generator& default_generator() {
   static Generator g(0);
   return g;
 }
+Shape shape_arg(const py::object& s) {
+  if (py::isinstance<py::int_>(s)) return Shape{s.cast<std::int64_t>()};
+  return Shape(s.cast<std::vector<std::int64_t>>());
+}
+
 Generator& gen_arg(const py::object& g) { return g.is_none() ? default_generator() : g.cast<Generator&>(); }
 
 // A module's forward: without the GIL on a concrete input (pure C++: no Python runs in a layer).
@@ -266,9 +271,9 @@ void bind_nn(py::module_& m) {
   m.def("manual_seed", [](std::uint64_t s) { default_generator().set_state(s, 0); }, py::arg("seed"),
         "Seeds the default generator (initialisers and layers built from Python).");
   m.def("default_generator", &default_generator, py::return_value_policy::reference);
-  m.def("randn", [](py::object s, py::object g, py::object d) { return randn(s.cast<std::vector<std::int64_t>>(), gen_arg(g), dtype_or_default(d)); },
+  m.def("randn", [](py::object s, py::object g, py::object d) { return randn(shape_arg(s), gen_arg(g), dtype_or_default(d)); },
         py::arg("shape"), py::arg("generator") = py::none(), py::arg("dtype") = py::none());
-  m.def("rand", [](py::object s, py::object g, py::object d) { return rand(s.cast<std::vector<std::int64_t>>(), gen_arg(g), dtype_or_default(d)); },
+  m.def("rand", [](py::object s, py::object g, py::object d) { return rand(shape_arg(s), gen_arg(g), dtype_or_default(d)); },
         py::arg("shape"), py::arg("generator") = py::none(), py::arg("dtype") = py::none());
   m.def("set_default_dtype", [](py::object d) { set_default_dtype(dtype_arg(d)); }, py::arg("dtype"));
   m.def("get_default_dtype", &get_default_dtype);

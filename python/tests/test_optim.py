@@ -209,6 +209,57 @@ def test_train_on_spirals(tmp_path, capsys):
 
 def test_train_with_own_splits_quiet(tmp_path, capsys):
     s = data.make_regression_1d(train=128, validation=32, test=32)
-    r = cr.train("regression", "mlp:1-16-1", splits=s, out_dir=tmp_path, epochs=2, verbose=False)
+    r = cr.train("regression", "mlp:1-16-1", splits=s, out_dir=tmp_path, epochs=6, verbose=False)
     assert capsys.readouterr().out == ""
     assert r.finished and math.isnan(r.test.accuracy)
+
+
+def test_random_numbers_seeded():
+    a = cr.randn(1000, generator=cr.Generator(1), dtype="float64").numpy()
+    b = cr.randn((1000,), generator=cr.Generator(1), dtype="float64").numpy()
+    np.testing.assert_array_equal(a, b)
+    assert abs(a.mean()) < 0.15 and abs(a.std() - 1) < 0.1
+    u = cr.rand((500,), generator=cr.Generator(2)).numpy()
+    assert u.dtype == np.float32 and 0 <= u.min() and u.max() < 1
+
+
+def test_train_callback_exception_propagates(tmp_path):
+    class Stop(Exception):
+        pass
+
+    def on_epoch(m):
+        raise Stop(f"at epoch {m.epoch}")
+    with pytest.raises(Stop, match="at epoch 1"):
+        cr.train("spirals", "mlp:2-8-2", out_dir=tmp_path, epochs=2, verbose=False, on_epoch=on_epoch)
+    seen = []
+
+    def on_batch(b, n, loss, acc, sps):
+        seen.append(b)
+        if b == 3:
+            raise KeyError("stop")
+    with pytest.raises(KeyError):
+        cr.train("spirals", "mlp:2-8-2", out_dir=tmp_path / "b", epochs=1, verbose=False, on_batch=on_batch)
+    assert seen == [1, 2, 3]
+    # transforms still work afterwards (no state left behind)
+    assert cr.grad(lambda x: cr.sum(x * x))(cr.ones((2,))).numpy().tolist() == [2.0, 2.0]
+
+
+def test_train_releases_the_gil(tmp_path):
+    """While cr.train runs in another thread, this thread gets the GIL back within a few
+    switch intervals; were the GIL held through the C++ loop, it would wait for the whole run."""
+    import threading
+    import time
+    s = data.make_spirals(train=20000, validation=100, test=100)
+    th = threading.Thread(target=lambda: cr.train("spirals", "mlp:2-64-64-2", splits=s, out_dir=tmp_path, epochs=6,
+                                                  verbose=False))
+    t0 = time.perf_counter()
+    th.start()
+    worst = 0.0
+    while th.is_alive():
+        a = time.perf_counter()
+        time.sleep(0.001)
+        worst = max(worst, time.perf_counter() - a)
+    th.join()
+    total = time.perf_counter() - t0
+    assert total > 0.3, "training too short to tell"
+    assert worst < 0.5 * total, f"waited {worst:.3f} s for the GIL during a {total:.3f} s run"

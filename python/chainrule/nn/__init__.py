@@ -1,9 +1,9 @@
 """chainrule.nn: modules with PyTorch's names (C++ layers of include/chainrule/nn), model specs
 (build_model("mlp:784-256-10")), functional_call, initialisers (chainrule.nn.init), losses,
 checkpoints and the training loop (train, train_step, evaluate). See docs/python.md."""
-import os
-import sys
-import tempfile
+import os as _os
+import sys as _sys
+import tempfile as _tempfile
 
 from .. import _core
 from .._reexport import reexport
@@ -87,9 +87,9 @@ def train(data="fashion-mnist", model="", *, splits=None, out_dir=None, verbose=
             raise TypeError(f"train: unknown option '{k}'")
         setattr(c, k, v)
     if out_dir is None:
-        out_dir = tempfile.mkdtemp(prefix="chainrule-train-")
+        out_dir = _tempfile.mkdtemp(prefix="chainrule-train-")
     if progress is None:
-        progress = verbose and sys.stderr.isatty()
+        progress = verbose and _sys.stderr.isatty()
 
     def epoch_cb(m):
         if verbose:
@@ -103,19 +103,19 @@ def train(data="fashion-mnist", model="", *, splits=None, out_dir=None, verbose=
         if progress:
             width, filled = 30, int(30 * b / n)
             bar = "#" * filled + "." * (width - filled)
-            sys.stderr.write(f"\r  [{bar}] {b}/{n}  loss {loss:.4f}  acc {_acc(acc)}  {sps:.0f} samples/s ")
+            _sys.stderr.write(f"\r  [{bar}] {b}/{n}  loss {loss:.4f}  acc {_acc(acc)}  {sps:.0f} samples/s ")
             if b == n:
-                sys.stderr.write("\r" + " " * 80 + "\r")
-            sys.stderr.flush()
+                _sys.stderr.write("\r" + " " * 80 + "\r")
+            _sys.stderr.flush()
         if on_batch is not None:
             on_batch(b, n, loss, acc, sps)
 
     if verbose:
         print(f"run directory: {out_dir}", flush=True)
-    msg = (lambda s: print(f"chainrule: {s}", file=sys.stderr)) if verbose else None
-    r = _core.nn._train(c, splits, os.fspath(out_dir), checkpoint_every, stop_after, checkpoint_segments, resume, msg,
+    msg = (lambda s: print(f"chainrule: {s}", file=_sys.stderr)) if verbose else None
+    r = _core.nn._train(c, splits, _os.fspath(out_dir), checkpoint_every, stop_after, checkpoint_segments, resume, msg,
                         epoch_cb, batch_cb if (progress or on_batch is not None) else None)
-    r.out_dir = os.fspath(out_dir)
+    r.out_dir = _os.fspath(out_dir)
     if verbose:
         if r.finished:
             print(f"model {r.model_spec}, {r.model.num_parameters()} parameters, {r.steps} steps")
