@@ -21,6 +21,7 @@
 #include <array>
 #include <cmath>
 #include <cstdint>
+#include <deque>
 #include <map>
 #include <memory>
 #include <optional>
@@ -256,6 +257,58 @@ struct LoaderIter {
   std::int64_t epoch = 0, index = 0;
 };
 
+// A module defined in Python (class Net(nn.Module)): forward is the Python method; attributes
+// assigned a Module become children and Tensors that require grad (nn.Parameter) become
+// parameters, registered under their attribute names as PyTorch does. Their tensors live in
+// slots here, so that functional_call's substitutions are what `self.weight` reads.
+class PyModule : public nn::Module {
+ public:
+  Tensor forward(const Tensor& x) override {
+    py::gil_scoped_acquire gil;
+    py::function f = py::get_override(static_cast<const nn::Module*>(this), "forward");
+    if (!f) {
+      PyErr_SetString(PyExc_NotImplementedError, ("Module [" + class_name() + "] is missing the required \"forward\" function").c_str());
+      throw py::error_already_set();
+    }
+    py::object out = f(x);
+    if (!py::isinstance<Tensor>(out))
+      throw py::type_error(class_name() + ".forward must return a Tensor, got " + std::string(py::str(py::type::of(out).attr("__name__"))));
+    return out.cast<Tensor>();
+  }
+  // As PyTorch prints it: "Net()" alone, "Net(" followed by the children otherwise.
+  std::string repr() const override { return class_name() + (named_children().empty() ? "()" : ""); }
+  Tensor& add_parameter(const std::string& name, Tensor value, bool requires_grad) {
+    slots_.emplace_back();
+    return register_parameter(name, slots_.back(), std::move(value), requires_grad);
+  }
+  Tensor& add_buffer(const std::string& name, Tensor value) {
+    slots_.emplace_back();
+    return register_buffer(name, slots_.back(), std::move(value));
+  }
+  void add_module(const std::string& name, nn::ModulePtr mod) { add_child(name, std::move(mod)); }
+  std::string class_name() const {
+    py::gil_scoped_acquire gil;
+    py::object self = py::cast(const_cast<PyModule*>(this), py::return_value_policy::reference);
+    return py::str(py::type::of(self).attr("__name__"));
+  }
+
+ private:
+  std::deque<Tensor> slots_;  // stable addresses for the registered slots
+};
+
+PyModule& py_module(py::handle self, const char* what) {
+  auto* pm = dynamic_cast<PyModule*>(&self.cast<nn::Module&>());
+  if (!pm) throw chainrule::ValueError(std::string(what) + ": only modules defined in Python (subclasses of nn.Module) can register new members");
+  return *pm;
+}
+
+// Python children are kept alive by their parent's Python object (C++ holds the C++ part only).
+void keep_child(py::handle self, const std::string& name, py::handle child) {
+  py::dict d = self.attr("__dict__");
+  if (!d.contains("_chainrule_children")) d["_chainrule_children"] = py::dict();
+  d["_chainrule_children"][py::str(name)] = child;
+}
+
 }  // namespace
 
 void bind_nn(py::module_& m) {
@@ -303,8 +356,13 @@ void bind_nn(py::module_& m) {
 
   // ---- chainrule.nn ----
   auto nnm = m.def_submodule("nn", "Modules with PyTorch's names, model specs, functional_call, initialisers and losses.");
-  py::class_<nn::Module, nn::ModulePtr> Mod(nnm, "Module", "A chainrule module (C++): parameters, buffers and children under PyTorch's names.");
-  Mod.def("__call__", &run_forward, py::arg("x"))
+  py::class_<nn::Module, PyModule, nn::ModulePtr> Mod(nnm, "Module", R"doc(A module: parameters, buffers and children under PyTorch's names.
+
+The layers are C++ classes; a Python subclass defines forward(self, x) and assigns children
+(self.fc = nn.Linear(...)) and parameters (self.w = nn.Parameter(t): a Tensor that requires grad)
+as attributes, after super().__init__(), as in PyTorch.)doc");
+  Mod.def(py::init<>())
+      .def("__call__", &run_forward, py::arg("x"))
       .def("forward", &run_forward, py::arg("x"))
       .def("__repr__", [](const nn::Module& mod) { return mod.str(); })
       .def("named_parameters", [](const nn::Module& mod, bool r) { return pairs(mod.named_parameters(r)); }, py::arg("recurse") = true,
@@ -343,6 +401,38 @@ void bind_nn(py::module_& m) {
       .def_property_readonly("training", &nn::Module::is_training)
       .def("zero_grad", &nn::Module::zero_grad)
       .def("to", [](nn::ModulePtr self, py::object d) { self->to(dtype_arg(d)); return self; }, py::arg("dtype"))
+      .def("__setattr__", [](py::object self, const std::string& name, py::object value) {
+        auto* pm = dynamic_cast<PyModule*>(&self.cast<nn::Module&>());
+        if (pm && !name.starts_with("_")) {
+          if (py::isinstance<nn::Module>(value)) {
+            pm->add_module(name, value.cast<nn::ModulePtr>());
+            keep_child(self, name, value);
+            return;
+          }
+          if (py::isinstance<Tensor>(value)) {
+            Tensor t = value.cast<Tensor>();
+            if (Tensor* slot = pm->find_tensor(name)) {
+              *slot = t;
+              return;
+            }
+            if (t.requires_grad()) {
+              pm->add_parameter(name, t, true);
+              return;
+            }
+          }
+        }
+        py::module_::import("builtins").attr("object").attr("__setattr__")(self, name, value);
+      })
+      .def("register_parameter", [](py::object self, const std::string& name, const Tensor& t) {
+        py_module(self, "register_parameter").add_parameter(name, t, true);
+      }, py::arg("name"), py::arg("param"))
+      .def("register_buffer", [](py::object self, const std::string& name, const Tensor& t) {
+        py_module(self, "register_buffer").add_buffer(name, t);
+      }, py::arg("name"), py::arg("tensor"))
+      .def("add_module", [](py::object self, const std::string& name, py::object mod) {
+        py_module(self, "add_module").add_module(name, mod.cast<nn::ModulePtr>());
+        keep_child(self, name, mod);
+      }, py::arg("name"), py::arg("module"))
       .def("__getattr__", [](nn::Module& mod, const std::string& name) -> py::object {
         for (auto& [n, c] : mod.named_children())
           if (n == name) return py::cast(c);
@@ -388,8 +478,9 @@ void bind_nn(py::module_& m) {
         if (args.size() == 1 && !py::isinstance<nn::Module>(args[0])) add_all(args[0]);
         else for (auto a : args) s->push_back(a.cast<nn::ModulePtr>());
         return s;
-      }), "Sequential(*modules), Sequential([modules]) or Sequential(OrderedDict(name=module)).")
-      .def("append", [](std::shared_ptr<nn::Sequential> s, nn::ModulePtr l) { s->push_back(std::move(l)); return s; }, py::arg("module"))
+      }), py::keep_alive<1, 2>(), "Sequential(*modules), Sequential([modules]) or Sequential(OrderedDict(name=module)).")
+      .def("append", [](std::shared_ptr<nn::Sequential> s, nn::ModulePtr l) { s->push_back(std::move(l)); return s; }, py::arg("module"),
+           py::keep_alive<1, 2>())
       .def("__len__", &nn::Sequential::size)
       .def("__getitem__", [](const nn::Sequential& s, std::int64_t i) {
         const auto n = static_cast<std::int64_t>(s.size());
@@ -401,7 +492,7 @@ void bind_nn(py::module_& m) {
       .def_property_readonly("checkpoint_segments", &nn::Sequential::checkpoint_segments);
 
   py::class_<nn::Residual, nn::Module, std::shared_ptr<nn::Residual>>(nnm, "Residual")
-      .def(py::init<nn::ModulePtr>(), py::arg("fn"));
+      .def(py::init<nn::ModulePtr>(), py::arg("fn"), py::keep_alive<1, 2>());
   py::class_<nn::LayerNorm, nn::Module, std::shared_ptr<nn::LayerNorm>>(nnm, "LayerNorm")
       .def(py::init([](std::int64_t f, double eps, bool affine, py::object d) { return std::make_shared<nn::LayerNorm>(f, eps, affine, dtype_or_default(d)); }),
            py::arg("normalized_shape"), py::arg("eps") = 1e-5, py::arg("elementwise_affine") = true, py::arg("dtype") = py::none())

@@ -273,3 +273,78 @@ def test_checkpoint_module_same_gradient():
     g3 = cr.grad(lambda v: cr.sum(m(v)))(x)
     np.testing.assert_allclose(g2.numpy(), g3.numpy(), rtol=1e-12)
     assert set(g1) == set(params)
+
+
+class Net(nn.Module):
+    """A PyTorch-style module defined in Python."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc1 = nn.Linear(3, 4, dtype="float64", generator=cr.Generator(1))
+        self.scale = nn.Parameter(cr.tensor(np.linspace(0.5, 2.0, 4), dtype="float64"))
+        self.register_buffer("shift", cr.tensor(np.full(2, 0.25), dtype="float64"))
+        self.note = "plain attribute"
+        self.fc2 = nn.Linear(4, 2, dtype="float64", generator=cr.Generator(2))
+
+    def forward(self, x):
+        return self.fc2(cr.tanh(self.fc1(x)) * self.scale) + self.shift
+
+
+def np_net(p, x):
+    h = np.tanh(x @ p["fc1.weight"].T + p["fc1.bias"]) * p["scale"]
+    return h @ p["fc2.weight"].T + p["fc2.bias"] + p["shift"]
+
+
+def test_python_subclass_of_module():
+    import gc
+    net = Net()
+    assert [n for n, _ in net.named_parameters()] == ["scale", "fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias"]
+    assert [n for n, _ in net.named_buffers()] == ["shift"]
+    assert net.note == "plain attribute" and isinstance(net.fc1, nn.Linear)
+    assert repr(net).startswith("Net(") and "(fc1): Linear" in repr(net)
+    x = rng.standard_normal((5, 3))
+    p = np_params(net)
+    np.testing.assert_allclose(net(t64(x)).numpy(), np_net(p, x), rtol=1e-12)
+    # grad through functional_call reaches the Python attributes (self.scale reads the substitute)
+    params = dict(net.named_parameters())
+    g = cr.grad(lambda q: cr.sum(nn.functional_call(net, q, t64(x))))(params)
+    h = np.tanh(x @ p["fc1.weight"].T + p["fc1.bias"])
+    np.testing.assert_allclose(g["scale"].numpy(), (h * p["fc2.weight"].sum(0)).sum(0), rtol=1e-10)
+    np.testing.assert_allclose(g["fc2.bias"].numpy(), np.full(2, 5.0), rtol=1e-12)
+    pe = cr.vmap(cr.grad(lambda q, xi: cr.sum(nn.functional_call(net, q, xi))), in_axes=(None, 0))(params, t64(x))
+    np.testing.assert_allclose(pe["scale"].numpy().sum(0), g["scale"].numpy(), rtol=1e-10)
+    # in a C++ container, after the last Python reference to it is gone
+    seq = nn.Sequential(Net(), nn.ReLU())
+    gc.collect()
+    np.testing.assert_allclose(seq(t64(x)).numpy(), np.maximum(np_net(p, x), 0), rtol=1e-12)
+    assert "0.fc1.weight" in seq.state_dict()
+    # optimisers and load_state_dict see the registered parameters
+    opt = cr.optim.SGD(net, lr=0.5)
+    cr.sum(net(t64(x))).backward()
+    opt.step()
+    np.testing.assert_allclose(net.scale.numpy(), p["scale"] - 0.5 * g["scale"].numpy(), rtol=1e-10)
+    other = Net()
+    other.load_state_dict(net.state_dict())
+    np.testing.assert_array_equal(other(t64(x)).numpy(), net(t64(x)).numpy())
+
+
+def test_python_module_errors():
+    class NoForward(nn.Module):
+        pass
+
+    class Raises(nn.Module):
+        def forward(self, x):
+            raise KeyError("inside forward")
+
+    class ReturnsFloat(nn.Module):
+        def forward(self, x):
+            return 1.0
+    x = cr.ones((2, 3))
+    with pytest.raises(NotImplementedError, match="NoForward"):
+        NoForward()(x)
+    with pytest.raises(KeyError, match="inside forward"):
+        nn.Sequential(nn.Linear(3, 3), Raises())(x)
+    with pytest.raises(TypeError, match="must return a Tensor"):
+        ReturnsFloat()(x)
+    with pytest.raises(cr.ValueError):
+        nn.Linear(2, 2).register_buffer("b", x)

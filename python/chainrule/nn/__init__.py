@@ -9,7 +9,7 @@ from .. import _core
 from .._reexport import reexport
 from . import init  # noqa: F401  (chainrule.nn.init)
 
-__all__ = reexport(globals(), _core.nn, skip=("init",)) + ["init", "functional_call", "train", "cross_entropy"] + [
+__all__ = reexport(globals(), _core.nn, skip=("init",)) + ["init", "functional_call", "train", "cross_entropy", "Parameter"] + [
     "mse_loss", "nll_loss", "l1_loss", "huber_loss", "smooth_l1_loss", "kl_div", "binary_cross_entropy",
     "binary_cross_entropy_with_logits"]
 del reexport
@@ -17,6 +17,13 @@ del reexport
 # The losses of chainrule (ops.h, ops/array_api.h) under torch.nn.functional's names.
 from .._core import (mse_loss, nll_loss, l1_loss, huber_loss, smooth_l1_loss, kl_div,  # noqa: E402,F401
                      binary_cross_entropy, binary_cross_entropy_with_logits)
+
+
+def Parameter(data, requires_grad=True):
+    """A Tensor that requires grad: assigned to an attribute of a Python nn.Module it becomes a
+    parameter (torch.nn.Parameter). Returns the tensor itself (a numpy array or list is copied)."""
+    t = data if isinstance(data, _core.Tensor) else _core.tensor(data)
+    return t.requires_grad_(requires_grad)
 
 
 def cross_entropy(input, target, reduction="mean", label_smoothing=0.0):
