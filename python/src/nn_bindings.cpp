@@ -296,6 +296,12 @@ class PyModule : public nn::Module {
   std::deque<Tensor> slots_;  // stable addresses for the registered slots
 };
 
+nn::ModulePtr module_arg(const py::handle& h, const char* what) {
+  if (!py::isinstance<nn::Module>(h))
+    throw py::type_error(std::string(what) + ": expected a Module, got " + std::string(py::str(py::type::of(h).attr("__name__"))));
+  return h.cast<nn::ModulePtr>();
+}
+
 PyModule& py_module(py::handle self, const char* what) {
   auto* pm = dynamic_cast<PyModule*>(&self.cast<nn::Module&>());
   if (!pm) throw chainrule::ValueError(std::string(what) + ": only modules defined in Python (subclasses of nn.Module) can register new members");
@@ -467,16 +473,16 @@ as attributes, after super().__init__(), as in PyTorch.)doc");
           if (py::isinstance<py::dict>(h) || py::hasattr(h, "items")) {
             for (auto kv : h.attr("items")()) {
               auto t = kv.cast<py::tuple>();
-              s->push_back(t[0].cast<std::string>(), t[1].cast<nn::ModulePtr>());
+              s->push_back(t[0].cast<std::string>(), module_arg(t[1], "Sequential"));
             }
-          } else if (py::isinstance<nn::Module>(h)) {
-            s->push_back(h.cast<nn::ModulePtr>());
+          } else if (py::isinstance<py::iterable>(h)) {
+            for (auto e : h) s->push_back(module_arg(e, "Sequential"));
           } else {
-            for (auto e : h) s->push_back(e.cast<nn::ModulePtr>());
+            s->push_back(module_arg(h, "Sequential"));
           }
         };
         if (args.size() == 1 && !py::isinstance<nn::Module>(args[0])) add_all(args[0]);
-        else for (auto a : args) s->push_back(a.cast<nn::ModulePtr>());
+        else for (auto a : args) s->push_back(module_arg(a, "Sequential"));
         return s;
       }), py::keep_alive<1, 2>(), "Sequential(*modules), Sequential([modules]) or Sequential(OrderedDict(name=module)).")
       .def("append", [](std::shared_ptr<nn::Sequential> s, nn::ModulePtr l) { s->push_back(std::move(l)); return s; }, py::arg("module"),
@@ -951,7 +957,12 @@ as attributes, after super().__init__(), as in PyTorch.)doc");
       py::gil_scoped_release nogil;
       r = nn::train_step(model, opt, x, target, f, clip);
     } else {
-      r = nn::train_step(model, opt, x, target, [loss](const Tensor& o, const Tensor& t) { return loss(o, t).cast<Tensor>(); }, clip);
+      r = nn::train_step(model, opt, x, target, [loss](const Tensor& o, const Tensor& t) {
+        py::object l = loss(o, t);
+        if (!py::isinstance<Tensor>(l))
+          throw py::type_error("train_step: the loss function must return a Tensor, got " + std::string(py::str(py::type::of(l).attr("__name__"))));
+        return l.cast<Tensor>();
+      }, clip);
     }
     return py::make_tuple(r.out, r.loss);
   }, py::arg("model"), py::arg("optimizer"), py::arg("x"), py::arg("target"), py::arg("loss") = "cross_entropy", py::arg("clip") = 0.0,

@@ -348,3 +348,22 @@ def test_python_module_errors():
         ReturnsFloat()(x)
     with pytest.raises(cr.ValueError):
         nn.Linear(2, 2).register_buffer("b", x)
+
+
+def test_bad_arguments_raise_clear_errors():
+    m = nn.build_model("mlp:3-4-2")
+    x = cr.ones((2, 3))
+    with pytest.raises(TypeError, match="expected a Module, got int"):
+        nn.Sequential(1, 2)
+    with pytest.raises(TypeError, match="must return a Tensor"):
+        nn.train_step(m, cr.optim.SGD(m), x, cr.tensor([0, 1]), loss=lambda a, b: 3)
+    with pytest.raises(cr.ValueError, match="mlp:bad"):
+        nn.build_model("mlp:bad")
+    with pytest.raises(cr.ShapeError, match=r"\[5, 5\]"):
+        nn.functional_call(m, {"0.weight": cr.ones((5, 5))}, x)
+    with pytest.raises(cr.ValueError, match="out of range"):
+        nn.train_step(m, cr.optim.SGD(m), x, cr.tensor([0, 5]))
+    with pytest.raises(cr.DTypeError):
+        cr.optim.SGD([cr.ones((2,), dtype="int64")])
+    with pytest.raises(IndexError):
+        m[5]
