@@ -367,3 +367,19 @@ def test_bad_arguments_raise_clear_errors():
         cr.optim.SGD([cr.ones((2,), dtype="int64")])
     with pytest.raises(IndexError):
         m[5]
+
+
+def test_functional_names_of_pytorch():
+    import chainrule.nn.functional as F
+    z = rng.standard_normal((3, 4))
+    x = t64(z)
+    e = np.exp(z - z.max(1, keepdims=True))
+    np.testing.assert_allclose(F.softmax(x, dim=1).numpy(), e / e.sum(1, keepdims=True), rtol=1e-12)
+    np.testing.assert_allclose(F.log_softmax(x, dim=-1).numpy(), np.log(e / e.sum(1, keepdims=True)), rtol=1e-12)
+    np.testing.assert_allclose(F.softplus(x, beta=2.0).numpy(), np.log1p(np.exp(2 * z)) / 2, rtol=1e-12)
+    np.testing.assert_allclose(F.logsigmoid(x).numpy(), -np.log1p(np.exp(-z)), rtol=1e-12)
+    w, b = rng.standard_normal((2, 4)), rng.standard_normal(2)
+    np.testing.assert_allclose(F.linear(x, t64(w)).numpy(), z @ w.T, rtol=1e-12)
+    np.testing.assert_allclose(F.linear(x, t64(w), t64(b)).numpy(), z @ w.T + b, rtol=1e-12)
+    np.testing.assert_allclose(F.mse_loss(x, t64(z + 1), reduction="sum").item(), 12.0, rtol=1e-12)
+    assert F.cross_entropy is nn.cross_entropy

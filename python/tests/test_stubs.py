@@ -45,6 +45,7 @@ MODULES = [
     ("chainrule", cr, ["_core.pyi", "__init__.py"]),
     ("chainrule.nn", cr.nn, ["nn/__init__.pyi"]),
     ("chainrule.nn.init", cr.nn.init, ["nn/init.pyi"]),
+    ("chainrule.nn.functional", cr.nn.functional, ["nn/functional.pyi"]),
     ("chainrule.optim", cr.optim, ["optim.pyi"]),
     ("chainrule.data", cr.data, ["data.pyi"]),
     ("chainrule.io", cr.io, ["io.pyi"]),

@@ -9,7 +9,7 @@ from .. import _core
 from .._reexport import reexport
 from . import init  # noqa: F401  (chainrule.nn.init)
 
-__all__ = reexport(globals(), _core.nn, skip=("init",)) + ["init", "functional_call", "train", "cross_entropy", "Parameter"] + [
+__all__ = reexport(globals(), _core.nn, skip=("init",)) + ["init", "functional", "functional_call", "train", "cross_entropy", "Parameter"] + [
     "mse_loss", "nll_loss", "l1_loss", "huber_loss", "smooth_l1_loss", "kl_div", "binary_cross_entropy",
     "binary_cross_entropy_with_logits"]
 del reexport
@@ -30,6 +30,9 @@ def cross_entropy(input, target, reduction="mean", label_smoothing=0.0):
     """Softmax cross-entropy of logits [..., C] against int64 labels [...] (torch's
     F.cross_entropy), optionally against targets smoothed towards uniform by label_smoothing."""
     return _core.nn._cross_entropy(input, target, reduction, float(label_smoothing))
+
+
+from . import functional  # noqa: E402,F401  (chainrule.nn.functional, after cross_entropy)
 
 
 def functional_call(module, parameter_and_buffer_dicts, args, kwargs=None, *, strict=False):

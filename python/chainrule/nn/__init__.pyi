@@ -9,6 +9,7 @@ from .._core import (DType, DTypeLike, Generator, Tensor, binary_cross_entropy, 
 from ..data import Dataset, Splits
 from ..optim import Optimizer
 from . import init as init
+from . import functional as functional
 
 IntOrPair = Union[int, Tuple[int, int], Sequence[int]]
 
