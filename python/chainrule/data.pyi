@@ -1,5 +1,7 @@
 """Type stubs for chainrule.data (python/src/nn_bindings.cpp)."""
-from typing import Iterator, List, Sequence, Tuple
+from typing import Iterator, List, Sequence, Tuple, Union
+
+import numpy as np
 
 from ._core import DTypeLike, Tensor
 
@@ -12,7 +14,7 @@ class Dataset:
     num_classes: int
     height: int
     width: int
-    def __init__(self, x: Tensor, y: Tensor, num_classes: int = 0, name: str = "") -> None: ...
+    def __init__(self, x: Union[Tensor, np.ndarray], y: Union[Tensor, np.ndarray], num_classes: int = 0, name: str = "") -> None: ...
     def size(self) -> int: ...
     def __len__(self) -> int: ...
     def features(self) -> int: ...

@@ -334,6 +334,8 @@ void bind_nn(py::module_& m) {
         py::arg("shape"), py::arg("generator") = py::none(), py::arg("dtype") = py::none());
   m.def("rand", [](py::object s, py::object g, py::object d) { return rand(shape_arg(s), gen_arg(g), dtype_or_default(d)); },
         py::arg("shape"), py::arg("generator") = py::none(), py::arg("dtype") = py::none());
+  m.def("is_grad_enabled", &GradMode::is_enabled, "Whether eager reverse mode records operations (this thread).");
+  m.def("set_grad_enabled", &GradMode::set_enabled, py::arg("mode"), "torch.set_grad_enabled (this thread); see chainrule.no_grad.");
   m.def("set_default_dtype", [](py::object d) { set_default_dtype(dtype_arg(d)); }, py::arg("dtype"));
   m.def("get_default_dtype", &get_default_dtype);
 
@@ -764,12 +766,18 @@ as attributes, after super().__init__(), as in PyTorch.)doc");
   // ---- chainrule.data ----
   auto dm = m.def_submodule("data", "Data sets in memory (Fashion-MNIST, spirals, regression, CSV) and seeded mini-batch loaders.");
   py::class_<data::Dataset>(dm, "Dataset")
-      .def(py::init([](const Tensor& x, const Tensor& y, std::int64_t classes, const std::string& name) {
+      .def(py::init([](py::object x, py::object y, std::int64_t classes, const std::string& name) {
              data::Dataset d;
-             d.x = x, d.y = y, d.num_classes = classes, d.name = name;
+             d.x = tensor_arg(x), d.y = tensor_arg(y), d.num_classes = classes, d.name = name;
+             if (d.x.dim() != 2) throw ShapeError("Dataset: x must be [N, features], got " + d.x.shape().str());
+             if (d.y.dim() < 1 || d.y.shape()[0] != d.x.shape()[0])
+               throw ShapeError("Dataset: y " + d.y.shape().str() + " must have the " + std::to_string(d.x.shape()[0]) + " rows of x");
+             if (classes > 0 && d.y.dtype() != DType::i64)
+               throw DTypeError("Dataset: class labels y must be int64, got " + std::string(dtype_name(d.y.dtype())));
              return d;
            }),
-           py::arg("x"), py::arg("y"), py::arg("num_classes") = 0, py::arg("name") = "")
+           py::arg("x"), py::arg("y"), py::arg("num_classes") = 0, py::arg("name") = "",
+           "A data set from tensors or numpy arrays (copied): x [N, features], y [N] int64 labels (num_classes > 0) or [N, k] targets.")
       .def_readwrite("name", &data::Dataset::name)
       .def_readwrite("x", &data::Dataset::x)
       .def_readwrite("y", &data::Dataset::y)

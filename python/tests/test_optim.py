@@ -272,3 +272,56 @@ def test_train_releases_the_gil(tmp_path):
     assert worst < 0.5 * min(calls), f"waited {worst:.3f} s for the GIL; train calls took {calls}"
 
 
+
+
+def test_own_dataset_from_numpy_and_training(tmp_path):
+    g = np.random.default_rng(0)
+    xs = g.standard_normal((300, 4)).astype(np.float32)
+    ys = (xs[:, 0] + xs[:, 1] > 0).astype(np.int64)  # a linearly separable rule
+    parts = [data.Dataset(xs[a:b], ys[a:b], num_classes=2, name="rule") for a, b in [(0, 200), (200, 250), (250, 300)]]
+    assert len(parts[0]) == 200 and parts[0].features() == 4
+    r = cr.train("rule", "mlp:4-16-2", splits=data.Splits(*parts), out_dir=tmp_path, epochs=15, lr=0.01, batch=32,
+                 verbose=False)
+    assert r.test.accuracy > 0.85
+    with pytest.raises(cr.ShapeError, match="rows"):
+        data.Dataset(xs, ys[:5], num_classes=2)
+    with pytest.raises(cr.DTypeError, match="int64"):
+        data.Dataset(xs, ys.astype(np.float32), num_classes=2)
+
+
+def test_optimizer_state_round_trip():
+    p0 = rng.standard_normal(3)
+    grads = [rng.standard_normal(3) for _ in range(4)]
+    a, b = t64(p0), t64(p0)
+    oa = optim.Adam({"w": a}, lr=0.1)
+    for g in grads[:2]:
+        oa.step({"w": t64(g)})
+    st = {k: cr.tensor(v.numpy().copy(), dtype=v.dtype) for k, v in oa.state().items()}
+    ob = optim.Adam({"w": b}, lr=0.1)
+    with pytest.raises(cr.AutodiffError, match="NoGradGuard"):
+        b.copy_(a)  # b requires grad now, as a parameter
+    with cr.no_grad():
+        b.copy_(a)
+    assert cr.is_grad_enabled()
+    ob.load_state(st)
+    for g in grads[2:]:
+        oa.step({"w": t64(g)})
+        ob.step({"w": t64(g)})
+    np.testing.assert_array_equal(a.numpy(), b.numpy())
+    assert ob.steps == 4
+
+
+def test_no_grad():
+    w = t64([1.0, 2.0]).requires_grad_()
+
+    @cr.no_grad()
+    def f(v):
+        return v * 2.0
+    y = f(w)
+    assert not y.requires_grad and cr.is_grad_enabled()
+    with cr.no_grad():
+        assert not cr.is_grad_enabled()
+        assert not (w * 3.0).requires_grad
+        # transforms still differentiate inside no_grad
+        assert cr.grad(lambda v: cr.sum(v * v))(w).numpy().tolist() == [2.0, 4.0]
+    assert (w * 3.0).requires_grad
