@@ -296,6 +296,15 @@ class PyModule : public nn::Module {
   std::deque<Tensor> slots_;  // stable addresses for the registered slots
 };
 
+// A Python subclass's instance before its super().__init__() has no C++ module yet.
+nn::Module& initialized_module(py::handle self) {
+  auto* inst = reinterpret_cast<py::detail::instance*>(self.ptr());
+  if (!inst->get_value_and_holder().holder_constructed())  // the most derived bound type's part
+    throw py::type_error(std::string(py::str(py::type::of(self).attr("__name__"))) +
+                         ": call super().__init__() before using the module or assigning its attributes");
+  return self.cast<nn::Module&>();
+}
+
 nn::ModulePtr module_arg(const py::handle& h, const char* what) {
   if (!py::isinstance<nn::Module>(h))
     throw py::type_error(std::string(what) + ": expected a Module, got " + std::string(py::str(py::type::of(h).attr("__name__"))));
@@ -303,7 +312,7 @@ nn::ModulePtr module_arg(const py::handle& h, const char* what) {
 }
 
 PyModule& py_module(py::handle self, const char* what) {
-  auto* pm = dynamic_cast<PyModule*>(&self.cast<nn::Module&>());
+  auto* pm = dynamic_cast<PyModule*>(&initialized_module(self));
   if (!pm) throw chainrule::ValueError(std::string(what) + ": only modules defined in Python (subclasses of nn.Module) can register new members");
   return *pm;
 }
@@ -410,7 +419,7 @@ as attributes, after super().__init__(), as in PyTorch.)doc");
       .def("zero_grad", &nn::Module::zero_grad)
       .def("to", [](nn::ModulePtr self, py::object d) { self->to(dtype_arg(d)); return self; }, py::arg("dtype"))
       .def("__setattr__", [](py::object self, const std::string& name, py::object value) {
-        auto* pm = dynamic_cast<PyModule*>(&self.cast<nn::Module&>());
+        auto* pm = dynamic_cast<PyModule*>(&initialized_module(self));
         if (pm && !name.starts_with("_")) {
           if (py::isinstance<nn::Module>(value)) {
             pm->add_module(name, value.cast<nn::ModulePtr>());
@@ -441,7 +450,9 @@ as attributes, after super().__init__(), as in PyTorch.)doc");
         py_module(self, "add_module").add_module(name, mod.cast<nn::ModulePtr>());
         keep_child(self, name, mod);
       }, py::arg("name"), py::arg("module"))
-      .def("__getattr__", [](nn::Module& mod, const std::string& name) -> py::object {
+      .def("__getattr__", [](py::object self, const std::string& name) -> py::object {
+        if (name.starts_with("__")) throw py::attribute_error(name);  // copy, pickle and friends probe these
+        nn::Module& mod = initialized_module(self);
         for (auto& [n, c] : mod.named_children())
           if (n == name) return py::cast(c);
         if (Tensor* t = mod.find_tensor(name)) return py::cast(*t);

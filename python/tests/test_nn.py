@@ -383,3 +383,36 @@ def test_functional_names_of_pytorch():
     np.testing.assert_allclose(F.linear(x, t64(w), t64(b)).numpy(), z @ w.T + b, rtol=1e-12)
     np.testing.assert_allclose(F.mse_loss(x, t64(z + 1), reduction="sum").item(), 12.0, rtol=1e-12)
     assert F.cross_entropy is nn.cross_entropy
+
+
+def test_module_misuse_raises_instead_of_crashing():
+    class AssignsBeforeInit(nn.Module):
+        def __init__(self):
+            self.fc = nn.Linear(2, 2)
+
+    class NoSuperInit(nn.Module):
+        def __init__(self):
+            pass
+
+        def forward(self, x):
+            return x
+
+    class TwiceTheSameChild(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(2, 2)
+            self.fc = nn.Linear(2, 2)
+    with pytest.raises(TypeError, match="super"):
+        AssignsBeforeInit()
+    with pytest.raises(TypeError, match="__init__"):
+        NoSuperInit()
+    with pytest.raises(cr.ValueError, match="already registered"):
+        TwiceTheSameChild()
+    lin = nn.Linear(2, 2)
+    lin.weight = cr.zeros((2, 2))  # a C++ layer's fields stay assignable
+    assert lin.weight.numpy().sum() == 0
+    with pytest.raises(AttributeError):
+        lin.foo = 1
+    import copy
+    with pytest.raises(Exception):
+        copy.deepcopy(lin)  # not supported, but no crash
