@@ -296,6 +296,16 @@ class PyModule : public nn::Module {
   std::deque<Tensor> slots_;  // stable addresses for the registered slots
 };
 
+// A layer's tensor field as a property: an undefined tensor (no bias) reads as None.
+template <class C>
+auto tensor_get(Tensor C::*field) {
+  return [field](const C& c) -> py::object { return (c.*field).defined() ? py::cast(c.*field) : py::none(); };
+}
+template <class C>
+auto tensor_set(Tensor C::*field) {
+  return [field](C& c, std::optional<Tensor> t) { c.*field = t.value_or(Tensor()); };
+}
+
 // A Python subclass's instance before its super().__init__() has no C++ module yet.
 nn::Module& initialized_module(py::handle self) {
   auto* inst = reinterpret_cast<py::detail::instance*>(self.ptr());
@@ -455,7 +465,7 @@ as attributes, after super().__init__(), as in PyTorch.)doc");
         nn::Module& mod = initialized_module(self);
         for (auto& [n, c] : mod.named_children())
           if (n == name) return py::cast(c);
-        if (Tensor* t = mod.find_tensor(name)) return py::cast(*t);
+        if (Tensor* t = mod.find_tensor(name)) return t->defined() ? py::cast(*t) : py::none();
         throw py::attribute_error("module " + mod.repr() + " has no attribute, child, parameter or buffer '" + name + "'");
       });
 
@@ -476,8 +486,8 @@ as attributes, after super().__init__(), as in PyTorch.)doc");
            "torch.nn.Linear, initialised as PyTorch (U(±1/sqrt(in_features))) from `generator` or the default one.")
       .def_readonly("in_features", &nn::Linear::in_features)
       .def_readonly("out_features", &nn::Linear::out_features)
-      .def_readwrite("weight", &nn::Linear::weight)
-      .def_readwrite("bias", &nn::Linear::bias);
+      .def_property("weight", tensor_get(&nn::Linear::weight), tensor_set(&nn::Linear::weight))
+      .def_property("bias", tensor_get(&nn::Linear::bias), tensor_set(&nn::Linear::bias));
 
   py::class_<nn::Sequential, nn::Module, std::shared_ptr<nn::Sequential>>(nnm, "Sequential")
       .def(py::init([](py::args args) {
@@ -515,8 +525,8 @@ as attributes, after super().__init__(), as in PyTorch.)doc");
   py::class_<nn::LayerNorm, nn::Module, std::shared_ptr<nn::LayerNorm>>(nnm, "LayerNorm")
       .def(py::init([](std::int64_t f, double eps, bool affine, py::object d) { return std::make_shared<nn::LayerNorm>(f, eps, affine, dtype_or_default(d)); }),
            py::arg("normalized_shape"), py::arg("eps") = 1e-5, py::arg("elementwise_affine") = true, py::arg("dtype") = py::none())
-      .def_readwrite("weight", &nn::LayerNorm::weight)
-      .def_readwrite("bias", &nn::LayerNorm::bias);
+      .def_property("weight", tensor_get(&nn::LayerNorm::weight), tensor_set(&nn::LayerNorm::weight))
+      .def_property("bias", tensor_get(&nn::LayerNorm::bias), tensor_set(&nn::LayerNorm::bias));
 #define BN(Cls)                                                                                                         \
   py::class_<nn::Cls, nn::Module, std::shared_ptr<nn::Cls>>(nnm, #Cls)                                                  \
       .def(py::init([](std::int64_t f, double eps, double mom, bool affine, py::object d) {                             \
@@ -524,10 +534,10 @@ as attributes, after super().__init__(), as in PyTorch.)doc");
            }),                                                                                                          \
            py::arg("num_features"), py::arg("eps") = 1e-5, py::arg("momentum") = 0.1, py::arg("affine") = true,          \
            py::arg("dtype") = py::none())                                                                               \
-      .def_readwrite("weight", &nn::Cls::weight)                                                                        \
-      .def_readwrite("bias", &nn::Cls::bias)                                                                            \
-      .def_readwrite("running_mean", &nn::Cls::running_mean)                                                            \
-      .def_readwrite("running_var", &nn::Cls::running_var);
+      .def_property("weight", tensor_get(&nn::Cls::weight), tensor_set(&nn::Cls::weight))                                                                        \
+      .def_property("bias", tensor_get(&nn::Cls::bias), tensor_set(&nn::Cls::bias))                                                                            \
+      .def_property("running_mean", tensor_get(&nn::Cls::running_mean), tensor_set(&nn::Cls::running_mean))                                                            \
+      .def_property("running_var", tensor_get(&nn::Cls::running_var), tensor_set(&nn::Cls::running_var));
   BN(BatchNorm1d) BN(BatchNorm2d)
 #undef BN
   py::class_<nn::GroupNorm, nn::Module, std::shared_ptr<nn::GroupNorm>>(nnm, "GroupNorm")
@@ -535,8 +545,8 @@ as attributes, after super().__init__(), as in PyTorch.)doc");
              return std::make_shared<nn::GroupNorm>(g, c, eps, affine, dtype_or_default(d));
            }),
            py::arg("num_groups"), py::arg("num_channels"), py::arg("eps") = 1e-5, py::arg("affine") = true, py::arg("dtype") = py::none())
-      .def_readwrite("weight", &nn::GroupNorm::weight)
-      .def_readwrite("bias", &nn::GroupNorm::bias);
+      .def_property("weight", tensor_get(&nn::GroupNorm::weight), tensor_set(&nn::GroupNorm::weight))
+      .def_property("bias", tensor_get(&nn::GroupNorm::bias), tensor_set(&nn::GroupNorm::bias));
   py::class_<nn::Dropout, nn::Module, std::shared_ptr<nn::Dropout>>(nnm, "Dropout")
       .def(py::init<double, std::uint64_t>(), py::arg("p") = 0.5, py::arg("seed") = 0)
       .def_readonly("p", &nn::Dropout::p);
@@ -568,8 +578,8 @@ as attributes, after super().__init__(), as in PyTorch.)doc");
            }),
            py::arg("in_channels"), py::arg("out_channels"), py::arg("kernel_size"), py::arg("stride") = 1, py::arg("padding") = 0,
            py::arg("dilation") = 1, py::arg("groups") = 1, py::arg("bias") = true, py::arg("dtype") = py::none(), py::arg("seed") = 0)
-      .def_readwrite("weight", &nn::Conv2d::weight)
-      .def_readwrite("bias", &nn::Conv2d::bias);
+      .def_property("weight", tensor_get(&nn::Conv2d::weight), tensor_set(&nn::Conv2d::weight))
+      .def_property("bias", tensor_get(&nn::Conv2d::bias), tensor_set(&nn::Conv2d::bias));
   py::class_<nn::ConvTranspose2d, nn::Module, std::shared_ptr<nn::ConvTranspose2d>>(nnm, "ConvTranspose2d")
       .def(py::init([](std::int64_t in, std::int64_t out, py::object k, py::object stride, py::object padding, py::object output_padding,
                        std::int64_t groups, bool bias, py::object dilation, py::object d, std::uint64_t seed) {
@@ -587,8 +597,8 @@ as attributes, after super().__init__(), as in PyTorch.)doc");
            py::arg("in_channels"), py::arg("out_channels"), py::arg("kernel_size"), py::arg("stride") = 1, py::arg("padding") = 0,
            py::arg("output_padding") = 0, py::arg("groups") = 1, py::arg("bias") = true, py::arg("dilation") = 1,
            py::arg("dtype") = py::none(), py::arg("seed") = 0)
-      .def_readwrite("weight", &nn::ConvTranspose2d::weight)
-      .def_readwrite("bias", &nn::ConvTranspose2d::bias);
+      .def_property("weight", tensor_get(&nn::ConvTranspose2d::weight), tensor_set(&nn::ConvTranspose2d::weight))
+      .def_property("bias", tensor_get(&nn::ConvTranspose2d::bias), tensor_set(&nn::ConvTranspose2d::bias));
 #define POOL(Cls)                                                                                                       \
   py::class_<nn::Cls, nn::Module, std::shared_ptr<nn::Cls>>(nnm, #Cls)                                                  \
       .def(py::init([](py::object k, py::object s, py::object p) {                                                      \
@@ -771,7 +781,10 @@ as attributes, after super().__init__(), as in PyTorch.)doc");
   py::class_<optim::CosineLR, optim::LRSchedule, std::shared_ptr<optim::CosineLR>>(om, "CosineLR")
       .def(py::init<std::int64_t, double>(), py::arg("total_steps"), py::arg("min_factor") = 0.0);
   py::class_<optim::WarmupLR, optim::LRSchedule, std::shared_ptr<optim::WarmupLR>>(om, "WarmupLR")
-      .def(py::init([](std::int64_t w, std::shared_ptr<optim::LRSchedule> after) { return std::make_shared<optim::WarmupLR>(w, std::move(after)); }),
+      .def(py::init([](std::int64_t w, std::shared_ptr<optim::LRSchedule> after) {
+             if (!after) throw chainrule::ValueError("WarmupLR: `after` must be a schedule (ConstantLR() for none)");
+             return std::make_shared<optim::WarmupLR>(w, std::move(after));
+           }),
            py::arg("warmup_steps"), py::arg("after"));
 
   // ---- chainrule.data ----

@@ -416,3 +416,12 @@ def test_module_misuse_raises_instead_of_crashing():
     import copy
     with pytest.raises(Exception):
         copy.deepcopy(lin)  # not supported, but no crash
+
+
+def test_missing_bias_reads_none_and_schedules_checked():
+    lin = nn.Linear(3, 2, bias=False)
+    assert lin.bias is None and [n for n, _ in lin.named_parameters()] == ["weight"]
+    np.testing.assert_allclose(lin(cr.ones((1, 3))).numpy(), lin.weight.numpy().sum(1, keepdims=True).T, rtol=1e-6)
+    assert nn.Conv2d(1, 2, 3, bias=False).bias is None
+    with pytest.raises(cr.ValueError, match="after"):
+        cr.optim.WarmupLR(3, None)

@@ -44,7 +44,7 @@ class Linear(Module):
     in_features: int
     out_features: int
     weight: Tensor
-    bias: Tensor
+    bias: Optional[Tensor]
     def __init__(self, in_features: int, out_features: int, bias: bool = True, dtype: DTypeLike = None,
                  generator: Optional[Generator] = None) -> None: ...
 
@@ -62,13 +62,13 @@ class Residual(Module):
 
 class LayerNorm(Module):
     weight: Tensor
-    bias: Tensor
+    bias: Optional[Tensor]
     def __init__(self, normalized_shape: int, eps: float = 1e-5, elementwise_affine: bool = True,
                  dtype: DTypeLike = None) -> None: ...
 
 class BatchNorm1d(Module):
     weight: Tensor
-    bias: Tensor
+    bias: Optional[Tensor]
     running_mean: Tensor
     running_var: Tensor
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1, affine: bool = True,
@@ -76,7 +76,7 @@ class BatchNorm1d(Module):
 
 class BatchNorm2d(Module):
     weight: Tensor
-    bias: Tensor
+    bias: Optional[Tensor]
     running_mean: Tensor
     running_var: Tensor
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1, affine: bool = True,
@@ -84,7 +84,7 @@ class BatchNorm2d(Module):
 
 class GroupNorm(Module):
     weight: Tensor
-    bias: Tensor
+    bias: Optional[Tensor]
     def __init__(self, num_groups: int, num_channels: int, eps: float = 1e-5, affine: bool = True,
                  dtype: DTypeLike = None) -> None: ...
 
@@ -99,14 +99,14 @@ class ResidualBlock(Module):
 
 class Conv2d(Module):
     weight: Tensor
-    bias: Tensor
+    bias: Optional[Tensor]
     def __init__(self, in_channels: int, out_channels: int, kernel_size: IntOrPair, stride: IntOrPair = 1,
                  padding: Union[IntOrPair, str] = 0, dilation: IntOrPair = 1, groups: int = 1, bias: bool = True,
                  dtype: DTypeLike = None, seed: int = 0) -> None: ...
 
 class ConvTranspose2d(Module):
     weight: Tensor
-    bias: Tensor
+    bias: Optional[Tensor]
     def __init__(self, in_channels: int, out_channels: int, kernel_size: IntOrPair, stride: IntOrPair = 1,
                  padding: IntOrPair = 0, output_padding: IntOrPair = 0, groups: int = 1, bias: bool = True,
                  dilation: IntOrPair = 1, dtype: DTypeLike = None, seed: int = 0) -> None: ...
