@@ -269,7 +269,7 @@ def test_train_releases_the_gil(tmp_path):
         worst = max(worst, time.perf_counter() - a)
     th.join()
     assert calls and min(calls) > 0.05, f"training calls too short to tell: {calls}"
-    assert worst < 0.5 * min(calls), f"waited {worst:.3f} s for the GIL; train calls took {calls}"
+    assert worst < 0.8 * min(calls), f"waited {worst:.3f} s for the GIL; train calls took {calls}"
 
 
 
