@@ -8,9 +8,38 @@ from . import _core
 from ._core import *  # noqa: F401,F403
 from ._core import Tensor, _vjp, _jvp, _vmap, _jacfwd, _jacrev, _hessian, _hvp, _linearize, _check_scalar
 
-__all__ = [n for n in dir(_core) if not n.startswith("_")] + [
+# The submodules as importable Python modules (import chainrule.nn, from chainrule.optim import SGD).
+from . import nn, optim, data, io, linalg  # noqa: E402
+from .nn import train  # noqa: E402  (chainrule.train is nn.train)
+
+# (io is left out of __all__: a star import must not shadow Python's io module.)
+__all__ = [n for n in dir(_core) if not n.startswith("_") and n != "io"] + [
     "grad", "value_and_grad", "vjp", "jvp", "vmap", "jacfwd", "jacrev", "hessian", "hvp", "linearize",
-    "linear_transpose"]
+    "linear_transpose", "train", "no_grad"]
+
+
+class no_grad:
+    """Eager reverse mode records nothing inside (torch.no_grad): a context manager or a
+    decorator. In-place updates of parameters (p.copy_(...)) need it. Transforms (grad, vmap, ...)
+    are not affected."""
+
+    def __enter__(self):
+        self._prev = _core.is_grad_enabled()
+        _core.set_grad_enabled(False)
+        return self
+
+    def __exit__(self, *exc):
+        _core.set_grad_enabled(self._prev)
+        return False
+
+    def __call__(self, f):
+        import functools
+
+        @functools.wraps(f)
+        def wrapped(*args, **kwargs):
+            with no_grad():
+                return f(*args, **kwargs)
+        return wrapped
 
 
 # Arguments of transformed functions are trees: a Tensor, or (nested) tuples, lists and dicts of

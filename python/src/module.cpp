@@ -12,6 +12,8 @@
 
 #include <chainrule/chainrule.h>
 
+#include "bindings.h"
+
 #include <array>
 #include <cstdint>
 #include <cstring>
@@ -746,4 +748,8 @@ numpy are not seen by the version counter that guards saved tensors.)doc");
     return py::make_tuple(y, py::cpp_function(lin));
   });
   m.def("_hvp", [](py::function f, const Tensor& x, const Tensor& v) { return hvp(py_fn1(f))(x, v); });
+
+  // Blocks in their own files (bindings.h): nn, optim, data, io, train; DLPack.
+  chainrule::python::bind_nn(m);
+  chainrule::python::bind_dlpack(m);
 }
