@@ -4,7 +4,7 @@ needed: the files are written and read by hand here).
 
     /usr/bin/python3 tools/make_torch_fixture.py [--out tests/fixtures/torch_mlp]
 
-For each model (mlp:6-5-4-3, resmlp:6-5x2-3) it builds the nn.Sequential chainrule's spec names
+For each model (mlp:6-5-4-3, resmlp:6-5x2-3; and two ResNets, RESNETS) it builds the torch module chainrule's spec names
 (tools/torch_grad_check.py's build), seeds torch, writes NAME.safetensors (float64 state_dict,
 __metadata__ {"chainrule.model": SPEC}) and NAME_io.safetensors with "x" [4, 6] and "logits"
 [4, 3] = model(x) in float64. tests/test_torch_fixture.cpp loads them with chainrule.
@@ -27,14 +27,79 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from torch_grad_check import build, read_safetensors  # noqa: E402
 
 MODELS = [("mlp", "mlp:6-5-4-3", 1), ("resmlp", "resmlp:6-5x2-3", 2)]
+# Convolutional: chainrule's resnet:CxHxW-WIDTHxBLOCKS-...-OUT, post- and pre-activation blocks,
+# with a projection shortcut (stride 2, more channels) and an identity one.
+RESNETS = [("resnet", "resnet:1x8x8-4x2-6x1-3", 3), ("resnet_pre", "resnet:2x7x6-4x1-8x2-3:pre", 4)]
+
+
+def build_resnet(spec):
+    """torchvision's BasicBlock layout, with chainrule's names (nn/spec.cpp's build_resnet)."""
+    import torch.nn as nn
+
+    fields = spec.split(":")[1].split("-")
+    preact = spec.endswith(":pre")
+    c, h, w = (int(v) for v in fields[0].split("x"))
+    stages = [tuple(int(v) for v in f.split("x")) for f in fields[1:-1]]
+
+    class Block(nn.Module):
+        def __init__(self, cin, cout, stride):
+            super().__init__()
+            self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+            self.bn1 = nn.BatchNorm2d(cin if preact else cout)
+            self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+            self.bn2 = nn.BatchNorm2d(cout)
+            self.downsample = None
+            if stride != 1 or cin != cout:
+                proj = [nn.Conv2d(cin, cout, 1, stride, bias=False)]
+                self.downsample = nn.Sequential(*proj) if preact else nn.Sequential(*proj, nn.BatchNorm2d(cout))
+
+        def forward(self, x):
+            if preact:
+                h = self.bn1(x).relu()
+                shortcut = self.downsample(h) if self.downsample is not None else x
+                return self.conv2(self.bn2(self.conv1(h)).relu()) + shortcut
+            b = self.bn2(self.conv2(self.bn1(self.conv1(x)).relu()))
+            return (b + (self.downsample(x) if self.downsample is not None else x)).relu()
+
+    class ResNet(nn.Module):
+        def __init__(self):
+            super().__init__()
+            stem = stages[0][0]
+            self.conv1 = nn.Conv2d(c, stem, 3, 1, 1, bias=False)
+            if not preact:
+                self.bn1 = nn.BatchNorm2d(stem)
+            channels = stem
+            for s, (width, blocks) in enumerate(stages):
+                layer = []
+                for b in range(blocks):
+                    layer.append(Block(channels, width, 2 if s > 0 and b == 0 else 1))
+                    channels = width
+                setattr(self, f"layer{s + 1}", nn.Sequential(*layer))
+            if preact:
+                self.bn_final = nn.BatchNorm2d(channels)
+            self.fc = nn.Linear(channels, int(fields[-1]))
+
+        def forward(self, x):
+            h = self.conv1(x.reshape(-1, c, h_, w_))
+            if not preact:
+                h = self.bn1(h).relu()
+            for s in range(len(stages)):
+                h = getattr(self, f"layer{s + 1}")(h)
+            if preact:
+                h = self.bn_final(h).relu()
+            return self.fc(h.mean((2, 3)))
+
+    h_, w_ = h, w
+    return ResNet(), c * h * w
 
 
 def write_safetensors(path, tensors, metadata=None):
     header, blobs, offset = {}, [], 0
     for name, t in tensors.items():
-        t = t.detach().contiguous().to(torch.float64)
-        raw = t.numpy().astype("<f8").tobytes()
-        header[name] = {"dtype": "F64", "shape": list(t.shape), "data_offsets": [offset, offset + len(raw)]}
+        integer = t.dtype == torch.int64  # BatchNorm's num_batches_tracked
+        t = t.detach().contiguous().to(torch.int64 if integer else torch.float64)
+        raw = t.numpy().astype("<i8" if integer else "<f8").tobytes()
+        header[name] = {"dtype": "I64" if integer else "F64", "shape": list(t.shape), "data_offsets": [offset, offset + len(raw)]}
         blobs.append(raw)
         offset += len(raw)
     if metadata:
@@ -59,6 +124,29 @@ def make(out):
                     p.uniform_(-0.5, 0.5)
         model.eval()
         x = torch.randn(4, 6, dtype=torch.float64)
+        with torch.no_grad():
+            logits = model(x)
+        write_safetensors(os.path.join(out, name + ".safetensors"), model.state_dict(), {"chainrule.model": spec})
+        write_safetensors(os.path.join(out, name + "_io.safetensors"), {"x": x, "logits": logits})
+        print(f"{name}: {spec}, {sum(p.numel() for p in model.parameters())} parameters, "
+              f"logits[0] = {logits[0].tolist()}")
+    for name, spec, seed in RESNETS:
+        torch.manual_seed(seed)
+        model, features = build_resnet(spec)
+        model = model.to(torch.float64)
+        with torch.no_grad():  # batch statistics and affine parameters away from their defaults
+            for n, b in model.named_buffers():
+                if n.endswith("running_mean"):
+                    b.uniform_(-0.5, 0.5)
+                elif n.endswith("running_var"):
+                    b.uniform_(0.5, 2.0)
+                elif n.endswith("num_batches_tracked"):
+                    b.fill_(7)
+            for n, p in model.named_parameters():
+                if "bn" in n or "downsample.1" in n or n.endswith("bias"):
+                    p.uniform_(0.5, 1.5) if n.endswith("weight") else p.uniform_(-0.5, 0.5)
+        model.eval()
+        x = torch.randn(4, features, dtype=torch.float64)
         with torch.no_grad():
             logits = model(x)
         write_safetensors(os.path.join(out, name + ".safetensors"), model.state_dict(), {"chainrule.model": spec})
