@@ -219,8 +219,8 @@ std::int64_t vmap_size(const std::vector<std::vector<LeafAxis>>& axes, const Arg
   return sizes[0].second;
 }
 
-// x with each mapped leaf made a batch tracer of f (its axis moved to the front), or with each
-// mapped leaf sliced to [start, stop) along its axis (a chunk).
+// x with each mapped leaf made a batch tracer of f (its axis moved to the front); vmap_slice
+// cuts each mapped leaf to [start, stop) along its axis instead (a chunk).
 template <class T>
 T vmap_wrap(const std::shared_ptr<Frame>& f, const T& x, const std::vector<LeafAxis>& axes) {
   if constexpr (!is_tree_v<T>) {
@@ -246,8 +246,8 @@ T vmap_slice(const T& x, const std::vector<LeafAxis>& axes, std::int64_t start, 
   }
 }
 
-// The output's leaves with their batch axes moved to out_axes. `parts` joins chunks instead:
-// each output leaf is the concatenation of the chunks' leaves along its out axis.
+// The output's leaves with their batch axes moved to out_axes; vmap_join concatenates the
+// chunks' outputs, each leaf along its out axis.
 template <class T>
 T vmap_unwrap(const std::shared_ptr<Frame>& f, const T& out, const AxisTree& out_axes) {
   std::vector<LeafAxis> axes;
