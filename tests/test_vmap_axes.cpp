@@ -61,6 +61,9 @@ TEST(VmapAxes, NonzeroAndNegativeInAxesAndOutAxes) {
   expect_close(out1, mul(a, exp(b)));
   Tensor outm = vmap(f, {1, 1}, -1)(a, b);
   expect_close(outm, mul(a, exp(b)));
+  // in_axes built at run time as a std::vector<InAxis>.
+  std::vector<InAxis> runtime_axes = {InAxis{1}, InAxis{-1}};
+  expect_close(vmap(f, runtime_axes, 1)(a, b), mul(a, exp(b)));
 }
 
 TEST(VmapAxes, VectorArgumentsAndVectorOutput) {

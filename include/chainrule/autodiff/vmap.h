@@ -14,6 +14,7 @@
 // randomness (frame.h) chooses what random draws inside f do: Error (the default), Same, Different.
 // chunk_size (VmapOptions) runs f over chunks of that many examples and concatenates the results:
 // the same values for less peak memory (random draws are then made per chunk, Same and Different).
+#include <concepts>
 #include <cstdint>
 #include <initializer_list>
 #include <map>
@@ -326,6 +327,14 @@ auto vmap(F f, std::vector<AxisTree> in_axes, VmapOptions opts) {
 template <class F>
 auto vmap(F f, std::vector<AxisTree> in_axes, AxisTree out_axes = 0, Randomness randomness = Randomness::Error) {
   return vmap(std::move(f), std::move(in_axes), VmapOptions{std::move(out_axes), randomness, 0});
+}
+
+// A runtime std::vector<InAxis> (one plain entry per argument) works as before. A template, so
+// that a braced list never deduces it and `{0, not_mapped}` stays unambiguous.
+template <class F, class V>
+  requires std::same_as<V, std::vector<InAxis>>
+auto vmap(F f, const V& in_axes, AxisTree out_axes = 0, Randomness randomness = Randomness::Error) {
+  return vmap(std::move(f), std::vector<AxisTree>(in_axes.begin(), in_axes.end()), VmapOptions{std::move(out_axes), randomness, 0});
 }
 
 }  // namespace chainrule
