@@ -7,7 +7,7 @@ environment as it is and once with OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE unset 
 use its AVX-512 kernels). Prints both columns, the best, chainrule's figure and the speed-up.
 
     /usr/bin/python3 bench/compare_pytorch.py --chainrule build/chainrule [--config tiny,small]
-        [--jacobian] [--epoch] [--min-time 1.0] [--repeats 3] [--markdown]
+        [--jacobian] [--epoch] [--per-example] [--min-time 1.0] [--repeats 3] [--markdown]
 
 Every PyTorch measurement runs in a fresh worker process (OpenBLAS reads its environment at load),
 --repeats times on each side (chainrule's bench too), and the best median counts.
@@ -33,6 +33,7 @@ CONFIGS = {  # the same as src/cli/bench.cpp
 TARGETS = {"tiny": 10.0, "small": 3.0, "fmnist": 1.5, "wide": 1.6, "resmlp": 2.5, "resnet8": 1.5, "resnet20": 1.5}  # speed-up wanted
 JACOBIANS = [(16, 4096), (4096, 16), (1024, 1024)]  # (n, m), 3-layer tanh MLP of width 512
 JACOBIAN_TARGET = 2.0
+PER_EXAMPLE_BATCH, PER_EXAMPLE_TARGET = 128, 2.0  # per-example gradients of the fmnist MLP
 
 
 def median_seconds(fn, min_time, warmup=3, min_calls=10):
@@ -184,6 +185,34 @@ def worker_jacobian(n, m, threads, min_time):
     return r
 
 
+def worker_per_example(batch, threads, min_time):
+    """Per-example gradients of the fmnist MLP with functorch (torch.func in later PyTorch):
+    vmap(grad(loss), in_dims=(None, 0, 0)), and a loop of grad over the examples."""
+    import torch
+    import torch.nn.functional as F
+    from functorch import grad, make_functional, vmap
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    model = build_model(CONFIGS["fmnist"][0])
+    fmodel, params = make_functional(model)
+    n_in, n_out = model[0].in_features, model[-1].out_features
+    x, y = torch.randn(batch, n_in), torch.randint(0, n_out, (batch,))
+
+    def loss(p, xi, yi):
+        return F.cross_entropy(fmodel(p, xi.unsqueeze(0)), yi.unsqueeze(0))
+
+    per_example = vmap(grad(loss), in_dims=(None, 0, 0))
+    g = grad(loss)
+
+    def loop():
+        for i in range(batch):
+            g(params, x[i], y[i])
+
+    return {"vmap_s": median_seconds(lambda: per_example(params, x, y), min_time, warmup=1, min_calls=3),
+            "loop_s": median_seconds(loop, min_time, warmup=1, min_calls=3)}
+
+
 def read_idx(path):
     import numpy as np
 
@@ -247,6 +276,8 @@ def best_of_runs(runs):
     best["gemm_peak_gflops"] = max(r["gemm_peak_gflops"] for r in runs)
     best["configs"] = [min((c for r in runs for c in r["configs"] if c["name"] == first["name"]), key=lambda c: c["step_us"])
                        for first in runs[0]["configs"]]
+    if "per_example" in runs[0]:
+        best["per_example"] = min((r["per_example"] for r in runs), key=lambda p: p["vmap_s"])
     best["jacobians"] = [min((j for r in runs for j in r.get("jacobians", []) if (j["n"], j["m"]) == (first["n"], first["m"])),
                              key=lambda j: j["seconds"]) for first in runs[0].get("jacobians", [])]
     return best
@@ -262,6 +293,8 @@ def main():
                         "between processes, PyTorch's by up to 1.8x)")
     p.add_argument("--jacobian", action="store_true", help="also compare Jacobians of f: R^n -> R^m")
     p.add_argument("--epoch", action="store_true", help="also time one epoch of the default training recipe")
+    p.add_argument("--per-example", action="store_true",
+                   help="also compare per-example gradients of the fmnist MLP: vmap(grad) against functorch's")
     p.add_argument("--markdown", action="store_true", help="print the tables as Markdown")
     p.add_argument("--worker", nargs="*")
     p.add_argument("--threads", type=int, default=1)
@@ -273,6 +306,8 @@ def main():
             r = worker_step(a.worker[1], a.threads, a.min_time)
         elif kind == "jacobian":
             r = worker_jacobian(int(a.worker[1]), int(a.worker[2]), a.threads, a.min_time)
+        elif kind == "per-example":
+            r = worker_per_example(int(a.worker[1]), a.threads, a.min_time)
         else:
             r = worker_epoch(a.threads)
         print(json.dumps(r))
@@ -285,6 +320,8 @@ def main():
     cmd = [a.chainrule, "bench", "--config", ",".join(names), "--min-time", str(a.min_time), "--json"]
     if a.jacobian:
         cmd.append("--jacobian")
+    if a.per_example:
+        cmd += ["--per-example", "--per-example-batch", str(PER_EXAMPLE_BATCH)]
     ours = best_of_runs([json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1])
                          for _ in range(a.repeats)])
     ours_by_name = {c["name"]: c for c in ours["configs"]}
@@ -332,6 +369,24 @@ def main():
             speedup = min(rev, fwd) / jac["seconds"]
             row([f"({n}, {m})", f"{1e3 * rev:.2f} ms", f"{1e3 * fwd:.2f} ms", f"{1e3 * min(rev, fwd):.2f} ms",
                  f"{1e3 * jac['seconds']:.2f} ms", jac["mode"], f"{speedup:.2f}x", "yes" if speedup >= JACOBIAN_TARGET else "NO"])
+
+    if a.per_example:
+        mine = ours["per_example"]
+        runs = [run_worker(["per-example", str(PER_EXAMPLE_BATCH), "--min-time", str(a.min_time), "--threads", str(t)], pin)
+                for _ in range(a.repeats) for t in (1, 2) for pin in (True, False)]
+        tv = min(r["vmap_s"] for r in runs)
+        tl = min(r["loop_s"] for r in runs)
+        speedup = tv / mine["vmap_s"]
+        print(f"\nper-example gradients of {mine['model']}, batch {mine['batch']}:")
+        head = ["", "vmap(grad)", "loop of grad", "loop / vmap"]
+        row(head)
+        if md:
+            print("|" + "---|" * len(head))
+        row(["functorch", f"{1e3 * tv:.1f} ms", f"{1e3 * tl:.1f} ms", f"{tl / tv:.2f}x"])
+        row([f"chainrule ({mine['threads']}t)", f"{1e3 * mine['vmap_s']:.1f} ms", f"{1e3 * mine['loop_s']:.1f} ms",
+             f"{mine['loop_s'] / mine['vmap_s']:.2f}x"])
+        print(f"chainrule's vmap(grad) against functorch's: {speedup:.2f}x (target {PER_EXAMPLE_TARGET:.1f}x: "
+              f"{'met' if speedup >= PER_EXAMPLE_TARGET else 'NOT met'})")
 
     if a.epoch:
         torch_runs = [run_worker(["epoch", "--threads", str(t)], pin) for t in (1, 2) for pin in (True, False)]

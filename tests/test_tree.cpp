@@ -156,6 +156,29 @@ TEST(Tree, PerExampleGradientsOfAStruct) {
   }
 }
 
+TEST(Tree, PerFieldInAxesOfAStruct) {
+  // An ensemble of 4 hidden units as the batch: w1's rows, b1's entries and w2's columns are
+  // mapped, b2 is shared; the entry follows the struct's fields in declaration order.
+  Fixture s;
+  auto unit = [&](const Mlp& m) { return sum(mul(tanh(add(matmul(s.x, m.w1), m.b1)), sum(add(m.w2, m.b2)))); };
+  Tensor out = vmap(unit, {{0, 0, 1, not_mapped}})(s.m);
+  ASSERT_EQ(out.shape(), Shape({4}));
+  for (std::int64_t i = 0; i < 4; ++i) {
+    Mlp one = s.m;
+    one.w1 = row(s.m.w1, i);
+    one.b1 = row(s.m.b1, i);
+    one.w2 = squeeze(slice(s.m.w2, 1, i, i + 1), 1);
+    expect_close(row(out, i), unit(one));
+  }
+  try {
+    (void)vmap(unit, {{0, 0, 1}})(s.m);
+    FAIL();
+  } catch (const AutodiffError& e) {
+    EXPECT_NE(std::string(e.what()).find("vmap: in_axes entry {0, 0, 1} for argument 0 does not match its structure (T,T,T,T): "
+                                         "3 entries for 4 fields"), std::string::npos) << e.what();
+  }
+}
+
 TEST(Tree, MismatchedStructuresAreClearErrors) {
   Fixture s;
   std::map<std::string, Tensor> a{{"w", s.x}}, b{{"v", s.x}};

@@ -2,6 +2,8 @@
 // callables, held in the primitive's typed attributes.
 #include "chainrule/autodiff/custom.h"
 
+#include "autodiff/custom_internal.h"
+
 #include <fmt/format.h>
 
 #include <memory>
@@ -104,6 +106,29 @@ const Primitive custom_p{
 };
 
 }  // namespace
+
+bool detail::has_custom_batch_rule(const Primitive& p, const Params& params) {
+  return &p == &custom_p && params.attrs<CustomAttrs>().rules->batch;
+}
+
+Tensor detail::eval_custom_batch(const std::shared_ptr<Frame>& f, std::span<const Tensor> xs, const Params& params) {
+  const CustomRules& r = *params.attrs<CustomAttrs>().rules;
+  std::vector<Tensor> vals;
+  std::vector<std::optional<std::int64_t>> axes;
+  for (const auto& x : xs) {
+    const bool batched = is_traced_by(x, f.get());
+    vals.push_back(batched ? x.impl()->primal : x);
+    axes.push_back(batched ? std::optional<std::int64_t>(0) : std::nullopt);
+  }
+  auto [out, axis] = r.batch(f->batch_size, vals, axes);
+  if (!out.defined()) throw AutodiffError(fmt::format("custom function '{}': its batching rule returned an undefined tensor", r.name));
+  if (!axis) return out;  // the same for every example
+  const auto rank = static_cast<std::int64_t>(out.dim());
+  if (*axis < -rank || *axis >= rank || out.shape()[static_cast<std::size_t>(*axis < 0 ? *axis + rank : *axis)] != f->batch_size)
+    throw AutodiffError(fmt::format("custom function '{}': its batching rule returned shape {} with batch axis {}, which is not "
+                                    "an axis of size {} (the batch size)", r.name, out.shape().str(), *axis, f->batch_size));
+  return make_batch_tracer(f, vmap_movedim(out, *axis < 0 ? *axis + rank : *axis, 0));
+}
 
 std::function<Tensor(const std::vector<Tensor>&)> custom_function(CustomRules rules) {
   if (!rules.forward) throw ValueError(fmt::format("custom_function '{}': needs a forward function", rules.name));

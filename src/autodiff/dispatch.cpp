@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "autodiff/anomaly_internal.h"
+#include "autodiff/custom_internal.h"
 #include "chainrule/autodiff/anomaly.h"
 #include "chainrule/autodiff/frame.h"
 #include "chainrule/autodiff/linearize.h"
@@ -187,6 +188,7 @@ Tensor eval_reverse(const std::shared_ptr<Frame>& f, const Primitive& p, std::sp
 // vmap: line the batch axes up according to the primitive's batching kind and apply the
 // primitive once to the whole batch (its parameters refer to trailing dimensions).
 Tensor eval_batch(const std::shared_ptr<Frame>& f, const Primitive& p, std::span<const Tensor> xs, const Params& params) {
+  if (detail::has_custom_batch_rule(p, params)) return detail::eval_custom_batch(f, xs, params);  // the user's own rule
   SmallVec<Tensor, 3> vals(xs.size());
   std::size_t rank = 0;
   for (const auto& x : xs) rank = std::max(rank, x.shape().size());

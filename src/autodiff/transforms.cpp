@@ -2,6 +2,9 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
+#include <cmath>
+
 namespace chainrule {
 namespace detail {
 
@@ -74,6 +77,15 @@ std::pair<Tensor, Tensor> jvp_finish(const std::shared_ptr<Frame>& f, const Tens
     return {out.impl()->primal, t.defined() ? t : zeros_like(out.impl()->primal)};
   }
   return {out, zeros_like(out)};
+}
+
+std::int64_t chunk_for_budget(std::size_t max_bytes, std::size_t one, std::size_t two) {
+  // one = fixed + per, two = fixed + 2 per. Size classes can make two <= one: then count the pass
+  // of 2 as all per-direction bytes, an overestimate that keeps the budget.
+  const double per = std::max(1.0, two > one ? static_cast<double>(two - one) : static_cast<double>(two) / 2);
+  const double fixed = std::max(0.0, static_cast<double>(one) - per);
+  const double chunk = std::floor((static_cast<double>(max_bytes) - fixed) / per);
+  return chunk < 1 ? 1 : static_cast<std::int64_t>(chunk);
 }
 
 Tensor vmap_finish(const std::shared_ptr<Frame>& f, const Tensor& out) {

@@ -7,13 +7,16 @@
 #include <chrono>
 #include <cmath>
 #include <iostream>
+#include <map>
 #include <nlohmann/json.hpp>
 
 #include "chainrule/autodiff/frame.h"
 #include "chainrule/autodiff/transforms.h"
+#include "chainrule/autodiff/vmap.h"
 #include "chainrule/errors.h"
 #include "chainrule/nn/init.h"
 #include "chainrule/nn/loss.h"
+#include "chainrule/nn/module.h"
 #include "chainrule/nn/spec.h"
 #include "chainrule/nn/train.h"
 #include "chainrule/tensor/allocator.h"
@@ -161,11 +164,42 @@ JacobianMeasurement measure_jacobian(std::int64_t n, std::int64_t m, int threads
   return r;
 }
 
+// Per-example gradients of the fmnist MLP, as `vmap(grad(loss), {not_mapped, 0, 0})(params, x, y)`
+// over a batch, against a loop of grad over the examples (bench/compare_pytorch.py runs
+// functorch.vmap(functorch.grad) on the same network).
+struct PerExampleMeasurement {
+  std::string model;
+  std::int64_t batch = 0;
+  int threads = 0;
+  double vmap_s = 0, loop_s = 0;
+};
+PerExampleMeasurement measure_per_example(std::int64_t batch, int threads, double min_seconds) {
+  set_threads(threads);
+  const auto& fm = *std::find_if(bench_configs().begin(), bench_configs().end(), [](const BenchConfig& c) { return c.name == "fmnist"; });
+  const nn::ModelSpec spec = nn::ModelSpec::parse(fm.model);
+  auto model = nn::build_model(spec);
+  Generator gen(0);
+  nn::init_model(*model, gen, {});
+  Tensor x = randn({batch, spec.input_dim()}, gen), y = randint({batch}, spec.output_dim(), gen);
+  const std::map<std::string, Tensor> params = model->state_dict();
+  auto loss = [&](const std::map<std::string, Tensor>& p, const Tensor& xi, const Tensor& yi) {
+    return cross_entropy(nn::functional_call(*model, p, xi), yi);
+  };
+  PerExampleMeasurement r{fm.model, batch, threads};
+  auto per_example = vmap(grad(loss), {not_mapped, 0, 0});
+  r.vmap_s = median_seconds([&] { per_example(params, x, y); }, 1, 3, min_seconds);
+  r.loop_s = median_seconds([&] {
+    for (std::int64_t i = 0; i < batch; ++i) grad(loss)(params, squeeze(slice(x, 0, i, i + 1), 0), squeeze(slice(y, 0, i, i + 1), 0));
+  }, 1, 3, min_seconds);
+  return r;
+}
+
 struct BenchArgs {
   std::vector<std::string> configs;
   std::vector<int> threads;
   double min_time = 1.0;
-  bool json = false, jacobians = false;
+  bool json = false, jacobians = false, per_example = false;
+  std::int64_t per_example_batch = 128;
 };
 
 void run_bench(const BenchArgs& a) {
@@ -226,6 +260,17 @@ void run_bench(const BenchArgs& a) {
       out["jacobians"].push_back({{"n", n}, {"m", m}, {"seconds", best.seconds}, {"mode", best.mode}, {"threads", best.threads}});
     }
   }
+  if (a.per_example) {
+    PerExampleMeasurement best;
+    for (int t : thread_counts) {
+      PerExampleMeasurement m = measure_per_example(a.per_example_batch, t, a.min_time);
+      if (best.threads == 0 || m.vmap_s < best.vmap_s) best = m;
+    }
+    fmt::print("\nPer-example gradients of {} over a batch of {}: vmap(grad) {:.1f} ms, a loop of grad {:.1f} ms ({:.2f}x), "
+               "{} thread(s)\n", best.model, best.batch, 1e3 * best.vmap_s, 1e3 * best.loop_s, best.loop_s / best.vmap_s, best.threads);
+    out["per_example"] = {{"model", best.model}, {"batch", best.batch}, {"threads", best.threads}, {"vmap_s", best.vmap_s},
+                          {"loop_s", best.loop_s}};
+  }
   if (a.json) std::cout << out.dump() << "\n";
 }
 
@@ -239,6 +284,9 @@ void add_bench_command(CLI::App& app, int& exit_code) {
   cmd->add_option("--min-time", args->min_time, "Seconds to repeat each measurement for (the median is reported)")
       ->capture_default_str();
   cmd->add_flag("--jacobian", args->jacobians, "Also time jacobian() of f: R^n -> R^m for (16, 4096), (4096, 16), (1024, 1024)");
+  cmd->add_flag("--per-example", args->per_example,
+                 "Also time per-example gradients of the fmnist MLP: vmap(grad(loss)) against a loop of grad");
+  cmd->add_option("--per-example-batch", args->per_example_batch, "Batch of --per-example")->capture_default_str();
   cmd->add_flag("--json", args->json, "Print one JSON object with every figure as the last line");
   cmd->callback([args, &exit_code] {
     run_bench(*args);

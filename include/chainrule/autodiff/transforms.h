@@ -24,6 +24,7 @@
 #include "chainrule/autodiff/tracer.h"
 #include "chainrule/autodiff/tree.h"
 #include "chainrule/ops/ops.h"
+#include "chainrule/tensor/allocator.h"
 
 namespace chainrule {
 
@@ -289,64 +290,116 @@ auto vmap(F f, Randomness randomness = Randomness::Error) {
 
 // Jacobians have shape out.shape + x.shape. jacfwd pushes the identity through batched forward
 // passes; jacrev pulls the identity back through batched reverse passes. chunk_size (0: all at
-// once) bounds how many directions one pass carries, trading passes for peak memory; the result
-// is the same.
+// once) bounds how many directions one pass carries, trading passes for peak memory; max_bytes
+// picks the largest chunk whose pass fits in that many bytes, from the allocator's statistics.
+// The result is the same either way.
+enum class JacobianMode { Auto, Forward, Reverse };
+struct JacobianOptions {
+  JacobianMode mode = JacobianMode::Auto;  // jacobian() only
+  std::int64_t chunk_size = 0;  // directions per batched pass (0: all at once, or as max_bytes allows)
+  // A memory budget for one batched pass: the peak bytes it may hold above those in use when it
+  // starts, beyond the Jacobian's rows already computed (0: none). The passes of 1 and of 2
+  // directions (rows of the result, not extra work) are measured with memory::stats(), and the
+  // largest chunk whose estimated cost (fixed + chunk x per direction) fits is used for the rest;
+  // 1 if none fits. Measuring resets the allocator's high-water mark (memory::reset_peak).
+  std::size_t max_bytes = 0;
+};
+
 namespace detail {
-// vmap(fn) over the rows of the n x n identity, each row shaped like `shape`, `chunk` rows at a
-// time (0: all at once); each chunk's rows are made only when it runs, so memory follows chunk.
+// vmap(fn) over rows [start, stop) of the n x n identity, each row shaped like `shape`; the rows
+// are made only when the pass runs, so memory follows the chunk.
 template <class Fn>
-Tensor vmap_identity(const Fn& fn, std::int64_t n, const Shape& shape, DType dtype, std::int64_t chunk) {
-  if (chunk < 0) throw AutodiffError("chunk_size must be positive (or 0 for all at once), got " + std::to_string(chunk));
+Tensor vmap_identity_rows(const Fn& fn, std::int64_t start, std::int64_t stop, std::int64_t n, const Shape& shape, DType dtype) {
   // The directions share one function, so random draws inside it are shared too (Same): a
   // Jacobian of a function with dropout is the Jacobian at one mask.
-  if (chunk == 0 || chunk >= n) return vmap(fn, Randomness::Same)(reshape(eye(n, dtype), Shape{n} + shape));
+  if (start == 0 && stop == n) return vmap(fn, Randomness::Same)(reshape(eye(n, dtype), Shape{n} + shape));
+  const std::int64_t c = stop - start;
+  Tensor rows = equal(unsqueeze(add(arange(c, DType::i64), scalar_tensor(static_cast<double>(start), DType::i64)), -1),
+                      arange(n, DType::i64));
+  return vmap(fn, Randomness::Same)(reshape(cast(rows, dtype), Shape{c} + shape));
+}
+// fn(), and the peak bytes it held above those in use when it started.
+template <class Fn>
+Tensor measured_pass(const Fn& fn, std::size_t& bytes) {
+  const std::size_t before = memory::stats().bytes_in_use;
+  memory::reset_peak();
+  Tensor r = fn();
+  bytes = memory::stats().peak_bytes - before;
+  return r;
+}
+// The largest chunk whose pass fits in max_bytes, from the costs of passes of 1 and 2 directions
+// (fixed + c * per direction).
+std::int64_t chunk_for_budget(std::size_t max_bytes, std::size_t one, std::size_t two);
+// vmap(fn) over the n rows of the identity in chunks (opts.chunk_size, or as opts.max_bytes
+// allows); `chosen` receives the chunk used (n: all at once).
+template <class Fn>
+Tensor vmap_identity(const char* who, const Fn& fn, std::int64_t n, const Shape& shape, DType dtype, const JacobianOptions& opts,
+                     std::int64_t* chosen = nullptr) {
+  std::int64_t chunk = opts.chunk_size;
+  if (chunk < 0) throw AutodiffError(std::string(who) + ": chunk_size must be positive (or 0 for all at once), got " + std::to_string(chunk));
+  if (chunk > 0 && opts.max_bytes > 0) throw AutodiffError(std::string(who) + ": give chunk_size or max_bytes, not both");
   std::vector<Tensor> parts;
-  for (std::int64_t i = 0; i < n; i += chunk) {
-    const std::int64_t c = std::min(chunk, n - i);
-    Tensor rows = equal(unsqueeze(add(arange(c, DType::i64), scalar_tensor(static_cast<double>(i), DType::i64)), -1),
-                        arange(n, DType::i64));  // rows i .. i + c of the identity
-    parts.push_back(vmap(fn, Randomness::Same)(reshape(cast(rows, dtype), Shape{c} + shape)));
+  std::int64_t i = 0;
+  if (opts.max_bytes > 0 && n > 1) {
+    std::size_t one = 0, two = 0;
+    parts.push_back(measured_pass([&] { return vmap_identity_rows(fn, 0, 1, n, shape, dtype); }, one));
+    const std::int64_t second = std::min<std::int64_t>(2, n - 1);
+    parts.push_back(measured_pass([&] { return vmap_identity_rows(fn, 1, 1 + second, n, shape, dtype); }, two));
+    i = 1 + second;
+    chunk = second == 2 ? chunk_for_budget(opts.max_bytes, one, two) : 1;
   }
+  if (chunk == 0 || chunk >= n - i) {
+    if (chosen) *chosen = parts.empty() ? n : std::max<std::int64_t>(chunk, 1);
+    if (i < n || parts.empty()) parts.push_back(vmap_identity_rows(fn, i, n, n, shape, dtype));  // n = 0 too
+    return parts.size() == 1 ? parts[0] : concat(parts, 0);
+  }
+  if (chosen) *chosen = chunk;
+  for (; i < n; i += chunk) parts.push_back(vmap_identity_rows(fn, i, std::min(n, i + chunk), n, shape, dtype));
   return concat(parts, 0);
 }
 }  // namespace detail
 
 template <class F>
-auto jacfwd(F f, std::int64_t chunk_size = 0) {
-  return [f, chunk_size](const Tensor& x) {
+auto jacfwd(F f, JacobianOptions opts) {
+  return [f, opts](const Tensor& x) {
     const std::int64_t n = x.numel();
-    Tensor cols = detail::vmap_identity([&](const Tensor& t) { return jvp(f, x, t).second; }, n, x.shape(), x.dtype(),
-                                        chunk_size);  // [n, out...]
+    Tensor cols = detail::vmap_identity("jacfwd", [&](const Tensor& t) { return jvp(f, x, t).second; }, n, x.shape(), x.dtype(),
+                                        opts);  // [n, out...]
     Shape out_shape = cols.shape().slice(1);
     Tensor j = transpose(reshape(cols, {n, out_shape.numel()}));  // [m, n]
     return reshape(j, out_shape + x.shape());
   };
 }
+template <class F>
+auto jacfwd(F f, std::int64_t chunk_size = 0) {
+  return jacfwd(std::move(f), JacobianOptions{.chunk_size = chunk_size});
+}
 namespace detail {
 // The Jacobian from a pullback at x (y = f(x)): the rows by vmap over the identity.
 template <class Pullback>
-Tensor jacobian_rows(const Tensor& x, const Tensor& y, Pullback& pullback, std::int64_t chunk = 0) {
-  Tensor rows = vmap_identity(pullback, y.numel(), y.shape(), y.dtype(), chunk);  // [m, x...]
+Tensor jacobian_rows(const char* who, const Tensor& x, const Tensor& y, Pullback& pullback, const JacobianOptions& opts,
+                     std::int64_t* chosen = nullptr) {
+  Tensor rows = vmap_identity(who, pullback, y.numel(), y.shape(), y.dtype(), opts, chosen);  // [m, x...]
   return reshape(rows, y.shape() + x.shape());
 }
 }  // namespace detail
 
 template <class F>
-auto jacrev(F f, std::int64_t chunk_size = 0) {
-  return [f, chunk_size](const Tensor& x) {
+auto jacrev(F f, JacobianOptions opts) {
+  return [f, opts](const Tensor& x) {
     auto [y, pullback] = vjp(f, x);
-    return detail::jacobian_rows(x, y, pullback, chunk_size);
+    return detail::jacobian_rows("jacrev", x, y, pullback, opts);
   };
 }
+template <class F>
+auto jacrev(F f, std::int64_t chunk_size = 0) {
+  return jacrev(std::move(f), JacobianOptions{.chunk_size = chunk_size});
+}
 
-enum class JacobianMode { Auto, Forward, Reverse };
-struct JacobianOptions {
-  JacobianMode mode = JacobianMode::Auto;
-  std::int64_t chunk_size = 0;  // directions per batched pass (0: all at once)
-};
 struct JacobianResult {
   Tensor jacobian;
-  JacobianMode used;  // Forward or Reverse
+  JacobianMode used;           // Forward or Reverse
+  std::int64_t chunk_size = 0;  // directions per pass after the measured ones (max_bytes), else as given
 };
 // Chooses forward mode when the input is smaller than the output (n columns vs m rows), reverse
 // mode otherwise. The output's size is learnt from the reverse pass's own forward evaluation,
@@ -355,19 +408,31 @@ struct JacobianResult {
 template <class F>
 JacobianResult jacobian(F f, const Tensor& x, JacobianOptions opts = {}) {
   JacobianMode mode = opts.mode;
-  if (mode == JacobianMode::Auto) {
+  std::int64_t chosen = opts.chunk_size;
+  if (mode != JacobianMode::Forward) {
     auto [y, pullback] = vjp(f, x);
-    if (x.numel() >= y.numel()) return {detail::jacobian_rows(x, y, pullback, opts.chunk_size), JacobianMode::Reverse};
-    mode = JacobianMode::Forward;
+    if (mode == JacobianMode::Reverse || x.numel() >= y.numel()) {
+      Tensor j = detail::jacobian_rows("jacobian", x, y, pullback, opts, &chosen);
+      return {j, JacobianMode::Reverse, chosen};
+    }
   }
-  if (mode == JacobianMode::Forward) return {jacfwd(f, opts.chunk_size)(x), mode};
-  return {jacrev(f, opts.chunk_size)(x), mode};
+  const std::int64_t n = x.numel();
+  Tensor cols = detail::vmap_identity("jacobian", [&](const Tensor& t) { return jvp(f, x, t).second; }, n, x.shape(), x.dtype(),
+                                      opts, &chosen);
+  Shape out_shape = cols.shape().slice(1);
+  Tensor j = transpose(reshape(cols, {n, out_shape.numel()}));
+  return {reshape(j, out_shape + x.shape()), JacobianMode::Forward, chosen};
 }
 
-// hessian(f)(x) = jacfwd(jacrev(f))(x): forward over reverse (chunk_size for the outer pass).
+// hessian(f)(x) = jacfwd(jacrev(f))(x): forward over reverse (chunk_size or max_bytes for the
+// outer pass; each outer direction runs the whole inner jacrev).
+template <class F>
+auto hessian(F f, JacobianOptions opts) {
+  return [f, opts](const Tensor& x) { return jacfwd(jacrev(f), opts)(x); };
+}
 template <class F>
 auto hessian(F f, std::int64_t chunk_size = 0) {
-  return [f, chunk_size](const Tensor& x) { return jacfwd(jacrev(f), chunk_size)(x); };
+  return hessian(std::move(f), JacobianOptions{.chunk_size = chunk_size});
 }
 
 // hvp(f)(x, v) = H v, forward over reverse, without forming H.
