@@ -54,7 +54,7 @@ def build_model(spec, dropout=0.0):
 
     kind, rest = spec.split(":", 1)
     if kind == "resnet":
-        return build_resnet(rest)
+        return build_resnet(spec)
     if kind == "mlp":
         sizes = [int(s) for s in rest.split("-")]
         layers = []
@@ -79,38 +79,13 @@ def build_model(spec, dropout=0.0):
                          nn.Linear(width, int(dims[2])))
 
 
-def build_resnet(rest):
-    """chainrule's resnet:CxHxW-WIDTHxBLOCKS-...-OUT (post-activation), torchvision's BasicBlock layout."""
-    import torch.nn as nn
+def build_resnet(spec):
+    """chainrule's resnet:... in torch, as tools/make_torch_fixture.py builds it for the fixtures."""
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tools"))
+    from make_torch_fixture import build_resnet as fixture_resnet
 
-    fields = rest.split(":")[0].split("-")
-    c, h, w = (int(v) for v in fields[0].split("x"))
-    stages = [tuple(int(v) for v in f.split("x")) for f in fields[1:-1]]
-
-    class Block(nn.Module):
-        def __init__(self, cin, cout, stride):
-            super().__init__()
-            self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
-            self.bn1 = nn.BatchNorm2d(cout)
-            self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
-            self.bn2 = nn.BatchNorm2d(cout)
-            self.downsample = None
-            if stride != 1 or cin != cout:
-                self.downsample = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
-
-        def forward(self, x):
-            b = self.bn2(self.conv2(self.bn1(self.conv1(x)).relu()))
-            return (b + (self.downsample(x) if self.downsample is not None else x)).relu()
-
-    stem = stages[0][0]
-    layers, channels = [nn.Unflatten(1, (c, h, w)), nn.Conv2d(c, stem, 3, 1, 1, bias=False), nn.BatchNorm2d(stem), nn.ReLU()], stem
-    for s, (width, blocks) in enumerate(stages):
-        for b in range(blocks):
-            layers.append(Block(channels, width, 2 if s > 0 and b == 0 else 1))
-            channels = width
-    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(channels, int(fields[-1]))]
-    model = nn.Sequential(*layers)
-    model.in_features = c * h * w
+    model, features = fixture_resnet(spec)
+    model.in_features = features
     return model
 
 

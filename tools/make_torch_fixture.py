@@ -113,6 +113,17 @@ def write_safetensors(path, tensors, metadata=None):
             f.write(b)
 
 
+def save(out, name, spec, model, features):
+    """NAME.safetensors (the state_dict) and NAME_io.safetensors (x [4, features], torch's logits)."""
+    model.eval()
+    x = torch.randn(4, features, dtype=torch.float64)
+    with torch.no_grad():
+        logits = model(x)
+    write_safetensors(os.path.join(out, name + ".safetensors"), model.state_dict(), {"chainrule.model": spec})
+    write_safetensors(os.path.join(out, name + "_io.safetensors"), {"x": x, "logits": logits})
+    print(f"{name}: {spec}, {sum(p.numel() for p in model.parameters())} parameters, logits[0] = {logits[0].tolist()}")
+
+
 def make(out):
     os.makedirs(out, exist_ok=True)
     for name, spec, seed in MODELS:
@@ -122,14 +133,7 @@ def make(out):
             for n, p in model.named_parameters():
                 if n.endswith("bias"):
                     p.uniform_(-0.5, 0.5)
-        model.eval()
-        x = torch.randn(4, 6, dtype=torch.float64)
-        with torch.no_grad():
-            logits = model(x)
-        write_safetensors(os.path.join(out, name + ".safetensors"), model.state_dict(), {"chainrule.model": spec})
-        write_safetensors(os.path.join(out, name + "_io.safetensors"), {"x": x, "logits": logits})
-        print(f"{name}: {spec}, {sum(p.numel() for p in model.parameters())} parameters, "
-              f"logits[0] = {logits[0].tolist()}")
+        save(out, name, spec, model, 6)
     for name, spec, seed in RESNETS:
         torch.manual_seed(seed)
         model, features = build_resnet(spec)
@@ -145,14 +149,7 @@ def make(out):
             for n, p in model.named_parameters():
                 if "bn" in n or "downsample.1" in n or n.endswith("bias"):
                     p.uniform_(0.5, 1.5) if n.endswith("weight") else p.uniform_(-0.5, 0.5)
-        model.eval()
-        x = torch.randn(4, features, dtype=torch.float64)
-        with torch.no_grad():
-            logits = model(x)
-        write_safetensors(os.path.join(out, name + ".safetensors"), model.state_dict(), {"chainrule.model": spec})
-        write_safetensors(os.path.join(out, name + "_io.safetensors"), {"x": x, "logits": logits})
-        print(f"{name}: {spec}, {sum(p.numel() for p in model.parameters())} parameters, "
-              f"logits[0] = {logits[0].tolist()}")
+        save(out, name, spec, model, features)
 
 
 def check_chainrule(path, spec):

@@ -173,15 +173,23 @@ struct PerExampleMeasurement {
   int threads = 0;
   double vmap_s = 0, loop_s = 0;
 };
-PerExampleMeasurement measure_per_example(std::int64_t batch, int threads, double min_seconds) {
+// A convolutional config runs in evaluation mode (BatchNorm as the fixed affine map of its running
+// statistics: a per-example gradient has no batch to normalise over), each example as a batch of one.
+PerExampleMeasurement measure_per_example(const std::string& config, std::int64_t batch, int threads, double min_seconds) {
   set_threads(threads);
-  const auto& fm = *std::find_if(bench_configs().begin(), bench_configs().end(), [](const BenchConfig& c) { return c.name == "fmnist"; });
+  const auto it = std::find_if(bench_configs().begin(), bench_configs().end(), [&](const BenchConfig& c) { return c.name == config; });
+  if (it == bench_configs().end()) throw ValueError(fmt::format("bench: unknown --per-example-config '{}'", config));
+  const BenchConfig& fm = *it;
   const nn::ModelSpec spec = nn::ModelSpec::parse(fm.model);
   auto model = nn::build_model(spec);
   Generator gen(0);
   nn::init_model(*model, gen, {});
-  Tensor x = randn({batch, spec.input_dim()}, gen), y = randint({batch}, spec.output_dim(), gen);
-  const std::map<std::string, Tensor> params = model->state_dict();
+  const bool conv = spec.kind == nn::ModelSpec::Kind::ResNet;
+  if (conv) model->eval();
+  Tensor x = randn(conv ? Shape{batch, 1, spec.input_dim()} : Shape{batch, spec.input_dim()}, gen);
+  Tensor y = randint(conv ? Shape{batch, 1} : Shape{batch}, spec.output_dim(), gen);
+  std::map<std::string, Tensor> params;  // the parameters only: buffers stay the module's
+  for (const auto& [name, t] : model->named_parameters()) params.emplace(name, t);
   auto loss = [&](const std::map<std::string, Tensor>& p, const Tensor& xi, const Tensor& yi) {
     return cross_entropy(nn::functional_call(*model, p, xi), yi);
   };
@@ -200,6 +208,7 @@ struct BenchArgs {
   double min_time = 1.0;
   bool json = false, jacobians = false, per_example = false;
   std::int64_t per_example_batch = 128;
+  std::string per_example_config = "fmnist";
 };
 
 void run_bench(const BenchArgs& a) {
@@ -263,7 +272,7 @@ void run_bench(const BenchArgs& a) {
   if (a.per_example) {
     PerExampleMeasurement best;
     for (int t : thread_counts) {
-      PerExampleMeasurement m = measure_per_example(a.per_example_batch, t, a.min_time);
+      PerExampleMeasurement m = measure_per_example(a.per_example_config, a.per_example_batch, t, a.min_time);
       if (best.threads == 0 || m.vmap_s < best.vmap_s) best = m;
     }
     fmt::print("\nPer-example gradients of {} over a batch of {}: vmap(grad) {:.1f} ms, a loop of grad {:.1f} ms ({:.2f}x), "
@@ -287,6 +296,8 @@ void add_bench_command(CLI::App& app, int& exit_code) {
   cmd->add_flag("--per-example", args->per_example,
                  "Also time per-example gradients of the fmnist MLP: vmap(grad(loss)) against a loop of grad");
   cmd->add_option("--per-example-batch", args->per_example_batch, "Batch of --per-example")->capture_default_str();
+  cmd->add_option("--per-example-config", args->per_example_config,
+                  "Network of --per-example (fmnist, or a resnet config in evaluation mode)")->capture_default_str();
   cmd->add_flag("--json", args->json, "Print one JSON object with every figure as the last line");
   cmd->callback([args, &exit_code] {
     run_bench(*args);

@@ -194,6 +194,50 @@ Tensor map_binary(std::string_view name, const Tensor& x, const Tensor& y, Op op
     }, cols);
     return o;
   }
+  // One operand varies along one contiguous block of the other's axes only (a per-channel
+  // [C, 1, 1] statistic against [N, C, H, W], or a scalar): rows of the trailing extent, each
+  // against one value of the small operand, in parallel.
+  if (x.shape() == shape || y.shape() == shape) {
+    const bool small_is_y = x.shape() == shape;
+    const Shape& small = small_is_y ? y.shape() : x.shape();
+    const std::size_t r = shape.size(), off = r - small.size();
+    std::size_t p = r, q = 0;  // [p, q): the axes along which the small operand varies
+    for (std::size_t k = 0; k < small.size(); ++k)
+      if (small[k] != 1) p = std::min(p, k + off), q = k + off + 1;
+    if (p >= q) p = q = 0;  // a scalar
+    bool block = small.numel() > 0;
+    for (std::size_t k = p; k < q && block; ++k) block = small[k - off] == shape[k];
+    const std::int64_t mid = shape.slice(p, q).numel(), inner = shape.slice(q).numel();
+    if (block && small.numel() == 1) {  // a scalar: every element against the one value
+      const T v = small_is_y ? b[0] : a[0];
+      const T* pf = small_is_y ? a : b;
+      parallel_range(o.numel(), [&](std::int64_t lo, std::int64_t hi) {
+        if (small_is_y)
+          for (std::int64_t i = lo; i < hi; ++i) d[i] = op(pf[i], v);
+        else
+          for (std::int64_t i = lo; i < hi; ++i) d[i] = op(v, pf[i]);
+      });
+      return o;
+    }
+    if (block && inner > 1) {
+      const std::int64_t rows = o.numel() / inner;
+      parallel_range(rows, [&](std::int64_t lo, std::int64_t hi) {
+        for (std::int64_t row = lo; row < hi; ++row) {
+          R* pd = d + row * inner;
+          if (small_is_y) {
+            const T v = b[row % mid];
+            const T* pa = a + row * inner;
+            for (std::int64_t j = 0; j < inner; ++j) pd[j] = op(pa[j], v);
+          } else {
+            const T v = a[row % mid];
+            const T* pb = b + row * inner;
+            for (std::int64_t j = 0; j < inner; ++j) pd[j] = op(v, pb[j]);
+          }
+        }
+      }, inner);
+      return o;
+    }
+  }
   Shape sa = broadcast_strides(x.shape(), shape), sb = broadcast_strides(y.shape(), shape), so = contiguous_strides(shape);
   for_each_row<3>(shape, {&sa, &sb, &so}, [&](const auto& off, std::int64_t n, const auto& inner) {
     const T* pa = a + off[0];

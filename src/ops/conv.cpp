@@ -172,41 +172,35 @@ std::int64_t images(std::string_view op, std::string_view what, const Tensor& t,
   return n;
 }
 
+// Runs one of the three kernels on two validated inputs into an output of shape `out`.
+template <class Kernel>
+Tensor run_kernel(std::string_view op, std::span<const Tensor> x, const Shape& out, const ConvGeom& g, std::int64_t n, Kernel kernel) {
+  Tensor y = empty(out, x[0].dtype());
+  kernels::dispatch_float(x[0].dtype(), op, [&](auto tag) {
+    using T = decltype(tag);
+    kernel(g.kernel_shape(n), kernels::in<T>(x[0]), kernels::in<T>(x[1]), kernels::out<T>(y));
+    return 0;
+  });
+  return y;
+}
+
 Tensor conv_forward(std::span<const Tensor> x, const Params& p) {
   const ConvGeom& g = p.attrs<ConvGeom>();
   const std::int64_t n = images("conv2d", "x", x[0], g.image());
   expect("conv2d", "weight", x[1], g.weight());
-  Tensor y = empty(Shape{n} + g.output(), x[0].dtype());
-  kernels::dispatch_float(x[0].dtype(), "conv2d", [&](auto tag) {
-    using T = decltype(tag);
-    kernels::conv2d_forward(g.kernel_shape(n), kernels::in<T>(x[0]), kernels::in<T>(x[1]), kernels::out<T>(y));
-    return 0;
-  });
-  return y;
+  return run_kernel("conv2d", x, Shape{n} + g.output(), g, n, [](const auto&... a) { kernels::conv2d_forward(a...); });
 }
 Tensor input_grad_forward(std::span<const Tensor> x, const Params& p) {
   const ConvGeom& g = p.attrs<ConvGeom>();
   const std::int64_t n = images("conv2d_input_grad", "dy", x[0], g.output());
   expect("conv2d_input_grad", "weight", x[1], g.weight());
-  Tensor dx = empty(Shape{n} + g.image(), x[0].dtype());
-  kernels::dispatch_float(x[0].dtype(), "conv2d_input_grad", [&](auto tag) {
-    using T = decltype(tag);
-    kernels::conv2d_backward_data(g.kernel_shape(n), kernels::in<T>(x[0]), kernels::in<T>(x[1]), kernels::out<T>(dx));
-    return 0;
-  });
-  return dx;
+  return run_kernel("conv2d_input_grad", x, Shape{n} + g.image(), g, n, [](const auto&... a) { kernels::conv2d_backward_data(a...); });
 }
 Tensor weight_grad_forward(std::span<const Tensor> x, const Params& p) {
   const ConvGeom& g = p.attrs<ConvGeom>();
   const std::int64_t n = images("conv2d_weight_grad", "x", x[0], g.image());
   expect("conv2d_weight_grad", "dy", x[1], Shape{n} + g.output());
-  Tensor dw = empty(g.weight(), x[0].dtype());
-  kernels::dispatch_float(x[0].dtype(), "conv2d_weight_grad", [&](auto tag) {
-    using T = decltype(tag);
-    kernels::conv2d_backward_weights(g.kernel_shape(n), kernels::in<T>(x[0]), kernels::in<T>(x[1]), kernels::out<T>(dw));
-    return 0;
-  });
-  return dw;
+  return run_kernel("conv2d_weight_grad", x, g.weight(), g, n, [](const auto&... a) { kernels::conv2d_backward_weights(a...); });
 }
 
 // Batch-rule helpers; t's batch axis is in front.
