@@ -4,8 +4,13 @@ Tensors, every op of include/chainrule/ops/ops.h under the same name, and compos
 transforms (grad, value_and_grad, vjp, jvp, linearize, vmap, jacfwd, jacrev, hessian, hvp) that take Python
 callables and nest to any order. See docs/python.md.
 """
+import numpy as _np
+
 from . import _core
 from ._core import *  # noqa: F401,F403
+from . import _tensor  # noqa: F401  (installs Tensor's methods)
+
+__version__ = _core.__version__
 from ._core import Tensor, _vjp, _jvp, _vmap, _jacfwd, _jacrev, _hessian, _hvp, _linearize, _check_scalar
 
 # The submodules as importable Python modules (import chainrule.nn, from chainrule.optim import SGD).
@@ -15,7 +20,7 @@ from .nn import train  # noqa: E402  (chainrule.train is nn.train)
 # (io is left out of __all__: a star import must not shadow Python's io module.)
 __all__ = [n for n in dir(_core) if not n.startswith("_") and n != "io"] + [
     "grad", "value_and_grad", "vjp", "jvp", "vmap", "jacfwd", "jacrev", "hessian", "hvp", "linearize",
-    "linear_transpose", "train", "no_grad"]
+    "linear_transpose", "train", "no_grad", "asarray", "array", "permute_dims", "concatenate"]
 
 
 class no_grad:
@@ -44,21 +49,24 @@ class no_grad:
 
 # Arguments of transformed functions are trees: a Tensor, or (nested) tuples, lists and dicts of
 # Tensors. Dicts are visited in sorted key order, as JAX does (and as C++'s std::map).
-def _flatten(x):
+# A numpy array or a Python float among them becomes a Tensor (as JAX takes numpy arrays).
+def _flatten(x, convert=True):
     if isinstance(x, Tensor):
         return [x], None
+    if convert and (isinstance(x, (_np.ndarray, _np.generic, float))):
+        return [tensor(x)], None
     if isinstance(x, dict):
         keys = sorted(x)
         leaves, specs = [], []
         for k in keys:
-            l, s = _flatten(x[k])
+            l, s = _flatten(x[k], convert)
             leaves += l
             specs.append((len(l), s))
         return leaves, ((dict, tuple(keys)), specs)
     if isinstance(x, (tuple, list)):
         leaves, specs = [], []
         for e in x:
-            l, s = _flatten(e)
+            l, s = _flatten(e, convert)
             leaves += l
             specs.append((len(l), s))
         return leaves, (type(x), specs)
@@ -76,6 +84,35 @@ def _unflatten(spec, leaves):
     if isinstance(kind, tuple):  # (dict, keys)
         return dict(zip(kind[1], out))
     return kind(out)
+
+
+def _as_tensor_arg(name, x):
+    if isinstance(x, Tensor):
+        return x
+    if isinstance(x, (_np.ndarray, _np.generic, float)):
+        return tensor(x)
+    raise TypeError(f"{name}: expected a Tensor (or a numpy array), got {type(x).__name__}")
+
+
+def asarray(obj, dtype=None):
+    """The array API's asarray: a Tensor as it is, a numpy array shared when its layout allows
+    (chainrule.from_numpy's rule), anything else copied (chainrule.tensor); then cast to dtype."""
+    if isinstance(obj, Tensor):
+        t = obj
+    elif isinstance(obj, _np.ndarray):
+        t = from_numpy(obj)
+    else:
+        t = tensor(obj)
+    return t if dtype is None or t.dtype == _core._parse_dtype(dtype) else t.astype(dtype)
+
+
+def array(obj, dtype=None):
+    """NumPy's array: always a copy (chainrule.tensor)."""
+    return tensor(obj, dtype)
+
+
+permute_dims = permute       # the array API's name
+concatenate = concat         # NumPy's name
 
 
 def _check_tensor_out(name, out):
@@ -206,7 +243,7 @@ def vmap(f, in_axes=0, out_axes=0):
         flats, leaves, leaf_axes = [], [], []
         for i, (a, ax) in enumerate(zip(args, axes)):
             try:
-                fl, spec = _flatten(a)
+                fl, spec = _flatten(a, convert=ax is not None)
             except TypeError:
                 if ax is not None:
                     raise TypeError(f"vmap: argument {i} is a {type(a).__name__}, not a tree of Tensors; "
@@ -251,8 +288,7 @@ def _one_tensor_transform(name, core, doc):
     once) bounds the directions per batched pass, for less peak memory and the same result."""
     def transform(f, chunk_size=0):
         def wrapped(x):
-            if not isinstance(x, Tensor):
-                raise TypeError(f"{name}: expected a Tensor, got {type(x).__name__}")
+            x = _as_tensor_arg(name, x)
             return core(lambda v: _check_tensor_out(name, f(v)), x, chunk_size)
         return wrapped
     transform.__name__ = transform.__qualname__ = name
@@ -270,8 +306,7 @@ hessian = _one_tensor_transform("hessian", _hessian, "hessian(f, chunk_size=0)(x
 def linearize(f, x):
     """linearize(f, x) -> (f(x), lin): one evaluation records the linearisation; lin(u) = J u
     replays the recorded JVP rules only (no primal work), and may be called many times."""
-    if not isinstance(x, Tensor):
-        raise TypeError(f"linearize: expected a Tensor, got {type(x).__name__}")
+    x = _as_tensor_arg("linearize", x)
     return _linearize(lambda v: _check_tensor_out("linearize", f(v)), x)
 
 
@@ -285,7 +320,6 @@ def linear_transpose(lin, like):
 def hvp(f):
     """hvp(f)(x, v) = H(x) v, forward over reverse, without forming H."""
     def wrapped(x, v):
-        if not isinstance(x, Tensor):
-            raise TypeError(f"hvp: expected a Tensor, got {type(x).__name__}")
+        x, v = _as_tensor_arg("hvp", x), _as_tensor_arg("hvp", v)
         return _hvp(lambda u: _check_tensor_out("hvp", f(u)), x, v)
     return wrapped

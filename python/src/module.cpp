@@ -225,6 +225,7 @@ Reduction to_reduction(const std::string& r) {
 
 PYBIND11_MODULE(_core, m) {
   m.doc() = "chainrule: automatic differentiation in C++20 (Python bindings)";
+  m.attr("__version__") = CHAINRULE_VERSION;
 
   // Exceptions: chainrule.Error (RuntimeError) and its subclasses, each also a subclass of the
   // matching Python built-in exception.
@@ -317,9 +318,9 @@ view keeps the storage alive. Writes through the view are visible in the tensor 
       })
       .def_property_readonly("T", [](const Tensor& t) { return transpose(t); })
       .def("sum", [](const Tensor& t, py::object axes, bool keepdims) { return sum(t, to_axes(axes), keepdims); },
-           py::arg("axes") = py::none(), py::arg("keepdims") = false)
+           py::arg("axis") = py::none(), py::arg("keepdims") = false)
       .def("mean", [](const Tensor& t, py::object axes, bool keepdims) { return mean(t, to_axes(axes), keepdims); },
-           py::arg("axes") = py::none(), py::arg("keepdims") = false)
+           py::arg("axis") = py::none(), py::arg("keepdims") = false)
       .def("fill_", [](Tensor& t, double v) { return t.fill_(v); })
       .def("copy_", [](Tensor& t, const Tensor& s) { return t.copy_(s); })
       .def("__neg__", [](const Tensor& a) { return -a; })
@@ -374,6 +375,7 @@ numpy are not seen by the version counter that guards saved tensors.)doc");
   m.def("eye", [](std::int64_t n, py::object d) { return eye(n, d.is_none() ? DType::f32 : parse_dtype(d)); },
         py::arg("n"), py::arg("dtype") = py::none());
   m.def("zeros_like", &zeros_like);
+  m.def("_parse_dtype", [](py::handle d) { return parse_dtype(d); });
   m.def("ones_like", &ones_like);
 
   // Elementwise (a Python number beside a tensor takes its dtype).
@@ -552,7 +554,7 @@ numpy are not seen by the version counter that guards saved tensors.)doc");
   // Reductions.
 #define RED(name) \
   m.def(#name, [](const Tensor& x, py::object axes, bool keepdims) { return chainrule::name(x, to_axes(axes), keepdims); }, \
-        py::arg("x"), py::arg("axes") = py::none(), py::arg("keepdims") = false);
+        py::arg("x"), py::arg("axis") = py::none(), py::arg("keepdims") = false);
   RED(sum) RED(mean) RED(max) RED(logsumexp)
 #undef RED
   m.def("softmax", &softmax, py::arg("x"), py::arg("axis") = -1);
@@ -582,13 +584,13 @@ numpy are not seen by the version counter that guards saved tensors.)doc");
   }, py::arg("input"), py::arg("target"), py::arg("reduction") = "mean", py::arg("log_target") = false);
 #define RED(name) \
   m.def(#name, [](const Tensor& x, py::object axes, bool keepdims) { return chainrule::name(x, to_axes(axes), keepdims); }, \
-        py::arg("x"), py::arg("axes") = py::none(), py::arg("keepdims") = false);
+        py::arg("x"), py::arg("axis") = py::none(), py::arg("keepdims") = false);
   RED(prod) RED(min) RED(all) RED(any)
 #undef RED
   m.def("var", [](const Tensor& x, py::object axes, double c, bool k) { return var(x, to_axes(axes), c, k); },
-        py::arg("x"), py::arg("axes") = py::none(), py::arg("correction") = 0.0, py::arg("keepdims") = false);
+        py::arg("x"), py::arg("axis") = py::none(), py::arg("correction") = 0.0, py::arg("keepdims") = false);
   m.def("std", [](const Tensor& x, py::object axes, double c, bool k) { return chainrule::std(x, to_axes(axes), c, k); },
-        py::arg("x"), py::arg("axes") = py::none(), py::arg("correction") = 0.0, py::arg("keepdims") = false);
+        py::arg("x"), py::arg("axis") = py::none(), py::arg("correction") = 0.0, py::arg("keepdims") = false);
   m.def("argmin", &chainrule::argmin, py::arg("x"), py::arg("axis") = -1);
   m.def("logaddexp", &chainrule::logaddexp, py::arg("a"), py::arg("b"));
   m.def("cumsum", &chainrule::cumsum, py::arg("x"), py::arg("axis"));
@@ -602,7 +604,7 @@ numpy are not seen by the version counter that guards saved tensors.)doc");
   }, py::arg("x"), py::arg("k"), py::arg("axis") = -1, py::arg("largest") = true);
   m.def("take_along_axis", &chainrule::take_along_axis, py::arg("x"), py::arg("indices"), py::arg("axis"));
   m.def("searchsorted", &chainrule::searchsorted, py::arg("sorted_sequence"), py::arg("values"), py::arg("right") = false);
-  m.def("flip", [](const Tensor& x, py::object axes) { return flip(x, to_axes(axes)); }, py::arg("x"), py::arg("axes") = py::none());
+  m.def("flip", [](const Tensor& x, py::object axes) { return flip(x, to_axes(axes)); }, py::arg("x"), py::arg("axis") = py::none());
   m.def("roll", &chainrule::roll, py::arg("x"), py::arg("shift"), py::arg("axis"));
   m.def("tile", &chainrule::tile, py::arg("x"), py::arg("reps"));
   m.def("repeat", &chainrule::repeat, py::arg("x"), py::arg("repeats"), py::arg("axis"));
@@ -678,7 +680,7 @@ numpy are not seen by the version counter that guards saved tensors.)doc");
   la.def("svd", [](const Tensor& a) { auto r = linalg::svd(a); return py::make_tuple(r.U, r.S, r.Vh); }, py::arg("a"));
   la.def("svdvals", &linalg::svdvals, py::arg("a"));
   la.def("vector_norm", [](const Tensor& x, double ord, py::object axes, bool k) { return linalg::vector_norm(x, ord, to_axes(axes), k); },
-         py::arg("x"), py::arg("ord") = 2.0, py::arg("axes") = py::none(), py::arg("keepdims") = false);
+         py::arg("x"), py::arg("ord") = 2.0, py::arg("axis") = py::none(), py::arg("keepdims") = false);
   la.def("matrix_norm", [](const Tensor& x, py::object ord, bool k) {
     if (py::isinstance<py::str>(ord)) return linalg::matrix_norm(x, ord.cast<std::string>(), k);
     return linalg::matrix_norm(x, ord.cast<double>(), k);

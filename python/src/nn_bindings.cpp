@@ -383,7 +383,7 @@ void bind_nn(py::module_& m) {
 
   // ---- chainrule.nn ----
   auto nnm = m.def_submodule("nn", "Modules with PyTorch's names, model specs, functional_call, initialisers and losses.");
-  py::class_<nn::Module, PyModule, nn::ModulePtr> Mod(nnm, "Module", R"doc(A module: parameters, buffers and children under PyTorch's names.
+  py::class_<nn::Module, PyModule, nn::ModulePtr> Mod(nnm, "Module", py::dynamic_attr(), R"doc(A module: parameters, buffers and children under PyTorch's names.
 
 The layers are C++ classes; a Python subclass defines forward(self, x) and assigns children
 (self.fc = nn.Linear(...)) and parameters (self.w = nn.Parameter(t): a Tensor that requires grad)

@@ -113,3 +113,84 @@ def test_shape_error_is_value_error_with_message():
     assert isinstance(e.value, ValueError)
     assert isinstance(e.value, cr.Error)
     assert "matmul: inner dimensions differ: [32, 784] @ [10, 64] (784 != 10)" in str(e.value)
+
+
+def test_methods_match_numpy():
+    g = np.random.default_rng(0)
+    a = g.standard_normal((3, 4))
+    x = cr.tensor(a, dtype="float64")
+    for name in ["exp", "tanh", "sin", "abs", "floor", "square"]:
+        np.testing.assert_allclose(getattr(x, name)().numpy(), getattr(np, name)(a), rtol=1e-14, err_msg=name)
+    np.testing.assert_allclose(x.max(axis=1).numpy(), a.max(axis=1))
+    np.testing.assert_allclose(x.prod(axis=0, keepdims=True).numpy(), a.prod(axis=0, keepdims=True), rtol=1e-14)
+    np.testing.assert_allclose(x.std(axis=1, correction=1).numpy(), a.std(axis=1, ddof=1), rtol=1e-13)
+    np.testing.assert_array_equal(x.argmax(axis=0).numpy(), a.argmax(axis=0))
+    np.testing.assert_allclose(x.cumsum(1).numpy(), np.cumsum(a, 1), rtol=1e-14)
+    np.testing.assert_allclose(x.clip(-0.5, 0.5).numpy(), np.clip(a, -0.5, 0.5))
+    np.testing.assert_allclose(x.transpose().numpy(), a.T)
+    y = cr.tensor(g.standard_normal((2, 3, 4)))
+    assert y.transpose(2, 0, 1).shape == (4, 2, 3) and y.transpose((2, 0, 1)).shape == (4, 2, 3)
+    assert y.permute(1, 0, 2).shape == (3, 2, 4) and y.swapaxes(0, 2).shape == (4, 3, 2)
+    assert y.mT.shape == (2, 4, 3) and y.size == 24 and y.view(6, 4).shape == (6, 4)
+    assert cr.zeros((1, 3, 1)).squeeze().shape == (3,) and cr.zeros((1, 3, 1)).squeeze(axis=0).shape == (3, 1)
+    with pytest.raises(cr.ShapeError, match="squeeze: axis 1"):
+        cr.zeros((1, 3, 1)).squeeze(axis=1)
+    assert x.to("float32").dtype == cr.float32 and x.double().dtype == cr.float64
+    assert x.long().dtype == cr.int64 and (x > 0).bool().dtype == cr.bool_
+    assert x.tolist() == a.tolist()
+
+
+def test_scalar_conversions_and_reflected_power():
+    i = cr.tensor(np.array(3, dtype=np.int64))
+    assert int(i) == 3 and [10, 20, 30, 40][i] == 40
+    with pytest.raises(TypeError, match="0-d int64"):
+        [1, 2][cr.tensor([1.0])]
+    with pytest.raises(cr.ValueError, match="3 elements"):
+        int(cr.ones((3,)))
+    assert f"{cr.tensor(0.25, dtype='float64'):.3f}" == "0.250"
+    np.testing.assert_allclose((2.0 ** cr.tensor([1.0, 3.0], dtype="float64")).numpy(), [2.0, 8.0])
+    x = cr.tensor([1.0, -2.0])
+    assert (+x) is x
+    assert isinstance(np.ones(2, dtype=np.float32) + x, cr.Tensor)  # numpy on the left defers to the tensor
+
+
+def test_setitem_in_place_and_refused_where_it_cannot_be_honest():
+    x = cr.zeros((2, 3), dtype="float64")
+    x[0, 1] = 5.0
+    x[1] = cr.tensor([1.0, 2.0, 3.0], dtype="float64")
+    np.testing.assert_array_equal(x.numpy(), [[0, 5, 0], [1, 2, 3]])
+    with pytest.raises(TypeError, match=r"\.at\[key\]\.set"):
+        cr.grad(lambda v: (v.__setitem__(0, 1.0), v.sum())[1])(cr.ones((2,), dtype="float64"))
+    w = cr.ones((2,), dtype="float64").requires_grad_()
+    with pytest.raises(cr.AutodiffError, match="requires grad"):
+        w[0] = 2.0
+    with cr.no_grad():
+        w[0] = 2.0
+    np.testing.assert_array_equal(w.numpy(), [2.0, 1.0])
+
+
+def test_pickle_and_copy():
+    import copy
+    import pickle
+    x = cr.tensor(np.arange(6.0).reshape(2, 3))
+    y = pickle.loads(pickle.dumps(x))
+    assert y.dtype == x.dtype and y.shape == x.shape
+    np.testing.assert_array_equal(y.numpy(), x.numpy())
+    w = cr.ones((2,), dtype="float64").requires_grad_()
+    for c in (copy.deepcopy(w), copy.copy(w), pickle.loads(pickle.dumps(w))):
+        assert c.requires_grad and c.is_leaf
+        with cr.no_grad():
+            c.fill_(7.0)
+        assert w.numpy().tolist() == [1.0, 1.0]  # a copy shares no storage
+    with pytest.raises(TypeError, match="tracer"):
+        cr.grad(lambda v: (pickle.dumps(v), v.sum())[1])(w.detach())
+
+
+def test_numpy_and_python_inputs_to_transforms():
+    a = np.array([1.0, 2.0])
+    np.testing.assert_allclose(cr.grad(lambda v: (v * v).sum())(a).numpy(), 2 * a)
+    np.testing.assert_allclose(cr.jacrev(lambda v: v * 3.0)(a).numpy(), 3 * np.eye(2))
+    assert cr.asarray(a).dtype == cr.float64 and cr.array([1, 2]).dtype == cr.int64
+    assert cr.permute_dims(cr.zeros((2, 3)), (1, 0)).shape == (3, 2)
+    assert cr.concatenate([cr.zeros((2,)), cr.ones((3,))]).shape == (5,)
+    assert isinstance(cr.__version__, str) and cr.__version__.count(".") == 2

@@ -140,8 +140,9 @@ def test_transform_errors():
     x = t64([1.0, 2.0])
     with pytest.raises(cr.Error, match="grad"):
         cr.grad(lambda v: v * 2.0)(x)          # not a scalar
+    assert float(cr.grad(lambda v: v * v)(3.0)) == 6.0  # a Python float becomes a float64 tensor, as in JAX
     with pytest.raises(TypeError, match="Tensor"):
-        cr.grad(lambda v: cr.sum(v))(3.0)       # not a tensor
+        cr.grad(lambda v: cr.sum(v))("3.0")     # not a tensor
     with pytest.raises(TypeError, match="must return a Tensor"):
         cr.grad(lambda v: 1.0)(x)
     with pytest.raises(TypeError, match="Tensor"):

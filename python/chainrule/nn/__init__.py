@@ -13,6 +13,8 @@ __all__ = reexport(globals(), _core.nn, skip=("init",)) + ["init", "functional",
     "mse_loss", "nll_loss", "l1_loss", "huber_loss", "smooth_l1_loss", "kl_div", "binary_cross_entropy",
     "binary_cross_entropy_with_logits"]
 del reexport
+from . import _copy  # noqa: E402
+_copy.install(globals())  # copy.deepcopy and pickle of modules
 
 # The losses of chainrule (ops.h, ops/array_api.h) under torch.nn.functional's names.
 from .._core import (mse_loss, nll_loss, l1_loss, huber_loss, smooth_l1_loss, kl_div,  # noqa: E402,F401
