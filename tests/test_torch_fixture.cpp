@@ -3,6 +3,9 @@
 // state_dict of torch's nn.Sequential for mlp:6-5-4-3 and resmlp:6-5x2-3 (built as
 // tools/torch_grad_check.py builds it, __metadata__ {"chainrule.model": SPEC}), and
 // {mlp,resmlp}_io.safetensors hold inputs "x" [4, 6] and torch's logits "logits" [4, 3].
+// densenet.safetensors: torchvision's DenseNet layers (bottleneck, compression 0.5, a 9-pixel
+// height pooled down), CIFAR stem. unet.safetensors: the torch.hub U-Net layout (depth 2, two
+// input and two output channels), whose _io "logits" are images [4, 2, 8, 4].
 // {resnet,resnet_pre}.safetensors: torch ResNets (torchvision's BasicBlock layout, post- and
 // pre-activation, projection and identity shortcuts, BatchNorm statistics set away from their
 // defaults, evaluation mode), with their _io files of flattened images "x" [4, C*H*W].
@@ -39,7 +42,8 @@ struct Case {
 const Case kCases[] = {{"mlp", "mlp:6-5-4-3"},
                        {"resmlp", "resmlp:6-5x2-3"},
                        {"resnet", "resnet:1x8x8-4x2-6x1-3"},
-                       {"resnet_pre", "resnet:2x7x6-4x1-8x2-3:pre"}};
+                       {"resnet_pre", "resnet:2x7x6-4x1-8x2-3:pre"},
+                       {"densenet", "densenet:1x9x8-g3-b2x2-c0.5-3"}};
 
 std::map<std::string, std::vector<std::int64_t>> names_and_shapes(const TensorFile& f) {
   std::map<std::string, std::vector<std::int64_t>> out;
@@ -98,5 +102,27 @@ TEST(TorchFixture, ChainruleSavesTorchStateDictNamesAndShapes) {
   std::sort(want.begin(), want.end());
   std::sort(names.begin(), names.end());
   EXPECT_EQ(names, want);
+  std::filesystem::remove_all(dir);
+}
+
+TEST(TorchFixture, UNetReproducesTorchsImagesAndSavesItsNames) {
+  const std::string spec = "unet:2x8x4-c3-d2-2";
+  LoadedModel m = load_model((kFixtures / "unet.safetensors").string(), std::nullopt, DType::f64);
+  EXPECT_EQ(m.spec.str(), spec);
+  m.model->eval();
+  TensorFile io = load_tensors((kFixtures / "unet_io.safetensors").string());
+  const Tensor& want = io.tensors.at("logits");
+  ASSERT_EQ(want.shape().vec(), (std::vector<std::int64_t>{4, 2, 8, 4}));
+  Tensor got = m.model->forward(io.tensors.at("x"));
+  ASSERT_EQ(got.shape().vec(), want.shape().vec());
+  const double scale = max(abs(want)).item();
+  ASSERT_GT(scale, 0.1);
+  EXPECT_LE(max_abs_diff(got, want) / scale, 1e-12);
+  auto dir = std::filesystem::temp_directory_path() / "chainrule_test_torch_fixture_unet";
+  std::filesystem::create_directories(dir);
+  auto model = build_model(spec, DType::f64);
+  const std::string path = (dir / "unet.safetensors").string();
+  save_model(path, *model, spec, 1);
+  EXPECT_EQ(names_and_shapes(load_tensors(path)), names_and_shapes(load_tensors((kFixtures / "unet.safetensors").string())));
   std::filesystem::remove_all(dir);
 }

@@ -30,6 +30,117 @@ MODELS = [("mlp", "mlp:6-5-4-3", 1), ("resmlp", "resmlp:6-5x2-3", 2)]
 # Convolutional: chainrule's resnet:CxHxW-WIDTHxBLOCKS-...-OUT, post- and pre-activation blocks,
 # with a projection shortcut (stride 2, more channels) and an identity one.
 RESNETS = [("resnet", "resnet:1x8x8-4x2-6x1-3", 3), ("resnet_pre", "resnet:2x7x6-4x1-8x2-3:pre", 4)]
+# densenet:... in torchvision's layout (bottleneck layers, compression 0.5, odd sizes pooled down)
+# and unet:... in the torch.hub U-Net's (mateuszbuda/brain-segmentation-pytorch) without its sigmoid.
+DENSENETS = [("densenet", "densenet:1x9x8-g3-b2x2-c0.5-3", 5)]
+UNETS = [("unet", "unet:2x8x4-c3-d2-2", 6)]
+
+
+def build_densenet(spec):
+    """torchvision.models.densenet's _DenseLayer/_DenseBlock/_Transition, CIFAR stem (nn/spec.cpp)."""
+    import collections
+    import math
+
+    import torch.nn as nn
+
+    fields = spec.split(":")[1].split("-")
+    c, h, w = (int(v) for v in fields[0].split("x"))
+    k = int(fields[1][1:])
+    blocks = [int(v) for v in fields[2][1:].split("x")]
+    theta = float(fields[3][1:])
+    out = int(fields[4])
+
+    class Layer(nn.Module):
+        def __init__(self, cin):
+            super().__init__()
+            self.norm1, self.relu1 = nn.BatchNorm2d(cin), nn.ReLU()
+            self.conv1 = nn.Conv2d(cin, 4 * k, 1, bias=False)
+            self.norm2, self.relu2 = nn.BatchNorm2d(4 * k), nn.ReLU()
+            self.conv2 = nn.Conv2d(4 * k, k, 3, padding=1, bias=False)
+
+        def forward(self, feats):
+            x = torch.cat(feats, 1)
+            return self.conv2(self.relu2(self.norm2(self.conv1(self.relu1(self.norm1(x))))))
+
+    class Block(nn.ModuleDict):
+        def __init__(self, n, cin):
+            super().__init__()
+            for i in range(n):
+                self.add_module(f"denselayer{i + 1}", Layer(cin + i * k))
+
+        def forward(self, x):
+            feats = [x]
+            for layer in self.values():
+                feats.append(layer(feats))
+            return torch.cat(feats, 1)
+
+    class DenseNet(nn.Module):
+        def __init__(self):
+            super().__init__()
+            ch = 2 * k
+            mods = collections.OrderedDict([("conv0", nn.Conv2d(c, ch, 3, padding=1, bias=False))])
+            for b, n in enumerate(blocks):
+                mods[f"denseblock{b + 1}"] = Block(n, ch)
+                ch += n * k
+                if b + 1 < len(blocks):
+                    nxt = int(math.floor(theta * ch))
+                    mods[f"transition{b + 1}"] = nn.Sequential(collections.OrderedDict(
+                        [("norm", nn.BatchNorm2d(ch)), ("relu", nn.ReLU()), ("conv", nn.Conv2d(ch, nxt, 1, bias=False)),
+                         ("pool", nn.AvgPool2d(2, 2))]))
+                    ch = nxt
+            mods["norm5"] = nn.BatchNorm2d(ch)
+            self.features = nn.Sequential(mods)
+            self.classifier = nn.Linear(ch, out)
+
+        def forward(self, x):
+            f = torch.relu(self.features(x.reshape(-1, c, h, w)))
+            return self.classifier(torch.flatten(nn.functional.adaptive_avg_pool2d(f, 1), 1))
+
+    return DenseNet(), c * h * w
+
+
+def build_unet(spec):
+    """The torch.hub U-Net's _block and wiring, depth D, no final sigmoid (nn/unet.cpp)."""
+    import collections
+
+    import torch.nn as nn
+
+    fields = spec.split(":")[1].split("-")
+    c, h, w = (int(v) for v in fields[0].split("x"))
+    base, depth, out = int(fields[1][1:]), int(fields[2][1:]), int(fields[3])
+
+    def block(cin, f, name):
+        return nn.Sequential(collections.OrderedDict([
+            (name + "conv1", nn.Conv2d(cin, f, 3, padding=1, bias=False)), (name + "norm1", nn.BatchNorm2d(f)), (name + "relu1", nn.ReLU()),
+            (name + "conv2", nn.Conv2d(f, f, 3, padding=1, bias=False)), (name + "norm2", nn.BatchNorm2d(f)), (name + "relu2", nn.ReLU())]))
+
+    class UNet(nn.Module):
+        def __init__(self):
+            super().__init__()
+            cin = c
+            for i in range(1, depth + 1):
+                setattr(self, f"encoder{i}", block(cin, base << (i - 1), f"enc{i}"))
+                setattr(self, f"pool{i}", nn.MaxPool2d(2, 2))
+                cin = base << (i - 1)
+            self.bottleneck = block(cin, base << depth, "bottleneck")
+            for i in range(depth, 0, -1):
+                f = base << (i - 1)
+                setattr(self, f"upconv{i}", nn.ConvTranspose2d(2 * f, f, 2, stride=2))
+                setattr(self, f"decoder{i}", block(2 * f, f, f"dec{i}"))
+            self.conv = nn.Conv2d(base, out, 1)
+
+        def forward(self, x):
+            x = x.reshape(-1, c, h, w)
+            skips = []
+            for i in range(1, depth + 1):
+                skips.append(getattr(self, f"encoder{i}")(x))
+                x = getattr(self, f"pool{i}")(skips[-1])
+            x = self.bottleneck(x)
+            for i in range(depth, 0, -1):
+                x = getattr(self, f"decoder{i}")(torch.cat((getattr(self, f"upconv{i}")(x), skips[i - 1]), 1))
+            return self.conv(x)
+
+    return UNet(), c * h * w
 
 
 def build_resnet(spec):
@@ -134,9 +245,11 @@ def make(out):
                 if n.endswith("bias"):
                     p.uniform_(-0.5, 0.5)
         save(out, name, spec, model, 6)
-    for name, spec, seed in RESNETS:
+    convnets = [(n, s, seed, build_resnet) for n, s, seed in RESNETS] + [(n, s, seed, build_densenet) for n, s, seed in DENSENETS]
+    convnets += [(n, s, seed, build_unet) for n, s, seed in UNETS]
+    for name, spec, seed, builder in convnets:
         torch.manual_seed(seed)
-        model, features = build_resnet(spec)
+        model, features = builder(spec)
         model = model.to(torch.float64)
         with torch.no_grad():  # batch statistics and affine parameters away from their defaults
             for n, b in model.named_buffers():
@@ -147,7 +260,7 @@ def make(out):
                 elif n.endswith("num_batches_tracked"):
                     b.fill_(7)
             for n, p in model.named_parameters():
-                if "bn" in n or "downsample.1" in n or n.endswith("bias"):
+                if "bn" in n or "norm" in n or "downsample.1" in n or n.endswith("bias"):
                     p.uniform_(0.5, 1.5) if n.endswith("weight") else p.uniform_(-0.5, 0.5)
         save(out, name, spec, model, features)
 

@@ -51,6 +51,10 @@ void require(const CLI::App* cmd, const char* option, bool ok, double value, con
   if (cmd->count(option) && !ok) throw ValueError(fmt::format("{} {}: must be {}", option, value, range));
 }
 
+bool is_recipe(const std::string& model) {
+  return model == nn::kResNetAlias || model == nn::kDenseNetAlias || model == nn::kUNetAlias;
+}
+
 std::string fmt_acc(double a) { return std::isnan(a) ? "-" : fmt::format("{:.4f}", a); }
 nlohmann::json jnum(double v) { return std::isnan(v) ? nlohmann::json() : nlohmann::json(v); }
 
@@ -129,8 +133,10 @@ void add_train(CLI::App& app, int& exit_code) {
   cmd->add_option("--data", a->c.data, "fashion-mnist[:DIR], spirals, regression or csv:PATH")->capture_default_str();
   cmd->add_option("--model", a->c.model,
                   "Model spec, mlp:IN-H-...-OUT, resmlp:IN-WIDTHxBLOCKS-OUT[:lrl|pre|lrlr[+ln|+bn][+dP]], "
-                  "resnet:CxHxW-WIDTHxBLOCKS-...-OUT[:post|pre], or resnet: the convolutional recipe for image data "
-                  "(recommended_resnet(), 10 epochs unless --epochs is given) (default: "
+                  "resnet:CxHxW-WIDTHxBLOCKS-...-OUT[:post|pre], densenet:CxHxW-gGROWTH-bN1xN2x...[-cTHETA]-OUT[:basic], "
+                  "unet:CxHxW-cBASE-dDEPTH-OUT (trained to denoise the images: noise sigma 0.5, MSE, PSNR reported), or "
+                  "a convolutional recipe for image data: resnet (recommended_resnet(), 10 epochs unless --epochs is given), "
+                  "densenet (recommended_densenet(), 10 epochs) or unet (recommended_unet(), 5 epochs) (default: "
                   "the recommended model, recommended_model(), for Fashion-MNIST, resmlp:2-64x2-2 for spirals, mlp:IN-64-64-OUT otherwise)");
   cmd->add_option("--init", a->c.init,
                   "Initialiser: he (kaiming_normal, fan_in), he_fan_out, he_fan_avg, he_uniform, xavier, xavier_uniform, lecun, torch")
@@ -207,7 +213,7 @@ void add_train(CLI::App& app, int& exit_code) {
       };
       same("--data", c.data == saved.data, c.data, saved.data);
       same("--model",
-           c.model.empty() || (c.model == nn::kResNetAlias ? saved.model.starts_with("resnet:") : nn::ModelSpec::parse(c.model).str() == saved.model),
+           c.model.empty() || (is_recipe(c.model) ? saved.model.starts_with(c.model + ":") : nn::ModelSpec::parse(c.model).str() == saved.model),
            c.model, saved.model);
       same("--init", c.init == saved.init, c.init, saved.init);
       same("--opt", c.opt == saved.opt, c.opt, saved.opt);
@@ -299,16 +305,23 @@ void add_train(CLI::App& app, int& exit_code) {
       exit_code = 0;
       return;
     }
-    if (!quiet)
-      fmt::print("test accuracy {}  test loss {:.4f}  ({} epochs, {:.1f} s)\n", fmt_acc(r.test.accuracy), r.test.loss, r.epochs.size(), seconds);
-    if (json)
-      std::cout << timing({{"test_accuracy", jnum(r.test.accuracy)},
-                           {"test_loss", r.test.loss},
-                           {"train_loss", r.train_loss},
-                           {"epochs", r.epochs.size()},
-                           {"seconds", seconds}})
-                       .dump()
-                << "\n";
+    const bool denoising = !std::isnan(r.test.psnr);
+    if (!quiet) {
+      if (denoising)
+        fmt::print("test PSNR {:.2f} dB, noisy input {:.2f} dB: gain {:.2f} dB  test loss {:.5f}  ({} epochs, {:.1f} s)\n", r.test.psnr,
+                   r.test.input_psnr, r.test.psnr - r.test.input_psnr, r.test.loss, r.epochs.size(), seconds);
+      else
+        fmt::print("test accuracy {}  test loss {:.4f}  ({} epochs, {:.1f} s)\n", fmt_acc(r.test.accuracy), r.test.loss, r.epochs.size(), seconds);
+    }
+    if (json) {
+      nlohmann::json j = {{"test_accuracy", jnum(r.test.accuracy)},
+                          {"test_loss", r.test.loss},
+                          {"train_loss", r.train_loss},
+                          {"epochs", r.epochs.size()},
+                          {"seconds", seconds}};
+      if (denoising) j["test_psnr"] = r.test.psnr, j["test_input_psnr"] = r.test.input_psnr, j["test_psnr_gain"] = r.test.psnr - r.test.input_psnr;
+      std::cout << timing(j).dump() << "\n";
+    }
     exit_code = 0;
   });
 }

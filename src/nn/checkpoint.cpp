@@ -30,6 +30,8 @@ double min_parameters(const ModelSpec& spec) {
     }
     return n + d(c) * d(spec.out);
   }
+  if (spec.kind == ModelSpec::Kind::DenseNet) return d(spec.image[0]) * 9 * d(2 * spec.growth) + d(spec.growth) * d(spec.out);
+  if (spec.kind == ModelSpec::Kind::UNet) return d(spec.image[0]) * 9 * d(spec.base_channels) + d(spec.base_channels) * d(spec.out);
   return d(spec.in) * d(spec.width) + 2 * d(spec.blocks) * d(spec.width) * d(spec.width) + d(spec.width) * d(spec.out);
 }
 

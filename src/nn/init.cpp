@@ -154,6 +154,8 @@ void init_model(Module& model, Generator& gen, const InitOptions& opts) {
   for (auto& [name, m] : model.named_modules()) {
     if (auto* lin = dynamic_cast<Linear*>(m)) init_weight(lin->weight, lin->bias, gen, opts.scheme);
     if (auto* conv = dynamic_cast<Conv2d*>(m)) init_weight(conv->weight, conv->bias, gen, opts.scheme);
+    // Fans from the weight's layout [in, out/groups, kH, kW], as torch.nn.init computes them.
+    if (auto* up = dynamic_cast<ConvTranspose2d*>(m)) init_weight(up->weight, up->bias, gen, opts.scheme);
   }
   // A second pass, after the Linears of the blocks have been initialised.
   if (opts.zero_residual)

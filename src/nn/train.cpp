@@ -71,6 +71,29 @@ std::string recommended_resnet(std::int64_t height, std::int64_t width, std::int
   return fmt::format("resnet:1x{}x{}-16x1-32x1-64x1-{}", height, width, classes);
 }
 
+std::string recommended_densenet(std::int64_t height, std::int64_t width, std::int64_t classes) {
+  return fmt::format("densenet:1x{}x{}-g12-b4x4x4-c0.5-{}", height, width, classes);
+}
+
+std::string recommended_unet(std::int64_t height, std::int64_t width) { return fmt::format("unet:1x{}x{}-c16-d2-1", height, width); }
+
+double psnr(double mse) { return 10.0 * std::log10(1.0 / std::max(mse, 1e-10)); }
+
+data::Splits denoising_splits(const data::Splits& images, double sigma) {
+  auto noisy = [sigma](const data::Dataset& d, std::uint64_t seed) {
+    if (d.height <= 0 || d.width <= 0 || d.features() != d.height * d.width)
+      throw ValueError(fmt::format("denoising: data {} holds no images (a U-Net needs height and width)", d.name));
+    data::Dataset r = d;
+    Generator g(seed);
+    r.y = d.x;
+    r.x = add(d.x, cast(randn(d.x.shape(), g, DType::f64) * sigma, d.x.dtype()));
+    r.num_classes = 0;
+    return r;
+  };
+  constexpr std::uint64_t kSeed = 0xDE5015E;  // one stream per split, the same in every run
+  return {noisy(images.train, kSeed), noisy(images.val, kSeed + 1), noisy(images.test, kSeed + 2)};
+}
+
 std::string EpochMetrics::json() const {
   nlohmann::json j = {{"epoch", epoch},
                       {"step", step},
@@ -134,8 +157,18 @@ std::int64_t count_correct(const Tensor& logits, const Tensor& labels) {
   return correct;
 }
 
+// An image output [N, C, H, W] is compared with its target row [N, C·H·W].
 Tensor loss_of(const Tensor& out, const Tensor& y, bool classify, Reduction r = Reduction::Mean) {
-  return classify ? cross_entropy(out, y, r) : mse_loss(out, y, r);
+  return classify ? cross_entropy(out, y, r) : mse_loss(out.dim() > 2 ? flatten(out, 1) : out, y, r);
+}
+
+bool image_to_image(const data::Dataset& d) { return d.num_classes == 0 && d.height > 0 && d.x.shape() == d.y.shape(); }
+
+// Sum over the rows of 10 log10(1 / mean((a - b)²)) of [N, F] tensors.
+double psnr_sum(const Tensor& a, const Tensor& b) {
+  double total = 0;
+  for (double m : cast(mean(square(sub(a, b)), {1}), DType::f64).to_vector<double>()) total += psnr(m);
+  return total;
 }
 
 }  // namespace
@@ -145,13 +178,15 @@ Evaluation evaluate(Module& model, const data::Dataset& d, std::int64_t chunk) {
   model.eval();
   NoGradGuard ng;
   const bool classify = d.num_classes > 0;
-  double loss_sum = 0;
+  const bool images = image_to_image(d);
+  double loss_sum = 0, psnr_out = 0, psnr_in = 0;
   std::int64_t correct = 0;
   for (std::int64_t start = 0; start < d.size(); start += chunk) {
     data::Dataset part = d.slice(start, std::min(d.size(), start + chunk));
     Tensor out = model.forward(part.x);
     loss_sum += loss_of(out, part.y, classify, Reduction::Sum).item();
     if (classify) correct += count_correct(out, part.y);
+    if (images) psnr_out += psnr_sum(flatten(out, 1), part.y), psnr_in += psnr_sum(part.x, part.y);
   }
   model.train(was_training);
   Evaluation e;
@@ -159,6 +194,7 @@ Evaluation evaluate(Module& model, const data::Dataset& d, std::int64_t chunk) {
   const double n = static_cast<double>(std::max<std::int64_t>(d.size(), 1));
   e.loss = loss_sum / (classify ? n : n * static_cast<double>(d.y.numel() / std::max<std::int64_t>(d.size(), 1)));
   e.accuracy = classify ? static_cast<double>(correct) / n : std::numeric_limits<double>::quiet_NaN();
+  if (images) e.psnr = psnr_out / n, e.input_psnr = psnr_in / n;
   return e;
 }
 
@@ -270,20 +306,29 @@ void fill_defaults(TrainConfig& c, const data::Splits& s) {
   const std::int64_t outputs = s.train.num_classes > 0 ? s.train.num_classes : s.train.y.shape()[1];
   const bool fashion = c.data.starts_with("fashion-mnist"), spirals = c.data == "spirals";
   if (c.model.empty()) c.model = recommended_model(c.data, s.train.features(), outputs);
-  const bool resnet_recipe = c.model == kResNetAlias;
-  if (resnet_recipe) {
-    if (s.train.height <= 0 || s.train.width <= 0)
-      throw ValueError(fmt::format("--model {}: data {} holds no images (a convolutional network needs height and width)", kResNetAlias, c.data));
-    c.model = recommended_resnet(s.train.height, s.train.width, outputs);
+  // The convolutional recipes: a spec for the data's images, and the recipe's number of epochs.
+  std::int64_t recipe_epochs = 0;
+  if (c.model == kResNetAlias || c.model == kDenseNetAlias || c.model == kUNetAlias) {
+    const std::int64_t h = s.train.height, w = s.train.width;
+    if (h <= 0 || w <= 0)
+      throw ValueError(fmt::format("--model {}: data {} holds no images (a convolutional network needs height and width)", c.model, c.data));
+    recipe_epochs = c.model == kResNetAlias ? kResNetEpochs : c.model == kDenseNetAlias ? kDenseNetEpochs : kUNetEpochs;
+    c.model = c.model == kResNetAlias ? recommended_resnet(h, w, outputs)
+              : c.model == kDenseNetAlias ? recommended_densenet(h, w, outputs)
+                                          : recommended_unet(h, w);
   }
-  c.model = ModelSpec::parse(c.model).str();
+  const ModelSpec spec = ModelSpec::parse(c.model);
+  c.model = spec.str();
+  // A U-Net denoises (denoising_splits): flipping or shifting the noisy input alone would break
+  // its pairing with the clean target.
+  if (spec.kind == ModelSpec::Kind::UNet) c.augment = false;
   if (c.opt != "sgd" && c.opt != "adam" && c.opt != "adamw") throw ValueError(fmt::format("unknown optimiser '{}' (sgd, adam, adamw)", c.opt));
   const bool regression = c.data == "regression";
   if (c.lr <= 0) c.lr = c.opt == "sgd" ? 0.05 : spirals || regression ? 1e-2 : 1e-3;
   if (c.weight_decay < 0) c.weight_decay = c.opt == "sgd" ? 5e-4 : c.opt == "adamw" ? 0.05 : 0.0;
   if (c.label_smoothing < 0) c.label_smoothing = fashion ? 0.1 : 0.0;
   if (c.label_smoothing > 1) throw ValueError(fmt::format("--label-smoothing must be in [0, 1], got {}", c.label_smoothing));
-  if (c.epochs == 0 && resnet_recipe) c.epochs = kResNetEpochs;
+  if (c.epochs == 0 && recipe_epochs > 0) c.epochs = recipe_epochs;
   if (c.epochs == 0) c.epochs = fashion ? kRecommendedEpochs : spirals ? 30 : regression ? 50 : 20;
   if (c.batch <= 0) throw ValueError(fmt::format("--batch must be positive, got {}", c.batch));
   if (c.epochs < 0) throw ValueError(fmt::format("--epochs must be positive, got {}", c.epochs));
@@ -355,16 +400,19 @@ TrainResult train(TrainConfig config, const data::Splits& splits, const RunOptio
   }
   fill_defaults(config, splits);
   const ModelSpec spec = ModelSpec::parse(config.model);
-  const bool classify = splits.train.num_classes > 0;
-  const std::int64_t outputs = classify ? splits.train.num_classes : splits.train.y.shape()[1];
-  if (spec.input_dim() != splits.train.features() || spec.output_dim() != outputs)
+  // A U-Net maps images to images: its task is to denoise the data's images.
+  const data::Splits task = spec.kind == ModelSpec::Kind::UNet ? denoising_splits(splits) : splits;
+  const bool classify = task.train.num_classes > 0;
+  const std::int64_t outputs = classify ? task.train.num_classes : task.train.y.shape()[1];
+  if (spec.input_dim() != task.train.features() || spec.output_dim() != outputs)
     throw ValueError(fmt::format("model {} maps {} inputs to {} outputs, but data set {} has {} features and {} {}", spec.str(),
-                                 spec.input_dim(), spec.output_dim(), config.data, splits.train.features(), outputs,
+                                 spec.input_dim(), spec.output_dim(), config.data, task.train.features(), outputs,
                                  classify ? "classes" : "targets"));
-  const data::Dataset train_set = splits.train.to(config.dtype), val_set = splits.val.to(config.dtype), test_set = splits.test.to(config.dtype);
+  const data::Dataset train_set = task.train.to(config.dtype), val_set = task.val.to(config.dtype), test_set = task.test.to(config.dtype);
 
   // A convolution's columns are [chunk, C·9, H·W]: smaller evaluation chunks keep them in cache.
-  const std::int64_t eval_chunk = spec.kind == ModelSpec::Kind::ResNet ? 200 : 1000;
+  const bool conv = spec.kind == ModelSpec::Kind::ResNet || spec.kind == ModelSpec::Kind::DenseNet || spec.kind == ModelSpec::Kind::UNet;
+  const std::int64_t eval_chunk = conv ? 200 : 1000;
   TrainResult result;
   result.model_spec = spec.str();
   auto model = build_model(spec, config.dtype);

@@ -59,7 +59,8 @@ Tensor& constant_(Tensor& w, double value);
 Tensor& zeros_(Tensor& w);
 Tensor& ones_(Tensor& w);
 
-// Whole-model initialisation of every Linear (weights by the scheme, biases zero).
+// Whole-model initialisation of every Linear, Conv2d and ConvTranspose2d (weights by the scheme,
+// biases zero).
 enum class InitScheme {
   He,             // kaiming_normal_, fan_in ("he", "kaiming_normal")
   HeFanOut,       // kaiming_normal_, fan_out ("he_fan_out")

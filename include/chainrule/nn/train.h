@@ -13,6 +13,7 @@
 // checkpoint, stop training with a NumericalError and leave the last good checkpoint in place.
 #include <cstdint>
 #include <functional>
+#include <limits>
 #include <memory>
 #include <optional>
 #include <string>
@@ -63,6 +64,24 @@ std::string recommended_model(const std::string& data, std::int64_t features, st
 inline constexpr const char* kResNetAlias = "resnet";
 std::string recommended_resnet(std::int64_t height, std::int64_t width, std::int64_t classes);
 inline constexpr std::int64_t kResNetEpochs = 10;
+// `--model densenet`: a small DenseNet-BC (nn/densenet.h) for the data's images.
+inline constexpr const char* kDenseNetAlias = "densenet";
+std::string recommended_densenet(std::int64_t height, std::int64_t width, std::int64_t classes);
+inline constexpr std::int64_t kDenseNetEpochs = 10;
+// `--model unet`: a small U-Net (nn/unet.h) trained to denoise the data's images (below).
+inline constexpr const char* kUNetAlias = "unet";
+std::string recommended_unet(std::int64_t height, std::int64_t width);
+inline constexpr std::int64_t kUNetEpochs = 5;
+
+// The task of a unet model: denoising. Inputs are the clean images plus Gaussian noise of standard
+// deviation sigma (pixels in [0, 1]), the targets the clean images ([N, H·W] regression targets),
+// the loss MSE. The noise of each split is drawn once per example from a generator with a fixed
+// seed of that split (not the run's seed), so the test set's noisy images are the same in every
+// run and every precision (drawn in float64). Throws ValueError for data without images.
+inline constexpr double kDenoiseSigma = 0.5;
+data::Splits denoising_splits(const data::Splits& images, double sigma = kDenoiseSigma);
+// 10·log10(1 / MSE) in dB, for images with pixels in [0, 1] (peak 1); MSE 0 counts as 1e-10 (100 dB).
+double psnr(double mse);
 
 struct EpochMetrics {
   std::int64_t epoch = 0;  // 1-based
@@ -90,8 +109,12 @@ StepOutput train_step(Module& model, optim::Optimizer& opt, const Tensor& x, con
 struct Evaluation {
   double loss = 0, accuracy = 0;  // accuracy is NaN for regression
   std::int64_t count = 0;
+  // Image-to-image data (targets images of the inputs' shape, as denoising_splits makes): the
+  // mean over the examples of each output's PSNR against its target, and of each input's; NaN
+  // otherwise.
+  double psnr = std::numeric_limits<double>::quiet_NaN(), input_psnr = std::numeric_limits<double>::quiet_NaN();
 };
-// Mean loss and accuracy of the model (in eval mode, no graph) over a data set, in chunks.
+// Mean loss and accuracy (or PSNR) of the model (in eval mode, no graph) over a data set, in chunks.
 Evaluation evaluate(Module& model, const data::Dataset& data, std::int64_t chunk = 1000);
 
 struct RunOptions {
