@@ -207,29 +207,37 @@ nn::NamedTensors params_arg(const py::handle& p) {
   return out;
 }
 
+// C++'s "bias=true" as Python spells it, "bias=True", in a module's repr.
+std::string python_bools(std::string s) {
+  for (auto [from, to] : {std::pair{"=true", "=True"}, std::pair{"=false", "=False"}})
+    for (auto at = s.find(from); at != std::string::npos; at = s.find(from, at + 1)) s.replace(at, std::string(from).size(), to);
+  return s;
+}
+
 // opt.step(grads): the gradients, by name (dict) or in order (sequence), replace the parameters'
 // accumulated ones; parameters not given get none, so the step skips them.
 void set_grads(optim::Optimizer& opt, const py::object& grads) {
   const auto& named = dynamic_cast<const NamedParams&>(opt).named();
   if (py::isinstance<py::dict>(grads)) {
     auto d = grads.cast<py::dict>();
-    std::size_t used = 0;
+    // Every key is checked before any gradient is touched, so a bad call changes nothing.
+    for (auto [k, v] : d) {
+      auto ks = py::str(k).cast<std::string>();
+      bool found = false;
+      for (const auto& [n, t] : named) found = found || n == ks;
+      if (found) continue;
+      std::string known;
+      for (std::size_t i = 0; i < named.size() && i < 6; ++i) known += (i ? ", '" : "'") + named[i].first + "'";
+      if (named.size() > 6) known += ", ...";
+      throw chainrule::ValueError("optimizer.step: gradient '" + ks + "' names no parameter of this optimizer (its " +
+                                  std::to_string(named.size()) + " parameters are " + known +
+                                  "; an optimizer built from a list names them by position: pass a list of gradients in "
+                                  "that order, or build it from a dict such as dict(model.named_parameters()))");
+    }
     for (const auto& [n, t] : named) {
       py::str key(n);
-      if (d.contains(key)) {
-        t.set_grad(tensor_arg(d[key]));
-        ++used;
-      } else {
-        t.zero_grad();
-      }
-    }
-    if (used != d.size()) {
-      for (auto [k, v] : d) {
-        bool found = false;
-        auto ks = k.cast<std::string>();
-        for (const auto& [n, t] : named) found = found || n == ks;
-        if (!found) throw chainrule::ValueError("optimizer.step: gradient '" + ks + "' names no parameter of this optimizer");
-      }
+      if (d.contains(key)) t.set_grad(tensor_arg(d[key]));
+      else t.zero_grad();
     }
     return;
   }
@@ -391,7 +399,7 @@ as attributes, after super().__init__(), as in PyTorch.)doc");
   Mod.def(py::init<>())
       .def("__call__", &run_forward, py::arg("x"))
       .def("forward", &run_forward, py::arg("x"))
-      .def("__repr__", [](const nn::Module& mod) { return mod.str(); })
+      .def("__repr__", [](const nn::Module& mod) { return python_bools(mod.str()); })
       .def("named_parameters", [](const nn::Module& mod, bool r) { return pairs(mod.named_parameters(r)); }, py::arg("recurse") = true,
            "(name, Tensor) pairs, PyTorch's names; dict(m.named_parameters()) is the dict functional_call takes.")
       .def("parameters", &nn::Module::parameters, py::arg("recurse") = true)

@@ -325,3 +325,16 @@ def test_no_grad():
         # transforms still differentiate inside no_grad
         assert cr.grad(lambda v: cr.sum(v * v))(w).numpy().tolist() == [2.0, 4.0]
     assert (w * 3.0).requires_grad
+
+
+def test_step_with_unknown_names_changes_nothing_and_says_why():
+    from chainrule import nn
+    lin = nn.Linear(3, 2)
+    opt = cr.optim.SGD(list(lin.parameters()), lr=0.1)
+    before = lin.weight.numpy().copy()
+    with pytest.raises(cr.ValueError, match=r"'weight' names no parameter.*'0', '1'.*list of gradients"):
+        opt.step({"weight": cr.ones((2, 3)), "bias": cr.ones((2,))})
+    np.testing.assert_array_equal(lin.weight.numpy(), before)
+    opt.step([cr.ones((2, 3)), cr.ones((2,))])
+    np.testing.assert_allclose(lin.weight.numpy(), before - 0.1, rtol=1e-6)
+    assert "bias=True" in repr(lin)
