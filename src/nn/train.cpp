@@ -375,82 +375,120 @@ TrainConfig read_run_config(const std::string& dir) {
 
 // ---- the loop ------------------------------------------------------------------------------
 
-TrainResult train(TrainConfig config, const data::Splits& splits, const RunOptions& opts) {
-  using clock = std::chrono::steady_clock;
-  const auto t_start = clock::now();
-  if (opts.out_dir.empty()) throw ValueError("train: no output directory");
-  // Data-parallel: rank 0 (the writer) alone touches the run directory and evaluates.
-  distributed::Communicator& comm = opts.comm ? *opts.comm : distributed::Communicator::single();
-  const std::int64_t rank = comm.rank(), world = comm.size();
-  const bool writer = rank == 0;
-  if (opts.resume) {
-    if (world == 1) {
-      config = read_run_config(opts.out_dir);
-    } else {
-      std::string text = writer ? read_run_config(opts.out_dir).json() : std::string();
-      comm.broadcast(text);
-      config = TrainConfig::from_json(text);
+// ---- the run ---------------------------------------------------------------------------------
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+
+// The sums of one step (or an epoch so far): loss times examples, correct predictions, examples.
+struct StepSums {
+  double loss = 0, correct = 0, n = 0;
+};
+
+// One training run. train() is its steps in order: configure (a resumed run reads its own
+// configuration), build the task and the model, restore a checkpoint, bring every rank to rank 0's
+// state, then epochs of steps, each epoch ending in validation and a checkpoint. Each step is a
+// function of its own, so image models, mixed precision or a profiler plug into one of them.
+class Run {
+ public:
+  Run(TrainConfig config, const data::Splits& splits, const RunOptions& opts)
+      : config_(std::move(config)), opts_(opts), comm_(opts.comm ? *opts.comm : distributed::Communicator::single()),
+        rank_(comm_.rank()), world_(comm_.size()), writer_(rank_ == 0), init_gen_(0) {
+    if (opts_.out_dir.empty()) throw ValueError("train: no output directory");
+    configure(splits);
+    build_task(splits);
+    build_network();
+    if (writer_) {
+      fs::create_directories(opts_.out_dir);
+      remove_stale_temporaries(opts_.out_dir);
     }
-    if (config.world_size != world)
-      throw ValueError(fmt::format("train: the run in {} was trained by {} process{}; resume it with as many (mpirun -np {}{}), not {}",
-                                   opts.out_dir, config.world_size, config.world_size == 1 ? "" : "es", config.world_size,
-                                   config.world_size == 1 ? ", or without --distributed" : " ... --distributed", world));
-  } else {
-    config.world_size = world;
+    checkpoint_every_ = opts_.checkpoint_every.value_or(0);
+    if (opts_.resume && writer_) restore();
+    if (world_ > 1) join_ranks();
   }
-  fill_defaults(config, splits);
-  const ModelSpec spec = ModelSpec::parse(config.model);
-  // A U-Net maps images to images: its task is to denoise the data's images.
-  const data::Splits task = spec.kind == ModelSpec::Kind::UNet ? denoising_splits(splits) : splits;
-  const bool classify = task.train.num_classes > 0;
-  const std::int64_t outputs = classify ? task.train.num_classes : task.train.y.shape()[1];
-  if (spec.input_dim() != task.train.features() || spec.output_dim() != outputs)
-    throw ValueError(fmt::format("model {} maps {} inputs to {} outputs, but data set {} has {} features and {} {}", spec.str(),
-                                 spec.input_dim(), spec.output_dim(), config.data, task.train.features(), outputs,
-                                 classify ? "classes" : "targets"));
-  const data::Dataset train_set = task.train.to(config.dtype), val_set = task.val.to(config.dtype), test_set = task.test.to(config.dtype);
 
-  // A convolution's columns are [chunk, C·9, H·W]: smaller evaluation chunks keep them in cache.
-  const bool conv = spec.kind == ModelSpec::Kind::ResNet || spec.kind == ModelSpec::Kind::DenseNet || spec.kind == ModelSpec::Kind::UNet;
-  const std::int64_t eval_chunk = conv ? 200 : 1000;
-  TrainResult result;
-  result.model_spec = spec.str();
-  auto model = build_model(spec, config.dtype);
-  Generator init_gen(config.seed);
-  init_model(*model, init_gen, {.scheme = parse_init(config.init), .zero_residual = config.zero_residual});
-  model->set_checkpoint_segments(opts.checkpoint_segments);
-  {
+  TrainResult execute() {
+    model_->train();
+    for (std::int64_t epoch = step_ / bpe_; epoch < config_.epochs; ++epoch)
+      if (!run_epoch(epoch)) return result();
+    result_.finished = true;
+    if (writer_) result_.test = evaluate(*model_, test_set_, eval_chunk_);
+    result_.train_loss = history_.empty() ? 0 : history_.back().train_loss;
+    return result();
+  }
+
+ private:
+  // The configuration: a resumed run's own (rank 0 reads it and sends it to the others), with
+  // the defaults for its data filled in.
+  void configure(const data::Splits& splits) {
+    if (opts_.resume) {
+      if (world_ == 1) {
+        config_ = read_run_config(opts_.out_dir);
+      } else {
+        std::string text = writer_ ? read_run_config(opts_.out_dir).json() : std::string();
+        comm_.broadcast(text);
+        config_ = TrainConfig::from_json(text);
+      }
+      if (config_.world_size != world_)
+        throw ValueError(fmt::format("train: the run in {} was trained by {} process{}; resume it with as many (mpirun -np {}{}), not {}",
+                                     opts_.out_dir, config_.world_size, config_.world_size == 1 ? "" : "es", config_.world_size,
+                                     config_.world_size == 1 ? ", or without --distributed" : " ... --distributed", world_));
+    } else {
+      config_.world_size = world_;
+    }
+    fill_defaults(config_, splits);
+    spec_ = ModelSpec::parse(config_.model);
+  }
+
+  // The task: a U-Net maps images to images, so it denoises the data's images; the others
+  // classify (or regress) as the data says. The model must fit the task's sizes.
+  void build_task(const data::Splits& splits) {
+    const data::Splits task = spec_.kind == ModelSpec::Kind::UNet ? denoising_splits(splits) : splits;
+    classify_ = task.train.num_classes > 0;
+    const std::int64_t outputs = classify_ ? task.train.num_classes : task.train.y.shape()[1];
+    if (spec_.input_dim() != task.train.features() || spec_.output_dim() != outputs)
+      throw ValueError(fmt::format("model {} maps {} inputs to {} outputs, but data set {} has {} features and {} {}", spec_.str(),
+                                   spec_.input_dim(), spec_.output_dim(), config_.data, task.train.features(), outputs,
+                                   classify_ ? "classes" : "targets"));
+    train_set_ = task.train.to(config_.dtype), val_set_ = task.val.to(config_.dtype), test_set_ = task.test.to(config_.dtype);
+    // A convolution's columns are [chunk, C·9, H·W]: smaller evaluation chunks keep them in cache.
+    const bool conv = spec_.kind == ModelSpec::Kind::ResNet || spec_.kind == ModelSpec::Kind::DenseNet || spec_.kind == ModelSpec::Kind::UNet;
+    eval_chunk_ = conv ? 200 : 1000;
+    loss_fn_ = [this](const Tensor& out, const Tensor& y) {
+      return classify_ && config_.label_smoothing > 0 ? cross_entropy(out, y, config_.label_smoothing) : loss_of(out, y, classify_);
+    };
+  }
+
+  // The model (initialised from the run's seed), its optimiser, the loader and the schedule.
+  void build_network() {
+    model_ = nn::build_model(spec_, config_.dtype);
+    init_gen_ = Generator(config_.seed);
+    init_model(*model_, init_gen_, {.scheme = parse_init(config_.init), .zero_residual = config_.zero_residual});
+    model_->set_checkpoint_segments(opts_.checkpoint_segments);
     std::uint64_t k = 0;
-    for (auto& [name, m] : model->named_modules())
-      if (auto* d = dynamic_cast<Dropout*>(m)) d->generator.set_state(Generator::bits(config.seed, 0xD0D0D0D0ull + k++), 0);
+    for (auto& [name, m] : model_->named_modules())
+      if (auto* d = dynamic_cast<Dropout*>(m)) d->generator.set_state(Generator::bits(config_.seed, 0xD0D0D0D0ull + k++), 0);
+    opt_ = make_optimizer(config_, model_->named_parameters());
+    // A global batch is every rank's batch together.
+    loader_.emplace(train_set_, data::LoaderOptions{.batch_size = config_.batch * world_, .shuffle = true, .drop_last = config_.drop_last,
+                                                    .seed = config_.seed, .augment = config_.augment, .shift = config_.shift});
+    bpe_ = loader_->batches_per_epoch();
+    if (bpe_ == 0) throw ValueError(fmt::format("train: {} examples make no batch of {} with drop_last", train_set_.size(), config_.batch));
+    schedule_ = make_schedule(config_, bpe_);
+    total_steps_ = config_.epochs * bpe_;
   }
-  auto params = model->named_parameters();
-  auto opt = make_optimizer(config, params);
-  // A global batch is every rank's batch together.
-  data::DataLoader loader(train_set, {.batch_size = config.batch * world, .shuffle = true, .drop_last = config.drop_last, .seed = config.seed, .augment = config.augment, .shift = config.shift});
-  const std::int64_t bpe = loader.batches_per_epoch();
-  if (bpe == 0) throw ValueError(fmt::format("train: {} examples make no batch of {} with drop_last", train_set.size(), config.batch));
-  auto schedule = make_schedule(config, bpe);
-  const std::int64_t total_steps = config.epochs * bpe;
 
-  std::int64_t step = 0;
-  double loss_sum = 0, correct = 0, seen = 0;  // over the current epoch
-  std::vector<EpochMetrics> history;
-  std::vector<std::int64_t> order;
-
-  if (writer) {
-    fs::create_directories(opts.out_dir);
-    remove_stale_temporaries(opts.out_dir);
-  }
-  std::int64_t saved_step = -1;  // of the last checkpoint on disk, for error messages
-  std::int64_t checkpoint_every = opts.checkpoint_every.value_or(0);
-  if (opts.resume && writer) {
-    const std::string spath = state_path(opts.out_dir), mpath = model_path(opts.out_dir);
+  // Resume (rank 0): weights, optimiser state, step, the epoch's sums, dropout streams, metrics
+  // and the data order, from the checkpoint pair in the run directory, checked for consistency.
+  void restore() {
+    const std::string spath = state_path(opts_.out_dir), mpath = model_path(opts_.out_dir);
     TensorFile st = load_tensors(spath);
     const std::int64_t s_step = step_of(st, spath);
-    if (auto it = st.metadata.find(kCheckpointEveryKey); it != st.metadata.end() && !opts.checkpoint_every) {
+    if (auto it = st.metadata.find(kCheckpointEveryKey); it != st.metadata.end() && !opts_.checkpoint_every) {
       try {
-        checkpoint_every = std::stoll(it->second);
+        checkpoint_every_ = std::stoll(it->second);
       } catch (const std::exception&) {
         throw IOError(fmt::format("{}: metadata {} = '{}' is not an integer", spath, kCheckpointEveryKey, it->second));
       }
@@ -469,241 +507,264 @@ TrainResult train(TrainConfig config, const data::Splits& splits, const RunOptio
     if (mf) {
       const std::int64_t m_step = step_of(*mf, mpath);
       auto it = mf->metadata.find(kModelKey);
-      if (it == mf->metadata.end() || it->second != spec.str())
-        throw IOError(fmt::format("{}: model.safetensors holds model '{}', the run state says '{}'", opts.out_dir,
-                                  it == mf->metadata.end() ? "" : it->second, spec.str()));
+      if (it == mf->metadata.end() || it->second != spec_.str())
+        throw IOError(fmt::format("{}: model.safetensors holds model '{}', the run state says '{}'", opts_.out_dir,
+                                  it == mf->metadata.end() ? "" : it->second, spec_.str()));
       const bool interrupted = !weights.empty() && m_step < s_step;  // killed between the two renames
       if ((m_step != s_step && !interrupted) || (m_step == s_step && !weights.empty() && !same_tensors(mf->tensors, weights)))
         throw IOError(fmt::format("{}: model.safetensors is at step {} but state.safetensors at step {}; the checkpoint pair does not "
                                   "match (files from different runs or checkpoints?), refusing to resume",
-                                  opts.out_dir, m_step, s_step));
-      if (interrupted && opts.on_message)
-        opts.on_message(fmt::format("{}: model.safetensors was at step {}, state.safetensors at step {} (a save was interrupted); "
-                                    "resuming from the state's copy of the weights",
-                                    opts.out_dir, m_step, s_step));
+                                  opts_.out_dir, m_step, s_step));
+      if (interrupted && opts_.on_message)
+        opts_.on_message(fmt::format("{}: model.safetensors was at step {}, state.safetensors at step {} (a save was interrupted); "
+                                     "resuming from the state's copy of the weights",
+                                     opts_.out_dir, m_step, s_step));
       if (weights.empty()) weights = mf->tensors;
     }
-    model->load_state_dict(weights, true);
+    model_->load_state_dict(weights, true);
     std::map<std::string, Tensor> ostate;
     for (auto& [n, t] : st.tensors)
       if (n.starts_with("optim.")) ostate.emplace(n.substr(6), t);
-    opt->load_state(ostate);
-    if (opt->steps() != s_step)
-      throw IOError(fmt::format("{}: optimiser state is at step {}, the checkpoint at {}", spath, opt->steps(), s_step));
-    step = saved_step = s_step;
-    if (!mf || step_of(*mf, mpath) != s_step) save_model(mpath, *model, spec.str(), step);  // the pair matches again
+    opt_->load_state(ostate);
+    if (opt_->steps() != s_step)
+      throw IOError(fmt::format("{}: optimiser state is at step {}, the checkpoint at {}", spath, opt_->steps(), s_step));
+    step_ = saved_step_ = s_step;
+    if (!mf || step_of(*mf, mpath) != s_step) save_model(mpath, *model_, spec_.str(), step_);  // the pair matches again
     auto sums = st.tensors.at("train.sums").to_vector<double>();
-    loss_sum = sums.at(0), correct = sums.at(1), seen = sums.at(2);
-    for (auto& [name, m] : model->named_modules())
+    epoch_ = {sums.at(0), sums.at(1), sums.at(2)};
+    for (auto& [name, m] : model_->named_modules())
       if (auto* d = dynamic_cast<Dropout*>(m)) {
         auto [seed, counter] = read_u64_pair(st.tensors.at("rng.dropout." + name));
         d->generator.set_state(seed, counter);
       }
     // Metrics: the file's lines (with timings) where present, else the state's copy.
     auto saved = nlohmann::json::parse(st.metadata.at(kMetricsKey));
-    auto on_disk = read_metrics_file(opts.out_dir);
+    auto on_disk = read_metrics_file(opts_.out_dir);
     for (std::size_t i = 0; i < saved.size(); ++i)
-      history.push_back(i < on_disk.size() && on_disk[i].epoch == static_cast<std::int64_t>(i + 1) ? on_disk[i] : metrics_from_json(saved[i]));
-    if (step % bpe != 0 || step == total_steps) {
-      order = st.tensors.at("data.order").to_vector<std::int64_t>();
-      if (order != loader.order(step / bpe - (step % bpe == 0 ? 1 : 0)))
+      history_.push_back(i < on_disk.size() && on_disk[i].epoch == static_cast<std::int64_t>(i + 1) ? on_disk[i] : metrics_from_json(saved[i]));
+    if (step_ % bpe_ != 0 || step_ == total_steps_) {
+      order_ = st.tensors.at("data.order").to_vector<std::int64_t>();
+      if (order_ != loader_->order(step_ / bpe_ - (step_ % bpe_ == 0 ? 1 : 0)))
         throw IOError(fmt::format("{}: the saved data order differs from the loader's; the data set changed?", spath));
     }
   }
 
-  auto last_good = [&] {
-    return saved_step < 0 ? std::string("no checkpoint was written")
-                          : fmt::format("the last good checkpoint, step {}, is in {}", saved_step, opts.out_dir);
-  };
-  std::optional<distributed::DistributedDataParallel> ddp;
-  if (world > 1) {
-    // Every rank starts from rank 0's weights, optimiser state, step and sums.
-    ddp.emplace(*model, comm, distributed::DDPOptions{.bucket_bytes = opts.bucket_bytes});
-    ddp->broadcast_parameters(0);
+  // Data-parallel: every rank starts from rank 0's weights, optimiser state, step and sums.
+  void join_ranks() {
+    ddp_.emplace(*model_, comm_, distributed::DDPOptions{.bucket_bytes = opts_.bucket_bytes});
+    ddp_->broadcast_parameters(0);
     std::map<std::string, Tensor> ostate;
-    for (auto& [n, t] : opt->state()) {
+    for (auto& [n, t] : opt_->state()) {
       Tensor c = t.contiguous_clone();
-      comm.broadcast(c, 0);
+      comm_.broadcast(c, 0);
       ostate.emplace(n, c);
     }
-    opt->load_state(ostate);
-    Tensor progress = tensor({static_cast<double>(step), loss_sum, correct, seen}, {4}, DType::f64);
-    comm.broadcast(progress, 0);
+    opt_->load_state(ostate);
+    Tensor progress = tensor({static_cast<double>(step_), epoch_.loss, epoch_.correct, epoch_.n}, {4}, DType::f64);
+    comm_.broadcast(progress, 0);
     const auto v = progress.to_vector<double>();
-    step = static_cast<std::int64_t>(v[0]), loss_sum = v[1], correct = v[2], seen = v[3];
-    if (!writer && step < total_steps) order = loader.order(step / bpe);
+    step_ = static_cast<std::int64_t>(v[0]), epoch_ = {v[1], v[2], v[3]};
+    if (!writer_ && step_ < total_steps_) order_ = loader_->order(step_ / bpe_);
   }
+
+  std::string last_good() const {
+    return saved_step_ < 0 ? std::string("no checkpoint was written")
+                           : fmt::format("the last good checkpoint, step {}, is in {}", saved_step_, opts_.out_dir);
+  }
+
   // Dropout masks must differ between ranks and survive a resume without per-rank state: in a
   // data-parallel run each rank's stream is a function of (seed, rank, step).
-  auto reseed_dropout = [&] {
+  void reseed_dropout() {
     std::uint64_t k = 0;
-    for (auto& [name, m] : model->named_modules())
+    for (auto& [name, m] : model_->named_modules())
       if (auto* d = dynamic_cast<Dropout*>(m))
-        d->generator.set_state(Generator::bits(config.seed ^ (0x9E3779B97F4A7C15ull * static_cast<std::uint64_t>(rank + 1)), 0xD0D0D0D0ull + k++),
-                               static_cast<std::uint64_t>(step) << 32);
-  };
+        d->generator.set_state(Generator::bits(config_.seed ^ (0x9E3779B97F4A7C15ull * static_cast<std::uint64_t>(rank_ + 1)), 0xD0D0D0D0ull + k++),
+                               static_cast<std::uint64_t>(step_) << 32);
+  }
 
-  auto save_checkpoint = [&] {
-    if (!writer) return;
+  // The checkpoint pair (rank 0): the state file (optimiser, data order, sums, generators and its
+  // own copy of the weights), then the model file.
+  void save_checkpoint() {
+    if (!writer_) return;
     // In a data-parallel run mpirun ends this process with SIGTERM when another one fails: hold
     // the signal back until the pair is written, so the last checkpoint is always complete.
     sigset_t term, previous;
     sigemptyset(&term);
     sigaddset(&term, SIGTERM);
     sigaddset(&term, SIGINT);
-    if (world > 1) pthread_sigmask(SIG_BLOCK, &term, &previous);
+    if (world_ > 1) pthread_sigmask(SIG_BLOCK, &term, &previous);
     struct Restore {
       bool on;
       sigset_t* previous;
       ~Restore() {
         if (on) pthread_sigmask(SIG_SETMASK, previous, nullptr);
       }
-    } restore{world > 1, &previous};
+    } restore{world_ > 1, &previous};
     NamedTensors st;
-    for (auto& [n, t] : opt->state()) st.emplace_back("optim." + n, t);
-    st.emplace_back("data.order", from_vector(order, {static_cast<std::int64_t>(order.size())}));
-    st.emplace_back("train.sums", tensor({loss_sum, correct, seen}, {3}, DType::f64));
-    st.emplace_back("rng.init", u64_pair(init_gen.seed(), init_gen.counter()));
-    for (auto& [name, m] : model->named_modules())
+    for (auto& [n, t] : opt_->state()) st.emplace_back("optim." + n, t);
+    st.emplace_back("data.order", from_vector(order_, {static_cast<std::int64_t>(order_.size())}));
+    st.emplace_back("train.sums", tensor({epoch_.loss, epoch_.correct, epoch_.n}, {3}, DType::f64));
+    st.emplace_back("rng.init", u64_pair(init_gen_.seed(), init_gen_.counter()));
+    for (auto& [name, m] : model_->named_modules())
       if (auto* d = dynamic_cast<Dropout*>(m)) st.emplace_back("rng.dropout." + name, u64_pair(d->generator.seed(), d->generator.counter()));
     // Weights that overflowed in the last step must not replace the last good checkpoint.
-    for (auto& [n, t] : model->state_dict()) {
+    for (auto& [n, t] : model_->state_dict()) {
       if (!is_floating(t.dtype())) continue;
       if (std::int64_t i = first_non_finite(t); i >= 0)
         throw NumericalError(fmt::format("train: parameter '{}' {} holds a NaN or Inf (element {}) after step {}; not saved, {}", n,
-                                         t.shape().str(), i, step, last_good()));
+                                         t.shape().str(), i, step_, last_good()));
     }
-    for (auto& [n, t] : model->state_dict()) st.emplace_back("model." + n, t);
+    for (auto& [n, t] : model_->state_dict()) st.emplace_back("model." + n, t);
     // The state (with its own copy of the weights) first, then the model: a crash in between
     // leaves a newer state, from which resume restores the model file.
-    save_tensors(state_path(opts.out_dir), st,
-                 {{kModelKey, spec.str()}, {kStepKey, std::to_string(step)}, {kConfigKey, config.json()},
-                  {kMetricsKey, metrics_history(history).dump()}, {kCheckpointEveryKey, std::to_string(checkpoint_every)}});
-    save_model(model_path(opts.out_dir), *model, spec.str(), step);
-    saved_step = step;
-  };
+    save_tensors(state_path(opts_.out_dir), st,
+                 {{kModelKey, spec_.str()}, {kStepKey, std::to_string(step_)}, {kConfigKey, config_.json()},
+                  {kMetricsKey, metrics_history(history_).dump()}, {kCheckpointEveryKey, std::to_string(checkpoint_every_)}});
+    save_model(model_path(opts_.out_dir), *model_, spec_.str(), step_);
+    saved_step_ = step_;
+  }
 
-  const LossFn loss_fn = [&](const Tensor& out, const Tensor& y) {
-    return classify && config.label_smoothing > 0 ? cross_entropy(out, y, config.label_smoothing) : loss_of(out, y, classify);
-  };
+  // One optimiser step on batch b; returns its sums (of all ranks).
+  StepSums step(const data::Batch& batch, std::int64_t b) {
+    if (world_ > 1) return distributed_step(batch, b);
+    auto [out, l] = train_step(*model_, *opt_, batch.x, batch.y, loss_fn_, config_.clip);
+    const double n = static_cast<double>(batch.size());
+    return {l.item() * n, classify_ ? static_cast<double>(count_correct(out, batch.y)) : 0.0, n};
+  }
+
   // A data-parallel step: this rank's part of the batch, its loss sums reduced during the backward
   // pass, the gradients averaged by DistributedDataParallel. Returns the sums of all ranks.
-  const std::int64_t global_batch = config.batch * world;
-  double sync_seconds = 0;
-  auto distributed_step = [&](const data::Batch& batch, std::int64_t b) {
-    struct Sums {
-      double loss = 0, correct = 0, n = 0;
-    } local{0, 0, static_cast<double>(batch.size())};
+  StepSums distributed_step(const data::Batch& batch, std::int64_t b) {
+    StepSums local{0, 0, static_cast<double>(batch.size())};
     Tensor stats;
     distributed::Work stats_work;
     auto start_stats = [&] {
       stats = tensor({local.loss, local.correct, local.n}, {3}, DType::f64);
-      stats_work = comm.iallreduce_sum(stats);
+      stats_work = comm_.iallreduce_sum(stats);
     };
-    opt->zero_grad();
+    opt_->zero_grad();
     if (batch.size() > 0) {
-      Tensor out = model->forward(batch.x);
-      Tensor loss = loss_fn(out, batch.y);
-      local.loss = loss.item() * local.n;
-      if (classify) local.correct = static_cast<double>(count_correct(out, batch.y));
+      Tensor out = model_->forward(batch.x);
+      Tensor l = loss_fn_(out, batch.y);
+      local.loss = l.item() * local.n;
+      if (classify_) local.correct = static_cast<double>(count_correct(out, batch.y));
       start_stats();
       // A rank with a smaller part of a last partial batch weighs its mean by its share, so that
       // the mean over ranks is the mean over the global batch.
-      const std::int64_t global_n = std::min(global_batch, train_set.size() - b * global_batch);
-      if (batch.size() * world != global_n) loss = loss * (static_cast<double>(batch.size() * world) / static_cast<double>(global_n));
-      loss.backward();
+      const std::int64_t global_batch = config_.batch * world_;
+      const std::int64_t global_n = std::min(global_batch, train_set_.size() - b * global_batch);
+      if (batch.size() * world_ != global_n) l = l * (static_cast<double>(batch.size() * world_) / static_cast<double>(global_n));
+      l.backward();
     } else {
       start_stats();  // no examples: zeros, in the same order of collectives as the others
     }
-    const auto t_sync = clock::now();
-    ddp->synchronize();
+    const auto t_sync = Clock::now();
+    ddp_->synchronize();
     stats_work.wait();
-    sync_seconds += std::chrono::duration<double>(clock::now() - t_sync).count();
+    sync_seconds_ += seconds_since(t_sync);
     const auto v = stats.to_vector<double>();
     // Checked on every rank alike, before the update, so that the weights stay the last good ones.
     if (const double mean = v[0] / v[2]; !std::isfinite(mean))
-      throw NumericalError(fmt::format("the loss became {} (learning rate {:g} too high?)", mean, opt->lr()));
-    if (config.clip > 0) optim::clip_grad_norm_(model->parameters(), config.clip);
-    opt->step();
-    return Sums{v[0], v[1], v[2]};
-  };
+      throw NumericalError(fmt::format("the loss became {} (learning rate {:g} too high?)", mean, opt_->lr()));
+    if (config_.clip > 0) optim::clip_grad_norm_(model_->parameters(), config_.clip);
+    opt_->step();
+    return {v[0], v[1], v[2]};
+  }
 
-  model->train();
-  double train_seconds = 0, trained_samples = 0;
-  for (std::int64_t epoch = step / bpe; epoch < config.epochs; ++epoch) {
-    const std::int64_t first = step - epoch * bpe;
+  bool stop_requested() const { return opts_.stop_after >= 0 && step_ >= opts_.stop_after && step_ < total_steps_; }
+
+  // The rest of one epoch (from the step a resume left off at), then validation, the epoch's
+  // metrics and a checkpoint. False when stop_after ends the run inside it.
+  bool run_epoch(std::int64_t epoch) {
+    const std::int64_t first = step_ - epoch * bpe_;
     if (first == 0) {
-      order = loader.order(epoch);
-      loss_sum = correct = seen = 0;
+      order_ = loader_->order(epoch);
+      epoch_ = {};
     }
-    const auto t_epoch = clock::now();
+    const auto t_epoch = Clock::now();
     double epoch_samples = 0;
-    for (std::int64_t b = first; b < bpe; ++b) {
-      opt->set_lr(config.lr * schedule->factor(step));
-      if (world > 1) reseed_dropout();
-      data::Batch batch = loader.shard(order, b, epoch, rank, world);
-      double step_loss = 0, step_correct = 0, n = static_cast<double>(batch.size());
+    for (std::int64_t b = first; b < bpe_; ++b) {
+      opt_->set_lr(config_.lr * schedule_->factor(step_));
+      if (world_ > 1) reseed_dropout();
+      StepSums s;
       try {
-        if (world == 1) {
-          auto [out, loss] = train_step(*model, *opt, batch.x, batch.y, loss_fn, config.clip);
-          step_loss = loss.item() * n;
-          if (classify) step_correct = static_cast<double>(count_correct(out, batch.y));
-        } else {
-          auto sums = distributed_step(batch, b);
-          step_loss = sums.loss, step_correct = sums.correct, n = sums.n;
-        }
+        s = step(loader_->shard(order_, b, epoch, rank_, world_), b);
       } catch (const NumericalError& e) {
-        throw NumericalError(fmt::format("train: step {} (epoch {}, batch {}): {}; training stopped, {}", step + 1, epoch + 1, b + 1,
+        throw NumericalError(fmt::format("train: step {} (epoch {}, batch {}): {}; training stopped, {}", step_ + 1, epoch + 1, b + 1,
                                          e.what(), last_good()));
       }
-      ++step;
-      loss_sum += step_loss;
-      if (classify) correct += step_correct;
-      seen += n;
-      epoch_samples += n;
-      trained_samples += n;
-      if (opts.on_batch && writer) {
-        double secs = std::chrono::duration<double>(clock::now() - t_epoch).count();
-        opts.on_batch(b + 1, bpe, loss_sum / seen, classify ? correct / seen : std::numeric_limits<double>::quiet_NaN(),
-                      secs > 0 ? epoch_samples / secs : 0);
+      ++step_;
+      epoch_.loss += s.loss, epoch_.correct += s.correct, epoch_.n += s.n;
+      epoch_samples += s.n;
+      trained_samples_ += s.n;
+      if (opts_.on_batch && writer_) {
+        const double secs = seconds_since(t_epoch);
+        opts_.on_batch(b + 1, bpe_, epoch_.loss / epoch_.n, classify_ ? epoch_.correct / epoch_.n : std::numeric_limits<double>::quiet_NaN(),
+                       secs > 0 ? epoch_samples / secs : 0);
       }
-      const bool stopping = opts.stop_after >= 0 && step >= opts.stop_after && step < total_steps;
-      if (b + 1 < bpe && ((checkpoint_every > 0 && step % checkpoint_every == 0) || stopping)) save_checkpoint();
-      if (stopping && b + 1 < bpe) {
-        train_seconds += std::chrono::duration<double>(clock::now() - t_epoch).count();
-        result.train_seconds = train_seconds, result.sync_seconds = sync_seconds, result.samples = trained_samples;
-        result.seconds = std::chrono::duration<double>(clock::now() - t_start).count();
-        result.epochs = history, result.steps = step, result.model = model, result.config = config;
-        return result;
+      const bool stopping = stop_requested();
+      if (b + 1 < bpe_ && ((checkpoint_every_ > 0 && step_ % checkpoint_every_ == 0) || stopping)) save_checkpoint();
+      if (stopping && b + 1 < bpe_) {
+        train_seconds_ += seconds_since(t_epoch);
+        return false;
       }
     }
-    const double secs = std::chrono::duration<double>(clock::now() - t_epoch).count();
-    train_seconds += secs;
+    const double secs = seconds_since(t_epoch);
+    train_seconds_ += secs;
     EpochMetrics m;
-    m.epoch = epoch + 1, m.epochs = config.epochs, m.step = step, m.lr = opt->lr();
-    m.train_loss = loss_sum / seen;
-    m.train_accuracy = classify ? correct / seen : std::numeric_limits<double>::quiet_NaN();
-    Evaluation v = writer ? evaluate(*model, val_set, eval_chunk) : Evaluation{};
+    m.epoch = epoch + 1, m.epochs = config_.epochs, m.step = step_, m.lr = opt_->lr();
+    m.train_loss = epoch_.loss / epoch_.n;
+    m.train_accuracy = classify_ ? epoch_.correct / epoch_.n : std::numeric_limits<double>::quiet_NaN();
+    Evaluation v = writer_ ? evaluate(*model_, val_set_, eval_chunk_) : Evaluation{};
     m.val_loss = v.loss, m.val_accuracy = v.accuracy;
     m.seconds = secs, m.samples_per_second = secs > 0 ? epoch_samples / secs : 0;
-    history.push_back(m);
+    history_.push_back(m);
     save_checkpoint();
-    if (writer) write_metrics_file(opts.out_dir, history);
-    if (opts.on_epoch && writer) opts.on_epoch(m);
-    if (opts.stop_after >= 0 && step >= opts.stop_after && step < total_steps) {
-      result.train_seconds = train_seconds, result.sync_seconds = sync_seconds, result.samples = trained_samples;
-      result.seconds = std::chrono::duration<double>(clock::now() - t_start).count();
-      result.epochs = history, result.steps = step, result.model = model, result.config = config;
-      return result;
-    }
+    if (writer_) write_metrics_file(opts_.out_dir, history_);
+    if (opts_.on_epoch && writer_) opts_.on_epoch(m);
+    return !stop_requested();
   }
-  result.finished = true;
-  if (writer) result.test = evaluate(*model, test_set, eval_chunk);
-  result.train_seconds = train_seconds, result.sync_seconds = sync_seconds, result.samples = trained_samples;
-  result.train_loss = history.empty() ? 0 : history.back().train_loss;
-  result.epochs = history, result.steps = step, result.model = model, result.config = config;
-  result.seconds = std::chrono::duration<double>(clock::now() - t_start).count();
-  return result;
+
+  TrainResult result() {
+    result_.config = config_, result_.model_spec = spec_.str(), result_.model = model_;
+    result_.epochs = history_, result_.steps = step_;
+    result_.train_seconds = train_seconds_, result_.sync_seconds = sync_seconds_, result_.samples = trained_samples_;
+    result_.seconds = seconds_since(t_start_);
+    return result_;
+  }
+
+  const Clock::time_point t_start_ = Clock::now();
+  TrainConfig config_;
+  const RunOptions& opts_;
+  // Data-parallel: rank 0 (the writer) alone touches the run directory and evaluates.
+  distributed::Communicator& comm_;
+  const std::int64_t rank_, world_;
+  const bool writer_;
+  ModelSpec spec_;
+  bool classify_ = true;
+  LossFn loss_fn_;
+  data::Dataset train_set_, val_set_, test_set_;
+  std::int64_t eval_chunk_ = 1000;
+  std::shared_ptr<Sequential> model_;
+  Generator init_gen_;
+  std::unique_ptr<optim::Optimizer> opt_;
+  std::optional<data::DataLoader> loader_;
+  optim::SchedulePtr schedule_;
+  std::int64_t bpe_ = 0, total_steps_ = 0;
+  std::optional<distributed::DistributedDataParallel> ddp_;
+  // Progress, saved by a checkpoint.
+  std::int64_t step_ = 0, saved_step_ = -1, checkpoint_every_ = 0;
+  StepSums epoch_;  // of the current epoch
+  std::vector<EpochMetrics> history_;
+  std::vector<std::int64_t> order_;
+  double train_seconds_ = 0, sync_seconds_ = 0, trained_samples_ = 0;
+  TrainResult result_;
+};
+
+}  // namespace
+
+TrainResult train(TrainConfig config, const data::Splits& splits, const RunOptions& opts) {
+  return Run(std::move(config), splits, opts).execute();
 }
 
 }  // namespace chainrule::nn
