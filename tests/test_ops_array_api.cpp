@@ -207,6 +207,37 @@ TEST(Stats, AllAnyOnEveryDtype) {
   EXPECT_EQ(any(zeros({0}, DType::f64)).item<bool>(), false);
 }
 
+TEST(Stats, IntegerAndBoolSumsAreExactInt64) {
+  // [2, 3, 4] of values near 2^60: a float64 accumulator would round them.
+  std::vector<std::int64_t> v(24);
+  for (std::size_t i = 0; i < v.size(); ++i) v[i] = (std::int64_t{1} << 60) / 7 + static_cast<std::int64_t>(i * i) - 40;
+  Tensor x = from_vector<std::int64_t>(v, {2, 3, 4});
+  auto at = [&](std::int64_t a, std::int64_t b, std::int64_t c) { return v[static_cast<std::size_t>((a * 3 + b) * 4 + c)]; };
+  std::int64_t total = 0;
+  for (auto e : v) total += e;
+  EXPECT_EQ(sum(x).dtype(), DType::i64);
+  EXPECT_EQ(sum(x).item<std::int64_t>(), total);
+  std::vector<std::int64_t> over02(3, 0), over1(8, 0);
+  for (std::int64_t a = 0; a < 2; ++a)
+    for (std::int64_t b = 0; b < 3; ++b)
+      for (std::int64_t c = 0; c < 4; ++c) {
+        over02[static_cast<std::size_t>(b)] += at(a, b, c);
+        over1[static_cast<std::size_t>(a * 4 + c)] += at(a, b, c);
+      }
+  EXPECT_EQ(sum(x, {0, 2}).to_vector<std::int64_t>(), over02);
+  EXPECT_EQ(sum(x, {-2}, true).shape(), (Shape{2, 1, 4}));
+  EXPECT_EQ(sum(x, {-2}, true).to_vector<std::int64_t>(), over1);
+  // Bools count as 0 and 1; a batched (vmapped) integer sum is the per-row sum.
+  Tensor m = greater(f64s({1, -1, 2, 3, -0.5, 0}, {2, 3}), scalar_tensor(0.0, DType::f64));
+  EXPECT_EQ(sum(m).item<std::int64_t>(), 3);
+  EXPECT_EQ(sum(m, {1}).to_vector<std::int64_t>(), (std::vector<std::int64_t>{2, 1}));
+  Tensor rows = vmap([](const Tensor& r) { return sum(r); })(x);
+  EXPECT_EQ(rows.to_vector<std::int64_t>(), (std::vector<std::int64_t>{
+      std::accumulate(v.begin(), v.begin() + 12, std::int64_t{0}), std::accumulate(v.begin() + 12, v.end(), std::int64_t{0})}));
+  EXPECT_EQ(sum(zeros({0, 3}, DType::i64), {0}).to_vector<std::int64_t>(), (std::vector<std::int64_t>{0, 0, 0}));
+  EXPECT_THROW(mean(x), DTypeError);  // a mean of integers is a float: cast first, as in PyTorch
+}
+
 TEST(Stats, CumulativeOpsMatchLoops) {
   const std::vector<double> v = {0.5, -1.0, 2.0, 0.0, 3.0, 1.5};
   Tensor m = f64s(v, {2, 3});

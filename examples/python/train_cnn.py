@@ -64,7 +64,7 @@ val = splits.val
 correct = 0
 for i in range(0, len(val), 1000):
     xb, yb = val.x[i:i + 1000], val.y[i:i + 1000]
-    correct += int(cr.sum(cr.cast(cr.equal(cr.argmax(model(images(xb)), -1), yb), "float64")).item())
+    correct += int(cr.sum(cr.cast(cr.equal(cr.argmax(model(images(xb)), -1), yb), "int64")).item())
 print(f"{steps} steps in {dt:.1f} s ({steps * args.batch / dt:.0f} images/s); validation accuracy {correct / len(val):.4f}")
 
 # Per-example gradients (the model in eval mode, so batch norm uses its running statistics):

@@ -143,3 +143,12 @@ def test_array_api_linalg_and_conv_bindings_against_numpy():
     np.testing.assert_allclose(pooled, img[:, :, :4, :4].reshape(1, 2, 2, 2, 2, 2).max(axis=(3, 5)))
     with pytest.raises(ValueError, match="padding"):
         cr.conv2d(t64(img), t64(ker), padding="full")
+
+
+def test_integer_and_bool_sums_are_int64_as_numpy():
+    a = np.arange(12, dtype=np.int64).reshape(3, 4) * (2**40)
+    x = cr.tensor(a)
+    assert cr.sum(x).dtype == cr.int64 and int(cr.sum(x)) == int(a.sum())
+    np.testing.assert_array_equal(x.sum(axis=0).numpy(), a.sum(axis=0))
+    m = cr.tensor(a) > 2**42
+    np.testing.assert_array_equal(cr.sum(m, axis=1).numpy(), (a > 2**42).sum(axis=1))

@@ -243,8 +243,10 @@ const Primitive argmax_p{
     .batching = Batching::Leading,
 };
 
+extern const Primitive integer_sum_p;  // below, with the statistics
 Tensor sum(const Tensor& x, const Axes& axes, bool keepdims) {
   Params p = reduce_params("sum", x, axes, keepdims);
+  if (!is_floating(x.dtype())) return bind(integer_sum_p, {x}, p);  // int64 or bool: an exact int64 sum
   if (p.axes.empty()) return x;
   return bind(sum_p, {x}, p);
 }
@@ -322,6 +324,41 @@ Tensor truth_reduce(std::string_view name, const Tensor& x, const Params& p, boo
                                                  [all](double a, double b) { return all ? std::min(a, b) : std::max(a, b); });
   return drop_if_needed(kernels::map_unary<double, bool>(kept, [](double v) { return v != 0.0; }), axes, p.keepdims);
 }
+
+// The sum of an int64 or bool tensor over the axes, accumulated exactly in int64 (as NumPy and
+// PyTorch: bools count as 0 and 1, and the result is int64, wrapping on overflow as they do).
+Tensor integer_sum_forward(const Tensor& x, const Params& p) {
+  if (x.dtype() != DType::i64 && x.dtype() != DType::b8)
+    throw DTypeError(fmt::format("sum: an integer sum takes int64 or bool, got {}", dtype_name(x.dtype())));
+  const Shape axes = kernels::resolve_axes("sum", p.axes, x.shape().size());
+  const Shape oshape = keep_shape(x.shape(), p.axes);
+  Tensor o = zeros(oshape, DType::i64);
+  auto* d = reinterpret_cast<std::uint64_t*>(kernels::out<std::int64_t>(o));  // unsigned: wraps without UB
+  // Walk the input in order, keeping the output offset of the current index: a reduced axis
+  // contributes nothing to it.
+  const auto r = x.shape().size();
+  std::vector<std::int64_t> idx(r, 0), ostride(r, 0);
+  for (std::int64_t i = static_cast<std::int64_t>(r) - 1, st = 1; i >= 0; --i) {
+    ostride[static_cast<std::size_t>(i)] = oshape[static_cast<std::size_t>(i)] == 1 ? 0 : st;
+    st *= oshape[static_cast<std::size_t>(i)];
+  }
+  std::int64_t off = 0;
+  kernels::dispatch_all(x.dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    const T* s = kernels::in<T>(x);
+    for (std::int64_t e = 0; e < x.numel(); ++e) {
+      d[off] += static_cast<std::uint64_t>(static_cast<std::int64_t>(s[e]));
+      for (std::size_t k = r; k-- > 0;) {  // next index, last axis fastest
+        off += ostride[k];
+        if (++idx[k] < x.shape()[k]) break;
+        off -= ostride[k] * idx[k];
+        idx[k] = 0;
+      }
+    }
+    return 0;
+  });
+  return drop_if_needed(o, axes, p.keepdims);
+}
 }  // namespace
 
 const Primitive prod_p{
@@ -354,6 +391,12 @@ const Primitive all_p{
 const Primitive any_p{
     .name = "any",
     .forward = [](auto x, auto& p) { return truth_reduce("any", x[0], p, false); },
+    .batching = Batching::Leading,
+};
+// No derivative: its inputs are integers.
+const Primitive integer_sum_p{
+    .name = "integer_sum",
+    .forward = [](auto x, auto& p) { return integer_sum_forward(x[0], p); },
     .batching = Batching::Leading,
 };
 
@@ -391,7 +434,7 @@ Tensor logaddexp(const Tensor& a, const Tensor& b) {
 }
 
 const Primitive* const kReducePrimitives[] = {&sum_p,         &mean_p,   &max_p, &logsumexp_p, &softmax_p,
-                                              &log_softmax_p, &argmax_p, &prod_p, &all_p,      &any_p};
+                                              &log_softmax_p, &argmax_p, &prod_p, &all_p,      &any_p, &integer_sum_p};
 std::span<const Primitive* const> reduce_primitives() { return kReducePrimitives; }
 
 }  // namespace chainrule
