@@ -603,6 +603,8 @@ numpy are not seen by the version counter that guards saved tensors.)doc");
     return py::make_tuple(v, i);
   }, py::arg("x"), py::arg("k"), py::arg("axis") = -1, py::arg("largest") = true);
   m.def("take_along_axis", &chainrule::take_along_axis, py::arg("x"), py::arg("indices"), py::arg("axis"));
+  m.def("scatter_add_along_axis", &chainrule::scatter_add_along_axis, py::arg("src"), py::arg("indices"), py::arg("axis"), py::arg("size"));
+  m.def("linear_scan", &chainrule::linear_scan, py::arg("a"), py::arg("b"), py::arg("axis"), py::arg("reverse") = false);
   m.def("searchsorted", &chainrule::searchsorted, py::arg("sorted_sequence"), py::arg("values"), py::arg("right") = false);
   m.def("flip", [](const Tensor& x, py::object axes) { return flip(x, to_axes(axes)); }, py::arg("x"), py::arg("axis") = py::none());
   m.def("roll", &chainrule::roll, py::arg("x"), py::arg("shift"), py::arg("axis"));
@@ -654,6 +656,22 @@ numpy are not seen by the version counter that guards saved tensors.)doc");
     return conv_transpose2d(x, w, b.value_or(Tensor()), o);
   }, py::arg("x"), py::arg("weight"), py::arg("bias") = py::none(), py::arg("stride") = 1, py::arg("padding") = 0,
      py::arg("output_padding") = 0, py::arg("dilation") = 1, py::arg("groups") = 1);
+  // PyTorch's unfold and fold (kernel, stride, padding, dilation as ints or pairs).
+  auto geometry = [pair_of](py::object stride, py::object padding, py::object dilation) {
+    Conv2dOptions o;
+    o.stride = pair_of(stride), o.padding = pair_of(padding), o.dilation = pair_of(dilation);
+    return o;
+  };
+  m.def("im2col", [pair_of, geometry](const Tensor& x, py::object k, py::object stride, py::object padding, py::object dilation) {
+    auto kk = pair_of(k);
+    return im2col(x, kk[0], kk[1], geometry(stride, padding, dilation));
+  }, py::arg("x"), py::arg("kernel_size"), py::arg("stride") = 1, py::arg("padding") = 0, py::arg("dilation") = 1);
+  m.def("col2im", [pair_of, geometry](const Tensor& cols, py::object size, py::object k, py::object stride, py::object padding,
+                                       py::object dilation) {
+    auto hw = pair_of(size), kk = pair_of(k);
+    return col2im(cols, hw[0], hw[1], kk[0], kk[1], geometry(stride, padding, dilation));
+  }, py::arg("cols"), py::arg("output_size"), py::arg("kernel_size"), py::arg("stride") = 1, py::arg("padding") = 0,
+     py::arg("dilation") = 1);
   m.def("max_pool2d", [pair_of](const Tensor& x, py::object k, py::object s, py::object p) {
     return max_pool2d(x, pair_of(k), s.is_none() ? Pair{0, 0} : pair_of(s), pair_of(p));
   }, py::arg("x"), py::arg("kernel_size"), py::arg("stride") = py::none(), py::arg("padding") = 0);

@@ -152,3 +152,29 @@ def test_integer_and_bool_sums_are_int64_as_numpy():
     np.testing.assert_array_equal(x.sum(axis=0).numpy(), a.sum(axis=0))
     m = cr.tensor(a) > 2**42
     np.testing.assert_array_equal(cr.sum(m, axis=1).numpy(), (a > 2**42).sum(axis=1))
+
+
+def test_unfold_fold_scan_and_scatter_match_references():
+    g = np.random.default_rng(3)
+    x = cr.tensor(g.standard_normal((2, 3, 5, 6)))
+    w = cr.tensor(g.standard_normal((4, 3, 3, 3)))
+    cols = cr.im2col(x, 3, padding=1)  # [2, 27, 30]
+    assert cols.shape == (2, 27, 30)
+    via_cols = cr.reshape(cr.matmul(cr.reshape(w, (4, 27)), cols), (2, 4, 5, 6))
+    np.testing.assert_allclose(via_cols.numpy(), cr.conv2d(x, w, padding=1).numpy(), rtol=1e-12, atol=1e-12)
+    # fold is unfold's adjoint: <unfold(x), c> == <x, fold(c)>.
+    c = cr.tensor(g.standard_normal((2, 27, 30)))
+    lhs = float(cr.sum(cols * c))
+    rhs = float(cr.sum(x * cr.col2im(c, (5, 6), 3, padding=1)))
+    assert abs(lhs - rhs) < 1e-10 * max(1.0, abs(lhs))
+    a, b = g.uniform(0.5, 1.5, (3, 4)), g.standard_normal((3, 4))
+    h, ref = np.zeros(3), np.zeros((3, 4))
+    for i in range(4):
+        h = a[:, i] * h + b[:, i]
+        ref[:, i] = h
+    np.testing.assert_allclose(cr.linear_scan(cr.tensor(a), cr.tensor(b), 1).numpy(), ref, rtol=1e-13)
+    src, idx = g.standard_normal((2, 5)), np.array([[0, 2, 2, 1, 0], [3, 3, 0, 1, 2]])
+    out = np.zeros((2, 4))
+    for r in range(2):
+        np.add.at(out[r], idx[r], src[r])
+    np.testing.assert_allclose(cr.scatter_add_along_axis(cr.tensor(src), cr.tensor(idx), 1, 4).numpy(), out, rtol=1e-14)

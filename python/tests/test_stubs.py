@@ -4,6 +4,7 @@ cannot name what does not exist)."""
 import ast
 import inspect
 import os
+import pathlib
 
 import pytest
 
@@ -93,3 +94,16 @@ def test_every_public_method_has_a_stub(name, mod, files):
         if cname == "DType":  # an enum: its values are stubbed as attributes
             missing = [m for m in missing if m not in {"float32", "float64", "int64", "bool"}]
         assert not missing, f"{name}.{cname}: no stub for {missing}"
+
+
+def test_every_cpp_op_is_bound():
+    """Every function of include/chainrule/ops/*.h that returns a Tensor has a Python binding of
+    the same name (chainrule, chainrule.linalg without its linalg_ prefix, or nn.functional)."""
+    import re
+    root = pathlib.Path(__file__).resolve().parents[2] / "include" / "chainrule" / "ops"
+    names = set()
+    for h in root.glob("*.h"):
+        names |= set(re.findall(r"^Tensor ([a-z_0-9]+)\(", h.read_text(), re.M))
+    import chainrule.nn.functional as F
+    missing = sorted(n for n in names if not (hasattr(cr, n) or hasattr(cr.linalg, n.removeprefix("linalg_")) or hasattr(F, n)))
+    assert len(names) > 100 and not missing, f"C++ ops without a Python binding: {missing}"
