@@ -123,11 +123,20 @@ Tensor to_tensor(const py::handle& obj, std::optional<DType> dtype) {
   return from_numpy_impl(a, false);
 }
 
-// An operand that may be a Python scalar: it takes the dtype of the tensor beside it.
+// An operand that may be a Python scalar: it takes the dtype of the tensor beside it, unless
+// that would lose it, as in PyTorch: a float beside an integer or bool tensor is of the default
+// float dtype (int64 tensor * 0.5 is a float tensor, not zeros), an int beside a bool tensor int64.
 Tensor operand(const py::handle& obj, const Tensor& like) {
   if (py::isinstance<Tensor>(obj)) return obj.cast<Tensor>();
-  if (py::isinstance<py::bool_>(obj) || py::isinstance<py::int_>(obj) || py::isinstance<py::float_>(obj))
-    return scalar_tensor(obj.cast<double>(), like.dtype());
+  if (py::isinstance<py::bool_>(obj)) return scalar_tensor(obj.cast<double>(), like.dtype());
+  if (py::isinstance<py::int_>(obj)) {
+    const DType t = like.dtype() == DType::b8 ? DType::i64 : like.dtype();
+    // An int64 operand exactly (a double holds only 53 bits); Python ints beyond int64 raise.
+    if (t == DType::i64) return from_vector<std::int64_t>({obj.cast<std::int64_t>()}, Shape{});
+    return scalar_tensor(obj.cast<double>(), t);
+  }
+  if (py::isinstance<py::float_>(obj))
+    return scalar_tensor(obj.cast<double>(), is_floating(like.dtype()) ? like.dtype() : get_default_dtype());
   if (py::isinstance<py::array>(obj)) return from_numpy_impl(py::cast<py::array>(obj), false);
   throw py::type_error(std::string("chainrule: expected a Tensor or a Python number, got ") +
                        std::string(py::str(py::type::of(obj).attr("__name__"))));

@@ -194,3 +194,13 @@ def test_numpy_and_python_inputs_to_transforms():
     assert cr.permute_dims(cr.zeros((2, 3)), (1, 0)).shape == (3, 2)
     assert cr.concatenate([cr.zeros((2,)), cr.ones((3,))]).shape == (5,)
     assert isinstance(cr.__version__, str) and cr.__version__.count(".") == 2
+
+
+def test_python_scalars_beside_integer_tensors_keep_their_value():
+    i = cr.tensor([1, 2, 3])
+    assert (i * 0.5).dtype == cr.float32 and (i * 0.5).numpy().tolist() == [0.5, 1.0, 1.5]
+    assert (i * 2).dtype == cr.int64 and (i * 2).numpy().tolist() == [2, 4, 6]
+    assert (i + (2**60 + 1)).numpy().tolist() == [2**60 + 2, 2**60 + 3, 2**60 + 4]  # exact, not via a double
+    b = i > 1
+    assert (b + 1).dtype == cr.int64 and (b + 1).numpy().tolist() == [1, 2, 2]
+    assert (cr.tensor([1.0], dtype="float64") * 2).dtype == cr.float64
