@@ -202,3 +202,15 @@ TEST(ExperimentPaths, GradientPerPathFallsWithLength) {
   REQUIRE_FASHION_MNIST();
   expect_check("paths", "gradient per path falls with its length");
 }
+
+// ---- checkpointing (Chen et al. 2016) ------------------------------------------------------------
+
+TEST(ExperimentCheckpointing, GradientsUnchanged) {
+  expect_check("checkpointing", "software: checkpointing leaves every gradient unchanged");
+}
+TEST(ExperimentCheckpointing, LeastMemoryNearSqrtN) {
+  expect_check("checkpointing", "reproduction: n = 16: the least peak memory is at k within 2x of sqrt(n)");
+}
+TEST(ExperimentCheckpointing, AtMostOneExtraForward) {
+  expect_check("checkpointing", "reproduction: n = 16: recomputation at the best k costs at most 1.4x the GEMM work");
+}

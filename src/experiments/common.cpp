@@ -38,6 +38,8 @@ const std::vector<Experiment>& all_experiments() {
       {"paths", "Residual networks as ensembles of paths (Veit et al. 2016): gradient per path length, deletion",
        run_paths},
       {"cost", "The cheap-gradient principle: gradient and JVP against the forward pass; tape bytes", run_cost},
+      {"checkpointing", "Gradient checkpointing (Chen et al. 2016): peak memory and recomputation against segments",
+       run_checkpointing},
   };
   return list;
 }

@@ -21,6 +21,7 @@ Result run_residual_block(const Options& opts);
 Result run_vanishing(const Options& opts);
 Result run_depth(const Options& opts);
 Result run_paths(const Options& opts);
+Result run_checkpointing(const Options& opts);
 
 // GEMM multiply-adds done by `fn` on this thread.
 template <class Fn>
