@@ -12,6 +12,7 @@
 
 #include "chainrule/errors.h"
 #include "chainrule/experiments/experiments.h"
+#include "chainrule/io/atomic_file.h"
 #include "cli/commands.h"
 
 namespace chainrule::cli {
@@ -77,6 +78,9 @@ void add_experiment_command(CLI::App& app, int& exit_code) {
       if (ec) throw IOError(fmt::format("experiment: cannot create {}: {}", out.string(), ec.message()));
     }
     const experiments::Options opts{.quick = a->quick, .seed = a->seed};
+    // The commit is read before any output is written, so that writing into a tracked folder
+    // (docs/experiments) does not make the report call its own commit dirty.
+    const std::string commit = out.empty() ? std::string() : git_commit();
     auto t0 = std::chrono::steady_clock::now();
     std::vector<experiments::Result> results;
     bool all_pass = true;
@@ -99,10 +103,9 @@ void add_experiment_command(CLI::App& app, int& exit_code) {
     if (!out.empty()) {
       std::string command = "chainrule experiment " + a->name + (a->quick ? " --quick" : "") +
                             (a->seed ? fmt::format(" --seed {}", a->seed) : "") + " --out " + a->out;
-      experiments::ReportInfo info{command, git_commit(), seconds, a->quick, a->seed};
-      std::ofstream f(out / "report.md");
-      f << experiments::report_markdown(results, info);
-      if (!f) throw IOError(fmt::format("experiment: cannot write {}", (out / "report.md").string()));
+      experiments::ReportInfo info{command, commit, seconds, a->quick, a->seed};
+      const std::string md = experiments::report_markdown(results, info);
+      io::write_file_atomic((out / "report.md").string(), std::as_bytes(std::span(md.data(), md.size())));
     }
     if (a->json) {
       nlohmann::json j;

@@ -11,6 +11,7 @@
 #include <map>
 #include <sstream>
 
+#include "chainrule/io/atomic_file.h"
 #include "chainrule/ops/ops.h"
 #include "experiments/common.h"
 
@@ -73,8 +74,7 @@ void write_csv(const Result& r, const std::filesystem::path& path) {
   for (const auto& t : r.tables)
     for (const auto& c : t.columns)
       if (std::find(columns.begin(), columns.end(), c) == columns.end()) columns.push_back(c);
-  std::ofstream out(path);
-  if (!out) throw IOError(fmt::format("experiment: cannot write {}", path.string()));
+  std::ostringstream out;  // written whole and atomically at the end
   out << "table";
   for (const auto& c : columns) out << "," << csv_cell(c);
   out << "\n";
@@ -92,7 +92,8 @@ void write_csv(const Result& r, const std::filesystem::path& path) {
       out << "\n";
     }
   }
-  if (!out) throw IOError(fmt::format("experiment: error writing {}", path.string()));
+  const std::string text = out.str();
+  io::write_file_atomic(path.string(), std::as_bytes(std::span(text.data(), text.size())));
 }
 
 // ---- gnuplot --------------------------------------------------------------------------------------
@@ -159,12 +160,9 @@ std::string gnuplot_script(const Result& r, const std::filesystem::path& svg, co
 bool write_plot(const Result& r, const std::filesystem::path& dir) {
   if (r.figure.plots.empty()) return false;
   const auto gp = dir / (r.name + ".gp");
-  {
-    std::ofstream out(gp);
-    if (!out) throw IOError(fmt::format("experiment: cannot write {}", gp.string()));
-    // Relative names: the script is run from `dir`.
-    out << gnuplot_script(r, r.name + ".svg", r.name + ".png");
-  }
+  // Relative names: the script is run from `dir`.
+  const std::string script = gnuplot_script(r, r.name + ".svg", r.name + ".png");
+  io::write_file_atomic(gp.string(), std::as_bytes(std::span(script.data(), script.size())));
   if (std::system("command -v gnuplot > /dev/null 2>&1") != 0) return false;
   std::string cmd = fmt::format("cd {} && gnuplot {} > {} 2>&1", gp_quote(dir.string()), gp_quote(r.name + ".gp"),
                                 gp_quote(r.name + ".gnuplot.log"));
