@@ -64,6 +64,25 @@ void check_argnums(const char* transform, const std::vector<int>& argnums, std::
       throw AutodiffError(fmt::format("{}: argnum {} is not an input (the function was called with {} arguments)", transform, a, nargs));
 }
 
+Tensor flat_leaves(const std::vector<Tensor>& leaves) {
+  if (leaves.size() == 1) return reshape(leaves[0], Shape{leaves[0].numel()});
+  std::vector<Tensor> flat;
+  flat.reserve(leaves.size());
+  for (const auto& x : leaves) flat.push_back(reshape(x, Shape{x.numel()}));
+  return concat(flat, 0);
+}
+Tensor leaf_of(const Tensor& flat, const LeafLayout& l, std::size_t i, DType dtype) {
+  Tensor v = l.shapes.size() == 1 ? flat : slice(flat, 0, l.offsets[i], l.offsets[i] + l.shapes[i].numel());
+  v = reshape(v, l.shapes[i]);
+  return v.dtype() == dtype ? v : cast(v, dtype);
+}
+Tensor jac_block(const Tensor& J, const LeafLayout& out, std::size_t i, const LeafLayout& in, std::size_t j) {
+  Tensor b = J;
+  if (out.shapes.size() > 1) b = slice(b, 0, out.offsets[i], out.offsets[i] + out.shapes[i].numel());
+  if (in.shapes.size() > 1) b = slice(b, 1, in.offsets[j], in.offsets[j] + in.shapes[j].numel());
+  return reshape(b, out.shapes[i] + in.shapes[j]);
+}
+
 void check_tangent(const Tensor& x, const Tensor& t) {
   if (!is_floating(x.dtype()))
     throw DTypeError(fmt::format("jvp: cannot differentiate with respect to a {} tensor", dtype_name(x.dtype())));
