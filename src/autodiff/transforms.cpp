@@ -37,7 +37,7 @@ void ReverseTrace::finish(const Tensor& out) {
 }
 std::vector<Tensor> ReverseTrace::pull(const Tensor& out_ct) const {
   if (out_ct.shape() != out_.shape())
-    throw ShapeError(fmt::format("vjp: cotangent shape {} differs from output shape {}", out_ct.shape().str(), out_.shape().str()));
+    throw AutodiffError(fmt::format("vjp: the cotangent has shape {}, but the output has shape {}", out_ct.shape().str(), out_.shape().str()));
   std::vector<Tensor> g;
   if (out_node_) {
     std::shared_ptr<Node> roots[] = {out_node_};
@@ -84,11 +84,13 @@ Tensor jac_block(const Tensor& J, const LeafLayout& out, std::size_t i, const Le
 }
 
 void check_tangent(const Tensor& x, const Tensor& t) {
+  if (!tangent_ok(x, t)) tangent_error("jvp", "primal", x, t);
+}
+void tangent_error(const char* who, const std::string& name, const Tensor& x, const Tensor& t) {
   if (!is_floating(x.dtype()))
-    throw DTypeError(fmt::format("jvp: cannot differentiate with respect to a {} tensor", dtype_name(x.dtype())));
-  if (t.shape() != x.shape() || t.dtype() != x.dtype())
-    throw ShapeError(fmt::format("jvp: tangent {} {} does not match primal {} {}", t.shape().str(), dtype_name(t.dtype()),
-                                 x.shape().str(), dtype_name(x.dtype())));
+    throw DTypeError(fmt::format("{}: cannot differentiate with respect to {}, a {} tensor", who, name, dtype_name(x.dtype())));
+  throw AutodiffError(fmt::format("{}: the tangent for {} is {} {}, but the primal is {} {}", who, name, dtype_name(t.dtype()),
+                                  t.shape().str(), dtype_name(x.dtype()), x.shape().str()));
 }
 std::pair<Tensor, Tensor> jvp_finish(const std::shared_ptr<Frame>& f, const Tensor& out) {
   if (is_traced_by(out, f.get())) {

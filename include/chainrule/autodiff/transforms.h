@@ -205,6 +205,11 @@ VjpResultN vjp(const F& f, const std::vector<Tensor>& xs) {
 namespace detail {
 std::pair<Tensor, Tensor> jvp_finish(const std::shared_ptr<Frame>& f, const Tensor& out);
 void check_tangent(const Tensor& x, const Tensor& t);
+inline bool tangent_ok(const Tensor& x, const Tensor& t) {
+  return is_floating(x.dtype()) && t.shape() == x.shape() && t.dtype() == x.dtype();
+}
+// The error for a tangent that does not match its primal `name` ("primal.w"), from transform `who`.
+[[noreturn]] void tangent_error(const char* who, const std::string& name, const Tensor& x, const Tensor& t);
 template <class Out>
 std::pair<Out, Out> jvp_finish_tree(const std::shared_ptr<Frame>& f, const Out& out) {
   return {tree_map([&](const Tensor& y) { return jvp_finish(f, y).first; }, out),
@@ -213,10 +218,12 @@ std::pair<Out, Out> jvp_finish_tree(const std::shared_ptr<Frame>& f, const Out& 
 template <class F, class T>
 auto jvp_tree(const F& f, const T& xs, const T& ts) {
   FrameScope scope(TraceKind::Jvp);
+  std::size_t k = 0;
   T in = tree_map2("jvp", [&](const Tensor& x, const Tensor& t) {
-    check_tangent(x, t);
+    if (!tangent_ok(x, t)) tangent_error("jvp", tree_paths(xs, "primal")[k], x, t);  // names made only here
+    ++k;
     return make_jvp_tracer(scope.frame(), x, t);
-  }, xs, ts);
+  }, xs, ts, "primals and tangents");
   return jvp_finish_tree(scope.frame(), f(in));
 }
 }  // namespace detail
@@ -269,10 +276,10 @@ auto linearize(F f, const T& x) {
   std::function<Out(const T&)> lin = [tape, in_ids, out_ids, x, like = *out](const T& u) {
     std::vector<Tensor> us;
     (void)tree_map2("linearize", [&](const Tensor& xl, const Tensor& ul) {
-      detail::check_tangent(xl, ul);
+      if (!detail::tangent_ok(xl, ul)) detail::tangent_error("linearize", tree_paths(x, "primal")[us.size()], xl, ul);
       us.push_back(ul);
       return ul;
-    }, x, u);
+    }, x, u, "primals and tangents");
     std::vector<std::int64_t> live;
     for (auto id : out_ids)
       if (id >= 0) live.push_back(id);
