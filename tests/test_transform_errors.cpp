@@ -75,7 +75,7 @@ TEST(TransformErrors, JvpTangentErrorsNameTheLeaf) {
   // An integer leaf cannot be differentiated: a DTypeError naming it.
   std::vector<Tensor> xi{zeros({2}), zeros({2}, DType::i64)};
   EXPECT_THAT(error_of<DTypeError>([&] { (void)jvp(h, xi, xi); }),
-              HasSubstr("jvp: cannot differentiate with respect to primal[1], a int64 tensor"));
+              HasSubstr("jvp: cannot differentiate with respect to primal[1]: dtype int64 (shape [2]) is not floating-point"));
   // Structures that differ say which two trees were compared.
   std::map<std::string, Tensor> other{{"a", zeros({2})}, {"c", zeros({2})}};
   EXPECT_THAT(error_of<AutodiffError>([&] { (void)jvp(g, xm, other); }),
@@ -95,7 +95,11 @@ TEST(TransformErrors, LinearizeTangentErrorsNameTheLeaf) {
 TEST(TransformErrors, VjpCotangentShape) {
   auto [out, pullback] = vjp([](const Tensor& a) { return mul(a, a); }, zeros({3}, DType::f64));
   EXPECT_THAT(error_of<AutodiffError>([&] { (void)pullback(zeros({2}, DType::f64)); }),
-              HasSubstr("vjp: the cotangent has shape [2], but the output has shape [3]"));
+              HasSubstr("vjp: the cotangent is float64 [2], but the output is float64 [3]"));
+  EXPECT_THAT(error_of<AutodiffError>([&] { (void)pullback(zeros({3}, DType::f32)); }),
+              HasSubstr("vjp: the cotangent is float32 [3], but the output is float64 [3]"));
+  // The pullback still works on a good cotangent: d(a*a) = 2 a (a = 0 here, so the zeros).
+  expect_close(pullback(ones({3}, DType::f64)), zeros({3}, DType::f64));
 }
 
 TEST(TransformErrors, VmapErrorsNameStructFields) {
@@ -138,6 +142,71 @@ TEST(TransformErrors, VmapNotMappedForEveryArgumentIsRefused) {
   // One axis for all still checks each argument: b has no axis 2.
   EXPECT_THAT(error_of<AutodiffError>([&] { (void)vmap(f, 2)(zeros({2, 2, 2}), b); }),
               HasSubstr("vmap: in_axes 2 is out of range for argument 1 of rank 2"));
+}
+
+TEST(TransformErrors, GradNeedsAScalarFloatOutput) {
+  Tensor x = ones({3}, DType::f64);
+  auto vec = [](const Tensor& a) { return mul(a, a); };
+  EXPECT_THAT(error_of<AutodiffError>([&] { (void)grad(vec)(x); }),
+              HasSubstr("grad: the function must return a scalar, got shape [3]; use vjp or jacrev"));
+  EXPECT_THAT(error_of<AutodiffError>([&] { (void)value_and_grad(vec)(x); }),
+              HasSubstr("value_and_grad: the function must return a scalar, got shape [3]"));
+  EXPECT_THAT(error_of<AutodiffError>([&] { (void)grad<0>(vec)(x); }), HasSubstr("grad: the function must return a scalar"));
+  // A [1]-shaped output is not a scalar either (JAX refuses it too).
+  EXPECT_THAT(error_of<AutodiffError>([&] { (void)grad([](const Tensor& a) { return reshape(sum(a), {1}); })(x); }),
+              HasSubstr("grad: the function must return a scalar, got shape [1]"));
+  EXPECT_THAT(error_of<DTypeError>([&] { (void)grad([](const Tensor& a) { return cast(sum(a), DType::i64); })(x); }),
+              HasSubstr("grad: the function must return a float scalar, got int64"));
+}
+
+TEST(TransformErrors, IntegerInputsNameTheTransformAndTheLeaf) {
+  Tensor xf = ones({2}, DType::f64), xi = zeros({2}, DType::i64);
+  auto f = [](const Tensor& a, const Tensor& b) { return sum(mul(cast(a, DType::f64), cast(b, DType::f64))); };
+  const std::string tail = ": dtype int64 (shape [2]) is not floating-point";
+  EXPECT_THAT(error_of<DTypeError>([&] { (void)grad(f, 1)(xf, xi); }), HasSubstr("grad: cannot differentiate with respect to argument 1" + tail));
+  EXPECT_THAT(error_of<DTypeError>([&] { (void)value_and_grad(f)(xi, xf); }),
+              HasSubstr("value_and_grad: cannot differentiate with respect to argument 0" + tail));
+  EXPECT_THAT(error_of<DTypeError>([&] { (void)grad(f, {0, 1})(xf, xi); }), HasSubstr("grad: cannot differentiate with respect to argument 1" + tail));
+  // A leaf inside a structure is named by its path.
+  auto g = [](const Layer& p) { return sum(cast(p.b1, DType::f64)); };
+  Layer l{ones({2, 2}, DType::f64), xi};
+  EXPECT_THAT(error_of<DTypeError>([&] { (void)grad(g)(l); }), HasSubstr("grad: cannot differentiate with respect to argument 0.b1" + tail));
+  EXPECT_THAT(error_of<DTypeError>([&] { (void)vjp(g, l); }), HasSubstr("vjp: cannot differentiate with respect to primal.b1" + tail));
+  // The Jacobians name themselves, not the vjp/jvp inside them.
+  auto h = [](const Tensor& a) { return cast(a, DType::f64); };
+  EXPECT_THAT(error_of<DTypeError>([&] { (void)jacrev(h)(xi); }), HasSubstr("jacrev: cannot differentiate with respect to argument 0" + tail));
+  EXPECT_THAT(error_of<DTypeError>([&] { (void)jacfwd(h)(xi); }), HasSubstr("jacfwd: cannot differentiate with respect to argument 0" + tail));
+  EXPECT_THAT(error_of<DTypeError>([&] { (void)jacobian(h, xi); }), HasSubstr("jacobian: cannot differentiate with respect to argument 0" + tail));
+  EXPECT_THAT(error_of<DTypeError>([&] { (void)jacrev<1>(f)(xf, xi); }), HasSubstr("jacrev: cannot differentiate with respect to argument 1" + tail));
+}
+
+TEST(TransformErrors, ArgnumOutOfRange) {
+  Tensor x = ones({2}, DType::f64);
+  auto f = [](const Tensor& a, const Tensor& b) { return sum(mul(a, b)); };
+  const std::string tail = " is not an input (the function was called with 2 arguments)";
+  EXPECT_THAT(error_of<AutodiffError>([&] { (void)grad(f, 2)(x, x); }), HasSubstr("grad: argnum 2" + tail));
+  EXPECT_THAT(error_of<AutodiffError>([&] { (void)grad(f, -1)(x, x); }), HasSubstr("grad: argnum -1" + tail));
+  EXPECT_THAT(error_of<AutodiffError>([&] { (void)value_and_grad(f, 5)(x, x); }), HasSubstr("value_and_grad: argnum 5" + tail));
+  EXPECT_THAT(error_of<AutodiffError>([&] { (void)grad(f, {0, 3})(x, x); }), HasSubstr("grad: argnum 3" + tail));
+  EXPECT_THAT(error_of<AutodiffError>([&] { (void)jacrev(f, JacobianOptions{.argnum = 2})(x, x); }), HasSubstr("jacrev: argnum 2" + tail));
+  EXPECT_THAT(error_of<AutodiffError>([&] { (void)jacfwd(f, JacobianOptions{.argnum = 2})(x, x); }), HasSubstr("jacfwd: argnum 2" + tail));
+  EXPECT_THAT(error_of<AutodiffError>([&] { (void)hessian(f, JacobianOptions{.argnum = 2})(x, x); }), HasSubstr("argnum 2" + tail));
+  // In range, the same calls work: d/db sum(a * b) = a.
+  expect_close(grad(f, 1)(x, x * 3.0), x);
+}
+
+TEST(TransformErrors, VmapSizesAndOutAxes) {
+  auto f = [](const Tensor& x, const Tensor& y) { return mul(x, y); };
+  EXPECT_THAT(error_of<AutodiffError>([&] { (void)vmap(f, 0)(zeros({3, 2}), zeros({4, 2})); }),
+              HasSubstr("vmap: mapped sizes disagree: argument 0 has size 3 along axis 0, argument 1 has size 4 along axis 0"));
+  EXPECT_THAT(error_of<AutodiffError>([&] { (void)vmap(f, 0, 2)(zeros({3, 2}), zeros({3, 2})); }),
+              HasSubstr("vmap: out_axes 2 is out of range for output (batch axis included) of rank 2"));
+  EXPECT_THAT(error_of<AutodiffError>([&] { (void)vmap(f, 0, {0, 1})(zeros({3, 2}), zeros({3, 2})); }),
+              HasSubstr("vmap: out_axes entry {0, 1} for output does not match its structure T"));
+  EXPECT_THAT(error_of<AutodiffError>([&] { (void)vmap(f, {0, not_mapped}, not_mapped)(zeros({3, 2}), zeros({2})); }),
+              HasSubstr("vmap: out_axes is not_mapped for output, but it depends on a mapped argument"));
+  EXPECT_THAT(error_of<AutodiffError>([&] { (void)vmap(f, {0})(zeros({3, 2}), zeros({3, 2})); }),
+              HasSubstr("vmap: in_axes has 1 entries but the function was called with 2 arguments"));
 }
 
 }  // namespace

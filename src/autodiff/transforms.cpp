@@ -9,10 +9,10 @@ namespace chainrule {
 namespace detail {
 
 Tensor ReverseTrace::track(const Tensor& x) {
-  if (!is_floating(x.dtype()))
-    throw DTypeError(fmt::format("grad: cannot differentiate with respect to a {} tensor of shape {}", dtype_name(x.dtype()),
+  if (!is_floating(x.dtype()))  // callers name the leaf first (check_floating); this is the backstop
+    throw DTypeError(fmt::format("{}: cannot differentiate with respect to a tensor of dtype {} (shape {})", who_, dtype_name(x.dtype()),
                                  x.shape().str()));
-  if (!scope_) throw AutodiffError("grad: inputs must be tracked before the function returns");
+  if (!scope_) throw AutodiffError(fmt::format("{}: inputs must be tracked before the function returns", who_));
   auto leaf = make_leaf();
   leaves_.push_back(leaf);
   inputs_.push_back(x);
@@ -25,7 +25,7 @@ std::vector<Tensor> ReverseTrace::track(const std::vector<Tensor>& xs) {
   return r;
 }
 void ReverseTrace::finish(const Tensor& out) {
-  if (!out.defined()) throw AutodiffError("grad: the function returned an undefined tensor");
+  if (!out.defined()) throw AutodiffError(fmt::format("{}: the function returned an undefined tensor", who_));
   frame_ = scope_->frame();
   if (is_traced_by(out, frame_.get())) {
     out_ = out.impl()->primal;
@@ -36,8 +36,9 @@ void ReverseTrace::finish(const Tensor& out) {
   scope_.reset();
 }
 std::vector<Tensor> ReverseTrace::pull(const Tensor& out_ct) const {
-  if (out_ct.shape() != out_.shape())
-    throw AutodiffError(fmt::format("vjp: the cotangent has shape {}, but the output has shape {}", out_ct.shape().str(), out_.shape().str()));
+  if (out_ct.shape() != out_.shape() || out_ct.dtype() != out_.dtype())
+    throw AutodiffError(fmt::format("{}: the cotangent is {} {}, but the output is {} {}", who_, dtype_name(out_ct.dtype()),
+                                    out_ct.shape().str(), dtype_name(out_.dtype()), out_.shape().str()));
   std::vector<Tensor> g;
   if (out_node_) {
     std::shared_ptr<Node> roots[] = {out_node_};
@@ -83,12 +84,10 @@ Tensor jac_block(const Tensor& J, const LeafLayout& out, std::size_t i, const Le
   return reshape(b, out.shapes[i] + in.shapes[j]);
 }
 
-void check_tangent(const Tensor& x, const Tensor& t) {
-  if (!tangent_ok(x, t)) tangent_error("jvp", "primal", x, t);
-}
 void tangent_error(const char* who, const std::string& name, const Tensor& x, const Tensor& t) {
   if (!is_floating(x.dtype()))
-    throw DTypeError(fmt::format("{}: cannot differentiate with respect to {}, a {} tensor", who, name, dtype_name(x.dtype())));
+    throw DTypeError(fmt::format("{}: cannot differentiate with respect to {}: dtype {} (shape {}) is not floating-point", who, name,
+                                 dtype_name(x.dtype()), x.shape().str()));
   throw AutodiffError(fmt::format("{}: the tangent for {} is {} {}, but the primal is {} {}", who, name, dtype_name(t.dtype()),
                                   t.shape().str(), dtype_name(x.dtype()), x.shape().str()));
 }

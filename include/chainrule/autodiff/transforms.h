@@ -30,17 +30,36 @@ namespace chainrule {
 
 namespace detail {
 
-// Tracks the differentiated arguments of one reverse-mode transform.
+// A DTypeError naming transform `who` and the first leaf of x (its path from `prefix`,
+// "argument 1.w1") that is not floating-point: only those have derivatives.
+template <class T>
+void check_floating(const char* who, const T& x, const std::string& prefix) {
+  bool ok = true;
+  tree_for_each(x, [&](const Tensor& leaf) { ok = ok && is_floating(leaf.dtype()); });
+  if (ok) return;  // the paths are made only for the error
+  tree_for_each_path(x, prefix, [&](const Tensor& leaf, const std::string& path) {
+    if (!is_floating(leaf.dtype()))
+      throw DTypeError(std::string(who) + ": cannot differentiate with respect to " + path + ": dtype " +
+                       std::string(dtype_name(leaf.dtype())) + " (shape " + leaf.shape().str() + ") is not floating-point");
+  });
+}
+
+// Tracks the differentiated arguments of one reverse-mode transform `who` (named in its errors).
 class ReverseTrace {
  public:
-  ReverseTrace() : scope_(std::in_place, TraceKind::Reverse) {}
+  explicit ReverseTrace(const char* who = "grad") : who_(who), scope_(std::in_place, TraceKind::Reverse) {}
   Tensor track(const Tensor& x);
   std::vector<Tensor> track(const std::vector<Tensor>& xs);
-  template <class A> A maybe_track(bool on, const A& a) {
+  // Argument `index` tracked if `on`.
+  template <class A> A maybe_track(bool on, const A& a, std::size_t index) {
     if constexpr (is_tree_v<A>) {
-      return on ? tree_map([&](const Tensor& x) { return track(x); }, a) : a;
+      if (!on) return a;
+      check_floating(who_, a, "argument " + std::to_string(index));
+      return tree_map([&](const Tensor& x) { return track(x); }, a);
     } else {
-      if (on) throw AutodiffError("cannot differentiate with respect to an argument that is not a tree of Tensors");
+      if (on)
+        throw AutodiffError(std::string(who_) + ": cannot differentiate with respect to argument " + std::to_string(index) +
+                            ", which is not a tree of Tensors");
       return a;
     }
   }
@@ -51,6 +70,7 @@ class ReverseTrace {
   std::vector<Tensor> pull(const Tensor& out_ct) const;
 
  private:
+  const char* who_;
   std::optional<FrameScope> scope_;
   std::shared_ptr<Frame> frame_;
   std::vector<std::shared_ptr<Node>> leaves_;
@@ -74,7 +94,7 @@ template <class F, class... Args, std::size_t... I>
 auto call_tracked(const F& f, ReverseTrace& tr, const std::vector<int>& argnums, std::index_sequence<I...>, const Args&... args) {
   auto on = [&](std::size_t i) { return std::find(argnums.begin(), argnums.end(), static_cast<int>(i)) != argnums.end(); };
   // A braced list is evaluated left to right, so inputs are tracked in argument order.
-  std::tuple<std::decay_t<Args>...> tracked{tr.maybe_track(on(I), args)...};
+  std::tuple<std::decay_t<Args>...> tracked{tr.maybe_track(on(I), args, I)...};
   return std::apply(f, tracked);
 }
 
@@ -87,7 +107,7 @@ namespace detail {
 // value_and_grad with respect to argument I (known at compile time, so its type may be any tree).
 template <std::size_t I, class F, class... Args>
 auto value_and_grad_at(const char* who, const F& f, const Args&... args) {
-  ReverseTrace tr;
+  ReverseTrace tr(who);
   auto result = call_tracked(f, tr, {static_cast<int>(I)}, std::index_sequence_for<Args...>{}, args...);
   tr.finish(primary(result));
   check_scalar_output(who, tr.out());
@@ -158,7 +178,7 @@ auto grad(F f, std::vector<int> argnums) {
                               " is a structure; pass the arguments as one tuple, or use grad<" + std::to_string(I) + ">(f)");
     };
     [&]<std::size_t... I>(std::index_sequence<I...>) { (check_tensor.template operator()<I>(), ...); }(std::index_sequence_for<decltype(args)...>{});
-    detail::ReverseTrace tr;
+    detail::ReverseTrace tr("grad");
     std::vector<int> sorted = argnums;
     std::sort(sorted.begin(), sorted.end());
     auto result = detail::call_tracked(f, tr, sorted, std::index_sequence_for<decltype(args)...>{}, args...);
@@ -183,7 +203,8 @@ using VjpResultN = VjpOf<std::vector<Tensor>>;
 namespace detail {
 template <class F, class T>
 VjpOf<T> vjp_tree(const F& f, const T& x) {
-  auto tr = std::make_shared<ReverseTrace>();
+  check_floating("vjp", x, "primal");
+  auto tr = std::make_shared<ReverseTrace>("vjp");
   T xt = tree_map([&](const Tensor& leaf) { return tr->track(leaf); }, x);
   tr->finish(f(xt));
   return {tr->out(), [tr, x](const Tensor& ct) { return tree_unflatten(x, tr->pull(ct)); }};
@@ -204,7 +225,6 @@ VjpResultN vjp(const F& f, const std::vector<Tensor>& xs) {
 // trees of one structure; the output (and so its tangent) may be a tree.
 namespace detail {
 std::pair<Tensor, Tensor> jvp_finish(const std::shared_ptr<Frame>& f, const Tensor& out);
-void check_tangent(const Tensor& x, const Tensor& t);
 inline bool tangent_ok(const Tensor& x, const Tensor& t) {
   return is_floating(x.dtype()) && t.shape() == x.shape() && t.dtype() == x.dtype();
 }
@@ -518,6 +538,7 @@ auto jacobian_at(const char* who, JacobianMode mode, const F& f, const JacobianO
   using In = std::decay_t<decltype(nth<I>(args...))>;
   static_assert(is_tree_v<In>, "jacfwd/jacrev/jacobian/hessian: the differentiated argument must be a tree of Tensors");
   const In& x = nth<I>(args...);
+  check_floating(who, x, "argument " + std::to_string(I));
   auto fi = [&](const In& xi) { return call_at<I>(f, xi, args...); };
   using Out = std::decay_t<decltype(fi(x))>;
   static_assert(is_tree_v<Out>, "jacfwd/jacrev/jacobian/hessian: f must return a tree of Tensors");
