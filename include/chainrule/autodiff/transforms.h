@@ -645,9 +645,26 @@ auto jacobian(F f, const T& x, JacobianOptions opts = {}) {
 // hessian(f)(args...) = jacfwd(jacrev(f))(args...) with respect to argument opts.argnum
 // (hessian<I>: argument I): forward over reverse (chunk_size or max_bytes for the outer pass; each
 // outer direction runs the whole inner jacrev). For a scalar f of a tree, jacobian_t<In, In>.
+namespace detail {
+// hessian's own checks of argument `argnum` (before the jacfwd and jacrev inside it would name themselves).
+template <class... Args>
+void check_hessian_input(int argnum, const Args&... args) {
+  check_argnums("hessian", {argnum}, sizeof...(args));
+  std::size_t i = 0;
+  auto see = [&](const auto& a) {
+    if constexpr (is_tree_v<std::decay_t<decltype(a)>>)
+      if (static_cast<int>(i) == argnum) check_floating("hessian", a, "argument " + std::to_string(i));
+    ++i;
+  };
+  (see(args), ...);
+}
+}  // namespace detail
 template <class F>
 auto hessian(F f, JacobianOptions opts) {
-  return [f, opts](const auto&... args) { return jacfwd(jacrev(f, JacobianOptions{.argnum = opts.argnum}), opts)(args...); };
+  return [f, opts](const auto&... args) {
+    detail::check_hessian_input(opts.argnum, args...);
+    return jacfwd(jacrev(f, JacobianOptions{.argnum = opts.argnum}), opts)(args...);
+  };
 }
 template <class F>
 auto hessian(F f, std::int64_t chunk_size = 0) {
@@ -655,7 +672,11 @@ auto hessian(F f, std::int64_t chunk_size = 0) {
 }
 template <int I, class F>
 auto hessian(F f, JacobianOptions opts = {}) {
-  return [f, opts](const auto&... args) { return jacfwd<I>(jacrev<I>(f), opts)(args...); };
+  return [f, opts](const auto&... args) {
+    static_assert(I >= 0 && static_cast<std::size_t>(I) < sizeof...(args), "hessian<I>: I is not an argument");
+    detail::check_hessian_input(I, args...);
+    return jacfwd<I>(jacrev<I>(f), opts)(args...);
+  };
 }
 
 // hvp(f)(x, v, rest...) = H v, the Hessian of f(·, rest...) at x applied to v, forward over
@@ -663,6 +684,7 @@ auto hessian(F f, JacobianOptions opts = {}) {
 template <class F>
 auto hvp(F f) {
   return [f]<class T, class... Rest>(const T& x, const T& v, const Rest&... rest) {
+    detail::check_floating("hvp", x, "argument 0");
     return jvp([&](const T& xi) { return grad<0>(f)(xi, rest...); }, x, v).second;
   };
 }
