@@ -9,10 +9,10 @@ namespace chainrule {
 namespace detail {
 
 Tensor ReverseTrace::track(const Tensor& x) {
-  if (!is_floating(x.dtype()))
-    throw DTypeError(fmt::format("grad: cannot differentiate with respect to a {} tensor of shape {}", dtype_name(x.dtype()),
+  if (!is_floating(x.dtype()))  // callers name the leaf first (check_floating); this is the backstop
+    throw DTypeError(fmt::format("{}: cannot differentiate with respect to a tensor of dtype {} (shape {})", who_, dtype_name(x.dtype()),
                                  x.shape().str()));
-  if (!scope_) throw AutodiffError("grad: inputs must be tracked before the function returns");
+  if (!scope_) throw AutodiffError(fmt::format("{}: inputs must be tracked before the function returns", who_));
   auto leaf = make_leaf();
   leaves_.push_back(leaf);
   inputs_.push_back(x);
@@ -25,7 +25,7 @@ std::vector<Tensor> ReverseTrace::track(const std::vector<Tensor>& xs) {
   return r;
 }
 void ReverseTrace::finish(const Tensor& out) {
-  if (!out.defined()) throw AutodiffError("grad: the function returned an undefined tensor");
+  if (!out.defined()) throw AutodiffError(fmt::format("{}: the function returned an undefined tensor", who_));
   frame_ = scope_->frame();
   if (is_traced_by(out, frame_.get())) {
     out_ = out.impl()->primal;
@@ -36,8 +36,9 @@ void ReverseTrace::finish(const Tensor& out) {
   scope_.reset();
 }
 std::vector<Tensor> ReverseTrace::pull(const Tensor& out_ct) const {
-  if (out_ct.shape() != out_.shape())
-    throw ShapeError(fmt::format("vjp: cotangent shape {} differs from output shape {}", out_ct.shape().str(), out_.shape().str()));
+  if (out_ct.shape() != out_.shape() || out_ct.dtype() != out_.dtype())
+    throw AutodiffError(fmt::format("{}: the cotangent is {} {}, but the output is {} {}", who_, dtype_name(out_ct.dtype()),
+                                    out_ct.shape().str(), dtype_name(out_.dtype()), out_.shape().str()));
   std::vector<Tensor> g;
   if (out_node_) {
     std::shared_ptr<Node> roots[] = {out_node_};
@@ -64,12 +65,31 @@ void check_argnums(const char* transform, const std::vector<int>& argnums, std::
       throw AutodiffError(fmt::format("{}: argnum {} is not an input (the function was called with {} arguments)", transform, a, nargs));
 }
 
-void check_tangent(const Tensor& x, const Tensor& t) {
+Tensor flat_leaves(const std::vector<Tensor>& leaves) {
+  if (leaves.size() == 1) return reshape(leaves[0], Shape{leaves[0].numel()});
+  std::vector<Tensor> flat;
+  flat.reserve(leaves.size());
+  for (const auto& x : leaves) flat.push_back(reshape(x, Shape{x.numel()}));
+  return concat(flat, 0);
+}
+Tensor leaf_of(const Tensor& flat, const LeafLayout& l, std::size_t i, DType dtype) {
+  Tensor v = l.shapes.size() == 1 ? flat : slice(flat, 0, l.offsets[i], l.offsets[i] + l.shapes[i].numel());
+  v = reshape(v, l.shapes[i]);
+  return v.dtype() == dtype ? v : cast(v, dtype);
+}
+Tensor jac_block(const Tensor& J, const LeafLayout& out, std::size_t i, const LeafLayout& in, std::size_t j) {
+  Tensor b = J;
+  if (out.shapes.size() > 1) b = slice(b, 0, out.offsets[i], out.offsets[i] + out.shapes[i].numel());
+  if (in.shapes.size() > 1) b = slice(b, 1, in.offsets[j], in.offsets[j] + in.shapes[j].numel());
+  return reshape(b, out.shapes[i] + in.shapes[j]);
+}
+
+void tangent_error(const char* who, const std::string& name, const Tensor& x, const Tensor& t) {
   if (!is_floating(x.dtype()))
-    throw DTypeError(fmt::format("jvp: cannot differentiate with respect to a {} tensor", dtype_name(x.dtype())));
-  if (t.shape() != x.shape() || t.dtype() != x.dtype())
-    throw ShapeError(fmt::format("jvp: tangent {} {} does not match primal {} {}", t.shape().str(), dtype_name(t.dtype()),
-                                 x.shape().str(), dtype_name(x.dtype())));
+    throw DTypeError(fmt::format("{}: cannot differentiate with respect to {}: dtype {} (shape {}) is not floating-point", who, name,
+                                 dtype_name(x.dtype()), x.shape().str()));
+  throw AutodiffError(fmt::format("{}: the tangent for {} is {} {}, but the primal is {} {}", who, name, dtype_name(t.dtype()),
+                                  t.shape().str(), dtype_name(x.dtype()), x.shape().str()));
 }
 std::pair<Tensor, Tensor> jvp_finish(const std::shared_ptr<Frame>& f, const Tensor& out) {
   if (is_traced_by(out, f.get())) {

@@ -30,17 +30,36 @@ namespace chainrule {
 
 namespace detail {
 
-// Tracks the differentiated arguments of one reverse-mode transform.
+// A DTypeError naming transform `who` and the first leaf of x (its path from `prefix`,
+// "argument 1.w1") that is not floating-point: only those have derivatives.
+template <class T>
+void check_floating(const char* who, const T& x, const std::string& prefix) {
+  bool ok = true;
+  tree_for_each(x, [&](const Tensor& leaf) { ok = ok && is_floating(leaf.dtype()); });
+  if (ok) return;  // the paths are made only for the error
+  tree_for_each_path(x, prefix, [&](const Tensor& leaf, const std::string& path) {
+    if (!is_floating(leaf.dtype()))
+      throw DTypeError(std::string(who) + ": cannot differentiate with respect to " + path + ": dtype " +
+                       std::string(dtype_name(leaf.dtype())) + " (shape " + leaf.shape().str() + ") is not floating-point");
+  });
+}
+
+// Tracks the differentiated arguments of one reverse-mode transform `who` (named in its errors).
 class ReverseTrace {
  public:
-  ReverseTrace() : scope_(std::in_place, TraceKind::Reverse) {}
+  explicit ReverseTrace(const char* who = "grad") : who_(who), scope_(std::in_place, TraceKind::Reverse) {}
   Tensor track(const Tensor& x);
   std::vector<Tensor> track(const std::vector<Tensor>& xs);
-  template <class A> A maybe_track(bool on, const A& a) {
+  // Argument `index` tracked if `on`.
+  template <class A> A maybe_track(bool on, const A& a, std::size_t index) {
     if constexpr (is_tree_v<A>) {
-      return on ? tree_map([&](const Tensor& x) { return track(x); }, a) : a;
+      if (!on) return a;
+      check_floating(who_, a, "argument " + std::to_string(index));
+      return tree_map([&](const Tensor& x) { return track(x); }, a);
     } else {
-      if (on) throw AutodiffError("cannot differentiate with respect to an argument that is not a tree of Tensors");
+      if (on)
+        throw AutodiffError(std::string(who_) + ": cannot differentiate with respect to argument " + std::to_string(index) +
+                            ", which is not a tree of Tensors");
       return a;
     }
   }
@@ -51,6 +70,7 @@ class ReverseTrace {
   std::vector<Tensor> pull(const Tensor& out_ct) const;
 
  private:
+  const char* who_;
   std::optional<FrameScope> scope_;
   std::shared_ptr<Frame> frame_;
   std::vector<std::shared_ptr<Node>> leaves_;
@@ -74,7 +94,7 @@ template <class F, class... Args, std::size_t... I>
 auto call_tracked(const F& f, ReverseTrace& tr, const std::vector<int>& argnums, std::index_sequence<I...>, const Args&... args) {
   auto on = [&](std::size_t i) { return std::find(argnums.begin(), argnums.end(), static_cast<int>(i)) != argnums.end(); };
   // A braced list is evaluated left to right, so inputs are tracked in argument order.
-  std::tuple<std::decay_t<Args>...> tracked{tr.maybe_track(on(I), args)...};
+  std::tuple<std::decay_t<Args>...> tracked{tr.maybe_track(on(I), args, I)...};
   return std::apply(f, tracked);
 }
 
@@ -87,7 +107,7 @@ namespace detail {
 // value_and_grad with respect to argument I (known at compile time, so its type may be any tree).
 template <std::size_t I, class F, class... Args>
 auto value_and_grad_at(const char* who, const F& f, const Args&... args) {
-  ReverseTrace tr;
+  ReverseTrace tr(who);
   auto result = call_tracked(f, tr, {static_cast<int>(I)}, std::index_sequence_for<Args...>{}, args...);
   tr.finish(primary(result));
   check_scalar_output(who, tr.out());
@@ -158,7 +178,7 @@ auto grad(F f, std::vector<int> argnums) {
                               " is a structure; pass the arguments as one tuple, or use grad<" + std::to_string(I) + ">(f)");
     };
     [&]<std::size_t... I>(std::index_sequence<I...>) { (check_tensor.template operator()<I>(), ...); }(std::index_sequence_for<decltype(args)...>{});
-    detail::ReverseTrace tr;
+    detail::ReverseTrace tr("grad");
     std::vector<int> sorted = argnums;
     std::sort(sorted.begin(), sorted.end());
     auto result = detail::call_tracked(f, tr, sorted, std::index_sequence_for<decltype(args)...>{}, args...);
@@ -183,7 +203,8 @@ using VjpResultN = VjpOf<std::vector<Tensor>>;
 namespace detail {
 template <class F, class T>
 VjpOf<T> vjp_tree(const F& f, const T& x) {
-  auto tr = std::make_shared<ReverseTrace>();
+  check_floating("vjp", x, "primal");
+  auto tr = std::make_shared<ReverseTrace>("vjp");
   T xt = tree_map([&](const Tensor& leaf) { return tr->track(leaf); }, x);
   tr->finish(f(xt));
   return {tr->out(), [tr, x](const Tensor& ct) { return tree_unflatten(x, tr->pull(ct)); }};
@@ -204,7 +225,11 @@ VjpResultN vjp(const F& f, const std::vector<Tensor>& xs) {
 // trees of one structure; the output (and so its tangent) may be a tree.
 namespace detail {
 std::pair<Tensor, Tensor> jvp_finish(const std::shared_ptr<Frame>& f, const Tensor& out);
-void check_tangent(const Tensor& x, const Tensor& t);
+inline bool tangent_ok(const Tensor& x, const Tensor& t) {
+  return is_floating(x.dtype()) && t.shape() == x.shape() && t.dtype() == x.dtype();
+}
+// The error for a tangent that does not match its primal `name` ("primal.w"), from transform `who`.
+[[noreturn]] void tangent_error(const char* who, const std::string& name, const Tensor& x, const Tensor& t);
 template <class Out>
 std::pair<Out, Out> jvp_finish_tree(const std::shared_ptr<Frame>& f, const Out& out) {
   return {tree_map([&](const Tensor& y) { return jvp_finish(f, y).first; }, out),
@@ -213,10 +238,12 @@ std::pair<Out, Out> jvp_finish_tree(const std::shared_ptr<Frame>& f, const Out& 
 template <class F, class T>
 auto jvp_tree(const F& f, const T& xs, const T& ts) {
   FrameScope scope(TraceKind::Jvp);
+  std::size_t k = 0;
   T in = tree_map2("jvp", [&](const Tensor& x, const Tensor& t) {
-    check_tangent(x, t);
+    if (!tangent_ok(x, t)) tangent_error("jvp", tree_paths(xs, "primal")[k], x, t);  // names made only here
+    ++k;
     return make_jvp_tracer(scope.frame(), x, t);
-  }, xs, ts);
+  }, xs, ts, "primals and tangents");
   return jvp_finish_tree(scope.frame(), f(in));
 }
 }  // namespace detail
@@ -234,12 +261,16 @@ auto jvp(const F& f, const std::vector<Tensor>& xs, const std::vector<Tensor>& t
 
 // linearize(f, x) -> {f(x), u -> J u}. One evaluation of f records its linearisation
 // (linearize.h); each call of the linear map replays the recorded JVP rules only, on the saved
-// primal values: no primal work is repeated.
-template <class F>
-std::pair<Tensor, std::function<Tensor(const Tensor&)>> linearize(F f, const Tensor& x) {
+// primal values: no primal work is repeated. x and u are trees of one structure; the output (and
+// so J u) may be a tree.
+template <class F, class T>
+  requires is_tree_v<T>
+auto linearize(F f, const T& x) {
+  using Out = std::decay_t<std::invoke_result_t<F&, const T&>>;
+  static_assert(is_tree_v<Out>, "linearize: f must return a tree of Tensors");
   auto tape = std::make_shared<LinearTape>();
-  Tensor out;
-  std::int64_t in_id = -1, out_id = -1;
+  std::optional<Out> out;
+  std::vector<std::int64_t> in_ids, out_ids;  // out_ids: -1 where an output leaf does not depend on x
   {
     FrameScope scope(TraceKind::Linearize);
     scope.frame()->tape = tape;
@@ -251,17 +282,36 @@ std::pair<Tensor, std::function<Tensor(const Tensor&)>> linearize(F f, const Ten
         f.tape.reset();
       }
     } finish{*tape, *scope.frame()};
-    Tensor xt = detail::make_linearize_tracer(scope.frame(), x);
-    in_id = tape->id_of(xt);
-    Tensor y = f(xt);
-    out_id = tape->id_of(y);  // -1: the output does not depend on x
-    out = detail::is_traced_by(y, scope.frame().get()) ? y.impl()->primal : y;
+    T xt = tree_map([&](const Tensor& leaf) {
+      Tensor t = detail::make_linearize_tracer(scope.frame(), leaf);
+      in_ids.push_back(tape->id_of(t));
+      return t;
+    }, x);
+    Out y = f(xt);
+    out.emplace(tree_map([&](const Tensor& o) {
+      out_ids.push_back(tape->id_of(o));
+      return detail::is_traced_by(o, scope.frame().get()) ? o.impl()->primal : o;
+    }, y));
   }
-  return {out, [tape, in_id, out_id, x, out](const Tensor& u) {
-    detail::check_tangent(x, u);
-    Tensor r = out_id < 0 ? Tensor() : tape->apply({&in_id, 1}, {&u, 1}, {&out_id, 1})[0];
-    return r.defined() ? r : zeros_like(out);
-  }};
+  std::function<Out(const T&)> lin = [tape, in_ids, out_ids, x, like = *out](const T& u) {
+    std::vector<Tensor> us;
+    (void)tree_map2("linearize", [&](const Tensor& xl, const Tensor& ul) {
+      if (!detail::tangent_ok(xl, ul)) detail::tangent_error("linearize", tree_paths(x, "primal")[us.size()], xl, ul);
+      us.push_back(ul);
+      return ul;
+    }, x, u, "primals and tangents");
+    std::vector<std::int64_t> live;
+    for (auto id : out_ids)
+      if (id >= 0) live.push_back(id);
+    std::vector<Tensor> r;
+    if (!live.empty()) r = tape->apply(in_ids, us, live);
+    std::size_t k = 0, j = 0;
+    return tree_map([&](const Tensor& o) {
+      Tensor t = out_ids[k++] >= 0 ? r[j++] : Tensor();
+      return t.defined() ? t : zeros_like(o);
+    }, like);
+  };
+  return std::make_pair(std::move(*out), std::move(lin));
 }
 
 // linear_transpose(lin, like)(ct) = Jᵀ ct for a linear map lin of tensors shaped like `like`
@@ -303,6 +353,7 @@ struct JacobianOptions {
   // largest chunk whose estimated cost (fixed + chunk x per direction) fits is used for the rest;
   // 1 if none fits. Measuring resets the allocator's high-water mark (memory::reset_peak).
   std::size_t max_bytes = 0;
+  int argnum = 0;  // the differentiated argument (jacfwd<I> and the like: I)
 };
 
 namespace detail {
@@ -359,86 +410,283 @@ Tensor vmap_identity(const char* who, const Fn& fn, std::int64_t n, const Shape&
 }
 }  // namespace detail
 
+// jacfwd(f, opts)(args...) and jacrev(f, opts)(args...): the Jacobian of f's output with respect
+// to argument opts.argnum (jacfwd<I>/jacrev<I>: argument I, of any type; a runtime argnum needs
+// that argument to have the type of argument 0, as grad's). Argument and output may be trees; the
+// result nests as JAX's: the output's structure outside, the argument's inside, each leaf of shape
+// out_leaf.shape + in_leaf.shape (jacobian_t<Out, In>; a struct output with a structured argument
+// becomes a std::tuple of its fields). For a Tensor f(Tensor), one Tensor of shape out + x.
+// chunk_size and max_bytes count the directions over all leaves laid end to end.
+namespace detail {
+template <class Out, class In> struct jac_type;
+template <class Out, class In> using jac_t = typename jac_type<Out, In>::type;
+template <class Out, class In, class Fields> struct struct_jac;
+template <class Out, class In, class... E> struct struct_jac<Out, In, std::tuple<E...>> {
+  using type = std::conditional_t<std::is_same_v<In, Tensor>, Out, std::tuple<jac_t<std::decay_t<E>, In>...>>;
+};
+template <class Out, class In> struct jac_type : struct_jac<Out, In, decltype(tree_fields(std::declval<const Out&>()))> {};
+template <class In> struct jac_type<Tensor, In> { using type = In; };
+template <class E, class A, class In> struct jac_type<std::vector<E, A>, In> { using type = std::vector<jac_t<E, In>>; };
+template <class E, std::size_t N, class In> struct jac_type<std::array<E, N>, In> { using type = std::array<jac_t<E, In>, N>; };
+template <class A, class B, class In> struct jac_type<std::pair<A, B>, In> { using type = std::pair<jac_t<A, In>, jac_t<B, In>>; };
+template <class... E, class In> struct jac_type<std::tuple<E...>, In> { using type = std::tuple<jac_t<E, In>...>; };
+template <class V, class C, class A, class In> struct jac_type<std::map<std::string, V, C, A>, In> {
+  using type = std::map<std::string, jac_t<V, In>>;
+};
+}  // namespace detail
+template <class Out, class In> using jacobian_t = detail::jac_t<Out, In>;
+
+namespace detail {
+// A tree's leaves laid end to end in one vector: where each starts and its shape.
+struct LeafLayout {
+  std::vector<Shape> shapes;
+  std::vector<std::int64_t> offsets;
+  std::int64_t size = 0;
+};
+template <class T>
+LeafLayout layout_of(const char* who, const T& t, const char* what) {
+  LeafLayout l;
+  tree_for_each(t, [&](const Tensor& x) {
+    l.shapes.push_back(x.shape());
+    l.offsets.push_back(l.size);
+    l.size += x.numel();
+  });
+  if (l.shapes.empty()) throw AutodiffError(std::string(who) + ": the " + what + " has no Tensor leaves");
+  return l;
+}
+// The leaves as one vector (a view for a single leaf).
+Tensor flat_leaves(const std::vector<Tensor>& leaves);
+// Leaf i of a vector laid out as l, in its shape and `dtype`.
+Tensor leaf_of(const Tensor& flat, const LeafLayout& l, std::size_t i, DType dtype);
+// Block (i, j) of a Jacobian J [out.size, in.size]: out leaf i by in leaf j, shaped as both.
+Tensor jac_block(const Tensor& J, const LeafLayout& out, std::size_t i, const LeafLayout& in, std::size_t j);
+template <class T>
+T unflat(const T& like, const Tensor& flat, const LeafLayout& l) {
+  std::size_t k = 0;
+  return tree_map([&](const Tensor& x) { return leaf_of(flat, l, k++, x.dtype()); }, like);
+}
+
+// The Jacobian's blocks in jac_t<Out, In>, output leaf i counted by `i`.
+template <class Out, class In, class Block>
+jac_t<Out, In> jac_nest(const Out& o, const In& in, const Block& block, std::size_t& i) {
+  using namespace tree_detail;
+  if constexpr (std::is_same_v<Out, Tensor>) {
+    const std::size_t oi = i++;
+    std::size_t j = 0;
+    return tree_map([&](const Tensor&) { return block(oi, j++); }, in);
+  } else if constexpr (is_vector<Out>::value) {
+    jac_t<Out, In> r;
+    r.reserve(o.size());
+    for (const auto& e : o) r.push_back(jac_nest(e, in, block, i));
+    return r;
+  } else if constexpr (is_array<Out>::value) {
+    jac_t<Out, In> r;
+    for (std::size_t k = 0; k < o.size(); ++k) r[k] = jac_nest(o[k], in, block, i);
+    return r;
+  } else if constexpr (is_pair<Out>::value) {
+    return jac_t<Out, In>{jac_nest(o.first, in, block, i), jac_nest(o.second, in, block, i)};  // left to right
+  } else if constexpr (is_tuple<Out>::value) {
+    return std::apply([&](const auto&... e) { return jac_t<Out, In>{jac_nest(e, in, block, i)...}; }, o);
+  } else if constexpr (is_map<Out>::value) {
+    jac_t<Out, In> r;
+    for (const auto& [k, v] : o) r.emplace(k, jac_nest(v, in, block, i));
+    return r;
+  } else if constexpr (std::is_same_v<In, Tensor>) {
+    return tree_map([&](const Tensor&) { return block(i++, 0); }, o);
+  } else {
+    return std::apply([&](const auto&... e) { return jac_t<Out, In>{jac_nest(e, in, block, i)...}; }, tree_fields(o));
+  }
+}
+
+// Argument K of args..., or xi in place of argument I.
+template <std::size_t K, std::size_t I, class X, class... Args>
+decltype(auto) arg_or(const X& xi, const Args&... args) {
+  if constexpr (K == I) return (xi);
+  else return nth<K>(args...);
+}
+template <std::size_t I, class F, class X, class... Args>
+auto call_at(const F& f, const X& xi, const Args&... args) {
+  return [&]<std::size_t... K>(std::index_sequence<K...>) { return f(arg_or<K, I>(xi, args...)...); }(std::index_sequence_for<Args...>{});
+}
+
+// fn.template operator()<argnum>(), for a runtime argnum whose argument has the type of argument 0
+// (so that every choice has one result type).
+template <class Fn, class... Args>
+auto at_argnum(const char* who, int argnum, const Fn& fn, const Args&... args) {
+  static_assert(sizeof...(Args) > 0, "the function must take an argument to differentiate");
+  check_argnums(who, {argnum}, sizeof...(args));
+  using A0 = std::decay_t<decltype(nth<0>(args...))>;
+  std::optional<decltype(fn.template operator()<0>())> r;
+  [&]<std::size_t... I>(std::index_sequence<I...>) {
+    ([&] {
+      if (static_cast<int>(I) != argnum) return;
+      if constexpr (std::is_same_v<std::decay_t<decltype(nth<I>(args...))>, A0>)
+        r.emplace(fn.template operator()<I>());
+      else
+        throw AutodiffError(std::string(who) + ": argument " + std::to_string(I) + " differs in type from argument 0; use " + who +
+                            "<" + std::to_string(I) + ">(f)");
+    }(), ...);
+  }(std::index_sequence_for<Args...>{});
+  return std::move(*r);
+}
+
+// The Jacobian of argument I's map by `mode` (Auto: reverse unless the argument is the smaller),
+// as jac_t; `used` and `chosen` receive the mode and the chunk.
+template <std::size_t I, class F, class... Args>
+auto jacobian_at(const char* who, JacobianMode mode, const F& f, const JacobianOptions& opts, std::int64_t* chosen, JacobianMode* used,
+                 const Args&... args) {
+  using In = std::decay_t<decltype(nth<I>(args...))>;
+  static_assert(is_tree_v<In>, "jacfwd/jacrev/jacobian/hessian: the differentiated argument must be a tree of Tensors");
+  const In& x = nth<I>(args...);
+  check_floating(who, x, "argument " + std::to_string(I));
+  auto fi = [&](const In& xi) { return call_at<I>(f, xi, args...); };
+  using Out = std::decay_t<decltype(fi(x))>;
+  static_assert(is_tree_v<Out>, "jacfwd/jacrev/jacobian/hessian: f must return a tree of Tensors");
+  const LeafLayout in = layout_of(who, x, ("argument " + std::to_string(I)).c_str());
+  std::optional<Out> like;  // the output's structure and layout, seen on the first pass
+  LeafLayout out;
+  auto see = [&](const Out& y) {
+    if (like) return;
+    like.emplace(tree_map([](const Tensor&) { return Tensor(); }, y));
+    out = layout_of(who, y, "output");
+  };
+  auto forward = [&] {
+    Tensor cols = vmap_identity(who, [&](const Tensor& t) {
+      Out dy = jvp(fi, x, unflat(x, t, in)).second;
+      see(dy);
+      return flat_leaves(tree_leaves(dy));
+    }, in.size, Shape{in.size}, tree_leaves(x)[0].dtype(), opts, chosen);  // [n, m]
+    if (used) *used = JacobianMode::Forward;
+    return transpose(cols);
+  };
+  Tensor j;
+  if (mode == JacobianMode::Forward) {
+    j = forward();
+  } else {
+    auto r = vjp([&](const In& xi) {
+      Out y = fi(xi);
+      see(y);
+      return flat_leaves(tree_leaves(y));
+    }, x);
+    if (mode == JacobianMode::Reverse || in.size >= out.size) {
+      auto row = [&](const Tensor& ct) { return flat_leaves(tree_leaves(r.pullback(ct))); };
+      j = vmap_identity(who, row, out.size, Shape{out.size}, r.out.dtype(), opts, chosen);  // [m, n]
+      if (used) *used = JacobianMode::Reverse;
+    } else {
+      j = forward();
+    }
+  }
+  std::size_t i = 0;
+  return jac_nest(*like, x, [&](std::size_t oi, std::size_t ij) { return jac_block(j, out, oi, in, ij); }, i);
+}
+}  // namespace detail
+
 template <class F>
 auto jacfwd(F f, JacobianOptions opts) {
-  return [f, opts](const Tensor& x) {
-    const std::int64_t n = x.numel();
-    Tensor cols = detail::vmap_identity("jacfwd", [&](const Tensor& t) { return jvp(f, x, t).second; }, n, x.shape(), x.dtype(),
-                                        opts);  // [n, out...]
-    Shape out_shape = cols.shape().slice(1);
-    Tensor j = transpose(reshape(cols, {n, out_shape.numel()}));  // [m, n]
-    return reshape(j, out_shape + x.shape());
+  return [f, opts](const auto&... args) {
+    return detail::at_argnum("jacfwd", opts.argnum, [&]<std::size_t I>() {
+      return detail::jacobian_at<I>("jacfwd", JacobianMode::Forward, f, opts, nullptr, nullptr, args...);
+    }, args...);
   };
 }
 template <class F>
 auto jacfwd(F f, std::int64_t chunk_size = 0) {
   return jacfwd(std::move(f), JacobianOptions{.chunk_size = chunk_size});
 }
-namespace detail {
-// The Jacobian from a pullback at x (y = f(x)): the rows by vmap over the identity.
-template <class Pullback>
-Tensor jacobian_rows(const char* who, const Tensor& x, const Tensor& y, Pullback& pullback, const JacobianOptions& opts,
-                     std::int64_t* chosen = nullptr) {
-  Tensor rows = vmap_identity(who, pullback, y.numel(), y.shape(), y.dtype(), opts, chosen);  // [m, x...]
-  return reshape(rows, y.shape() + x.shape());
+template <int I, class F>
+auto jacfwd(F f, JacobianOptions opts = {}) {
+  return [f, opts](const auto&... args) {
+    static_assert(I >= 0 && static_cast<std::size_t>(I) < sizeof...(args), "jacfwd<I>: I is not an argument");
+    return detail::jacobian_at<static_cast<std::size_t>(I)>("jacfwd", JacobianMode::Forward, f, opts, nullptr, nullptr, args...);
+  };
 }
-}  // namespace detail
 
 template <class F>
 auto jacrev(F f, JacobianOptions opts) {
-  return [f, opts](const Tensor& x) {
-    auto [y, pullback] = vjp(f, x);
-    return detail::jacobian_rows("jacrev", x, y, pullback, opts);
+  return [f, opts](const auto&... args) {
+    return detail::at_argnum("jacrev", opts.argnum, [&]<std::size_t I>() {
+      return detail::jacobian_at<I>("jacrev", JacobianMode::Reverse, f, opts, nullptr, nullptr, args...);
+    }, args...);
   };
 }
 template <class F>
 auto jacrev(F f, std::int64_t chunk_size = 0) {
   return jacrev(std::move(f), JacobianOptions{.chunk_size = chunk_size});
 }
-
-struct JacobianResult {
-  Tensor jacobian;
-  JacobianMode used;           // Forward or Reverse
-  std::int64_t chunk_size = 0;  // directions per pass after the measured ones (max_bytes), else as given
-};
-// Chooses forward mode when the input is smaller than the output (n columns vs m rows), reverse
-// mode otherwise. The output's size is learnt from the reverse pass's own forward evaluation,
-// which reverse mode then uses: only a forward-mode choice pays for one extra evaluation of f.
-// A tie goes to reverse mode for that reason, and because its rows need no final transpose.
-template <class F>
-JacobianResult jacobian(F f, const Tensor& x, JacobianOptions opts = {}) {
-  JacobianMode mode = opts.mode;
-  std::int64_t chosen = opts.chunk_size;
-  if (mode != JacobianMode::Forward) {
-    auto [y, pullback] = vjp(f, x);
-    if (mode == JacobianMode::Reverse || x.numel() >= y.numel()) {
-      Tensor j = detail::jacobian_rows("jacobian", x, y, pullback, opts, &chosen);
-      return {j, JacobianMode::Reverse, chosen};
-    }
-  }
-  const std::int64_t n = x.numel();
-  Tensor cols = detail::vmap_identity("jacobian", [&](const Tensor& t) { return jvp(f, x, t).second; }, n, x.shape(), x.dtype(),
-                                      opts, &chosen);
-  Shape out_shape = cols.shape().slice(1);
-  Tensor j = transpose(reshape(cols, {n, out_shape.numel()}));
-  return {reshape(j, out_shape + x.shape()), JacobianMode::Forward, chosen};
+template <int I, class F>
+auto jacrev(F f, JacobianOptions opts = {}) {
+  return [f, opts](const auto&... args) {
+    static_assert(I >= 0 && static_cast<std::size_t>(I) < sizeof...(args), "jacrev<I>: I is not an argument");
+    return detail::jacobian_at<static_cast<std::size_t>(I)>("jacrev", JacobianMode::Reverse, f, opts, nullptr, nullptr, args...);
+  };
 }
 
-// hessian(f)(x) = jacfwd(jacrev(f))(x): forward over reverse (chunk_size or max_bytes for the
-// outer pass; each outer direction runs the whole inner jacrev).
+template <class J>
+struct JacobianResultOf {
+  J jacobian;                   // as jacfwd / jacrev give it
+  JacobianMode used;            // Forward or Reverse
+  std::int64_t chunk_size = 0;  // directions per pass after the measured ones (max_bytes), else as given
+};
+using JacobianResult = JacobianResultOf<Tensor>;
+// Chooses forward mode when the input is smaller than the output (n columns vs m rows, over all
+// leaves), reverse mode otherwise. The output's size is learnt from the reverse pass's own forward
+// evaluation, which reverse mode then uses: only a forward-mode choice pays for one extra
+// evaluation of f. A tie goes to reverse mode for that reason, and because its rows need no final
+// transpose. x may be a tree (one argument; for several, close over the others or use jacfwd<I>).
+template <class F, class T>
+  requires is_tree_v<T>
+auto jacobian(F f, const T& x, JacobianOptions opts = {}) {
+  std::int64_t chosen = opts.chunk_size;
+  JacobianMode used = JacobianMode::Reverse;
+  auto j = detail::jacobian_at<0>("jacobian", opts.mode, f, opts, &chosen, &used, x);
+  return JacobianResultOf<decltype(j)>{std::move(j), used, chosen};
+}
+
+// hessian(f)(args...) = jacfwd(jacrev(f))(args...) with respect to argument opts.argnum
+// (hessian<I>: argument I): forward over reverse (chunk_size or max_bytes for the outer pass; each
+// outer direction runs the whole inner jacrev). For a scalar f of a tree, jacobian_t<In, In>.
+namespace detail {
+// hessian's own checks of argument `argnum` (before the jacfwd and jacrev inside it would name themselves).
+template <class... Args>
+void check_hessian_input(int argnum, const Args&... args) {
+  check_argnums("hessian", {argnum}, sizeof...(args));
+  std::size_t i = 0;
+  auto see = [&](const auto& a) {
+    if constexpr (is_tree_v<std::decay_t<decltype(a)>>)
+      if (static_cast<int>(i) == argnum) check_floating("hessian", a, "argument " + std::to_string(i));
+    ++i;
+  };
+  (see(args), ...);
+}
+}  // namespace detail
 template <class F>
 auto hessian(F f, JacobianOptions opts) {
-  return [f, opts](const Tensor& x) { return jacfwd(jacrev(f), opts)(x); };
+  return [f, opts](const auto&... args) {
+    detail::check_hessian_input(opts.argnum, args...);
+    return jacfwd(jacrev(f, JacobianOptions{.argnum = opts.argnum}), opts)(args...);
+  };
 }
 template <class F>
 auto hessian(F f, std::int64_t chunk_size = 0) {
   return hessian(std::move(f), JacobianOptions{.chunk_size = chunk_size});
 }
+template <int I, class F>
+auto hessian(F f, JacobianOptions opts = {}) {
+  return [f, opts](const auto&... args) {
+    static_assert(I >= 0 && static_cast<std::size_t>(I) < sizeof...(args), "hessian<I>: I is not an argument");
+    detail::check_hessian_input(I, args...);
+    return jacfwd<I>(jacrev<I>(f), opts)(args...);
+  };
+}
 
-// hvp(f)(x, v) = H v, forward over reverse, without forming H.
+// hvp(f)(x, v, rest...) = H v, the Hessian of f(·, rest...) at x applied to v, forward over
+// reverse, without forming H. x and v are trees of one structure; H v has it too.
 template <class F>
 auto hvp(F f) {
-  return [f](const Tensor& x, const Tensor& v) { return jvp(grad(f), x, v).second; };
+  return [f]<class T, class... Rest>(const T& x, const T& v, const Rest&... rest) {
+    detail::check_floating("hvp", x, "argument 0");
+    return jvp([&](const T& xi) { return grad<0>(f)(xi, rest...); }, x, v).second;
+  };
 }
 
 // Reverse mode on explicit tensors, as torch.autograd.grad: d outputs / d inputs, for eager

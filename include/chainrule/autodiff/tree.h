@@ -12,6 +12,7 @@
 //   CHAINRULE_TREE(Mlp, w1, b1, w2, b2)
 //   Mlp g = grad(loss)(params, x, y);          // the gradient is an Mlp
 #include <array>
+#include <concepts>
 #include <cstddef>
 #include <map>
 #include <string>
@@ -23,10 +24,12 @@
 #include "chainrule/errors.h"
 #include "chainrule/tensor/tensor.h"
 
-// Declares the tree fields of a struct: tree_fields(s) gives references to them, in order.
+// Declares the tree fields of a struct: tree_fields(s) gives references to them, in order, and
+// tree_field_names(s) their names as written ("w1, b1"), for errors that name a leaf (".w1").
 #define CHAINRULE_TREE(Type, ...)                                                                           \
   [[maybe_unused]] inline auto tree_fields(const Type& chainrule_s) { return std::tie(CHAINRULE_TREE_FIELDS_(__VA_ARGS__)); } \
-  [[maybe_unused]] inline auto tree_fields(Type& chainrule_s) { return std::tie(CHAINRULE_TREE_FIELDS_(__VA_ARGS__)); }
+  [[maybe_unused]] inline auto tree_fields(Type& chainrule_s) { return std::tie(CHAINRULE_TREE_FIELDS_(__VA_ARGS__)); } \
+  [[maybe_unused]] inline const char* tree_field_names(const Type&) { return #__VA_ARGS__; }
 // chainrule_s.a, chainrule_s.b, ... for up to 16 fields.
 #define CHAINRULE_TREE_FIELDS_(...) CHAINRULE_TREE_PICK_(__VA_ARGS__, CHAINRULE_TREE_16_, CHAINRULE_TREE_15_, CHAINRULE_TREE_14_, \
     CHAINRULE_TREE_13_, CHAINRULE_TREE_12_, CHAINRULE_TREE_11_, CHAINRULE_TREE_10_, CHAINRULE_TREE_9_, CHAINRULE_TREE_8_,         \
@@ -64,6 +67,21 @@ template <class... T> struct is_tuple<std::tuple<T...>> : std::true_type {};
 template <class T> struct is_map : std::false_type {};
 template <class V, class C, class A> struct is_map<std::map<std::string, V, C, A>> : std::true_type {};
 template <class T> concept has_fields = requires(const T& t) { tree_fields(t); };
+template <class T> concept has_field_names = requires(const T& t) { { tree_field_names(t) } -> std::convertible_to<const char*>; };
+// ".name" of field i of a struct (from CHAINRULE_TREE's list "a, b, c"), or "[i]" without names.
+template <class T>
+std::string field_key(const T& t, std::size_t i) {
+  if constexpr (has_field_names<T>) {
+    std::string names = tree_field_names(t), name;
+    std::size_t k = 0;
+    for (char c : names) {
+      if (c == ',') ++k;
+      else if (k == i && c != ' ') name += c;
+    }
+    if (!name.empty()) return "." + name;
+  }
+  return "[" + std::to_string(i) + "]";
+}
 }  // namespace tree_detail
 
 template <class T> constexpr bool is_tree_v = [] {
@@ -125,6 +143,33 @@ T tree_map(F&& f, const T& t) {
   }
 }
 
+// Calls f(leaf, path) on every leaf, in the tree's order; a path is `prefix` and JAX-style keys:
+// [i] for a sequence, pair or tuple element, ["key"] for a map entry, .name for a struct field.
+template <class T, class F>
+void tree_for_each_path(const T& t, const std::string& prefix, F&& f) {
+  using namespace tree_detail;
+  if constexpr (std::is_same_v<T, Tensor>) {
+    f(t, prefix);
+  } else if constexpr (is_vector<T>::value || is_array<T>::value) {
+    for (std::size_t i = 0; i < t.size(); ++i) tree_for_each_path(t[i], prefix + "[" + std::to_string(i) + "]", f);
+  } else if constexpr (is_map<T>::value) {
+    for (const auto& [k, v] : t) tree_for_each_path(v, prefix + "[\"" + k + "\"]", f);
+  } else if constexpr (is_pair<T>::value || is_tuple<T>::value) {
+    std::size_t i = 0;
+    std::apply([&](const auto&... e) { (tree_for_each_path(e, prefix + "[" + std::to_string(i++) + "]", f), ...); }, t);
+  } else {
+    std::size_t i = 0;
+    std::apply([&](const auto&... e) { (tree_for_each_path(e, prefix + field_key(t, i++), f), ...); }, tree_fields(t));
+  }
+}
+// The paths of the leaves, in order ("argument 0.w", "argument 0.b", ...).
+template <class T>
+std::vector<std::string> tree_paths(const T& t, const std::string& prefix) {
+  std::vector<std::string> v;
+  tree_for_each_path(t, prefix, [&](const Tensor&, const std::string& p) { v.push_back(p); });
+  return v;
+}
+
 template <class T>
 std::vector<Tensor> tree_leaves(const T& t) {
   std::vector<Tensor> v;
@@ -174,12 +219,14 @@ std::string tree_structure(const T& t) {
   }
 }
 
-// f(leaf of a, leaf of b) over two trees of one structure; a clear error naming `who` otherwise.
+// f(leaf of a, leaf of b) over two trees of one structure; a clear error naming `who` (and what
+// a and b are, "primals and tangents") otherwise.
 template <class T, class F>
-T tree_map2(const char* who, F&& f, const T& a, const T& b) {
+T tree_map2(const char* who, F&& f, const T& a, const T& b, const char* what = nullptr) {
   if constexpr (!std::is_same_v<T, Tensor>) {
     std::string sa = tree_structure(a), sb = tree_structure(b);
-    if (sa != sb) throw AutodiffError(std::string(who) + ": structures differ: " + sa + " and " + sb);
+    if (sa != sb)
+      throw AutodiffError(std::string(who) + ": structures differ: " + sa + " and " + sb + (what ? std::string(" (") + what + ")" : ""));
   }
   auto lb = tree_leaves(b);
   std::size_t k = 0;

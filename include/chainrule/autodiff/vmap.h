@@ -106,26 +106,6 @@ inline Tensor vmap_movedim(const Tensor& x, std::int64_t from, std::int64_t to) 
   return permute(x, perm);
 }
 
-// Calls f(leaf, name) on every leaf of x in tree order, naming each by its path from `path`.
-template <class T, class F>
-void tree_for_each_named(const T& x, const std::string& path, F&& f) {
-  if constexpr (std::is_same_v<T, Tensor>) {
-    f(x, path);
-  } else if constexpr (tree_detail::is_vector<T>::value || tree_detail::is_array<T>::value) {
-    for (std::size_t i = 0; i < x.size(); ++i) tree_for_each_named(x[i], path + "[" + std::to_string(i) + "]", f);
-  } else if constexpr (tree_detail::is_map<T>::value) {
-    for (const auto& [k, v] : x) tree_for_each_named(v, path + "[\"" + k + "\"]", f);
-  } else {
-    auto fields = [&] {
-      if constexpr (tree_detail::is_pair<T>::value) return std::tie(x.first, x.second);
-      else if constexpr (tree_detail::is_tuple<T>::value) return std::apply([](const auto&... e) { return std::tie(e...); }, x);
-      else return tree_fields(x);
-    }();
-    std::size_t i = 0;
-    std::apply([&](const auto&... e) { (tree_for_each_named(e, path + "[" + std::to_string(i++) + "]", f), ...); }, fields);
-  }
-}
-
 // The axis of every leaf of x, in tree order, from `spec` (an axis for a whole subtree, or a tree
 // of entries following x's structure). `which` is "in_axes" or "out_axes".
 template <class T>
@@ -135,7 +115,7 @@ void leaf_axes(const char* which, const T& x, const AxisTree& spec, const std::s
                          tree_structure(x) + ": " + why);
   };
   if (spec.kind() == AxisTree::Kind::Leaf) {
-    tree_for_each_named(x, path, [&](const Tensor&, const std::string& name) { out.push_back({spec.axis(), name}); });
+    tree_for_each_path(x, path, [&](const Tensor&, const std::string& name) { out.push_back({spec.axis(), name}); });
   } else if constexpr (std::is_same_v<T, Tensor>) {
     throw mismatch("a Tensor takes one axis or not_mapped");
   } else if constexpr (tree_detail::is_map<T>::value) {
@@ -164,9 +144,13 @@ void leaf_axes(const char* which, const T& x, const AxisTree& spec, const std::s
       }();
       constexpr std::size_t n = std::tuple_size_v<decltype(fields)>;
       if (c.size() != n) throw mismatch(std::to_string(c.size()) + " entries for " + std::to_string(n) + " fields");
+      auto key = [&](std::size_t i) {
+        if constexpr (tree_detail::is_pair<T>::value || tree_detail::is_tuple<T>::value) return "[" + std::to_string(i) + "]";
+        else return tree_detail::field_key(x, i);
+      };
       std::size_t i = 0;
       std::apply([&](const auto&... e) {
-        ((leaf_axes(which, e, c[i], path + "[" + std::to_string(i) + "]", out), ++i), ...);
+        ((leaf_axes(which, e, c[i], path + key(i), out), ++i), ...);
       }, fields);
     }
   }
@@ -284,11 +268,13 @@ T vmap_join(const std::vector<T>& parts, const AxisTree& out_axes) {
 
 }  // namespace detail
 
-// vmap(f, in_axes, options)(args...): see the top of this file.
+namespace detail {
+// vmap with one in_axes entry per argument, or (all) in_axes[0] for every argument.
 template <class F>
-auto vmap(F f, std::vector<AxisTree> in_axes, VmapOptions opts) {
-  return [f, in_axes, opts](const auto&... args) {
+auto vmap_with(F f, std::vector<AxisTree> in_axes_given, bool all, VmapOptions opts) {
+  return [f, in_axes_given, all, opts](const auto&... args) {
     constexpr std::size_t n = sizeof...(args);
+    const std::vector<AxisTree> in_axes = all ? std::vector<AxisTree>(n, in_axes_given[0]) : in_axes_given;
     if (in_axes.size() != n)
       throw AutodiffError("vmap: in_axes has " + std::to_string(in_axes.size()) + " entries but the function was called with " +
                           std::to_string(n) + " arguments");
@@ -321,6 +307,25 @@ auto vmap(F f, std::vector<AxisTree> in_axes, VmapOptions opts) {
     }
     return detail::vmap_join(parts, opts.out_axes);
   };
+}
+}  // namespace detail
+
+// vmap(f, in_axes, options)(args...): see the top of this file.
+template <class F>
+auto vmap(F f, std::vector<AxisTree> in_axes, VmapOptions opts) {
+  return detail::vmap_with(std::move(f), std::move(in_axes), false, std::move(opts));
+}
+// vmap(f, 0)(a, b, ...): one axis (or not_mapped) for every leaf of every argument, as JAX's
+// vmap(f, in_axes=0). A template, so that a braced list still means one entry per argument.
+template <class F, class A>
+  requires std::integral<A> || std::same_as<A, InAxis> || std::same_as<A, std::nullopt_t>
+auto vmap(F f, A axis, VmapOptions opts) {
+  return detail::vmap_with(std::move(f), {AxisTree(InAxis(axis))}, true, std::move(opts));
+}
+template <class F, class A>
+  requires std::integral<A> || std::same_as<A, InAxis> || std::same_as<A, std::nullopt_t>
+auto vmap(F f, A axis, AxisTree out_axes = 0, Randomness randomness = Randomness::Error) {
+  return vmap(std::move(f), axis, VmapOptions{std::move(out_axes), randomness, 0});
 }
 
 // vmap(f, in_axes, out_axes, randomness)(args...), JAX's positional form.
