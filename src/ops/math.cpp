@@ -7,6 +7,7 @@
 #include <numbers>
 
 #include "kernels/kernels.h"
+#include "kernels/vecmath.h"
 #include "ops/cases.h"
 #include "ops/registry.h"
 
@@ -44,10 +45,11 @@ Tensor d_erfc(const Ctx& c) { return neg(d_erf(c)); }
 
 }  // namespace
 
-#define CHAINRULE_UNARY(NAME, STD_FN, SAVES, DOMAIN, KINKS)                                              \
+// The kernel is SLEEF's vectorised function of the same name (kernels/vecmath.h).
+#define CHAINRULE_UNARY(NAME, SAVES, DOMAIN, KINKS)                                                      \
   const Primitive NAME##_p{                                                                              \
       .name = #NAME,                                                                                     \
-      .forward = [](auto x, auto&) { return unary_forward(#NAME, x[0], [](auto a) { return STD_FN(a); }); }, \
+      .forward = [](auto x, auto&) { return kernels::vec_unary_forward(#NAME, x[0], kernels::VecFn::NAME); }, \
       .jvp = times_derivative<d_##NAME>,                                                                 \
       .vjp = times_derivative<d_##NAME>,                                                                 \
       .batching = Batching::Leading,                                                                     \
@@ -57,22 +59,22 @@ Tensor d_erfc(const Ctx& c) { return neg(d_erf(c)); }
   };                                                                                                     \
   Tensor NAME(const Tensor& x) { return bind(NAME##_p, {x}); }
 
-// name, kernel, what the rule reads, test domain, where the derivative does not exist
-CHAINRULE_UNARY(sin, std::sin, kSaveInputs, Domain::Real, "")
-CHAINRULE_UNARY(cos, std::cos, kSaveInputs, Domain::Real, "")
-CHAINRULE_UNARY(tan, std::tan, kSaveOutput, Domain::Unit, "poles at pi/2 + k pi (IEEE: large values)")
-CHAINRULE_UNARY(asin, std::asin, kSaveInputs, Domain::Unit, "|x| = 1: infinite derivative; |x| > 1: NaN")
-CHAINRULE_UNARY(acos, std::acos, kSaveInputs, Domain::Unit, "|x| = 1: infinite derivative; |x| > 1: NaN")
-CHAINRULE_UNARY(atan, std::atan, kSaveInputs, Domain::Real, "")
-CHAINRULE_UNARY(sinh, std::sinh, kSaveInputs, Domain::Real, "")
-CHAINRULE_UNARY(cosh, std::cosh, kSaveInputs, Domain::Real, "")
-CHAINRULE_UNARY(asinh, std::asinh, kSaveInputs, Domain::Real, "")
-CHAINRULE_UNARY(acosh, std::acosh, kSaveInputs, Domain::AboveOne, "x = 1: infinite derivative; x < 1: NaN")
-CHAINRULE_UNARY(atanh, std::atanh, kSaveInputs, Domain::Unit, "|x| = 1: infinite; |x| > 1: NaN")
-CHAINRULE_UNARY(expm1, std::expm1, kSaveOutput, Domain::Real, "")
-CHAINRULE_UNARY(log1p, std::log1p, kSaveInputs, Domain::Positive, "x = -1: infinite derivative; x < -1: NaN")
-CHAINRULE_UNARY(erf, std::erf, kSaveInputs, Domain::Real, "")
-CHAINRULE_UNARY(erfc, std::erfc, kSaveInputs, Domain::Real, "")
+// name, what the rule reads, test domain, where the derivative does not exist
+CHAINRULE_UNARY(sin, kSaveInputs, Domain::Real, "")
+CHAINRULE_UNARY(cos, kSaveInputs, Domain::Real, "")
+CHAINRULE_UNARY(tan, kSaveOutput, Domain::Unit, "poles at pi/2 + k pi (IEEE: large values)")
+CHAINRULE_UNARY(asin, kSaveInputs, Domain::Unit, "|x| = 1: infinite derivative; |x| > 1: NaN")
+CHAINRULE_UNARY(acos, kSaveInputs, Domain::Unit, "|x| = 1: infinite derivative; |x| > 1: NaN")
+CHAINRULE_UNARY(atan, kSaveInputs, Domain::Real, "")
+CHAINRULE_UNARY(sinh, kSaveInputs, Domain::Real, "")
+CHAINRULE_UNARY(cosh, kSaveInputs, Domain::Real, "")
+CHAINRULE_UNARY(asinh, kSaveInputs, Domain::Real, "")
+CHAINRULE_UNARY(acosh, kSaveInputs, Domain::AboveOne, "x = 1: infinite derivative; x < 1: NaN")
+CHAINRULE_UNARY(atanh, kSaveInputs, Domain::Unit, "|x| = 1: infinite; |x| > 1: NaN")
+CHAINRULE_UNARY(expm1, kSaveOutput, Domain::Real, "")
+CHAINRULE_UNARY(log1p, kSaveInputs, Domain::Positive, "x = -1: infinite derivative; x < -1: NaN")
+CHAINRULE_UNARY(erf, kSaveInputs, Domain::Real, "")
+CHAINRULE_UNARY(erfc, kSaveInputs, Domain::Real, "")
 #undef CHAINRULE_UNARY
 
 // Rounding: piecewise constant, no derivative rule, so a constant to every transform (as sign).
