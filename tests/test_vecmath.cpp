@@ -166,6 +166,56 @@ TEST(VecMath, Float64Avx2) { check_all<double>(Path::avx2); }
 TEST(VecMath, Float32Primitive) { check_all<float>(Path::primitive); }
 TEST(VecMath, Float64Primitive) { check_all<double>(Path::primitive); }
 
+// gelu's fused kernels on each path against long double. Rounding x / sqrt 2 (or the tanh form's
+// argument w) moves erfc (or sigmoid) by up to its condition number, about 2 (x/sqrt 2)^2 = x^2
+// (or |w|) times the relative rounding u, on top of erfc's 1.5 ULP and two products (0.5 ULP
+// each): a relative bound (4 + x^2) 2u for gelu and (4 + 3 |w|) 2u for the tanh form, fixed before
+// measuring. Checked where the exact value is a normal number.
+template <class T>
+void check_gelu(Path p) {
+  if (!available(p)) GTEST_SKIP() << path_name(p) << ": not on this CPU";
+  const long double u = std::numeric_limits<T>::epsilon() / 2;
+  std::vector<T> xs = {T(0), T(-0.0), std::numeric_limits<T>::infinity(), -std::numeric_limits<T>::infinity()};
+  for (int i = 0; i <= 24001; ++i) xs.push_back(static_cast<T>(-12.0 + i * 0.001));
+  for (int k = -30; k <= 30; ++k) xs.push_back(static_cast<T>(std::pow(10.0, k))), xs.push_back(static_cast<T>(-std::pow(10.0, k)));
+  const auto n = static_cast<std::int64_t>(xs.size());
+  for (bool approx : {false, true}) {
+    const VecFn fn = approx ? VecFn::gelu_tanh : VecFn::gelu;
+    std::vector<T> got(xs.size());
+    if (p == Path::avx512) kernels::avx512::map(fn, xs.data(), got.data(), n);
+    else if (p == Path::avx2) kernels::avx2::map(fn, xs.data(), got.data(), n);
+    else got = gelu(from_vector(std::vector<double>(xs.begin(), xs.end())).to(sizeof(T) == 4 ? DType::f32 : DType::f64), approx)
+                   .template to_vector<T>();
+    long double worst = 0;
+    int failures = 0;
+    for (std::size_t i = 0; i < xs.size(); ++i) {
+      const long double x = xs[i];
+      const long double w = 1.5957691216057307117597842397375L * (x + 0.044715L * x * x * x);
+      const long double want = approx ? x / (1 + std::exp(-w)) : 0.5L * x * std::erfc(-x / std::sqrt(2.0L));
+      const T have = got[i];
+      if (std::isinf(x)) {  // gelu(inf) = inf; gelu(-inf) is -inf · 0 in either form, left unchecked
+        if (x > 0) {
+          EXPECT_EQ(have, std::numeric_limits<T>::infinity()) << path_name(p);
+        }
+        continue;
+      }
+      if (std::abs(want) < std::numeric_limits<T>::min() || std::abs(want) > std::numeric_limits<T>::max()) continue;
+      const long double rel = std::abs((static_cast<long double>(have) - want) / want) / (2 * u);
+      const long double bound = approx ? 4 + 3 * std::abs(w) : 4 + x * x;
+      worst = std::max(worst, rel / bound);
+      if (!(rel <= bound) && ++failures <= 5)
+        ADD_FAILURE() << path_name(p) << (approx ? " gelu_tanh(" : " gelu(") << xs[i] << ") = " << have << ", want "
+                      << static_cast<double>(want) << ": " << static_cast<double>(rel) << " ulps (bound " << static_cast<double>(bound) << ")";
+    }
+    EXPECT_EQ(failures, 0);
+    std::cout << path_name(p) << (sizeof(T) == 4 ? " f32 " : " f64 ") << (approx ? "gelu_tanh" : "gelu")
+              << ": worst error " << static_cast<double>(worst) << " of its bound\n";
+  }
+}
+TEST(VecMath, GeluAvx512) { check_gelu<float>(Path::avx512); check_gelu<double>(Path::avx512); }
+TEST(VecMath, GeluAvx2) { check_gelu<float>(Path::avx2); check_gelu<double>(Path::avx2); }
+TEST(VecMath, GeluPrimitive) { check_gelu<float>(Path::primitive); check_gelu<double>(Path::primitive); }
+
 // Every length from 0 to 40 (vector bodies, masked tails, lengths below one vector) on each
 // path, in place and not: each element as the same function of that element alone, nothing
 // written past the end.

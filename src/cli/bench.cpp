@@ -206,7 +206,7 @@ PerExampleMeasurement measure_per_example(const std::string& config, std::int64_
 
 // Elementwise functions of 1M float32 values (bench/compare_pytorch.py --elementwise times torch's
 // on the same shapes): the primitives on SLEEF's vector kernels, the scalar <cmath> loop they
-// replaced (one thread; the unary primitives only), and the composite activations.
+// replaced (one thread; the primitives only), and the composite activations (softplus, silu).
 struct ElementwiseFn {
   const char* name;
   Tensor (*op)(const Tensor&);
@@ -221,7 +221,7 @@ const std::vector<ElementwiseFn>& elementwise_fns() {
       {"exp", exp, false, VecFn::exp},         {"log", log, true, VecFn::log},       {"tanh", tanh, false, VecFn::tanh},
       {"sigmoid", sigmoid, false, VecFn::sigmoid}, {"sin", sin, false, VecFn::sin},  {"cos", cos, false, VecFn::cos},
       {"erf", erf, false, VecFn::erf},         {"expm1", expm1, false, VecFn::expm1}, {"log1p", log1p, true, VecFn::log1p},
-      {"softplus", softplus, false, {}},       {"gelu", gelu_exact, false, {}},      {"gelu_tanh", gelu_tanh, false, {}},
+      {"softplus", softplus, false, {}},       {"gelu", gelu_exact, false, VecFn::gelu}, {"gelu_tanh", gelu_tanh, false, VecFn::gelu_tanh},
       {"silu", silu, false, {}},
   };
   return list;

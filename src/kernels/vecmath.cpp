@@ -8,6 +8,12 @@ namespace chainrule::kernels {
 
 namespace {
 
+// 2 sqrt(2/pi) (x + 0.044715 x^3): sigmoid of it is (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) / 2.
+template <class T>
+T gelu_tanh_arg(T x) {
+  return T(1.5957691216057307117597842397375L) * (x + T(0.044715) * x * x * x);
+}
+
 template <class T>
 T scalar(VecFn f, T a) {
   switch (f) {
@@ -22,6 +28,8 @@ T scalar(VecFn f, T a) {
       const T e = std::exp(-std::abs(a));
       return a >= 0 ? T(1) / (T(1) + e) : e / (T(1) + e);
     }
+    case VecFn::gelu: return T(0.5) * a * std::erfc(a * T(-0.70710678118654752440L));
+    case VecFn::gelu_tanh: return a * scalar(VecFn::sigmoid, gelu_tanh_arg(a));
   }
   return a;
 }

@@ -12,10 +12,13 @@ class Tensor;
 
 namespace chainrule::kernels {
 
-// X(name): the functions with a vector kernel (sigmoid is 1 / (1 + exp(-|x|)) on SLEEF's exp).
+// X(name): the functions with a vector kernel (sigmoid is 1 / (1 + exp(-|x|)) on SLEEF's exp;
+// gelu is x erfc(-x / sqrt 2) / 2 and gelu_tanh x sigmoid(2 sqrt(2/pi) (x + 0.044715 x^3)), the
+// forms of 0.5 x (1 + erf) and 0.5 x (1 + tanh) without their cancellation for negative x).
 #define CHAINRULE_VEC_FUNCTIONS(X)                                                                          \
   X(exp) X(exp2) X(expm1) X(log) X(log2) X(log10) X(log1p) X(sin) X(cos) X(tan) X(asin) X(acos) X(atan)   \
-  X(sinh) X(cosh) X(tanh) X(asinh) X(acosh) X(atanh) X(erf) X(erfc) X(sigmoid)
+  X(sinh) X(cosh) X(tanh) X(asinh) X(acosh) X(atanh) X(erf) X(erfc) X(sigmoid) \
+  X(gelu) X(gelu_tanh)
 
 enum class VecFn : int {
 #define CHAINRULE_VEC_ENUM(name) name,

@@ -22,6 +22,26 @@ __m256d sigmoid_d(__m256d x) {
   return _mm256_div_pd(_mm256_blendv_pd(one, e, neg), _mm256_add_pd(one, e));
 }
 
+// x erfc(-x / sqrt 2) / 2, and x sigmoid(2 sqrt(2/pi) (x + 0.044715 x^3)) (vecmath.h).
+__m256 gelu_f(__m256 x) {
+  const __m256 e = Sleef_erfcf8_u15avx2(_mm256_mul_ps(x, _mm256_set1_ps(-0.70710678118654752f)));
+  return _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(0.5f), x), e);
+}
+__m256d gelu_d(__m256d x) {
+  const __m256d e = Sleef_erfcd4_u15avx2(_mm256_mul_pd(x, _mm256_set1_pd(-0.70710678118654752440)));
+  return _mm256_mul_pd(_mm256_mul_pd(_mm256_set1_pd(0.5), x), e);
+}
+__m256 gelu_tanh_f(__m256 x) {
+  const __m256 x3 = _mm256_mul_ps(_mm256_mul_ps(x, x), x);
+  const __m256 u = _mm256_mul_ps(_mm256_set1_ps(1.5957691216057307f), _mm256_fmadd_ps(_mm256_set1_ps(0.044715f), x3, x));
+  return _mm256_mul_ps(x, sigmoid_f(u));
+}
+__m256d gelu_tanh_d(__m256d x) {
+  const __m256d x3 = _mm256_mul_pd(_mm256_mul_pd(x, x), x);
+  const __m256d u = _mm256_mul_pd(_mm256_set1_pd(1.5957691216057307117), _mm256_fmadd_pd(_mm256_set1_pd(0.044715), x3, x));
+  return _mm256_mul_pd(x, sigmoid_d(u));
+}
+
 // Lane masks for the tail: lanes [0, k) set, as maskload/maskstore read them (the sign bit).
 __m256i tail_mask32(std::int64_t k) {
   const __m256i lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
@@ -99,6 +119,8 @@ void map(VecFn f, const float* a, float* d, std::int64_t n) {
 #undef CHAINRULE_CASE
     case VecFn::erfc: return run(Sleef_erfcf8_u15avx2, f, a, d, n);
     case VecFn::sigmoid: return run(sigmoid_f, f, a, d, n);
+    case VecFn::gelu: return run(gelu_f, f, a, d, n);
+    case VecFn::gelu_tanh: return run(gelu_tanh_f, f, a, d, n);
   }
 }
 void map(VecFn f, const double* a, double* d, std::int64_t n) {
@@ -111,6 +133,8 @@ void map(VecFn f, const double* a, double* d, std::int64_t n) {
 #undef CHAINRULE_CASE
     case VecFn::erfc: return run(Sleef_erfcd4_u15avx2, f, a, d, n);
     case VecFn::sigmoid: return run(sigmoid_d, f, a, d, n);
+    case VecFn::gelu: return run(gelu_d, f, a, d, n);
+    case VecFn::gelu_tanh: return run(gelu_tanh_d, f, a, d, n);
   }
 }
 

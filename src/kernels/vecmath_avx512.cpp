@@ -46,6 +46,26 @@ __m512d patch(VecFn f, __m512d x, __m512d r, __mmask8 lanes) {
   return _mm512_load_pd(rs);
 }
 
+// x erfc(-x / sqrt 2) / 2, and x sigmoid(2 sqrt(2/pi) (x + 0.044715 x^3)) (vecmath.h).
+__m512 gelu_f(__m512 x) {
+  const __m512 e = Sleef_erfcf16_u15avx512f(_mm512_mul_ps(x, _mm512_set1_ps(-0.70710678118654752f)));
+  return _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(0.5f), x), e);
+}
+__m512d gelu_d(__m512d x) {
+  const __m512d e = Sleef_erfcd8_u15avx512f(_mm512_mul_pd(x, _mm512_set1_pd(-0.70710678118654752440)));
+  return _mm512_mul_pd(_mm512_mul_pd(_mm512_set1_pd(0.5), x), e);
+}
+__m512 gelu_tanh_f(__m512 x) {
+  const __m512 x3 = _mm512_mul_ps(_mm512_mul_ps(x, x), x);
+  const __m512 u = _mm512_mul_ps(_mm512_set1_ps(1.5957691216057307f), _mm512_fmadd_ps(_mm512_set1_ps(0.044715f), x3, x));
+  return _mm512_mul_ps(x, sigmoid_f(u));
+}
+__m512d gelu_tanh_d(__m512d x) {
+  const __m512d x3 = _mm512_mul_pd(_mm512_mul_pd(x, x), x);
+  const __m512d u = _mm512_mul_pd(_mm512_set1_pd(1.5957691216057307117), _mm512_fmadd_pd(_mm512_set1_pd(0.044715), x3, x));
+  return _mm512_mul_pd(x, sigmoid_d(u));
+}
+
 // Full vectors, then the tail under a mask (its unused lanes read as zero, never stored); lanes
 // with |x| > limit (none when limit is 0; never a NaN) through patch.
 template <class Fn>
@@ -95,6 +115,8 @@ void map(VecFn f, const float* a, float* d, std::int64_t n) {
 #undef CHAINRULE_CASE
     case VecFn::erfc: return run(Sleef_erfcf16_u15avx512f, f, a, d, n);
     case VecFn::sigmoid: return run(sigmoid_f, f, a, d, n);
+    case VecFn::gelu: return run(gelu_f, f, a, d, n);
+    case VecFn::gelu_tanh: return run(gelu_tanh_f, f, a, d, n);
   }
 }
 void map(VecFn f, const double* a, double* d, std::int64_t n) {
@@ -107,6 +129,8 @@ void map(VecFn f, const double* a, double* d, std::int64_t n) {
 #undef CHAINRULE_CASE
     case VecFn::erfc: return run(Sleef_erfcd8_u15avx512f, f, a, d, n);
     case VecFn::sigmoid: return run(sigmoid_d, f, a, d, n);
+    case VecFn::gelu: return run(gelu_d, f, a, d, n);
+    case VecFn::gelu_tanh: return run(gelu_tanh_d, f, a, d, n);
   }
 }
 

@@ -247,13 +247,48 @@ Tensor bitwise_invert(const Tensor& x) { return bitwise_not(x); }
 Tensor softplus(const Tensor& x) { return add(relu(x), log1p(exp(neg(abs(x))))); }
 Tensor log_sigmoid(const Tensor& x) { return neg(softplus(neg(x))); }
 Tensor silu(const Tensor& x) { return mul(x, sigmoid(x)); }
-Tensor gelu(const Tensor& x, bool tanh_approximation) {
-  if (tanh_approximation) {  // 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x³)))
-    Tensor inner = mul(add(x, mul(constant(0.044715, x), mul(x, mul(x, x)))), constant(std::sqrt(2.0 / std::numbers::pi), x));
-    return mul(mul(constant(0.5, x), x), add(constant(1.0, x), tanh(inner)));
-  }
-  return mul(mul(constant(0.5, x), x), add(constant(1.0, x), erf(mul(x, constant(1.0 / std::numbers::sqrt2, x)))));
+
+// ---- gelu: primitives on fused vector kernels (kernels/vecmath.h), rules written with ops -------
+
+namespace {
+// Φ(x) + x φ(x) = erfc(-x / sqrt 2) / 2 + x e^{-x²/2} / sqrt(2 pi)
+Tensor d_gelu(const Ctx& c) {
+  const Tensor& x = c.x[0];
+  Tensor cdf = mul(constant(0.5, x), erfc(mul(x, constant(-1.0 / std::numbers::sqrt2, x))));
+  Tensor pdf = mul(exp(mul(constant(-0.5, x), mul(x, x))), constant(0.5 * std::numbers::inv_sqrtpi * std::numbers::sqrt2, x));
+  return add(cdf, mul(x, pdf));
 }
+// gelu_tanh = x s with s = sigmoid(w), w = 2 sqrt(2/pi) (x + 0.044715 x³):
+// s + x s (1 - s) w', w' = 2 sqrt(2/pi) (1 + 3 · 0.044715 x²)
+Tensor d_gelu_tanh(const Ctx& c) {
+  const Tensor& x = c.x[0];
+  const double k = 2.0 * std::sqrt(2.0 / std::numbers::pi);
+  Tensor x2 = mul(x, x);
+  Tensor s = sigmoid(mul(constant(k, x), add(x, mul(constant(0.044715, x), mul(x2, x)))));
+  Tensor dw = mul(constant(k, x), add(constant(1.0, x), mul(constant(3 * 0.044715, x), x2)));
+  return add(s, mul(mul(x, mul(s, sub(constant(1.0, x), s))), dw));
+}
+}  // namespace
+
+const Primitive gelu_p{
+    .name = "gelu",
+    .forward = [](auto x, auto&) { return kernels::vec_unary_forward("gelu", x[0], kernels::VecFn::gelu); },
+    .jvp = times_derivative<d_gelu>,
+    .vjp = times_derivative<d_gelu>,
+    .batching = Batching::Leading,
+    .saves = kSaveInputs,
+    .cases = [] { return cases::unary([](auto x) { return gelu(x[0]); }); },
+};
+const Primitive gelu_tanh_p{
+    .name = "gelu_tanh",
+    .forward = [](auto x, auto&) { return kernels::vec_unary_forward("gelu_tanh", x[0], kernels::VecFn::gelu_tanh); },
+    .jvp = times_derivative<d_gelu_tanh>,
+    .vjp = times_derivative<d_gelu_tanh>,
+    .batching = Batching::Leading,
+    .saves = kSaveInputs,
+    .cases = [] { return cases::unary([](auto x) { return gelu(x[0], true); }); },
+};
+Tensor gelu(const Tensor& x, bool tanh_approximation) { return bind(tanh_approximation ? gelu_tanh_p : gelu_p, {x}); }
 // The negative branch sees min(x, 0), so the branch where() discards never overflows into NaN.
 Tensor elu(const Tensor& x, double alpha) {
   return where(greater(x, constant(0.0, x)), x, mul(constant(alpha, x), expm1(minimum(x, constant(0.0, x)))));
@@ -269,7 +304,7 @@ Tensor clamp(const Tensor& x, double min, double max) { return clip(x, min, max)
 const Primitive* const kMathPrimitives[] = {&sin_p,   &cos_p,   &tan_p,   &asin_p,  &acos_p, &atan_p,
                                             &sinh_p,  &cosh_p,  &asinh_p, &acosh_p, &atanh_p, &expm1_p,
                                             &log1p_p, &erf_p,   &erfc_p,  &floor_p, &ceil_p, &round_p,
-                                            &trunc_p, &floor_divide_p, &remainder_p, &bitwise_p, &bitwise_not_p};
+                                            &trunc_p, &floor_divide_p, &remainder_p, &bitwise_p, &bitwise_not_p, &gelu_p, &gelu_tanh_p};
 std::span<const Primitive* const> math_primitives() { return kMathPrimitives; }
 
 }  // namespace chainrule
