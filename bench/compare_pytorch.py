@@ -8,6 +8,7 @@ use its AVX-512 kernels). Prints both columns, the best, chainrule's figure and 
 
     /usr/bin/python3 bench/compare_pytorch.py --chainrule build/chainrule [--config tiny,small]
         [--jacobian] [--epoch] [--per-example] [--min-time 1.0] [--repeats 3] [--markdown]
+    /usr/bin/python3 bench/compare_pytorch.py --elementwise   (only the elementwise functions at 1M float32)
 
 Every PyTorch measurement runs in a fresh worker process (OpenBLAS reads its environment at load),
 --repeats times on each side (chainrule's bench too), and the best median counts.
@@ -34,6 +35,8 @@ TARGETS = {"tiny": 10.0, "small": 3.0, "fmnist": 1.5, "wide": 1.6, "resmlp": 2.5
 JACOBIANS = [(16, 4096), (4096, 16), (1024, 1024)]  # (n, m), 3-layer tanh MLP of width 512
 JACOBIAN_TARGET = 2.0
 PER_EXAMPLE_BATCH, PER_EXAMPLE_TARGET = 128, 2.0  # per-example gradients of the fmnist MLP
+ELEMENTWISE_N = 1 << 20  # float32 values, as `chainrule bench --elementwise`
+ELEMENTWISE_POSITIVE = ("log", "log1p")  # on |x| + 0.01, as there
 
 
 def median_seconds(fn, min_time, warmup=3, min_calls=10):
@@ -188,6 +191,52 @@ def worker_per_example(batch, threads, min_time):
             "loop_s": median_seconds(loop, min_time, warmup=1, min_calls=3)}
 
 
+def worker_elementwise(threads, min_time):
+    """The functions of `chainrule bench --elementwise` in PyTorch, out of place, on the same shapes."""
+    import torch
+    import torch.nn.functional as F
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    x = torch.randn(ELEMENTWISE_N)
+    positive = x.abs() + 0.01
+    fns = {"exp": torch.exp, "log": torch.log, "tanh": torch.tanh, "sigmoid": torch.sigmoid, "sin": torch.sin,
+           "cos": torch.cos, "erf": torch.erf, "expm1": torch.expm1, "log1p": torch.log1p, "softplus": F.softplus,
+           "gelu": F.gelu, "gelu_tanh": lambda v: F.gelu(v, approximate="tanh"), "silu": F.silu}
+    with torch.no_grad():
+        return {name: median_seconds(lambda: f(positive if name in ELEMENTWISE_POSITIVE else x), min_time, min_calls=20)
+                for name, f in fns.items()}
+
+
+def compare_elementwise(a):
+    """Side by side: each figure the best median over 1 and 2 threads and --repeats processes."""
+    cmd = [a.chainrule, "bench", "--elementwise", "--threads", "1,2", "--min-time", str(a.min_time), "--json"]
+    ours = [json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1])
+            ["elementwise"] for _ in range(a.repeats)]
+    theirs = [dict(run_worker(["elementwise", "--min-time", str(a.min_time), "--threads", str(t)], True), threads=t)
+              for _ in range(a.repeats) for t in (1, 2)]
+    gbs = lambda seconds: 2 * 4 * ELEMENTWISE_N / seconds / 1e9  # one float32 read and one written per value
+    md, sep = a.markdown, " | " if a.markdown else "  "
+
+    def row(cells):
+        print(("| " + sep.join(cells) + " |") if md else sep.join(f"{c:>14}" for c in cells))
+
+    print(f"elementwise, {ELEMENTWISE_N} float32 values (chainrule's vector kernels: {ours[0]['isa']}); "
+          f"best median of {a.repeats} processes, 1 or 2 threads")
+    head = ["function", "torch", "torch GB/s", "chainrule", "chainrule GB/s", "speed-up"]
+    row(head)
+    if md:
+        print("|" + "---|" * len(head))
+    for f in ours[0]["functions"]:
+        name = f["name"]
+        mine_t, mine_ms = min(((int(t), ms) for run in ours for g in run["functions"] if g["name"] == name
+                               for t, ms in g["ms"].items()), key=lambda p: p[1])
+        best = min(theirs, key=lambda r: r[name])
+        torch_s = best[name]
+        row([name, f"{1e3 * torch_s:.3f} ms ({best['threads']}t)", f"{gbs(torch_s):.1f}",
+             f"{mine_ms:.3f} ms ({mine_t}t)", f"{gbs(mine_ms / 1e3):.1f}", f"{1e3 * torch_s / mine_ms:.2f}x"])
+
+
 def read_idx(path):
     import numpy as np
 
@@ -270,6 +319,8 @@ def main():
     p.add_argument("--epoch", action="store_true", help="also time one epoch of the default training recipe")
     p.add_argument("--per-example", action="store_true",
                    help="also compare per-example gradients of the fmnist MLP: vmap(grad) against functorch's")
+    p.add_argument("--elementwise", action="store_true",
+                   help="instead: exp, log, tanh, sigmoid, gelu and the other elementwise functions at 1M float32")
     p.add_argument("--markdown", action="store_true", help="print the tables as Markdown")
     p.add_argument("--worker", nargs="*")
     p.add_argument("--threads", type=int, default=1)
@@ -283,11 +334,16 @@ def main():
             r = worker_jacobian(int(a.worker[1]), int(a.worker[2]), a.threads, a.min_time)
         elif kind == "per-example":
             r = worker_per_example(int(a.worker[1]), a.threads, a.min_time)
+        elif kind == "elementwise":
+            r = worker_elementwise(a.threads, a.min_time)
         else:
             r = worker_epoch(a.threads)
         print(json.dumps(r))
         return
 
+    if a.elementwise:
+        compare_elementwise(a)
+        return
     names = [c for c in a.config.split(",") if c]
     for c in names:
         if c not in CONFIGS:

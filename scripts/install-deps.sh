@@ -15,7 +15,7 @@ os_id=$( (. "$os_release" && echo "${ID:-unknown} ${VERSION_ID:-unknown}") 2>/de
 packages=(
   build-essential cmake ninja-build pkg-config git ca-certificates
   libdnnl-dev ocl-icd-opencl-dev  # Debian's oneDNN CMake package calls find_package(OpenCL)
-  libopenblas-dev zlib1g-dev
+  libopenblas-dev zlib1g-dev libsleef-dev
   libcli11-dev nlohmann-json3-dev libfmt-dev
   googletest libgtest-dev libbenchmark-dev
   dataset-fashion-mnist

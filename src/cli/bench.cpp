@@ -8,6 +8,7 @@
 #include <cmath>
 #include <iostream>
 #include <map>
+#include <optional>
 #include <nlohmann/json.hpp>
 
 #include "chainrule/autodiff/frame.h"
@@ -22,6 +23,7 @@
 #include "chainrule/tensor/allocator.h"
 #include "chainrule/tensor/random.h"
 #include "cli/commands.h"
+#include "kernels/vecmath.h"
 
 namespace chainrule::kernels {
 std::uint64_t& gemm_madds();  // kernels/kernels.h (not includable here: it needs OpenMP's flags)
@@ -202,11 +204,70 @@ PerExampleMeasurement measure_per_example(const std::string& config, std::int64_
   return r;
 }
 
+// Elementwise functions of 1M float32 values (bench/compare_pytorch.py --elementwise times torch's
+// on the same shapes): the primitives on SLEEF's vector kernels, the scalar <cmath> loop they
+// replaced (one thread; the primitives only), and the composite activations (softplus, silu).
+struct ElementwiseFn {
+  const char* name;
+  Tensor (*op)(const Tensor&);
+  bool positive;                       // a positive input (log, log1p)
+  std::optional<kernels::VecFn> kernel;  // the vector kernel behind it, when one primitive
+};
+Tensor gelu_exact(const Tensor& x) { return gelu(x, false); }
+Tensor gelu_tanh(const Tensor& x) { return gelu(x, true); }
+const std::vector<ElementwiseFn>& elementwise_fns() {
+  using kernels::VecFn;
+  static const std::vector<ElementwiseFn> list = {
+      {"exp", exp, false, VecFn::exp},         {"log", log, true, VecFn::log},       {"tanh", tanh, false, VecFn::tanh},
+      {"sigmoid", sigmoid, false, VecFn::sigmoid}, {"sin", sin, false, VecFn::sin},  {"cos", cos, false, VecFn::cos},
+      {"erf", erf, false, VecFn::erf},         {"expm1", expm1, false, VecFn::expm1}, {"log1p", log1p, true, VecFn::log1p},
+      {"softplus", softplus, false, {}},       {"gelu", gelu_exact, false, VecFn::gelu}, {"gelu_tanh", gelu_tanh, false, VecFn::gelu_tanh},
+      {"silu", silu, false, {}},
+  };
+  return list;
+}
+
+nlohmann::json run_elementwise(const std::vector<int>& thread_counts, double min_seconds) {
+  const std::int64_t n = 1 << 20;
+  Generator gen(0);
+  NoGradGuard ng;
+  const Tensor x = randn({n}, gen), positive = abs(x) + 0.01;
+  const double bytes = 2.0 * sizeof(float) * static_cast<double>(n);  // one read, one write
+  fmt::print("Elementwise, {} float32 values (vector kernels: {}), median ms and GB/s (read + write):\n", n, kernels::vec_isa());
+  fmt::print("{:<10}", "function");
+  for (int t : thread_counts) fmt::print(" {:>9} {:>6}", fmt::format("{} thr ms", t), "GB/s");
+  fmt::print(" {:>11}\n", "scalar ms");
+  nlohmann::json rows = nlohmann::json::array();
+  for (const auto& f : elementwise_fns()) {
+    const Tensor& in = f.positive ? positive : x;
+    fmt::print("{:<10}", f.name);
+    nlohmann::json row{{"name", f.name}};
+    for (int t : thread_counts) {
+      set_threads(t);
+      const double s = median_seconds([&] { f.op(in); }, 3, 20, min_seconds);
+      fmt::print(" {:>9.3f} {:>6.1f}", 1e3 * s, bytes / s / 1e9);
+      row["ms"][std::to_string(t)] = 1e3 * s;
+    }
+    if (f.kernel) {  // the <cmath> loop, one thread, into a preallocated output
+      Tensor o = empty({n});
+      const float* a = in.data<float>();
+      float* d = o.mutable_data<float>();
+      const double s = median_seconds([&] { kernels::vec_map_scalar(*f.kernel, a, d, n); }, 1, 5, min_seconds);
+      fmt::print(" {:>11.3f}", 1e3 * s);
+      row["scalar_ms"] = 1e3 * s;
+    }
+    fmt::print("\n");
+    std::fflush(stdout);
+    rows.push_back(row);
+  }
+  return {{"n", n}, {"isa", kernels::vec_isa()}, {"functions", rows}};
+}
+
 struct BenchArgs {
   std::vector<std::string> configs;
   std::vector<int> threads;
   double min_time = 1.0;
-  bool json = false, jacobians = false, per_example = false;
+  bool json = false, jacobians = false, per_example = false, elementwise = false;
   std::int64_t per_example_batch = 128;
   std::string per_example_config = "fmnist";
 };
@@ -227,6 +288,11 @@ void run_bench(const BenchArgs& a) {
   for (int t : thread_counts)
     if (t <= 0) throw ValueError(fmt::format("bench: --threads must be positive, got {}", t));
   if (!(a.min_time > 0)) throw ValueError(fmt::format("bench: --min-time must be positive, got {}", a.min_time));
+  if (a.elementwise) {  // on its own: no networks, no GEMM peak
+    nlohmann::json out{{"elementwise", run_elementwise(thread_counts, a.min_time)}};
+    if (a.json) std::cout << out.dump() << "\n";
+    return;
+  }
 
   double peak = 0;
   for (int t : thread_counts) {
@@ -298,6 +364,9 @@ void add_bench_command(CLI::App& app, int& exit_code) {
   cmd->add_option("--per-example-batch", args->per_example_batch, "Batch of --per-example")->capture_default_str();
   cmd->add_option("--per-example-config", args->per_example_config,
                   "Network of --per-example (fmnist, or a resnet config in evaluation mode)")->capture_default_str();
+  cmd->add_flag("--elementwise", args->elementwise,
+                "Instead of the networks: time exp, log, tanh, sigmoid, sin, cos, erf, expm1, log1p and the composite "
+                "activations at 1M float32 values, per thread count");
   cmd->add_flag("--json", args->json, "Print one JSON object with every figure as the last line");
   cmd->callback([args, &exit_code] {
     run_bench(*args);

@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "kernels/kernels.h"
+#include "kernels/vecmath.h"
 #include "ops/cases.h"
 #include "ops/registry.h"
 
@@ -136,7 +137,7 @@ const Primitive neg_p{
 
 const Primitive exp_p{
     .name = "exp",
-    .forward = [](auto x, auto&) { return unary_forward("exp", x[0], [](auto a) { return std::exp(a); }); },
+    .forward = [](auto x, auto&) { return kernels::vec_unary_forward("exp", x[0], kernels::VecFn::exp); },
     .jvp = [](int, const Tensor& t, const Ctx& c) { return mul(t, c.out); },
     .vjp = [](int, const Tensor& ct, const Ctx& c) { return mul(ct, c.out); },
     .batching = Batching::Leading,
@@ -146,7 +147,7 @@ const Primitive exp_p{
 
 const Primitive log_p{
     .name = "log",
-    .forward = [](auto x, auto&) { return unary_forward("log", x[0], [](auto a) { return std::log(a); }); },
+    .forward = [](auto x, auto&) { return kernels::vec_unary_forward("log", x[0], kernels::VecFn::log); },
     .jvp = [](int, const Tensor& t, const Ctx& c) { return div(t, c.x[0]); },
     .vjp = [](int, const Tensor& ct, const Ctx& c) { return div(ct, c.x[0]); },
     .batching = Batching::Leading,
@@ -175,7 +176,7 @@ const Primitive abs_p{
 
 const Primitive tanh_p{
     .name = "tanh",
-    .forward = [](auto x, auto&) { return unary_forward("tanh", x[0], [](auto a) { return std::tanh(a); }); },
+    .forward = [](auto x, auto&) { return kernels::vec_unary_forward("tanh", x[0], kernels::VecFn::tanh); },
     .jvp = [](int, const Tensor& t, const Ctx& c) { return mul(t, sub(scalar_tensor(1.0, c.out.dtype()), mul(c.out, c.out))); },
     .vjp = [](int, const Tensor& ct, const Ctx& c) { return mul(ct, sub(scalar_tensor(1.0, c.out.dtype()), mul(c.out, c.out))); },
     .batching = Batching::Leading,
@@ -183,16 +184,10 @@ const Primitive tanh_p{
     .cases = [] { return cases::unary([](auto x) { return tanh(x[0]); }); },
 };
 
-// NOTE: sigmoid is computed from exp(-|a|) so that neither branch overflows.
+// NOTE: sigmoid is computed from exp(-|a|) so that neither branch overflows (kernels/vecmath.cpp).
 const Primitive sigmoid_p{
     .name = "sigmoid",
-    .forward = [](auto x, auto&) {
-      return unary_forward("sigmoid", x[0], [](auto a) {
-        using T = decltype(a);
-        T e = std::exp(-std::abs(a));
-        return a >= 0 ? T(1) / (T(1) + e) : e / (T(1) + e);
-      });
-    },
+    .forward = [](auto x, auto&) { return kernels::vec_unary_forward("sigmoid", x[0], kernels::VecFn::sigmoid); },
     .jvp = [](int, const Tensor& t, const Ctx& c) { return mul(t, mul(c.out, sub(scalar_tensor(1.0, c.out.dtype()), c.out))); },
     .vjp = [](int, const Tensor& ct, const Ctx& c) { return mul(ct, mul(c.out, sub(scalar_tensor(1.0, c.out.dtype()), c.out))); },
     .batching = Batching::Leading,

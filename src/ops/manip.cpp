@@ -1,6 +1,7 @@
 // The array API's manipulation functions. flip is a primitive (linear and its own adjoint); the
 // rest are exact composites of the structural primitives (reshape, permute, broadcast_to, slice,
 // concat), so their derivatives are those primitives' transposes and cost nothing extra.
+#include <cmath>
 #include <cstring>
 #include <string_view>
 #include <vector>
@@ -185,7 +186,96 @@ std::vector<Tensor> meshgrid(const std::vector<Tensor>& xs, std::string_view ind
   return out;
 }
 
-const Primitive* const kManipPrimitives[] = {&flip_p};
+
+// ---- triangles ---------------------------------------------------------------------------------
+
+// tril (code 0) or triu (code 1) of the last two axes, diagonal offset p.start: x times a fixed 0/1
+// mask, so linear, and its JVP and VJP are the same triangle of the tangent or cotangent.
+namespace {
+Tensor triangle(const Tensor& x, std::int64_t k, bool upper);
+}
+const Primitive triangle_p{
+    .name = "triangle",
+    .forward = [](auto x, auto& p) {
+      const Shape& s = x[0].shape();
+      const std::int64_t rows = s[s.size() - 2], cols = s[s.size() - 1], k = p.start;
+      const bool upper = p.code == 1;
+      Tensor o = empty(s, x[0].dtype());
+      kernels::dispatch_all(x[0].dtype(), [&](auto tag) {
+        using T = decltype(tag);
+        const T* a = kernels::in<T>(x[0]);
+        T* d = kernels::out<T>(o);
+        const std::int64_t mats = rows * cols == 0 ? 0 : x[0].numel() / (rows * cols);
+        for (std::int64_t m = 0; m < mats; ++m)
+          for (std::int64_t i = 0; i < rows; ++i)
+            for (std::int64_t j = 0; j < cols; ++j) {
+              const std::int64_t at = (m * rows + i) * cols + j;
+              d[at] = (upper ? j - i >= k : j - i <= k) ? a[at] : T(0);
+            }
+        return 0;
+      });
+      return o;
+    },
+    .jvp = [](int, const Tensor& t, const Ctx& c) { return triangle(t, c.p.start, c.p.code == 1); },
+    .vjp = [](int, const Tensor& ct, const Ctx& c) { return triangle(ct, c.p.start, c.p.code == 1); },
+    .batching = Batching::Leading,
+    .saves = kSaveNone,
+    .cases = [] {
+      using cases::sample;
+      return std::vector<OpCase>{
+          cases::single("tril [3,4]", {sample({3, 4}, Domain::Real, 1)}, [](auto x) { return tril(x[0]); }),
+          cases::single("triu [4,3] k=1", {sample({4, 3}, Domain::Real, 2)}, [](auto x) { return triu(x[0], 1); }),
+          cases::single("tril [2,3,3] k=-1", {sample({2, 3, 3}, Domain::Real, 3)}, [](auto x) { return tril(x[0], -1); }),
+          cases::single("triu [2,1,4,4] k=-2", {sample({2, 1, 4, 4}, Domain::Real, 4)}, [](auto x) { return triu(x[0], -2); }),
+          cases::single("tril [0,3]", {sample({0, 3}, Domain::Real, 5)}, [](auto x) { return tril(x[0]); }),
+          cases::single("triu [10,12] k=3", {sample({10, 12}, Domain::Real, 6)}, [](auto x) { return triu(x[0], 3); }),
+      };
+    },
+};
+
+namespace {
+Tensor triangle(const Tensor& x, std::int64_t k, bool upper) {
+  if (x.dim() < 2)
+    throw ShapeError(fmt::format("{}: expected at least 2 dimensions, got shape {}", upper ? "triu" : "tril", x.shape().str()));
+  Params p;
+  p.start = k;
+  p.code = upper ? 1 : 0;
+  return bind(triangle_p, {x}, p);
+}
+}  // namespace
+Tensor tril(const Tensor& x, std::int64_t k) { return triangle(x, k, false); }
+Tensor triu(const Tensor& x, std::int64_t k) { return triangle(x, k, true); }
+
+// ---- creation ----------------------------------------------------------------------------------
+
+Tensor linspace(double start, double stop, std::int64_t num, DType dtype, bool endpoint) {
+  if (num < 0) throw ValueError(fmt::format("linspace: num must be non-negative, got {}", num));
+  if (!std::isfinite(start) || !std::isfinite(stop))
+    throw ValueError(fmt::format("linspace: start and stop must be finite, got {} and {}", start, stop));
+  std::vector<double> v(static_cast<std::size_t>(num));
+  const std::int64_t div = endpoint ? num - 1 : num;
+  const double step = div > 0 ? (stop - start) / static_cast<double>(div) : 0.0;
+  for (std::int64_t i = 0; i < num; ++i) v[static_cast<std::size_t>(i)] = start + static_cast<double>(i) * step;
+  if (endpoint && num > 1) v.back() = stop;
+  return tensor(v, Shape{num}, dtype);
+}
+
+Tensor arange(double start, double stop, double step, DType dtype) {
+  if (step == 0 || !std::isfinite(step) || !std::isfinite(start) || !std::isfinite(stop))
+    throw ValueError(fmt::format("arange: start, stop and step must be finite and step nonzero, got {}, {}, {}", start, stop, step));
+  const double count = std::ceil((stop - start) / step);
+  if (count > 9007199254740992.0)  // 2^53: past it the values are no longer distinct doubles
+    throw ValueError(fmt::format("arange: {} values from {} to {} by {} is too many", count, start, stop, step));
+  const auto n = count > 0 ? static_cast<std::int64_t>(count) : 0;
+  std::vector<double> v(static_cast<std::size_t>(n));
+  for (std::int64_t i = 0; i < n; ++i) v[static_cast<std::size_t>(i)] = start + static_cast<double>(i) * step;
+  return tensor(v, Shape{n}, dtype);
+}
+
+Tensor full_like(const Tensor& x, double value) { return full(x.shape(), value, x.dtype()); }
+Tensor full_like(const Tensor& x, double value, DType dtype) { return full(x.shape(), value, dtype); }
+
+const Primitive* const kManipPrimitives[] = {&flip_p, &triangle_p};
 std::span<const Primitive* const> manip_primitives() { return kManipPrimitives; }
 
 }  // namespace chainrule

@@ -98,6 +98,38 @@ std::vector<Tensor> unstack(const Tensor& x, std::int64_t axis = 0);
 // output axes, "ij" does not.
 std::vector<Tensor> meshgrid(const std::vector<Tensor>& xs, std::string_view indexing = "xy");
 
+// The lower (tril) or upper (triu) triangle of the last two axes, the rest zero: element (i, j)
+// is kept where j - i <= k (tril) or j - i >= k (triu). Any dtype; linear, so differentiable.
+Tensor tril(const Tensor& x, std::int64_t k = 0);
+Tensor triu(const Tensor& x, std::int64_t k = 0);
+
+// ---- creation (src/ops/manip.cpp): constants, no derivative ----------------------------------
+
+// num values from start to stop, evenly spaced (stop included when endpoint; NumPy's spacing:
+// start + i step, the last exactly stop). num >= 0.
+Tensor linspace(double start, double stop, std::int64_t num, DType dtype = get_default_dtype(), bool endpoint = true);
+// start, start + step, ... while before stop (step > 0) or after it (step < 0): ceil((stop -
+// start) / step) values. step != 0. arange(n) (tensor.h) is arange(0, n, 1).
+Tensor arange(double start, double stop, double step = 1.0, DType dtype = get_default_dtype());
+// x's shape filled with value, in x's dtype or the one given; a constant (x's values unused).
+Tensor full_like(const Tensor& x, double value);
+Tensor full_like(const Tensor& x, double value, DType dtype);
+
+// ---- integer division and bitwise operations (src/ops/math.cpp), with type promotion --------------
+
+// floor(a / b), as Python's // and NumPy's floor_divide: float32/64 (piecewise constant, no
+// derivative; b = 0 gives +-inf or NaN as IEEE division) and int64 (b = 0 is a ValueError).
+Tensor floor_divide(const Tensor& a, const Tensor& b);
+// a - floor_divide(a, b) b: the sign of b, as Python's % and NumPy's and torch's remainder.
+// Differentiable in floats (d/da = 1, d/db = -floor_divide(a, b)); int64 has no derivative.
+Tensor remainder(const Tensor& a, const Tensor& b);
+// Elementwise on int64 or bool (logical for bool); a float operand is a DTypeError. No derivative.
+Tensor bitwise_and(const Tensor& a, const Tensor& b);
+Tensor bitwise_or(const Tensor& a, const Tensor& b);
+Tensor bitwise_xor(const Tensor& a, const Tensor& b);
+Tensor bitwise_not(const Tensor& x);  // torch.bitwise_not; the array API's bitwise_invert
+Tensor bitwise_invert(const Tensor& x);
+
 // ---- special functions (src/ops/special.cpp) -----------------------------------------------------
 
 Tensor lgamma(const Tensor& x);  // log|Γ(x)|
