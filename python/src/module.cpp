@@ -353,7 +353,18 @@ view keeps the storage alive. Writes through the view are visible in the tensor 
       .def("__le__", [](const Tensor& a, py::object b) { return less_equal(a, operand(b, a)); })
       .def("__eq__", [](const Tensor& a, py::object b) { return equal(a, operand(b, a)); })
       .def("__ne__", [](const Tensor& a, py::object b) { return equal(equal(a, operand(b, a)), scalar_tensor(0.0, DType::b8)); })
-      .def("__abs__", [](const Tensor& a) { return chainrule::abs(a); });
+      .def("__abs__", [](const Tensor& a) { return chainrule::abs(a); })
+      .def("__floordiv__", [](const Tensor& a, py::object b) { return floor_divide(a, operand(b, a)); })
+      .def("__rfloordiv__", [](const Tensor& a, py::object b) { return floor_divide(operand(b, a), a); })
+      .def("__mod__", [](const Tensor& a, py::object b) { return remainder(a, operand(b, a)); })
+      .def("__rmod__", [](const Tensor& a, py::object b) { return remainder(operand(b, a), a); })
+      .def("__and__", [](const Tensor& a, py::object b) { return bitwise_and(a, operand(b, a)); })
+      .def("__rand__", [](const Tensor& a, py::object b) { return bitwise_and(operand(b, a), a); })
+      .def("__or__", [](const Tensor& a, py::object b) { return bitwise_or(a, operand(b, a)); })
+      .def("__ror__", [](const Tensor& a, py::object b) { return bitwise_or(operand(b, a), a); })
+      .def("__xor__", [](const Tensor& a, py::object b) { return bitwise_xor(a, operand(b, a)); })
+      .def("__rxor__", [](const Tensor& a, py::object b) { return bitwise_xor(operand(b, a), a); })
+      .def("__invert__", [](const Tensor& a) { return bitwise_invert(a); });
   T.attr("__hash__") = py::none();
 
   // Creation and conversion.
@@ -379,8 +390,23 @@ numpy are not seen by the version counter that guards saved tensors.)doc");
         py::arg("shape"), py::arg("dtype") = py::none());
   m.def("full", [](py::object s, double v, py::object d) { return full(to_shape(s), v, d.is_none() ? DType::f32 : parse_dtype(d)); },
         py::arg("shape"), py::arg("value"), py::arg("dtype") = py::none());
-  m.def("arange", [](std::int64_t n, py::object d) { return arange(n, d.is_none() ? DType::f32 : parse_dtype(d)); },
-        py::arg("n"), py::arg("dtype") = py::none());
+  // NumPy's and PyTorch's arange(stop) / arange(start, stop, step): int64 when every bound is a
+  // Python int (as torch.arange), the default float dtype otherwise, unless a dtype is given.
+  m.def("arange", [](py::object start, py::object stop, py::object step, py::object d) {
+    const bool ints = py::isinstance<py::int_>(start) && (stop.is_none() || py::isinstance<py::int_>(stop)) && py::isinstance<py::int_>(step);
+    const DType t = !d.is_none() ? parse_dtype(d) : ints ? DType::i64 : get_default_dtype();
+    if (stop.is_none()) return arange(0.0, start.cast<double>(), step.cast<double>(), t);
+    return arange(start.cast<double>(), stop.cast<double>(), step.cast<double>(), t);
+  }, py::arg("start"), py::arg("stop") = py::none(), py::arg("step") = 1, py::arg("dtype") = py::none());
+  m.def("linspace", [](double start, double stop, std::int64_t num, py::object d, bool endpoint) {
+    return linspace(start, stop, num, d.is_none() ? get_default_dtype() : parse_dtype(d), endpoint);
+  }, py::arg("start"), py::arg("stop"), py::arg("num"), py::arg("dtype") = py::none(), py::arg("endpoint") = true);
+  m.def("full_like", [](const Tensor& x, double v, py::object d) { return d.is_none() ? full_like(x, v) : full_like(x, v, parse_dtype(d)); },
+        py::arg("x"), py::arg("fill_value"), py::arg("dtype") = py::none());
+  m.def("tril", &chainrule::tril, py::arg("x"), py::arg("k") = 0);
+  m.def("triu", &chainrule::triu, py::arg("x"), py::arg("k") = 0);
+  m.def("bitwise_not", &chainrule::bitwise_not, py::arg("x"));
+  m.def("bitwise_invert", &chainrule::bitwise_invert, py::arg("x"));
   m.def("eye", [](std::int64_t n, py::object d) { return eye(n, d.is_none() ? DType::f32 : parse_dtype(d)); },
         py::arg("n"), py::arg("dtype") = py::none());
   m.def("zeros_like", &zeros_like);
@@ -394,6 +420,8 @@ numpy are not seen by the version counter that guards saved tensors.)doc");
     Tensor tb = to_t(b); return fn(operand(a, tb), tb); }, py::arg("a"), py::arg("b"));
   BIN(add, add) BIN(sub, sub) BIN(mul, mul) BIN(div, chainrule::div) BIN(maximum, maximum) BIN(minimum, minimum)
   BIN(greater, greater) BIN(greater_equal, greater_equal) BIN(less, less) BIN(less_equal, less_equal) BIN(equal, equal)
+  BIN(floor_divide, floor_divide) BIN(remainder, remainder) BIN(bitwise_and, bitwise_and) BIN(bitwise_or, bitwise_or)
+  BIN(bitwise_xor, bitwise_xor)
 #undef BIN
   m.def("pow", [](const Tensor& a, py::object b) {
     if (py::isinstance<py::int_>(b) || py::isinstance<py::float_>(b)) return chainrule::pow(a, b.cast<double>());

@@ -178,3 +178,32 @@ def test_unfold_fold_scan_and_scatter_match_references():
     for r in range(2):
         np.add.at(out[r], idx[r], src[r])
     np.testing.assert_allclose(cr.scatter_add_along_axis(cr.tensor(src), cr.tensor(idx), 1, 4).numpy(), out, rtol=1e-14)
+
+
+def test_division_bitwise_and_creation_as_python_and_numpy():
+    a = np.array([7, -7, 7, -7, 0])
+    b = np.array([2, 2, -2, -2, 3])
+    x, y = cr.tensor(a), cr.tensor(b)
+    np.testing.assert_array_equal((x // y).numpy(), a // b)
+    np.testing.assert_array_equal((x % y).numpy(), a % b)
+    np.testing.assert_array_equal((x % 3).numpy(), a % 3)
+    f = cr.tensor([5.5, -5.5], dtype="float64")
+    np.testing.assert_allclose((f % 2.0).numpy(), np.array([5.5, -5.5]) % 2.0)
+    np.testing.assert_allclose(cr.grad(lambda v: cr.sum(v % 2.0))(f).numpy(), [1.0, 1.0])
+    np.testing.assert_array_equal((x & y).numpy(), a & b)
+    np.testing.assert_array_equal((x | 1).numpy(), a | 1)
+    np.testing.assert_array_equal((x ^ y).numpy(), a ^ b)
+    np.testing.assert_array_equal((~x).numpy(), ~a)
+    m = x > 0
+    np.testing.assert_array_equal((~m).numpy(), ~(a > 0))
+    np.testing.assert_array_equal((m & (y > 0)).numpy(), (a > 0) & (b > 0))
+    assert cr.arange(5).dtype == cr.int64 and cr.arange(5).numpy().tolist() == [0, 1, 2, 3, 4]
+    np.testing.assert_allclose(cr.arange(1.0, 2.0, 0.25).numpy(), np.arange(1.0, 2.0, 0.25))
+    np.testing.assert_array_equal(cr.arange(10, 0, -3).numpy(), np.arange(10, 0, -3))
+    np.testing.assert_allclose(cr.linspace(0, 1, 5, dtype="float64").numpy(), np.linspace(0, 1, 5))
+    m3 = np.arange(12.0).reshape(3, 4)
+    np.testing.assert_array_equal(cr.tril(cr.tensor(m3), -1).numpy(), np.tril(m3, -1))
+    np.testing.assert_array_equal(cr.triu(cr.tensor(m3), 1).numpy(), np.triu(m3, 1))
+    assert cr.full_like(f, 3.0).dtype == cr.float64 and cr.full_like(f, 3.0).numpy().tolist() == [3.0, 3.0]
+    with pytest.raises(cr.DTypeError):
+        f & f
