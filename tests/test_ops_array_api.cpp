@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <numbers>
 #include <numeric>
 #include <vector>
@@ -236,6 +237,27 @@ TEST(Stats, IntegerAndBoolSumsAreExactInt64) {
       std::accumulate(v.begin(), v.begin() + 12, std::int64_t{0}), std::accumulate(v.begin() + 12, v.end(), std::int64_t{0})}));
   EXPECT_EQ(sum(zeros({0, 3}, DType::i64), {0}).to_vector<std::int64_t>(), (std::vector<std::int64_t>{0, 0, 0}));
   EXPECT_THROW(mean(x), DTypeError);  // a mean of integers is a float: cast first, as in PyTorch
+}
+
+TEST(Stats, IntegerMaxMinArgmaxNegAbsAreExact) {
+  constexpr std::int64_t lo = std::numeric_limits<std::int64_t>::min(), hi = std::numeric_limits<std::int64_t>::max();
+  // Neighbours a double cannot tell apart, and the extremes (where -x overflows).
+  Tensor x = from_vector<std::int64_t>({(std::int64_t{1} << 60) + 1, (std::int64_t{1} << 60) + 3, lo, 5, hi, (std::int64_t{1} << 60) + 2}, {2, 3});
+  EXPECT_EQ(max(x).item<std::int64_t>(), hi);
+  EXPECT_EQ(min(x).item<std::int64_t>(), lo);
+  EXPECT_EQ(max(x, {1}).to_vector<std::int64_t>(), (std::vector<std::int64_t>{(std::int64_t{1} << 60) + 3, hi}));
+  EXPECT_EQ(min(x, {0}).to_vector<std::int64_t>(), (std::vector<std::int64_t>{5, (std::int64_t{1} << 60) + 3, lo}));
+  EXPECT_EQ(argmax(x, 1).to_vector<std::int64_t>(), (std::vector<std::int64_t>{1, 1}));
+  EXPECT_EQ(argmin(x, 1).to_vector<std::int64_t>(), (std::vector<std::int64_t>{2, 0}));
+  EXPECT_EQ(argmin(from_vector<std::int64_t>({3, -2, -2, 7}), 0).item<std::int64_t>(), 1);  // the first minimal one
+  EXPECT_EQ(neg(x).to_vector<std::int64_t>()[2], lo);  // wraps, as NumPy and PyTorch
+  EXPECT_EQ(neg(x).to_vector<std::int64_t>()[4], -hi);
+  EXPECT_EQ(abs(from_vector<std::int64_t>({-3, 4, 0})).to_vector<std::int64_t>(), (std::vector<std::int64_t>{3, 4, 0}));
+  EXPECT_EQ(sign(from_vector<std::int64_t>({-3, 4, 0})).to_vector<std::int64_t>(), (std::vector<std::int64_t>{-1, 1, 0}));
+  EXPECT_EQ(neg(x).dtype(), DType::i64);
+  EXPECT_TRUE(std::signbit(abs(scalar_tensor(-0.0, DType::f64)).item<double>()) == false);
+  EXPECT_THROW(max(zeros({0}, DType::i64)), ValueError);
+  EXPECT_THROW(max(greater(x, x)), DTypeError);  // a max of bools: compare as int64 first
 }
 
 TEST(Stats, CumulativeOpsMatchLoops) {

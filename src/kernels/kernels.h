@@ -10,6 +10,7 @@
 #include <cstring>
 #include <span>
 #include <string_view>
+#include <type_traits>
 
 #include "chainrule/autodiff/primitive.h"
 #include "chainrule/tensor/tensor.h"
@@ -156,6 +157,26 @@ Tensor unary_forward(std::string_view name, const Tensor& x, Op op) {
     using T = decltype(tag);
     return map_unary<T>(x, [&](T a) -> T { return op(a); });
   });
+}
+
+// The same for float32, float64 and int64 (neg, abs, sign: integers have them too).
+template <class Op>
+Tensor numeric_unary_forward(std::string_view name, const Tensor& x, Op op) {
+  return dispatch_numeric(x.dtype(), name, [&](auto tag) {
+    using T = decltype(tag);
+    return map_unary<T>(x, [&](T a) -> T { return op(a); });
+  });
+}
+// -a, wrapping for the most negative int64 as NumPy and PyTorch do (no signed overflow).
+template <class T>
+T wrapping_neg(T a) {
+  if constexpr (std::is_same_v<T, std::int64_t>) return static_cast<std::int64_t>(std::uint64_t{0} - static_cast<std::uint64_t>(a));
+  else return -a;
+}
+template <class T>
+T wrapping_abs(T a) {
+  if constexpr (std::is_same_v<T, std::int64_t>) return a < 0 ? wrapping_neg(a) : a;
+  else return std::abs(a);  // clears the sign of -0 and NaN, as IEEE's abs
 }
 
 // out[i] = op(a[i], b[i]) with broadcasting; the row loops are specialised on unit/zero strides

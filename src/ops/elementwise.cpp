@@ -127,7 +127,7 @@ const Primitive minimum_p{
 
 const Primitive neg_p{
     .name = "neg",
-    .forward = [](auto x, auto&) { return unary_forward("neg", x[0], [](auto a) { return -a; }); },
+    .forward = [](auto x, auto&) { return kernels::numeric_unary_forward("neg", x[0], [](auto a) { return kernels::wrapping_neg(a); }); },
     .jvp = [](int, const Tensor& t, const Ctx&) { return neg(t); },
     .vjp = [](int, const Tensor& ct, const Ctx&) { return neg(ct); },
     .batching = Batching::Leading,
@@ -166,7 +166,9 @@ const Primitive sqrt_p{
 
 const Primitive abs_p{
     .name = "abs",
-    .forward = [](auto x, auto&) { return unary_forward("abs", x[0], [](auto a) { return std::abs(a); }); },
+    .forward = [](auto x, auto&) {
+      return kernels::numeric_unary_forward("abs", x[0], [](auto a) { return kernels::wrapping_abs(a); });
+    },
     .jvp = [](int, const Tensor& t, const Ctx& c) { return mul(t, sign(c.x[0])); },
     .vjp = [](int, const Tensor& ct, const Ctx& c) { return mul(ct, sign(c.x[0])); },
     .batching = Batching::Leading,
@@ -227,7 +229,7 @@ const Primitive relu_backward_p{
 const Primitive sign_p{
     .name = "sign",
     .forward = [](auto x, auto&) {
-      return unary_forward("sign", x[0], [](auto a) { return decltype(a)((a > 0) - (a < 0)); });
+      return kernels::numeric_unary_forward("sign", x[0], [](auto a) { return decltype(a)((a > 0) - (a < 0)); });
     },
     .batching = Batching::Leading,
 };

@@ -225,7 +225,7 @@ const Primitive argmax_p{
       oshape.erase(a);
       Tensor o = empty(oshape, DType::i64);
       auto* d = kernels::out<std::int64_t>(o);
-      dispatch_float(x[0].dtype(), "argmax", [&](auto tag) {
+      kernels::dispatch_numeric(x[0].dtype(), "argmax", [&](auto tag) {
         using T = decltype(tag);
         const T* s = kernels::in<T>(x[0]);
         for (std::int64_t o2 = 0; o2 < L.outer; ++o2)
@@ -243,10 +243,13 @@ const Primitive argmax_p{
     .batching = Batching::Leading,
 };
 
-extern const Primitive integer_sum_p;  // below, with the statistics
+namespace {
+// int64 (and bool) reductions, exact in int64: below, with the statistics.
+Tensor integer_reduce(const Tensor& x, Params p, int code);
+}  // namespace
 Tensor sum(const Tensor& x, const Axes& axes, bool keepdims) {
   Params p = reduce_params("sum", x, axes, keepdims);
-  if (!is_floating(x.dtype())) return bind(integer_sum_p, {x}, p);  // int64 or bool: an exact int64 sum
+  if (!is_floating(x.dtype())) return integer_reduce(x, p, 0);
   if (p.axes.empty()) return x;
   return bind(sum_p, {x}, p);
 }
@@ -257,6 +260,7 @@ Tensor mean(const Tensor& x, const Axes& axes, bool keepdims) {
 }
 Tensor max(const Tensor& x, const Axes& axes, bool keepdims) {
   Params p = reduce_params("max", x, axes, keepdims);
+  if (!is_floating(x.dtype())) return integer_reduce(x, p, 1);
   if (p.axes.empty()) return x;
   return bind(max_p, {x}, p);
 }
@@ -325,15 +329,26 @@ Tensor truth_reduce(std::string_view name, const Tensor& x, const Params& p, boo
   return drop_if_needed(kernels::map_unary<double, bool>(kept, [](double v) { return v != 0.0; }), axes, p.keepdims);
 }
 
-// The sum of an int64 or bool tensor over the axes, accumulated exactly in int64 (as NumPy and
-// PyTorch: bools count as 0 and 1, and the result is int64, wrapping on overflow as they do).
-Tensor integer_sum_forward(const Tensor& x, const Params& p) {
-  if (x.dtype() != DType::i64 && x.dtype() != DType::b8)
-    throw DTypeError(fmt::format("sum: an integer sum takes int64 or bool, got {}", dtype_name(x.dtype())));
-  const Shape axes = kernels::resolve_axes("sum", p.axes, x.shape().size());
+// Sum, max or min (Params::code: IntegerReduce) of an int64 (or, for the sum, bool) tensor over
+// the axes, exact in int64 as NumPy and PyTorch: bools count as 0 and 1, a sum wraps on
+// overflow as theirs do, and a max or min of no elements is an error (there is no identity).
+enum IntegerReduce : int { kIntSum = 0, kIntMax = 1, kIntMin = 2 };
+const char* integer_reduce_name(int code) { return code == kIntSum ? "sum" : code == kIntMax ? "max" : "min"; }
+
+Tensor integer_reduce_forward(const Tensor& x, const Params& p) {
+  const char* name = integer_reduce_name(p.code);
+  if (x.dtype() != DType::i64 && !(x.dtype() == DType::b8 && p.code == kIntSum))
+    throw DTypeError(fmt::format("{}: expected float32, float64 or int64{}, got {}", name, p.code == kIntSum ? " (or bool)" : "",
+                                 dtype_name(x.dtype())));
+  const Shape axes = kernels::resolve_axes(name, p.axes, x.shape().size());
   const Shape oshape = keep_shape(x.shape(), p.axes);
-  Tensor o = zeros(oshape, DType::i64);
-  auto* d = reinterpret_cast<std::uint64_t*>(kernels::out<std::int64_t>(o));  // unsigned: wraps without UB
+  if (p.code != kIntSum && x.numel() == 0)
+    throw ValueError(fmt::format("{}: no elements to reduce in shape {} (an integer {} has no identity)", name, x.shape().str(), name));
+  Tensor o = empty(oshape, DType::i64);
+  std::int64_t* d = kernels::out<std::int64_t>(o);
+  const std::int64_t init = p.code == kIntSum ? 0 : p.code == kIntMax ? std::numeric_limits<std::int64_t>::min()
+                                                                       : std::numeric_limits<std::int64_t>::max();
+  std::fill(d, d + oshape.numel(), init);
   // Walk the input in order, keeping the output offset of the current index: a reduced axis
   // contributes nothing to it.
   const auto r = x.shape().size();
@@ -342,21 +357,29 @@ Tensor integer_sum_forward(const Tensor& x, const Params& p) {
     ostride[static_cast<std::size_t>(i)] = oshape[static_cast<std::size_t>(i)] == 1 ? 0 : st;
     st *= oshape[static_cast<std::size_t>(i)];
   }
-  std::int64_t off = 0;
-  kernels::dispatch_all(x.dtype(), [&](auto tag) {
-    using T = decltype(tag);
-    const T* s = kernels::in<T>(x);
-    for (std::int64_t e = 0; e < x.numel(); ++e) {
-      d[off] += static_cast<std::uint64_t>(static_cast<std::int64_t>(s[e]));
-      for (std::size_t k = r; k-- > 0;) {  // next index, last axis fastest
-        off += ostride[k];
-        if (++idx[k] < x.shape()[k]) break;
-        off -= ostride[k] * idx[k];
-        idx[k] = 0;
+  auto walk = [&](auto combine) {
+    std::int64_t off = 0;
+    kernels::dispatch_all(x.dtype(), [&](auto tag) {
+      using T = decltype(tag);
+      const T* s = kernels::in<T>(x);
+      for (std::int64_t e = 0; e < x.numel(); ++e) {
+        d[off] = combine(d[off], static_cast<std::int64_t>(s[e]));
+        for (std::size_t k = r; k-- > 0;) {  // next index, last axis fastest
+          off += ostride[k];
+          if (++idx[k] < x.shape()[k]) break;
+          off -= ostride[k] * idx[k];
+          idx[k] = 0;
+        }
       }
-    }
-    return 0;
-  });
+      return 0;
+    });
+  };
+  if (p.code == kIntSum)  // unsigned: wraps without undefined behaviour
+    walk([](std::int64_t a, std::int64_t b) { return static_cast<std::int64_t>(static_cast<std::uint64_t>(a) + static_cast<std::uint64_t>(b)); });
+  else if (p.code == kIntMax)
+    walk([](std::int64_t a, std::int64_t b) { return std::max(a, b); });
+  else
+    walk([](std::int64_t a, std::int64_t b) { return std::min(a, b); });
   return drop_if_needed(o, axes, p.keepdims);
 }
 }  // namespace
@@ -394,11 +417,17 @@ const Primitive any_p{
     .batching = Batching::Leading,
 };
 // No derivative: its inputs are integers.
-const Primitive integer_sum_p{
-    .name = "integer_sum",
-    .forward = [](auto x, auto& p) { return integer_sum_forward(x[0], p); },
+const Primitive integer_reduce_p{
+    .name = "integer_reduce",
+    .forward = [](auto x, auto& p) { return integer_reduce_forward(x[0], p); },
     .batching = Batching::Leading,
 };
+namespace {
+Tensor integer_reduce(const Tensor& x, Params p, int code) {
+  p.code = code;
+  return bind(integer_reduce_p, {x}, p);
+}
+}  // namespace
 
 Tensor prod(const Tensor& x, const Axes& axes, bool keepdims) {
   Params p = reduce_params("prod", x, axes, keepdims);
@@ -411,9 +440,13 @@ Tensor all(const Tensor& x, const Axes& axes, bool keepdims) {
 Tensor any(const Tensor& x, const Axes& axes, bool keepdims) {
   return bind(any_p, {x}, reduce_params("any", x, axes, keepdims));
 }
-Tensor min(const Tensor& x, const Axes& axes, bool keepdims) { return neg(max(neg(x), axes, keepdims)); }
-// argmax takes the first maximal element, so this is the first minimal one.
-Tensor argmin(const Tensor& x, std::int64_t axis) { return argmax(neg(x), axis); }
+Tensor min(const Tensor& x, const Axes& axes, bool keepdims) {
+  if (!is_floating(x.dtype())) return integer_reduce(x, reduce_params("min", x, axes, keepdims), 2);
+  return neg(max(neg(x), axes, keepdims));
+}
+// argmax takes the first maximal element, so this is the first minimal one. For int64, ~x = -x - 1
+// reverses the order without the overflow of -x at the most negative value.
+Tensor argmin(const Tensor& x, std::int64_t axis) { return argmax(x.dtype() == DType::i64 ? bitwise_not(x) : neg(x), axis); }
 
 // Σ (x - mean)² / (N - correction), N the number of reduced elements (the array API's var).
 Tensor var(const Tensor& x, const Axes& axes, double correction, bool keepdims) {
@@ -434,7 +467,7 @@ Tensor logaddexp(const Tensor& a, const Tensor& b) {
 }
 
 const Primitive* const kReducePrimitives[] = {&sum_p,         &mean_p,   &max_p, &logsumexp_p, &softmax_p,
-                                              &log_softmax_p, &argmax_p, &prod_p, &all_p,      &any_p, &integer_sum_p};
+                                              &log_softmax_p, &argmax_p, &prod_p, &all_p,      &any_p, &integer_reduce_p};
 std::span<const Primitive* const> reduce_primitives() { return kReducePrimitives; }
 
 }  // namespace chainrule
