@@ -11,6 +11,7 @@
 #include <pybind11/stl.h>
 
 #include <chainrule/chainrule.h>
+#include <chainrule/ops/norm.h>
 
 #include "bindings.h"
 
@@ -403,6 +404,16 @@ numpy are not seen by the version counter that guards saved tensors.)doc");
   }, py::arg("start"), py::arg("stop"), py::arg("num"), py::arg("dtype") = py::none(), py::arg("endpoint") = true);
   m.def("full_like", [](const Tensor& x, double v, py::object d) { return d.is_none() ? full_like(x, v) : full_like(x, v, parse_dtype(d)); },
         py::arg("x"), py::arg("fill_value"), py::arg("dtype") = py::none());
+  // Training-mode batch norm as the fused primitives nn.BatchNorm1d/2d run on (ops/norm.h).
+  auto opt_t = [](const std::optional<Tensor>& t) { return t.value_or(Tensor()); };
+  m.def("batch_norm_stats", &chainrule::batch_norm_stats, py::arg("x"));
+  m.def("batch_norm_train", [opt_t](const Tensor& x, std::optional<Tensor> w, std::optional<Tensor> b, double eps) {
+    return batch_norm_train(x, opt_t(w), opt_t(b), eps);
+  }, py::arg("x"), py::arg("weight") = py::none(), py::arg("bias") = py::none(), py::arg("eps") = 1e-5);
+  m.def("batch_norm_backward", [opt_t](const Tensor& dy, const Tensor& x, std::optional<Tensor> w, double eps) {
+    return batch_norm_backward(dy, x, opt_t(w), eps);
+  }, py::arg("dy"), py::arg("x"), py::arg("weight") = py::none(), py::arg("eps") = 1e-5);
+  m.def("batch_norm_backward_reduce", &chainrule::batch_norm_backward_reduce, py::arg("dy"), py::arg("x"), py::arg("eps") = 1e-5);
   m.def("tril", &chainrule::tril, py::arg("x"), py::arg("k") = 0);
   m.def("triu", &chainrule::triu, py::arg("x"), py::arg("k") = 0);
   m.def("bitwise_not", &chainrule::bitwise_not, py::arg("x"));

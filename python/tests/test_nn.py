@@ -468,3 +468,18 @@ def test_modules_deepcopy_and_pickle_rebuild_from_their_arguments():
     np.testing.assert_array_equal(copy.deepcopy(seq)(x).numpy(), seq(x).numpy())
     conv = nn.Conv2d(1, 4, 3, padding=1)
     np.testing.assert_array_equal(pickle.loads(pickle.dumps(conv))(xi).numpy(), conv(xi).numpy())
+
+
+def test_fused_batch_norm_matches_numpy_and_its_gradient():
+    g = np.random.default_rng(5)
+    a = g.standard_normal((6, 3, 4, 5))
+    w, b = g.standard_normal(3), g.standard_normal(3)
+    mu = a.mean(axis=(0, 2, 3), keepdims=True)
+    var = a.var(axis=(0, 2, 3), keepdims=True)
+    ref = (a - mu) / np.sqrt(var + 1e-5) * w[None, :, None, None] + b[None, :, None, None]
+    x, tw, tb = cr.tensor(a), cr.tensor(w), cr.tensor(b)
+    np.testing.assert_allclose(cr.batch_norm_train(x, tw, tb).numpy(), ref, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(cr.batch_norm_stats(x).numpy(), np.stack([mu.ravel(), var.ravel()]), rtol=1e-12)
+    dy = cr.tensor(g.standard_normal(a.shape))
+    gx = cr.grad(lambda v: cr.sum(cr.batch_norm_train(v, tw, tb) * dy))(x)
+    np.testing.assert_allclose(cr.batch_norm_backward(dy, x, tw).numpy(), gx.numpy(), rtol=1e-10, atol=1e-12)

@@ -6,10 +6,12 @@
 #include <algorithm>
 #include <cmath>
 #include <map>
+#include <tuple>
 
 #include "chainrule/autodiff/anomaly.h"
 #include "chainrule/autodiff/checkpoint.h"
 #include "chainrule/autodiff/frame.h"
+#include "chainrule/ops/norm.h"
 #include "chainrule/ops/ops.h"
 
 namespace chainrule::nn {
@@ -181,9 +183,11 @@ struct BatchNormState {
 };
 
 // Normalises x per channel (axis 1) over `axes` (every other axis); `stat_shape` views a [C]
-// statistic so that it broadcasts against x ([C] for [N, C], [C, 1, 1] for [N, C, H, W]). The
-// per-channel factor weight / sqrt(var + eps) is formed on [C] first, so the full-size tensor sees
-// one subtraction, one multiplication and one addition.
+// statistic so that it broadcasts against x ([C] for [N, C], [C, 1, 1] for [N, C, H, W]).
+// Training runs the fused primitives (ops/norm.h: one pass for the statistics, one for y, and one
+// fused backward) when x, weight and bias share a float dtype; otherwise, and in eval mode, the
+// composite below, whose per-channel factor weight / sqrt(var + eps) is formed on [C] first, so
+// the full-size tensor sees one subtraction, one multiplication and one addition.
 Tensor batch_norm(const Tensor& x, const Axes& axes, const Shape& stat_shape, bool training, BatchNormState s) {
   auto view = [&](const Tensor& t) { return reshape(t, stat_shape); };
   Tensor d, inv;
@@ -192,10 +196,21 @@ Tensor batch_norm(const Tensor& x, const Axes& axes, const Shape& stat_shape, bo
     for (auto a : axes) n *= x.shape()[static_cast<std::size_t>(a)];
     if (n < 2)
       throw ValueError(fmt::format("{}: training needs more than one value per channel, got input of shape {}", s.name, x.shape().str()));
-    Tensor mu = mean(x, axes);
-    d = sub(x, view(mu));
-    Tensor var = mean(square(d), axes);
-    inv = div(scalar_tensor(1.0, x.dtype()), sqrt(add(var, scalar_tensor(s.eps, x.dtype()))));
+    const bool fused = is_floating(x.dtype()) &&
+                       (!s.weight.defined() || (s.weight.dtype() == x.dtype() && s.bias.dtype() == x.dtype()));
+    Tensor mu, var, y;
+    if (fused) {
+      Tensor stats;
+      std::tie(y, stats) = batch_norm_train_with_stats(x, s.weight, s.bias, s.eps);
+      const Shape c{x.shape()[1]};
+      mu = reshape(slice(stats, 0, 0, 1), c);
+      var = reshape(slice(stats, 0, 1, 2), c);
+    } else {
+      mu = mean(x, axes);
+      d = sub(x, view(mu));
+      var = mean(square(d), axes);
+      inv = div(scalar_tensor(1.0, x.dtype()), sqrt(add(var, scalar_tensor(s.eps, x.dtype()))));
+    }
     // Once per forward pass: not inside vmap, and not again when checkpoint recomputes the layer.
     if (!is_batched(mu) && !checkpoint_recomputing() && s.running_mean.dtype() == x.dtype()) {
       NoGradGuard ng;
@@ -205,6 +220,7 @@ Tensor batch_norm(const Tensor& x, const Axes& axes, const Shape& stat_shape, bo
       s.running_var.mul_(1 - s.momentum).add_(var_c, s.momentum * static_cast<double>(n) / static_cast<double>(n - 1));
       s.num_batches_tracked.mutable_data<std::int64_t>()[0] += 1;
     }
+    if (fused) return y;
   } else {
     d = sub(x, view(s.running_mean));
     inv = div(scalar_tensor(1.0, x.dtype()), sqrt(add(s.running_var, scalar_tensor(s.eps, x.dtype()))));

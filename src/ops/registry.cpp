@@ -10,7 +10,7 @@ std::span<const PrimitiveFamily> primitive_families() {
       {"reduce", reduce_primitives()},           {"linalg", linalg_primitives()}, {"loss", loss_primitives()},
       {"conv", conv_primitives()},               {"scan", scan_primitives()},     {"sort", sort_primitives()},
       {"manip", manip_primitives()},             {"special", special_primitives()}, {"pool", pool_primitives()},
-      {"linalg_lapack", linalg_lapack_primitives()}, {"indexing", indexing_primitives()},
+      {"linalg_lapack", linalg_lapack_primitives()}, {"indexing", indexing_primitives()}, {"norm", norm_primitives()},
   };
   return families;
 }

@@ -20,6 +20,7 @@ std::span<const Primitive* const> sort_primitives();  // issue 21: sorting and s
 std::span<const Primitive* const> manip_primitives();  // issue 21: flip
 std::span<const Primitive* const> special_primitives();  // issue 21: lgamma, polygamma
 std::span<const Primitive* const> indexing_primitives();  // issue 21: strided slices
+std::span<const Primitive* const> norm_primitives();  // fused batch normalisation
 
 // Every family with its name ("elementwise", "math", ...), in registration order.
 struct PrimitiveFamily {
