@@ -17,7 +17,7 @@ packages=(
   libdnnl-dev ocl-icd-opencl-dev  # Debian's oneDNN CMake package calls find_package(OpenCL)
   libopenblas-dev zlib1g-dev libsleef-dev
   libcli11-dev nlohmann-json3-dev libfmt-dev
-  googletest libgtest-dev libbenchmark-dev
+  googletest libgtest-dev libgmock-dev libbenchmark-dev  # gmock: the tests' HasSubstr matchers
   dataset-fashion-mnist
   gnuplot-nox fonts-dejavu-core  # the experiments' plots (gnuplot's png terminal needs a font)
   python3                        # tools/ and bench/ scripts
