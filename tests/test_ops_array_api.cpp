@@ -256,6 +256,10 @@ TEST(Stats, IntegerMaxMinArgmaxNegAbsAreExact) {
   EXPECT_EQ(sign(from_vector<std::int64_t>({-3, 4, 0})).to_vector<std::int64_t>(), (std::vector<std::int64_t>{-1, 1, 0}));
   EXPECT_EQ(neg(x).dtype(), DType::i64);
   EXPECT_TRUE(std::signbit(abs(scalar_tensor(-0.0, DType::f64)).item<double>()) == false);
+  EXPECT_EQ(cumsum(from_vector<std::int64_t>({(std::int64_t{1} << 60) + 1, 2, -3}), 0).to_vector<std::int64_t>(),
+            (std::vector<std::int64_t>{(std::int64_t{1} << 60) + 1, (std::int64_t{1} << 60) + 3, (std::int64_t{1} << 60)}));
+  EXPECT_EQ(cumsum(greater(from_vector<double>({1, -1, 2}), scalar_tensor(0.0, DType::f64)), 0).to_vector<std::int64_t>(),
+            (std::vector<std::int64_t>{1, 1, 2}));
   EXPECT_THROW(max(zeros({0}, DType::i64)), ValueError);
   EXPECT_THROW(max(greater(x, x)), DTypeError);  // a max of bools: compare as int64 first
 }

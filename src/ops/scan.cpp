@@ -80,6 +80,19 @@ const Primitive cumsum_p{
     .name = "cumsum",
     .forward = [](auto x, auto& p) {
       Tensor o = empty(x[0].shape(), x[0].dtype());
+      if (x[0].dtype() == DType::i64) {  // exact, wrapping on overflow as NumPy (no double accumulator)
+        const std::int64_t* b = kernels::in<std::int64_t>(x[0]);
+        std::int64_t* h = kernels::out<std::int64_t>(o);
+        const bool reverse = p.code == 1;
+        for_each_lane(Lanes(x[0].shape(), axis_of("cumsum", x[0], p)), [&](std::int64_t off, std::int64_t st, std::int64_t n) {
+          std::uint64_t acc = 0;
+          for (std::int64_t k = 0; k < n; ++k) {
+            const std::int64_t j = off + (reverse ? n - 1 - k : k) * st;
+            h[j] = static_cast<std::int64_t>(acc += static_cast<std::uint64_t>(b[j]));
+          }
+        });
+        return o;
+      }
       dispatch_float(x[0].dtype(), "cumsum", [&](auto tag) {
         using T = decltype(tag);
         scan_lanes<T>(nullptr, kernels::in<T>(x[0]), kernels::out<T>(o), Lanes(x[0].shape(), axis_of("cumsum", x[0], p)), p.code == 1);
@@ -188,7 +201,8 @@ Tensor cumsum_dir(const Tensor& x, std::int64_t axis, bool reverse) {
 }
 }  // namespace
 
-Tensor cumsum(const Tensor& x, std::int64_t axis) { return cumsum_dir(x, axis, false); }
+// A bool tensor counts as 0 and 1 and sums to int64, as NumPy's and torch's cumsum.
+Tensor cumsum(const Tensor& x, std::int64_t axis) { return cumsum_dir(x.dtype() == DType::b8 ? cast(x, DType::i64) : x, axis, false); }
 
 Tensor linear_scan(const Tensor& a, const Tensor& b, std::int64_t axis, bool reverse) {
   return bind(linear_scan_p, {a, b}, axis_params("linear_scan", a, axis, reverse));
