@@ -89,6 +89,7 @@ def build_resnet(spec):
 
     model, features = fixture_resnet(spec)
     model.in_features = features
+    model.out_features = int(spec.split(":")[1].split("-")[-1])  # the spec's last field: the classes
     return model
 
 
@@ -102,7 +103,7 @@ def worker_step(name, threads, min_time):
     spec, batch = CONFIGS[name]
     model = build_model(spec)
     n_in = model.in_features if hasattr(model, "in_features") else model[0].in_features
-    n_out = model[-1].out_features
+    n_out = model.out_features if hasattr(model, "out_features") else model[-1].out_features
     x, y = torch.randn(batch, n_in), torch.randint(0, n_out, (batch,))
     opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
 
