@@ -8,27 +8,12 @@
 #include "chainrule/chainrule.h"
 #include "chainrule/nn/densenet.h"
 #include "chainrule/nn/nn.h"
+#include "gradcheck_module.h"
 #include "chainrule/nn/train.h"
 
 using namespace chainrule;
 using namespace chainrule::nn;
-
-namespace {
-
-CheckReport gradcheck_model(Module& m, const Tensor& x) {
-  std::vector<std::string> names;
-  std::vector<Tensor> inputs{x};
-  for (auto& [n, t] : m.named_parameters()) names.push_back(n), inputs.push_back(t.detach());
-  return check_grads(
-      [&](std::span<const Tensor> in) {
-        std::map<std::string, Tensor> p;
-        for (std::size_t i = 0; i < names.size(); ++i) p.emplace(names[i], in[i + 1]);
-        return functional_call(m, p, in[0]);
-      },
-      inputs, {.second_order = false, .float32 = false});
-}
-
-}  // namespace
+using chainrule::test_util::gradcheck_module;
 
 TEST(DenseNetSpec, ParsesPrintsAndRefuses) {
   auto s = ModelSpec::parse("densenet:1x28x28-g12-b6x6x6-c0.5-10");
@@ -118,7 +103,7 @@ TEST(DenseNet, ForwardShapesConcatOrderAndGradcheck) {
   // Gradients of a tiny float64 DenseNet (training-mode BN) against finite differences.
   auto tiny = build_model("densenet:1x4x4-g2-b1x1-c0.5-2", DType::f64);
   init_model(*tiny, g);
-  auto r = gradcheck_model(*tiny, randn({2, 16}, g, DType::f64));
+  auto r = gradcheck_module(*tiny, randn({2, 16}, g, DType::f64), {.second_order = false, .float32 = false});
   EXPECT_TRUE(r.pass) << r.failure;
 }
 
@@ -148,7 +133,7 @@ TEST(UNet, ParameterCountByHandShapesAndGradcheck) {
   EXPECT_THROW(m->forward(x), ValueError);
   auto tiny = build_model("unet:1x4x4-c2-d1-1", DType::f64);
   init_model(*tiny, g);
-  auto r = gradcheck_model(*tiny, randn({2, 16}, g, DType::f64));
+  auto r = gradcheck_module(*tiny, randn({2, 16}, g, DType::f64), {.second_order = false, .float32 = false});
   EXPECT_TRUE(r.pass) << r.failure;
 }
 

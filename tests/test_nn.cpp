@@ -10,9 +10,11 @@
 #include "chainrule/autodiff/transforms.h"
 #include "chainrule/chainrule.h"
 #include "chainrule/nn/nn.h"
+#include "gradcheck_module.h"
 
 using namespace chainrule;
 using namespace chainrule::nn;
+using chainrule::test_util::gradcheck_module;
 
 namespace {
 
@@ -24,20 +26,6 @@ std::vector<std::string> names_of(const Module& m) {
   return out;
 }
 
-// Runs check_grads on f(x, params...) = functional_call(module, params, x) in float64.
-CheckReport gradcheck_module(Module& m, const Tensor& x, CheckOptions opts = {}) {
-  m.to(DType::f64);
-  std::vector<std::string> names;
-  std::vector<Tensor> inputs{x};
-  for (auto& [n, t] : m.named_parameters()) names.push_back(n), inputs.push_back(t.detach());
-  return check_grads(
-      [&](std::span<const Tensor> in) {
-        std::map<std::string, Tensor> p;
-        for (std::size_t i = 0; i < names.size(); ++i) p.emplace(names[i], in[i + 1]);
-        return functional_call(m, p, in[0]);
-      },
-      inputs, opts);
-}
 
 Tensor randn64(const Shape& s, std::uint64_t seed) {
   Generator g(seed);

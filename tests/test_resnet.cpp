@@ -12,10 +12,12 @@
 #include "chainrule/autodiff/transforms.h"
 #include "chainrule/chainrule.h"
 #include "chainrule/nn/nn.h"
+#include "gradcheck_module.h"
 #include "chainrule/nn/train.h"
 
 using namespace chainrule;
 using namespace chainrule::nn;
+using chainrule::test_util::gradcheck_module;
 
 namespace {
 
@@ -34,19 +36,6 @@ void perturb(Module& m, std::uint64_t seed) {
   }
 }
 
-// check_grads of x, params... -> functional_call(m, params, x), in float64.
-CheckReport gradcheck_module(Module& m, const Tensor& x, CheckOptions opts = {}) {
-  std::vector<std::string> names;
-  std::vector<Tensor> inputs{x};
-  for (auto& [n, t] : m.named_parameters()) names.push_back(n), inputs.push_back(t.detach());
-  return check_grads(
-      [&](std::span<const Tensor> in) {
-        std::map<std::string, Tensor> p;
-        for (std::size_t i = 0; i < names.size(); ++i) p.emplace(names[i], in[i + 1]);
-        return functional_call(m, p, in[0]);
-      },
-      inputs, opts);
-}
 
 // Reference normalisation of x [N, C, S] (S positions) as plain loops: groups of `cpg`
 // consecutive channels; per_example: statistics per (example, group) (GroupNorm), else per
