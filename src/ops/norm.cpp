@@ -36,20 +36,10 @@ extern const Primitive batch_norm_backward_p;
 extern const Primitive batch_norm_backward_reduce_p;
 
 // Per-channel loops over one contiguous run of x (vectorised: eight partial sums in double, so
-// that the adds do not form one dependent chain and float32 sums stay accurate).
+// that the adds do not form one dependent chain and float32 sums stay accurate). A plain sum is
+// kernels::sum_row, shared with the reductions.
 namespace kernels::bn {
 
-template <class T>
-inline double sum_run(const T* x, std::int64_t n) {
-  double lanes[8] = {};
-  std::int64_t j = 0;
-  for (; j + 8 <= n; j += 8)
-    for (int l = 0; l < 8; ++l) lanes[l] += static_cast<double>(x[j + l]);
-  double s = 0;
-  for (; j < n; ++j) s += static_cast<double>(x[j]);
-  for (double l : lanes) s += l;
-  return s;
-}
 template <class T>
 inline double sqdev_run(const T* x, std::int64_t n, double mu) {
   double lanes[8] = {};
@@ -99,8 +89,6 @@ inline void backward_run(const T* dy, const T* x, T* dx, std::int64_t n, T mu, T
   for (std::int64_t j = 0; j < n; ++j) dx[j] = a * dy[j] - (k * (x[j] - mu) + e);
 }
 
-CHAINRULE_VECTOR_CLONES double sum(const float* x, std::int64_t n) { return sum_run(x, n); }
-CHAINRULE_VECTOR_CLONES double sum(const double* x, std::int64_t n) { return sum_run(x, n); }
 CHAINRULE_VECTOR_CLONES double sqdev(const float* x, std::int64_t n, double mu) { return sqdev_run(x, n, mu); }
 CHAINRULE_VECTOR_CLONES double sqdev(const double* x, std::int64_t n, double mu) { return sqdev_run(x, n, mu); }
 CHAINRULE_VECTOR_CLONES void dot(const float* dy, const float* x, std::int64_t n, double mu, double& s1, double& s2) {
@@ -193,7 +181,7 @@ Tensor stats_forward(std::span<const Tensor> x, const Params& p) {
     const auto m = static_cast<double>(l.m());
     for_channels(l, [&](std::int64_t, std::int64_t li, std::int64_t ci, std::int64_t base) {
       double s = 0;
-      for (std::int64_t i = 0; i < l.n; ++i) s += kernels::bn::sum(px + base + i * l.c * l.s, l.s);
+      for (std::int64_t i = 0; i < l.n; ++i) s += kernels::sum_row(px + base + i * l.c * l.s, l.s);
       const double mu = s / m;
       double q = 0;  // two passes: the sum of squared deviations does not cancel as E[x²] - E[x]² does
       for (std::int64_t i = 0; i < l.n; ++i) q += kernels::bn::sqdev(px + base + i * l.c * l.s, l.s, mu);
