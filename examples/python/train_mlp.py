@@ -3,8 +3,7 @@
 1. a PyTorch-style loop: model(x), loss.backward(), opt.step();
 2. a torch.func-style loop: cr.grad of a loss of a parameter dict (nn.functional_call);
 3. chainrule.train, the C++ loop of `chainrule train` (progress lines, checkpoints), on the
-   default recipe of the main job (`chainrule train`'s default model and settings) unless
-   --model is given.
+   MLP recipe (`chainrule train --model mlp`: its network and settings) unless --model is given.
 
 Data: Debian's dataset-fashion-mnist (/usr/share/datasets/fashion-mnist), read by the C++
 loaders; --data spirals needs nothing installed. Run from the build tree:
@@ -93,7 +92,7 @@ run("cr.grad", functional_step, model2)
 
 # 3. The C++ loop (no Python per step), with the CLI's progress output.
 with tempfile.TemporaryDirectory() as out:
-    # model "" and lr 0: the recipe's own network and learning rate, as `chainrule train` picks them.
-    r = cr.train(args.data, args.model or "", splits=splits, out_dir=out, epochs=args.epochs, batch=args.batch,
+    # model "mlp" and lr 0: the MLP recipe's own network and learning rate, as `chainrule train --model mlp`.
+    r = cr.train(args.data, args.model or "mlp", splits=splits, out_dir=out, epochs=args.epochs, batch=args.batch,
                  lr=args.lr if args.model else 0.0, stop_after=args.max_steps if args.max_steps else -1)
     print(f"cr.train ({r.model_spec}): {r.steps} steps, {r.samples / max(r.train_seconds, 1e-9):.0f} samples/s")

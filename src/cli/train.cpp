@@ -52,7 +52,16 @@ void require(const CLI::App* cmd, const char* option, bool ok, double value, con
 }
 
 bool is_recipe(const std::string& model) {
-  return model == nn::kResNetAlias || model == nn::kDenseNetAlias || model == nn::kUNetAlias;
+  return model == nn::kResNetAlias || model == nn::kDenseNetAlias || model == nn::kUNetAlias || model == nn::kMLPAlias;
+}
+
+// Whether a run's resolved model spec can have come from the --model given now (a recipe's name
+// or a spec).
+bool same_model(const std::string& given, const std::string& saved) {
+  if (given.empty()) return true;
+  if (given == nn::kMLPAlias) return saved.starts_with("mlp:") || saved.starts_with("resmlp:");
+  if (is_recipe(given)) return saved.starts_with(given + ":");
+  return nn::ModelSpec::parse(given).str() == saved;
 }
 
 std::string fmt_acc(double a) { return std::isnan(a) ? "-" : fmt::format("{:.4f}", a); }
@@ -135,15 +144,19 @@ void add_train(CLI::App& app, int& exit_code) {
                   "Model spec, mlp:IN-H-...-OUT, resmlp:IN-WIDTHxBLOCKS-OUT[:lrl|pre|lrlr[+ln|+bn][+dP]], "
                   "resnet:CxHxW-WIDTHxBLOCKS-...-OUT[:post|pre], densenet:CxHxW-gGROWTH-bN1xN2x...[-cTHETA]-OUT[:basic], "
                   "unet:CxHxW-cBASE-dDEPTH-OUT (trained to denoise the images: noise sigma 0.5, MSE, PSNR reported), or "
-                  "a convolutional recipe for image data: resnet (recommended_resnet(), 10 epochs unless --epochs is given), "
-                  "densenet (recommended_densenet(), 10 epochs) or unet (recommended_unet(), 5 epochs) (default: "
-                  "the recommended model, recommended_model(), for Fashion-MNIST, resmlp:2-64x2-2 for spirals, mlp:IN-64-64-OUT otherwise)");
+                  "a recipe: resnet (recommended_resnet(): " + std::to_string(nn::kResNetEpochs) + " epochs, sgd at lr " +
+                      fmt::format("{}", nn::kConvRecipeLr) + ", shifts of " + std::to_string(nn::kConvRecipeShift) +
+                      " pixels, each unless given), densenet (recommended_densenet(), " + std::to_string(nn::kDenseNetEpochs) +
+                      " epochs, the same optimiser and shifts), unet (recommended_unet(), " + std::to_string(nn::kUNetEpochs) +
+                      " epochs) or mlp (recommended_model(): resmlp:784-512x2-10:lrl+d0.1 on Fashion-MNIST, resmlp:2-64x2-2 "
+                      "on spirals, mlp:IN-64-64-OUT otherwise). Default: resnet on image classification data, mlp otherwise");
   cmd->add_option("--init", a->c.init,
                   "Initialiser: he (kaiming_normal, fan_in), he_fan_out, he_fan_avg, he_uniform, xavier, xavier_uniform, lecun, torch")
       ->capture_default_str();
   cmd->add_flag("--zero-residual", a->c.zero_residual, "Zero-initialise the last layer of each residual branch");
-  cmd->add_option("--opt", a->c.opt, "Optimiser: sgd (Nesterov momentum), adam, adamw")->capture_default_str();
-  cmd->add_option("--lr", a->c.lr, "Peak learning rate (default: 1e-3 for adam/adamw, 1e-2 on spirals and regression, 0.05 for sgd)");
+  cmd->add_option("--opt", a->c.opt, "Optimiser: sgd (Nesterov momentum), adam, adamw (default: sgd for the resnet and densenet recipes, adamw otherwise)");
+  cmd->add_option("--lr", a->c.lr, fmt::format("Peak learning rate (default: {} for sgd in the resnet and densenet recipes, 0.05 for sgd otherwise, 1e-3 for "
+                              "adam/adamw, 1e-2 on spirals and regression)", nn::kConvRecipeLr));
   cmd->add_option("--wd", a->c.weight_decay, "Weight decay (default: 0.05 adamw, 0 adam, 5e-4 sgd)");
   cmd->add_option("--momentum", a->c.momentum, "SGD momentum")->capture_default_str();
   cmd->add_option("--schedule", a->c.schedule, "Learning-rate schedule after warm-up: cosine, step, constant")->capture_default_str();
@@ -152,10 +165,12 @@ void add_train(CLI::App& app, int& exit_code) {
                   "Smooth classification targets towards uniform by this much (default: 0.1 on Fashion-MNIST, 0 otherwise)");
   cmd->add_option("--clip", a->c.clip, "Clip gradients to this global L2 norm (0: off)")->capture_default_str();
   cmd->add_flag("!--no-augment", a->c.augment, "Turn off random flips and shifts of image data");
-  cmd->add_option("--shift", a->c.shift, "Largest random shift of images in pixels when augmenting (0: flips only)")->capture_default_str();
+  cmd->add_option("--shift", a->c.shift,
+                  fmt::format("Largest random shift of images in pixels when augmenting (0: flips only; default: {} for the resnet and densenet recipes, 0 otherwise)",
+                              nn::kConvRecipeShift));
   cmd->add_option("--batch", a->c.batch, "Batch size")->capture_default_str();
   cmd->add_option("--epochs", a->c.epochs,
-                  fmt::format("Epochs (default: {} for Fashion-MNIST, 30 for spirals, 50 for regression, 20 otherwise)", nn::kRecommendedEpochs));
+                  fmt::format("Epochs (default: the recipe's, {} for the mlp recipe on Fashion-MNIST, 30 for spirals, 50 for regression, 20 otherwise)", nn::kRecommendedEpochs));
   cmd->add_option("--seed", a->c.seed, "Seed of initialisation and data order")->check(kNonNegative)->capture_default_str();
   cmd->add_option("--dtype", a->dtype, "Parameter and data precision: f32 or f64")->capture_default_str();
   cmd->add_option("--threads", a->threads, "Threads for matrix products and kernels")->capture_default_str();
@@ -212,9 +227,7 @@ void add_train(CLI::App& app, int& exit_code) {
         if (cmd->count(opt) && !equal) throw ValueError(fmt::format("{} {} differs from the run's {} (a resumed run keeps its configuration)", opt, given, run));
       };
       same("--data", c.data == saved.data, c.data, saved.data);
-      same("--model",
-           c.model.empty() || (is_recipe(c.model) ? saved.model.starts_with(c.model + ":") : nn::ModelSpec::parse(c.model).str() == saved.model),
-           c.model, saved.model);
+      same("--model", same_model(c.model, saved.model), c.model, saved.model);
       same("--init", c.init == saved.init, c.init, saved.init);
       same("--opt", c.opt == saved.opt, c.opt, saved.opt);
       same("--lr", c.lr == saved.lr, fmt::format("{}", c.lr), fmt::format("{}", saved.lr));

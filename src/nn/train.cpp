@@ -305,18 +305,29 @@ std::unique_ptr<optim::Optimizer> make_optimizer(const TrainConfig& c, const Nam
 void fill_defaults(TrainConfig& c, const data::Splits& s) {
   const std::int64_t outputs = s.train.num_classes > 0 ? s.train.num_classes : s.train.y.shape()[1];
   const bool fashion = c.data.starts_with("fashion-mnist"), spirals = c.data == "spirals";
-  if (c.model.empty()) c.model = recommended_model(c.data, s.train.features(), outputs);
-  // The convolutional recipes: a spec for the data's images, and the recipe's number of epochs.
+  const std::int64_t h = s.train.height, w = s.train.width;
+  const bool images = h > 0 && w > 0;
+  // Classification on images defaults to the convolutional recipe; `--model mlp` is the MLP one.
+  if (c.model.empty()) c.model = images && s.train.num_classes > 0 ? kResNetAlias : kMLPAlias;
+  if (c.model == kMLPAlias) c.model = recommended_model(c.data, s.train.features(), outputs);
+  // The convolutional recipes: a spec for the data's images, the recipe's number of epochs, and
+  // (unless given) SGD with random shifts for the classifiers.
   std::int64_t recipe_epochs = 0;
   if (c.model == kResNetAlias || c.model == kDenseNetAlias || c.model == kUNetAlias) {
-    const std::int64_t h = s.train.height, w = s.train.width;
-    if (h <= 0 || w <= 0)
+    if (!images)
       throw ValueError(fmt::format("--model {}: data {} holds no images (a convolutional network needs height and width)", c.model, c.data));
+    if (c.model != kUNetAlias) {
+      if (c.opt.empty()) c.opt = "sgd";
+      if (c.opt == "sgd" && c.lr <= 0) c.lr = kConvRecipeLr;
+      if (c.shift < 0) c.shift = kConvRecipeShift;
+    }
     recipe_epochs = c.model == kResNetAlias ? kResNetEpochs : c.model == kDenseNetAlias ? kDenseNetEpochs : kUNetEpochs;
     c.model = c.model == kResNetAlias ? recommended_resnet(h, w, outputs)
               : c.model == kDenseNetAlias ? recommended_densenet(h, w, outputs)
                                           : recommended_unet(h, w);
   }
+  if (c.opt.empty()) c.opt = "adamw";
+  if (c.shift < 0) c.shift = 0;
   const ModelSpec spec = ModelSpec::parse(c.model);
   c.model = spec.str();
   // A U-Net denoises (denoising_splits): flipping or shifting the noisy input alone would break
@@ -334,7 +345,6 @@ void fill_defaults(TrainConfig& c, const data::Splits& s) {
   if (c.epochs < 0) throw ValueError(fmt::format("--epochs must be positive, got {}", c.epochs));
   if (c.schedule != "cosine" && c.schedule != "step" && c.schedule != "constant")
     throw ValueError(fmt::format("unknown schedule '{}' (cosine, step, constant)", c.schedule));
-  if (c.shift < 0) throw ValueError(fmt::format("--shift must be >= 0, got {}", c.shift));
   parse_init(c.init);
 }
 

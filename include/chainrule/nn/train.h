@@ -30,10 +30,10 @@ inline constexpr std::int64_t kRecommendedEpochs = 20;  // Fashion-MNIST
 
 struct TrainConfig {
   std::string data = "fashion-mnist";
-  std::string model;            // empty: the recommended model for the data (recommended_model)
+  std::string model;            // empty: the recommended model for the data (resnet on image data, recommended_model otherwise)
   std::string init = "he";      // parse_init names
   bool zero_residual = false;   // zero the last layer of each residual branch
-  std::string opt = "adamw";    // sgd, adam, adamw
+  std::string opt;              // sgd, adam, adamw; empty: the recipe's (sgd for the conv recipes, adamw otherwise)
   double lr = 0;                // 0: recommended (1e-3 adam/adamw, 1e-2 on spirals; 0.05 sgd)
   double weight_decay = -1;     // < 0: the optimiser's default
   double momentum = 0.9;        // sgd
@@ -46,7 +46,7 @@ struct TrainConfig {
   std::uint64_t seed = 0;
   bool drop_last = false;
   bool augment = true;          // random horizontal flips and shifts of image data (no effect otherwise)
-  int shift = 0;                // largest shift in pixels (0: flips only)
+  int shift = -1;               // largest shift in pixels (0: flips only; < 0: the recipe's, kConvRecipeShift or 0)
   DType dtype = DType::f32;
   // Data-parallel runs: the number of processes. `batch` is then per process, and the run sees
   // the batches of a one-process run with batch·world_size. A resumed run needs the same number.
@@ -59,11 +59,19 @@ struct TrainConfig {
 // The recommended model for a data set with `features` inputs and `classes` outputs.
 std::string recommended_model(const std::string& data, std::int64_t features, std::int64_t classes);
 
-// The convolutional recipe, `--model resnet`: a small post-activation ResNet (nn/resnet.h) for
-// image data of height × width pixels, and its number of epochs when --epochs is not given.
+// `--model mlp`: the recommended MLP recipe (recommended_model, kRecommendedEpochs), the main
+// job's default before the convolutional recipe took its place.
+inline constexpr const char* kMLPAlias = "mlp";
+
+// The convolutional recipe, `--model resnet`, and the default on image data: a small
+// post-activation ResNet (nn/resnet.h) for images of height × width pixels, trained for
+// kResNetEpochs epochs with SGD (Nesterov momentum) at peak learning rate kConvRecipeLr, random
+// flips and shifts of up to kConvRecipeShift pixels (each unless given).
 inline constexpr const char* kResNetAlias = "resnet";
 std::string recommended_resnet(std::int64_t height, std::int64_t width, std::int64_t classes);
-inline constexpr std::int64_t kResNetEpochs = 10;
+inline constexpr std::int64_t kResNetEpochs = 25;
+inline constexpr double kConvRecipeLr = 0.1;
+inline constexpr int kConvRecipeShift = 2;
 // `--model densenet`: a small DenseNet-BC (nn/densenet.h) for the data's images.
 inline constexpr const char* kDenseNetAlias = "densenet";
 std::string recommended_densenet(std::int64_t height, std::int64_t width, std::int64_t classes);
