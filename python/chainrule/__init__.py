@@ -14,7 +14,7 @@ __version__ = _core.__version__
 from ._core import Tensor, _vjp, _jvp, _vmap, _jacfwd, _jacrev, _hessian, _hvp, _linearize, _check_scalar
 
 # The submodules as importable Python modules (import chainrule.nn, from chainrule.optim import SGD).
-from . import nn, optim, data, io, linalg  # noqa: E402
+from . import nn, optim, data, io, linalg, profiler  # noqa: E402
 from .nn import train  # noqa: E402  (chainrule.train is nn.train)
 
 # (io is left out of __all__: a star import must not shadow Python's io module.)

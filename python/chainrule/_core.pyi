@@ -2,7 +2,7 @@
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
-from chainrule import nn as nn, optim as optim, data as data, io as io, linalg as linalg
+from chainrule import nn as nn, optim as optim, data as data, io as io, linalg as linalg, profiler as profiler
 
 Scalar = Union[int, float, bool]
 Axes = Union[None, int, Sequence[int]]

@@ -10,6 +10,7 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <chainrule/autodiff/profiler.h>
 #include <chainrule/chainrule.h>
 #include <chainrule/ops/norm.h>
 
@@ -816,6 +817,52 @@ numpy are not seen by the version counter that guards saved tensors.)doc");
     return py::make_tuple(y, py::cpp_function(lin));
   });
   m.def("_hvp", [](py::function f, const Tensor& x, const Tensor& v) { return hvp(py_fn1(f))(x, v); });
+
+  // chainrule.profiler (chainrule/autodiff/profiler.h), torch.profiler's names: a context manager.
+  struct PyProfile {
+    std::unique_ptr<profiler::Profile> p;
+    profiler::Profile& get() {
+      if (!p) throw chainrule::ValueError("profiler.profile: not started (use it as `with profile() as prof:`)");
+      return *p;
+    }
+  };
+  auto pr = m.def_submodule("profiler", "Time per primitive, forward and backward, as a table and a Chrome trace.");
+  py::class_<PyProfile>(pr, "profile", R"doc(Records every primitive's forward kernel and every VJP rule while entered:
+
+    with chainrule.profiler.profile() as prof:
+        loss = f(x); loss.backward()
+    print(prof.table())
+    prof.export_chrome_trace("trace.json")  # Perfetto, chrome://tracing)doc")
+      .def(py::init<>())
+      .def("__enter__", [](PyProfile& self) -> PyProfile& { self.p = std::make_unique<profiler::Profile>(); return self; },
+           py::return_value_policy::reference)
+      .def("__exit__", [](PyProfile& self, py::args) { self.get().stop(); return false; })
+      .def("table", [](PyProfile& self, int steps) { return self.get().table(steps); }, py::arg("steps") = 1,
+           "The rows (per step when steps > 1) and the share outside any primitive.")
+      .def("export_chrome_trace", [](PyProfile& self, const std::string& path) { self.get().export_chrome_trace(path); },
+           py::arg("path"))
+      .def("key_averages", [](PyProfile& self, int steps) {
+        py::list rows;
+        for (const auto& r : self.get().key_averages(steps))
+          rows.append(py::dict(py::arg("name") = r.name, py::arg("phase") = profiler::phase_name(r.phase), py::arg("calls") = r.calls,
+                               py::arg("total_ms") = r.total_ms, py::arg("self_ms") = r.self_ms));
+        return rows;
+      }, py::arg("steps") = 1, "Rows as dicts: name, phase, calls, total_ms, self_ms (sorted by self time).")
+      .def("events", [](PyProfile& self) {
+        py::list out;
+        for (const auto& e : self.get().events())
+          out.append(py::dict(py::arg("name") = e.name, py::arg("phase") = profiler::phase_name(e.phase), py::arg("thread") = e.thread,
+                              py::arg("start_ns") = e.start_ns, py::arg("duration_ns") = e.duration_ns));
+        return out;
+      });
+  struct PyRecordFunction {
+    std::string name;
+    std::unique_ptr<profiler::RecordFunction> r;
+  };
+  py::class_<PyRecordFunction>(pr, "record_function", "A named region in the profile (torch.profiler.record_function).")
+      .def(py::init([](std::string name) { return PyRecordFunction{std::move(name), nullptr}; }), py::arg("name"))
+      .def("__enter__", [](PyRecordFunction& self) { self.r = std::make_unique<profiler::RecordFunction>(self.name); })
+      .def("__exit__", [](PyRecordFunction& self, py::args) { self.r.reset(); return false; });
 
   // Blocks in their own files (bindings.h): nn, optim, data, io, train; DLPack.
   chainrule::python::bind_nn(m);

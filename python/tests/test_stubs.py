@@ -51,6 +51,7 @@ MODULES = [
     ("chainrule.data", cr.data, ["data.pyi"]),
     ("chainrule.io", cr.io, ["io.pyi"]),
     ("chainrule.linalg", cr.linalg, ["linalg.pyi"]),
+    ("chainrule.profiler", cr.profiler, ["profiler.pyi"]),
 ]
 
 

@@ -12,6 +12,7 @@
 #include "chainrule/autodiff/linearize.h"
 #include "chainrule/autodiff/node.h"
 #include "chainrule/autodiff/primitive.h"
+#include "chainrule/autodiff/profiler.h"
 #include "chainrule/autodiff/tracer.h"
 #include "chainrule/ops/ops.h"
 #include "chainrule/tensor/allocator.h"
@@ -140,7 +141,7 @@ std::shared_ptr<Node> record_node(const Primitive& p, std::span<const Tensor> in
 namespace {
 
 Tensor eval_eager(const Primitive& p, std::span<const Tensor> xs, const Params& params) {
-  Tensor out = p.forward(xs, params);
+  Tensor out = profiler::detail::timed(p.name, profiler::Phase::Forward, [&] { return p.forward(xs, params); });
   if (AnomalyMode::is_enabled()) detail::check_output(p.name, xs, out);
   if (!p.differentiable() || !t_grad_enabled) return out;
   bool tracked = false;

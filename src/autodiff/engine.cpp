@@ -12,6 +12,7 @@
 #include "chainrule/autodiff/anomaly.h"
 #include "chainrule/autodiff/frame.h"
 #include "chainrule/autodiff/node.h"
+#include "chainrule/autodiff/profiler.h"
 #include "chainrule/ops/ops.h"
 
 namespace chainrule {
@@ -156,7 +157,8 @@ std::vector<Tensor> run_backward(std::span<const std::shared_ptr<Node>> roots, s
     Tensor ct = keep[k] ? buf[k] : std::move(buf[k]);
     if (!node->prim) {
       if (node->accumulates && opts.accumulate) {
-        accumulate_leaf(*node, std::move(ct), opts.create_graph);
+        profiler::detail::timed("accumulate_grad", profiler::Phase::Backward,
+                                [&] { accumulate_leaf(*node, std::move(ct), opts.create_graph); });
         for (auto& [id, hook] : node->post_accumulate_grad_hooks) hook(node->grad);
       }
       continue;
@@ -183,6 +185,7 @@ std::vector<Tensor> run_backward(std::span<const std::shared_ptr<Node>> roots, s
       context.emplace(fmt::format("while computing the backward of '{}' (created {}; inputs {})", node->prim->name,
                                   node->created_in.empty() ? "outside anomaly mode" : node->created_in, in_shapes));
     }
+    profiler::detail::Scope profile(node->prim->name, profiler::Phase::Backward);  // to the end of this node
     std::vector<Tensor> all;
     if (node->prim->vjp_all) {
       std::vector<bool> needed(node->next.size());

@@ -12,6 +12,7 @@
 #include <nlohmann/json.hpp>
 
 #include "chainrule/autodiff/frame.h"
+#include "chainrule/autodiff/profiler.h"
 #include "chainrule/autodiff/transforms.h"
 #include "chainrule/autodiff/vmap.h"
 #include "chainrule/errors.h"
@@ -99,20 +100,37 @@ struct Measurement {
   std::uint64_t step_madds = 0;  // GEMM and convolution multiply-adds of one training step, counted
 };
 
+// A configuration's network, batch, optimiser and loss: what one training step needs.
+struct StepSetup {
+  nn::ModelSpec spec;
+  std::shared_ptr<nn::Sequential> model;
+  Generator gen{0};
+  Tensor x, y;
+  std::optional<optim::SGD> opt;
+  nn::LossFn loss = [](const Tensor& out, const Tensor& target) { return cross_entropy(out, target); };
+
+  explicit StepSetup(const BenchConfig& c) : spec(nn::ModelSpec::parse(c.model)), model(nn::build_model(spec)) {
+    // Residual branches start at zero (as zero_residual training does): 15 unscaled He-initialised
+    // blocks would otherwise grow the logits by 2^15 in variance and SGD on random labels diverges.
+    nn::init_model(*model, gen, {.zero_residual = true});
+    x = randn({c.batch, spec.input_dim()}, gen), y = randint({c.batch}, spec.output_dim(), gen);
+    opt.emplace(model->named_parameters(), optim::SGDOptions{.lr = 1e-3, .momentum = 0.9});
+  }
+  void step() { nn::train_step(*model, *opt, x, y, loss); }
+};
+
 Measurement measure(const BenchConfig& c, int threads, double min_seconds) {
   set_threads(threads);
   Measurement r{c.name, c.model, c.batch};
   r.threads = threads;
-  const nn::ModelSpec spec = nn::ModelSpec::parse(c.model);
-  auto model = nn::build_model(spec);
-  Generator gen(0);
-  // Residual branches start at zero (as zero_residual training does): 15 unscaled He-initialised
-  // blocks would otherwise grow the logits by 2^15 in variance and SGD on random labels diverges.
-  nn::init_model(*model, gen, {.zero_residual = true});
+  StepSetup setup(c);
+  const nn::ModelSpec& spec = setup.spec;
+  auto& model = setup.model;
+  Generator& gen = setup.gen;
   const std::int64_t outputs = spec.output_dim();
-  Tensor x = randn({c.batch, spec.input_dim()}, gen), y = randint({c.batch}, outputs, gen);
-  optim::SGD opt(model->named_parameters(), {.lr = 1e-3, .momentum = 0.9});
-  const nn::LossFn loss = [](const Tensor& out, const Tensor& target) { return cross_entropy(out, target); };
+  const Tensor &x = setup.x, &y = setup.y;
+  optim::SGD& opt = *setup.opt;
+  const nn::LossFn& loss = setup.loss;
 
   // Bytes a step cannot do without: parameters, gradients, momentum, the input of every Linear
   // (saved for its weight gradient; a ReLU's output is the next Linear's input) and the softmax.
@@ -142,6 +160,27 @@ Measurement measure(const BenchConfig& c, int threads, double min_seconds) {
   r.jvp_s = median_seconds([&] { jvp([&](const Tensor& xi) { return loss(model->forward(xi), y); }, x, tangent); }, 2, 10,
                            min_seconds);
   return r;
+}
+
+// `--profile`: the primitives' time in `steps` training steps after a few warm-up steps, as a
+// table; `trace` (when not empty) receives the Chrome trace of those steps.
+void profile_config(const BenchConfig& c, int threads, int steps, const std::string& trace) {
+  set_threads(threads);
+  StepSetup setup(c);
+  for (int i = 0; i < 3; ++i) setup.step();
+  const auto t0 = Clock::now();  // the same steps unprofiled, for the profiler's own cost
+  for (int i = 0; i < steps; ++i) setup.step();
+  const double plain_ms = 1e3 * std::chrono::duration<double>(Clock::now() - t0).count() / steps;
+  profiler::Profile prof;
+  for (int i = 0; i < steps; ++i) setup.step();
+  prof.stop();
+  fmt::print("\nProfile of {} (batch {}, {} thread(s)), {} training steps:\n{}", c.name, c.batch, threads, steps, prof.table(steps));
+  fmt::print("The same steps unprofiled: {:.4f} ms per step (mean)\n", plain_ms);
+  if (!trace.empty()) {
+    prof.export_chrome_trace(trace);
+    fmt::print("Chrome trace ({} events): {}\n", prof.events().size(), trace);
+  }
+  std::fflush(stdout);
 }
 
 // The Jacobian of f: Rⁿ → Rᵐ, a 3-layer tanh MLP of width 512, by jacobian()'s automatic choice.
@@ -267,10 +306,21 @@ struct BenchArgs {
   std::vector<std::string> configs;
   std::vector<int> threads;
   double min_time = 1.0;
-  bool json = false, jacobians = false, per_example = false, elementwise = false;
+  bool json = false, jacobians = false, per_example = false, elementwise = false, profile = false;
+  int profile_steps = 20;
+  std::string trace;
   std::int64_t per_example_batch = 128;
   std::string per_example_config = "fmnist";
 };
+
+// With several configurations, `--trace t.json` names one file per configuration: t.tiny.json, ...
+std::string trace_path(const std::string& trace, const std::string& config) {
+  if (trace.empty()) return trace;
+  const auto dot = trace.rfind('.');
+  const auto slash = trace.rfind('/');
+  if (dot == std::string::npos || (slash != std::string::npos && dot < slash)) return trace + "." + config;
+  return trace.substr(0, dot) + "." + config + trace.substr(dot);
+}
 
 void run_bench(const BenchArgs& a) {
   std::vector<BenchConfig> chosen;
@@ -287,6 +337,8 @@ void run_bench(const BenchArgs& a) {
   std::vector<int> thread_counts = a.threads.empty() ? std::vector<int>{1, 2} : a.threads;
   for (int t : thread_counts)
     if (t <= 0) throw ValueError(fmt::format("bench: --threads must be positive, got {}", t));
+  if (a.profile_steps <= 0) throw ValueError(fmt::format("bench: --profile-steps must be positive, got {}", a.profile_steps));
+  if (!a.trace.empty() && !a.profile) throw ValueError("bench: --trace needs --profile");
   if (!(a.min_time > 0)) throw ValueError(fmt::format("bench: --min-time must be positive, got {}", a.min_time));
   if (a.elementwise) {  // on its own: no networks, no GEMM peak
     nlohmann::json out{{"elementwise", run_elementwise(thread_counts, a.min_time)}};
@@ -315,6 +367,7 @@ void run_bench(const BenchArgs& a) {
                best.jvp_s / best.forward_s, static_cast<double>(best.peak_bytes) / 1e6,
                static_cast<double>(best.needed_bytes) / 1e6);
     std::fflush(stdout);
+    if (a.profile) profile_config(c, best.threads, a.profile_steps, chosen.size() == 1 ? a.trace : trace_path(a.trace, c.name));
     configs.push_back({{"name", best.name}, {"model", best.model}, {"batch", best.batch}, {"threads", best.threads},
                        {"step_us", best.step_s * 1e6}, {"gflops", gflops}, {"peak_fraction", gflops / peak},
                        {"grad_over_forward", best.grad_s / best.forward_s}, {"jvp_over_forward", best.jvp_s / best.forward_s},
@@ -367,6 +420,13 @@ void add_bench_command(CLI::App& app, int& exit_code) {
   cmd->add_flag("--elementwise", args->elementwise,
                 "Instead of the networks: time exp, log, tanh, sigmoid, sin, cos, erf, expm1, log1p and the composite "
                 "activations at 1M float32 values, per thread count");
+  cmd->add_flag("--profile", args->profile,
+                "After each configuration's timing, profile --profile-steps training steps: time per primitive, forward "
+                "and backward, calls and share of the step");
+  cmd->add_option("--profile-steps", args->profile_steps, "Training steps that --profile records")->capture_default_str();
+  cmd->add_option("--trace", args->trace,
+                  "With --profile: write the Chrome trace (Perfetto, chrome://tracing) to this file (FILE.CONFIG.json with "
+                  "several configurations)");
   cmd->add_flag("--json", args->json, "Print one JSON object with every figure as the last line");
   cmd->callback([args, &exit_code] {
     run_bench(*args);

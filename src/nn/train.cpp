@@ -15,6 +15,7 @@
 
 #include "chainrule/autodiff/anomaly.h"
 #include "chainrule/autodiff/frame.h"
+#include "chainrule/autodiff/profiler.h"
 #include "chainrule/data/loader.h"
 #include "chainrule/distributed/ddp.h"
 #include "chainrule/io/atomic_file.h"
@@ -362,7 +363,10 @@ optim::SchedulePtr make_schedule(const TrainConfig& c, std::int64_t steps_per_ep
 
 StepOutput train_step(Module& model, optim::Optimizer& opt, const Tensor& x, const Tensor& target, const LossFn& loss,
                       double clip) {
-  opt.zero_grad();
+  {
+    profiler::RecordFunction region("optimizer.zero_grad");
+    opt.zero_grad();
+  }
   StepOutput r;
   r.out = model.forward(x);
   r.loss = loss(r.out, target);
@@ -371,7 +375,10 @@ StepOutput train_step(Module& model, optim::Optimizer& opt, const Tensor& x, con
     throw NumericalError(fmt::format("the loss became {} (learning rate {:g} too high?)", std::isnan(v) ? "NaN" : v > 0 ? "+Inf" : "-Inf", opt.lr()));
   r.loss.backward();
   if (clip > 0) optim::clip_grad_norm_(model.parameters(), clip);
-  opt.step();
+  {
+    profiler::RecordFunction region("optimizer.step");
+    opt.step();
+  }
   return r;
 }
 
