@@ -169,6 +169,35 @@ TEST(Half, FromDoubleRoundsOnce) {
   EXPECT_TRUE(std::isnan(to_float(to_bfloat16(std::numeric_limits<double>::quiet_NaN()))));
 }
 
+// The tensor conversions (cast; float16 on F16C where the CPU has it) agree with the scalar ones.
+TEST(Half, TensorCastMatchesScalarConversions) {
+  std::vector<float16> all16(65536);
+  std::vector<bfloat16> allb(65536);
+  for (std::uint32_t b = 0; b < 65536; ++b) {
+    all16[b].bits = static_cast<std::uint16_t>(b);
+    allb[b].bits = static_cast<std::uint16_t>(b);
+  }
+  Tensor h = empty({65536}, DType::f16), bb = empty({65536}, DType::bf16);
+  std::copy(all16.begin(), all16.end(), h.mutable_data<float16>());
+  std::copy(allb.begin(), allb.end(), bb.mutable_data<bfloat16>());
+  auto hf = cast(h, DType::f32).to_vector<float>(), bf = cast(bb, DType::f32).to_vector<float>();
+  for (std::uint32_t b = 0; b < 65536; ++b) {
+    ASSERT_TRUE(same(hf[b], to_float(all16[b]))) << std::hex << b;
+    ASSERT_TRUE(same(bf[b], to_float(allb[b]))) << std::hex << b;
+  }
+  for (auto fmt : {kF16, kBF16}) {
+    const std::vector<float> xs = probes(fmt);
+    Tensor x = from_vector<float>(xs);
+    const bool is_bf = fmt.ebits == 8;
+    Tensor r = cast(x, is_bf ? DType::bf16 : DType::f16);
+    for (std::size_t i = 0; i < xs.size(); ++i) {
+      const float got = is_bf ? to_float(r.data<bfloat16>()[i]) : to_float(r.data<float16>()[i]);
+      const float want = is_bf ? to_float(to_bfloat16(xs[i])) : to_float(to_float16(xs[i]));
+      ASSERT_TRUE(same(got, want)) << xs[i];
+    }
+  }
+}
+
 TEST(Half, DTypeNamesAndSizes) {
   EXPECT_EQ(dtype_name(DType::bf16), "bfloat16");
   EXPECT_EQ(dtype_name(DType::f16), "float16");
