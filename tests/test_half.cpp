@@ -14,6 +14,7 @@
 
 #include "chainrule/chainrule.h"
 #include "chainrule/nn/checkpoint.h"
+#include "chainrule/optim/optimizer.h"
 
 using namespace chainrule;
 
@@ -378,6 +379,22 @@ TEST(Half, LinearAgainstReferenceLoop) {
         ASSERT_LE(std::fabs(yv[r * out + j] - ref), unit * std::fabs(ref) + 1e-5 * mag) << dtype_name(t) << " at " << r << "," << j;
       }
   }
+}
+
+TEST(Half, OptimizersWantFloat32MasterWeights) {
+  Tensor w = tensor({1.0, 2.0}, {2}, DType::bf16).requires_grad_();
+  try {
+    optim::SGD sgd({{"w", w}}, optim::SGDOptions{});
+    ADD_FAILURE() << "SGD took a bfloat16 parameter";
+  } catch (const DTypeError& e) {
+    EXPECT_NE(std::string(e.what()).find("bfloat16"), std::string::npos) << e.what();
+  }
+  // Clipping reads half gradients: |(3, 4)| = 5, scaled to norm 1.
+  sum(mul(w, tensor({3.0, 4.0}, {2}, DType::bf16))).backward();
+  EXPECT_DOUBLE_EQ(optim::clip_grad_norm_({w}, 1.0), 5.0);
+  auto g = cast(w.grad(), DType::f64).to_vector<double>();
+  EXPECT_NEAR(g[0], 0.6, 0x1p-8);
+  EXPECT_NEAR(g[1], 0.8, 0x1p-8);
 }
 
 namespace fs = std::filesystem;
