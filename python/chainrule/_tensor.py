@@ -135,6 +135,7 @@ _EXTRA = {
     "squeeze": _squeeze, "transpose": _transpose, "permute": _permute, "swapaxes":
     lambda self, a, b: _core.transpose(self, a, b), "to": _to, "tolist": _tolist, "view": Tensor.reshape,
     "float": lambda self: self.astype(_core.float32), "double": lambda self: self.astype(_core.float64),
+    "half": lambda self: self.astype(_core.float16), "bfloat16": lambda self: self.astype(_core.bfloat16),
     "long": lambda self: self.astype(_core.int64), "bool": lambda self: self.astype(_core.bool_),
     "__setitem__": _setitem, "__reduce__": _reduce, "__deepcopy__": _deepcopy, "__copy__": _copy,
     "__int__": _int, "__index__": _index, "__format__": _format, "__rpow__": _rpow,

@@ -29,6 +29,8 @@ DLDataType dl_dtype(DType d) {
     case DType::f64: return {kDLFloat, 64, 1};
     case DType::i64: return {kDLInt, 64, 1};
     case DType::b8: return {kDLBool, 8, 1};
+    case DType::f16: return {kDLFloat, 16, 1};
+    case DType::bf16: return {kDLBfloat, 16, 1};
   }
   throw chainrule::ValueError("to_dlpack: unknown dtype");
 }
@@ -83,6 +85,8 @@ bool shared_dtype(const DLDataType& d, DType& out) {
   if (d.code == kDLFloat && d.bits == 64) return out = DType::f64, true;
   if (d.code == kDLInt && d.bits == 64) return out = DType::i64, true;
   if (d.code == kDLBool && d.bits == 8) return out = DType::b8, true;
+  if (d.code == kDLFloat && d.bits == 16) return out = DType::f16, true;
+  if (d.code == kDLBfloat && d.bits == 16) return out = DType::bf16, true;
   return false;
 }
 

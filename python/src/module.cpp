@@ -34,6 +34,9 @@ py::dtype to_np_dtype(DType d) {
     case DType::f64: return py::dtype::of<double>();
     case DType::i64: return py::dtype::of<std::int64_t>();
     case DType::b8: return py::dtype::of<bool>();
+    case DType::f16: return py::dtype("float16");
+    case DType::bf16:
+      throw DTypeError("numpy has no bfloat16: convert the tensor first, t.astype(chainrule.float32).numpy()");
   }
   throw ValueError("unknown dtype");
 }
@@ -45,7 +48,9 @@ DType parse_dtype(const py::handle& h) {
     if (s == "float64" || s == "f64") return DType::f64;
     if (s == "int64" || s == "i64") return DType::i64;
     if (s == "bool" || s == "b8") return DType::b8;
-    throw DTypeError("dtype: unknown dtype '" + s + "' (float32, float64, int64, bool)");
+    if (s == "bfloat16" || s == "bf16") return DType::bf16;
+    if (s == "float16" || s == "f16" || s == "half") return DType::f16;
+    throw DTypeError("dtype: unknown dtype '" + s + "' (float32, float64, bfloat16, float16, int64, bool)");
   }
   if (py::isinstance<DType>(h)) return h.cast<DType>();
   // A numpy dtype or type (np.float32, np.dtype('float64'), ...).
@@ -57,11 +62,11 @@ DType parse_dtype(const py::handle& h) {
 DType dtype_for_numpy(const py::dtype& d) {
   char kind = d.kind();
   std::size_t size = static_cast<std::size_t>(d.itemsize());
-  if (kind == 'f') return size == 8 ? DType::f64 : DType::f32;
+  if (kind == 'f') return size == 8 ? DType::f64 : size == 2 ? DType::f16 : DType::f32;
   if (kind == 'i' || kind == 'u') return DType::i64;
   if (kind == 'b') return DType::b8;
   throw DTypeError("from_numpy: unsupported numpy dtype '" + std::string(py::str(d.attr("name"))) +
-                   "' (numeric or bool arrays only: float32, float64, int64, bool; other ints -> int64, float16 -> float32)");
+                   "' (numeric or bool arrays only: float16, float32, float64, int64, bool; other ints -> int64)");
 }
 
 bool exact_dtype(const py::dtype& d, DType t) {
@@ -111,6 +116,8 @@ Tensor to_tensor(const py::handle& obj, std::optional<DType> dtype) {
     Tensor t = obj.cast<Tensor>();
     return dtype && *dtype != t.dtype() ? cast(t, *dtype) : t;
   }
+  // numpy has no bfloat16: read the values as float64 and round once.
+  if (dtype == DType::bf16) return cast(to_tensor(obj, DType::f64), DType::bf16);
   py::module_ np = py::module_::import("numpy");
   py::object arr;
   if (py::isinstance<py::array>(obj)) {
@@ -175,7 +182,10 @@ py::buffer_info buffer_of(const Tensor& t0) {
     st *= shape[i];
   }
   char* p = static_cast<char*>(t.impl()->storage->data) + t.impl()->offset * item;
-  std::string fmt = t.dtype() == DType::f32 ? py::format_descriptor<float>::format()
+  if (t.dtype() == DType::bf16)
+    throw DTypeError("buffer: bfloat16 has no buffer format (numpy has no bfloat16); use t.astype(chainrule.float32)");
+  std::string fmt = t.dtype() == DType::f16 ? std::string("e")
+                    : t.dtype() == DType::f32 ? py::format_descriptor<float>::format()
                     : t.dtype() == DType::f64 ? py::format_descriptor<double>::format()
                     : t.dtype() == DType::i64 ? py::format_descriptor<std::int64_t>::format()
                                               : py::format_descriptor<bool>::format();
@@ -278,17 +288,34 @@ PYBIND11_MODULE(_core, m) {
       .value("float32", DType::f32)
       .value("float64", DType::f64)
       .value("int64", DType::i64)
-      .value("bool", DType::b8);
+      .value("bool", DType::b8)
+      .value("bfloat16", DType::bf16)
+      .value("float16", DType::f16);
   m.attr("float32") = DType::f32;
   m.attr("float64") = DType::f64;
   m.attr("int64") = DType::i64;
   m.attr("bool_") = DType::b8;
+  m.attr("bfloat16") = DType::bf16;
+  m.attr("float16") = DType::f16;
 
   py::class_<Tensor> T(m, "Tensor", py::buffer_protocol(), R"doc(A chainrule tensor (contiguous, row-major).
 
 The buffer protocol and numpy() give a zero-copy numpy view of a concrete tensor's storage; the
 view keeps the storage alive. Writes through the view are visible in the tensor and vice versa.)doc");
-  T.def_buffer([](const Tensor& t) { return buffer_of(t); })
+  T.def_buffer([](const Tensor& t) {
+    // The buffer callback must not throw (pybind11 would terminate). numpy has no bfloat16: give a
+    // read-only float32 copy of its exact values, kept alive by the buffer that refers to it.
+    if (t.dtype() != DType::bf16) return buffer_of(t);
+    py::array copy = numpy_view(cast(t.detach(), DType::f32));
+    copy.attr("setflags")(py::arg("write") = false);
+    auto* view = new Py_buffer();
+    if (PyObject_GetBuffer(copy.ptr(), view, PyBUF_FULL_RO) != 0) {
+      delete view;
+      PyErr_Clear();
+      return py::buffer_info(nullptr, 4, py::format_descriptor<float>::format(), 1, {py::ssize_t{0}}, {py::ssize_t{4}});  // empty
+    }
+    return py::buffer_info(view, true);
+  })
       .def_property_readonly("shape", [](const Tensor& t) { return shape_tuple(t.shape()); })
       .def_property_readonly("ndim", [](const Tensor& t) { return t.dim(); })
       .def_property_readonly("dtype", [](const Tensor& t) { return t.dtype(); })
@@ -309,7 +336,8 @@ view keeps the storage alive. Writes through the view are visible in the tensor 
       })
       .def("numpy", &numpy_view, "A zero-copy numpy view (a tracer gives a view of its concrete value).")
       .def("__array__", [](const Tensor& t, py::object dtype, py::object) -> py::object {
-        py::array a = numpy_view(t);
+        // numpy has no bfloat16: np.asarray gives its (exact) float32 values, a copy.
+        py::array a = numpy_view(t.dtype() == DType::bf16 ? cast(t.detach(), DType::f32) : t);
         if (!dtype.is_none()) return a.attr("astype")(dtype);
         return a;
       }, py::arg("dtype") = py::none(), py::arg("copy") = py::none())

@@ -8,6 +8,7 @@
 
 #include "autodiff/anomaly_internal.h"
 #include "chainrule/tensor/tensor.h"
+#include "kernels/convert.h"
 
 namespace chainrule {
 
@@ -57,7 +58,10 @@ std::int64_t first_non_finite(const Tensor& t) {
   return -1;
 }
 
-void check_output(std::string_view op, std::span<const Tensor> inputs, const Tensor& out) {
+void check_output(std::string_view op, std::span<const Tensor> inputs, const Tensor& out_) {
+  // A half tensor is scanned as its (exact) float32 values.
+  auto wide = [](const Tensor& t) { return is_half(t.dtype()) ? kernels::convert(t, DType::f32) : t; };
+  const Tensor out = wide(out_);
   auto i = first_non_finite(out);
   if (i < 0) return;
   // An output that merely passes a NaN or Inf through from an input is not the culprit; but a
@@ -69,7 +73,7 @@ void check_output(std::string_view op, std::span<const Tensor> inputs, const Ten
   const bool out_nan = has_nan(out);
   for (const auto& x : inputs) {
     if (!is_floating(x.dtype())) continue;
-    Tensor c = x.detach();
+    Tensor c = wide(x.detach());
     if (first_non_finite(c) >= 0 && (!out_nan || has_nan(c))) return;
   }
   if (out_nan)

@@ -16,6 +16,7 @@
 #include "chainrule/autodiff/tracer.h"
 #include "chainrule/ops/ops.h"
 #include "chainrule/tensor/allocator.h"
+#include "kernels/convert.h"
 
 namespace chainrule {
 
@@ -140,8 +141,31 @@ std::shared_ptr<Node> record_node(const Primitive& p, std::span<const Tensor> in
 
 namespace {
 
+// bfloat16 and float16 at the primitive boundary: a kernel without half support (most; see
+// Primitive::half_kernels) runs on float32 copies of the half inputs, and its float32 output is
+// rounded back to their half type, as PyTorch's CPU kernels do inside most bf16 ops. Reductions
+// therefore accumulate in float32 and round once, and every op, JVP and VJP (made of ops) works
+// on the half types with the float32 kernels alone.
+Tensor run_forward(const Primitive& p, std::span<const Tensor> xs, const Params& params) {
+  if (p.half_kernels) return p.forward(xs, params);
+  const Tensor* half = nullptr;
+  for (const auto& x : xs)
+    if (is_half(x.dtype())) half = &x;
+  if (!half) return p.forward(xs, params);
+  SmallVec<Tensor, 3> up(xs.size());
+  for (std::size_t i = 0; i < xs.size(); ++i)
+    up[i] = is_half(xs[i].dtype()) ? kernels::convert(xs[i], DType::f32) : xs[i];
+  Tensor out;
+  try {
+    out = p.forward(up, params);
+  } catch (const DTypeError& e) {  // an integer-only kernel, say: name the dtype the caller used
+    throw DTypeError(fmt::format("{}: unsupported dtype {} (its float32 kernel said: {})", p.name, dtype_name(half->dtype()), e.what()));
+  }
+  return out.dtype() == DType::f32 ? kernels::convert(out, half->dtype()) : out;
+}
+
 Tensor eval_eager(const Primitive& p, std::span<const Tensor> xs, const Params& params) {
-  Tensor out = profiler::detail::timed(p.name, profiler::Phase::Forward, [&] { return p.forward(xs, params); });
+  Tensor out = profiler::detail::timed(p.name, profiler::Phase::Forward, [&] { return run_forward(p, xs, params); });
   if (AnomalyMode::is_enabled()) detail::check_output(p.name, xs, out);
   if (!p.differentiable() || !t_grad_enabled) return out;
   bool tracked = false;

@@ -271,6 +271,37 @@ CheckReport check_grads(const CheckFn& fn, const std::vector<Tensor>& inputs, co
         }
       }
   }
+
+  if (o.half && m > 0)
+    for (const auto& tol : kHalfTolerances) {
+      // Against float64 on the same rounded inputs: only the rounding inside fn is measured.
+      std::vector<Tensor> half_in = inputs, ref_in = inputs;
+      for (auto i : f.diff) {
+        half_in[i] = cast(inputs[i], tol.dtype);
+        ref_in[i] = cast(half_in[i], DType::f64);
+      }
+      const std::vector<double> want = flat(fn(ref_in)), got = flat(fn(half_in));
+      // The scale of the values fn rounds along the way: its inputs' and its output's.
+      double scale = 1;
+      for (double w : want)
+        if (std::isfinite(w)) scale = std::max(scale, std::abs(w));
+      for (auto i : f.diff)
+        for (double v : flat(ref_in[i]))
+          if (std::isfinite(v)) scale = std::max(scale, std::abs(v));
+      const double max_finite = tol.dtype == DType::f16 ? 65504.0 : 3.3895313892515355e38;
+      r.checks.push_back(fmt::format("{} vs float64", dtype_name(tol.dtype)));
+      for (std::size_t k = 0; k < want.size() && k < got.size(); ++k) {
+        const double w = want[k], g = got[k];
+        const bool ok = (std::isnan(w) && std::isnan(g)) || (w == g) ||
+                        (std::isinf(g) && std::abs(w) > max_finite && std::signbit(g) == std::signbit(w)) ||
+                        std::abs(g - w) <= tol.rtol * std::abs(w) + tol.atol * scale;
+        if (!ok && r.pass) {
+          r.pass = false;
+          r.failure = fmt::format("{} vs float64: out[{}] = {:.8g} in {}, {:.8g} in float64 (tolerance {:.3g} + {:.3g} x {:.3g})", dtype_name(tol.dtype), k,
+                                  g, dtype_name(tol.dtype), w, tol.rtol * std::abs(w), tol.atol, scale);
+        }
+      }
+    }
   return r;
 }
 

@@ -24,6 +24,7 @@
 #include "chainrule/tensor/allocator.h"
 #include "chainrule/tensor/random.h"
 #include "cli/commands.h"
+#include "kernels/gemm_half.h"
 #include "kernels/vecmath.h"
 
 namespace chainrule::kernels {
@@ -302,11 +303,40 @@ nlohmann::json run_elementwise(const std::vector<int>& thread_counts, double min
   return {{"n", n}, {"isa", kernels::vec_isa()}, {"functions", rows}};
 }
 
+// A 1024×1024×1024 matmul in each float dtype: bfloat16 on oneDNN's bf16 GEMM where the CPU has
+// one (float32 accumulation), float16 through the float32 path (its up-cast and rounding included).
+nlohmann::json run_matmul(const std::vector<int>& thread_counts, double min_seconds) {
+  const std::int64_t n = 1024;
+  Generator gen(0);
+  NoGradGuard ng;
+  const Tensor a = randn({n, n}, gen), b = randn({n, n}, gen);
+  const std::string kernel = kernels::bf16_gemm_kernel();
+  fmt::print("matmul {0}x{0}x{0}, median ms and GFLOP/s (bf16 kernel: {1}):\n", n, kernel.empty() ? "none, float32 path" : kernel);
+  nlohmann::json rows = nlohmann::json::array();
+  for (DType t : {DType::f32, DType::bf16, DType::f16}) {
+    const Tensor x = cast(a, t), y = cast(b, t);
+    fmt::print("{:<9}", dtype_name(t));
+    nlohmann::json row{{"dtype", dtype_name(t)}};
+    for (int th : thread_counts) {
+      set_threads(th);
+      const double s = median_seconds([&] { matmul(x, y); }, 2, 10, min_seconds);
+      const double gflops = 2.0 * static_cast<double>(n * n * n) / s / 1e9;
+      fmt::print(" {} thr {:>8.2f} ms {:>7.1f} GFLOP/s", th, 1e3 * s, gflops);
+      row["ms"][std::to_string(th)] = 1e3 * s;
+      row["gflops"][std::to_string(th)] = gflops;
+    }
+    fmt::print("\n");
+    std::fflush(stdout);
+    rows.push_back(row);
+  }
+  return {{"n", n}, {"bf16_kernel", kernel}, {"dtypes", rows}};
+}
+
 struct BenchArgs {
   std::vector<std::string> configs;
   std::vector<int> threads;
   double min_time = 1.0;
-  bool json = false, jacobians = false, per_example = false, elementwise = false, profile = false;
+  bool json = false, jacobians = false, per_example = false, elementwise = false, matmul = false, profile = false;
   int profile_steps = 20;
   std::string trace;
   std::int64_t per_example_batch = 128;
@@ -340,6 +370,11 @@ void run_bench(const BenchArgs& a) {
   if (a.profile_steps <= 0) throw ValueError(fmt::format("bench: --profile-steps must be positive, got {}", a.profile_steps));
   if (!a.trace.empty() && !a.profile) throw ValueError("bench: --trace needs --profile");
   if (!(a.min_time > 0)) throw ValueError(fmt::format("bench: --min-time must be positive, got {}", a.min_time));
+  if (a.matmul) {  // on its own, as --elementwise
+    nlohmann::json out{{"matmul", run_matmul(thread_counts, a.min_time)}};
+    if (a.json) std::cout << out.dump() << "\n";
+    return;
+  }
   if (a.elementwise) {  // on its own: no networks, no GEMM peak
     nlohmann::json out{{"elementwise", run_elementwise(thread_counts, a.min_time)}};
     if (a.json) std::cout << out.dump() << "\n";
@@ -417,6 +452,7 @@ void add_bench_command(CLI::App& app, int& exit_code) {
   cmd->add_option("--per-example-batch", args->per_example_batch, "Batch of --per-example")->capture_default_str();
   cmd->add_option("--per-example-config", args->per_example_config,
                   "Network of --per-example (fmnist, or a resnet config in evaluation mode)")->capture_default_str();
+  cmd->add_flag("--matmul", args->matmul, "Only time a 1024x1024x1024 matmul in float32, bfloat16 and float16");
   cmd->add_flag("--elementwise", args->elementwise,
                 "Instead of the networks: time exp, log, tanh, sigmoid, sin, cos, erf, expm1, log1p and the composite "
                 "activations at 1M float32 values, per thread count");

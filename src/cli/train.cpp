@@ -25,6 +25,7 @@
 #include "chainrule/nn/checkpoint.h"
 #include "chainrule/nn/loss.h"
 #include "chainrule/nn/train.h"
+#include "chainrule/nn/autocast.h"
 #include "cli/commands.h"
 
 namespace chainrule::cli {
@@ -107,6 +108,7 @@ void on_termination_explain(int rank, int size, const std::string& out) {
 struct TrainArgs {
   nn::TrainConfig c;
   std::string dtype = "f32";
+  std::string precision = "f32";
   std::string out;
   int threads = default_threads();
   std::int64_t checkpoint_every = 0, stop_after = -1;
@@ -173,6 +175,11 @@ void add_train(CLI::App& app, int& exit_code) {
                   fmt::format("Epochs (default: the recipe's, {} for the mlp recipe on Fashion-MNIST, 30 for spirals, 50 for regression, 20 otherwise)", nn::kRecommendedEpochs));
   cmd->add_option("--seed", a->c.seed, "Seed of initialisation and data order")->check(kNonNegative)->capture_default_str();
   cmd->add_option("--dtype", a->dtype, "Parameter and data precision: f32 or f64")->capture_default_str();
+  cmd->add_option("--precision", a->precision,
+                  "Linear layers' GEMM operands: f32, or bf16 (bfloat16 inputs, float32 accumulation; float32 master weights "
+                  "and optimizer state; needs --dtype f32)")
+      ->check(CLI::IsMember({"f32", "bf16"}))
+      ->capture_default_str();
   cmd->add_option("--threads", a->threads, "Threads for matrix products and kernels")->capture_default_str();
   cmd->add_option("--out", a->out, "Run directory (default: a new runs/train-NNN)");
   cmd->add_option("--checkpoint-every", a->checkpoint_every, "Also checkpoint every N steps (0: at the end of each epoch; --resume keeps the run's)")
@@ -299,6 +306,9 @@ void add_train(CLI::App& app, int& exit_code) {
     }
     std::optional<DetectAnomalyGuard> anomaly;
     if (a->detect_anomaly) anomaly.emplace();
+    if (a->precision == "bf16" && c.dtype != DType::f32)
+      throw ValueError(fmt::format("--precision bf16 needs --dtype f32 (the master weights), got {}", a->dtype));
+    nn::AutocastGuard autocast(a->precision == "bf16" ? std::optional<DType>(DType::bf16) : std::nullopt);
     nn::TrainResult r = nn::train(c, splits, ro);
     const double seconds = std::chrono::duration<double>(clock::now() - t0).count();
     // Throughput of this run's training steps (all processes' examples), and the time spent

@@ -12,8 +12,10 @@
 
 #include <array>
 #include <cstring>
+#include <string>
 #include <unordered_map>
 
+#include "kernels/gemm_half.h"
 #include "kernels/kernels.h"
 
 namespace chainrule::kernels {
@@ -107,13 +109,14 @@ struct MatmulKey {
   std::int64_t m, n, k, lda, ldb, ldc;
   bool ta, tb, bias;
   int threads;
+  bool bf16 = false;  // bfloat16 A and B (float32 C, accumulation in float32)
   bool operator==(const MatmulKey&) const = default;
 };
 struct MatmulKeyHash {
   std::size_t operator()(const MatmulKey& key) const {
     std::size_t h = 0;
     for (std::int64_t v : {key.m, key.n, key.k, key.lda, key.ldb, key.ldc, std::int64_t{key.ta}, std::int64_t{key.tb},
-                           std::int64_t{key.bias}, std::int64_t{key.threads}})
+                           std::int64_t{key.bias}, std::int64_t{key.threads}, std::int64_t{key.bf16}})
       h = h * 1000003u ^ static_cast<std::size_t>(v);
     return h;
   }
@@ -125,6 +128,7 @@ struct CachedMatmul {
   dnnl_primitive_t primitive = nullptr;
   std::array<dnnl_memory_t, 4> memories{};  // A, B, C, bias
   bool usable = false;                      // false: oneDNN offered only its reference kernel
+  std::string impl;                         // oneDNN's name for the kernel it chose
   CachedMatmul() = default;
   CachedMatmul(const CachedMatmul&) = delete;
   CachedMatmul& operator=(const CachedMatmul&) = delete;
@@ -175,8 +179,9 @@ std::unique_ptr<CachedMatmul> create_matmul(const MatmulKey& key) {
   const dnnl_dims_t astr{key.ta ? 1 : key.lda, key.ta ? key.lda : 1};
   const dnnl_dims_t bstr{key.tb ? 1 : key.ldb, key.tb ? key.ldb : 1};
   const dnnl_dims_t cstr{key.ldc, 1};
-  check(dnnl_memory_desc_init_by_strides(&ad, 2, adims, dnnl_f32, astr), "memory description", key);
-  check(dnnl_memory_desc_init_by_strides(&bd, 2, bdims, dnnl_f32, bstr), "memory description", key);
+  const dnnl_data_type_t in_type = key.bf16 ? dnnl_bf16 : dnnl_f32;
+  check(dnnl_memory_desc_init_by_strides(&ad, 2, adims, in_type, astr), "memory description", key);
+  check(dnnl_memory_desc_init_by_strides(&bd, 2, bdims, in_type, bstr), "memory description", key);
   check(dnnl_memory_desc_init_by_strides(&cd, 2, cdims, dnnl_f32, cstr), "memory description", key);
   dnnl_memory_desc_t biasd;
   const dnnl_dims_t biasdims{1, key.n}, biasstr{key.n, 1};
@@ -188,6 +193,7 @@ std::unique_ptr<CachedMatmul> create_matmul(const MatmulKey& key) {
   const char* impl = nullptr;
   dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl);
   mm->usable = impl && std::string_view(impl).substr(0, 3) != "ref";
+  mm->impl = impl ? impl : "";
   if (mm->usable) {
     const dnnl_status_t st = dnnl_primitive_create(&mm->primitive, pd);
     dnnl_primitive_desc_destroy(pd);
@@ -198,6 +204,16 @@ std::unique_ptr<CachedMatmul> create_matmul(const MatmulKey& key) {
     dnnl_primitive_desc_destroy(pd);
   }
   return mm;
+}
+
+CachedMatmul& cached_matmul(const MatmulKey& key) {
+  ThreadMatmuls& t = thread_matmuls();
+  auto it = t.cache.find(key);
+  if (it == t.cache.end()) {
+    if (t.cache.size() >= 512) t.cache.clear();  // many one-off shapes (experiments): start over
+    it = t.cache.emplace(key, create_matmul(key)).first;
+  }
+  return *it->second;
 }
 
 }  // namespace
@@ -213,12 +229,7 @@ bool run_matmul_primitive(bool ta, bool tb, std::int64_t m, std::int64_t n, std:
   if (m == 1 || n == 1 || (m <= 16 && !tb)) return false;
   const MatmulKey key{m, n, k, lda, ldb, ldc, ta, tb, bias != nullptr, omp_get_max_threads()};
   ThreadMatmuls& t = thread_matmuls();
-  auto it = t.cache.find(key);
-  if (it == t.cache.end()) {
-    if (t.cache.size() >= 512) t.cache.clear();  // many one-off shapes (experiments): start over
-    it = t.cache.emplace(key, create_matmul(key)).first;
-  }
-  CachedMatmul& mm = *it->second;
+  CachedMatmul& mm = cached_matmul(key);
   if (!mm.usable) return false;
   check(dnnl_memory_set_data_handle(mm.memories[0], const_cast<float*>(a)), "set A", key);
   check(dnnl_memory_set_data_handle(mm.memories[1], const_cast<float*>(b)), "set B", key);
@@ -290,6 +301,28 @@ void gemm(bool ta, bool tb, std::int64_t m, std::int64_t n, std::int64_t k, doub
   cblas_dgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, static_cast<int>(m),
               static_cast<int>(n), static_cast<int>(k), alpha, a, static_cast<int>(lda), b, static_cast<int>(ldb), beta, c,
               static_cast<int>(ldc));
+}
+
+bool gemm_bf16(bool ta, bool tb, std::int64_t m, std::int64_t n, std::int64_t k, const bfloat16* a, std::int64_t lda,
+               const bfloat16* b, std::int64_t ldb, float* c, std::int64_t ldc) {
+  if (m == 0 || n == 0 || k == 0) return false;
+  const MatmulKey key{m, n, k, lda, ldb, ldc, ta, tb, false, omp_get_max_threads(), true};
+  CachedMatmul& mm = cached_matmul(key);
+  if (!mm.usable) return false;
+  gemm_madds() += static_cast<std::uint64_t>(m * n * k);
+  ThreadMatmuls& t = thread_matmuls();
+  check(dnnl_memory_set_data_handle(mm.memories[0], const_cast<bfloat16*>(a)), "set A", key);
+  check(dnnl_memory_set_data_handle(mm.memories[1], const_cast<bfloat16*>(b)), "set B", key);
+  check(dnnl_memory_set_data_handle(mm.memories[2], c), "set C", key);
+  dnnl_exec_arg_t args[] = {{DNNL_ARG_SRC, mm.memories[0]}, {DNNL_ARG_WEIGHTS, mm.memories[1]}, {DNNL_ARG_DST, mm.memories[2]}};
+  check(dnnl_primitive_execute(mm.primitive, t.stream, 3, args), "execute", key);
+  return true;
+}
+
+std::string bf16_gemm_kernel() {
+  const MatmulKey key{64, 64, 64, 64, 64, 64, false, false, false, omp_get_max_threads(), true};
+  const CachedMatmul& mm = cached_matmul(key);
+  return mm.usable ? mm.impl : "";
 }
 
 }  // namespace chainrule::kernels

@@ -44,6 +44,9 @@ decltype(auto) dispatch_all(DType t, Fn&& fn) {
     case DType::f64: return fn(double{});
     case DType::i64: return fn(std::int64_t{});
     case DType::b8: break;
+    case DType::bf16:
+    case DType::f16:  // bind gives these kernels float32 (dispatch.cpp); only half_kernels see halves
+      throw DTypeError(fmt::format("unsupported dtype {} for this kernel", dtype_name(t)));
   }
   return fn(bool{});
 }

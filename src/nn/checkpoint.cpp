@@ -46,6 +46,8 @@ io::RawTensor to_raw(const Tensor& t) {
     case DType::f64: r.dtype = "F64"; break;
     case DType::i64: r.dtype = "I64"; break;
     case DType::b8: r.dtype = "BOOL"; break;
+    case DType::bf16: r.dtype = "BF16"; break;
+    case DType::f16: r.dtype = "F16"; break;
   }
   r.shape = t.shape().vec();
   Tensor c = concrete(t);
@@ -61,7 +63,9 @@ Tensor from_raw(const io::RawTensor& r, const std::string& name) {
   else if (r.dtype == "F64") dt = DType::f64;
   else if (r.dtype == "I64") dt = DType::i64;
   else if (r.dtype == "BOOL") dt = DType::b8;
-  else throw IOError(fmt::format("{}: dtype {} is not supported (F32, F64, I64, BOOL)", name, r.dtype));
+  else if (r.dtype == "BF16") dt = DType::bf16;
+  else if (r.dtype == "F16") dt = DType::f16;
+  else throw IOError(fmt::format("{}: dtype {} is not supported (F32, F64, BF16, F16, I64, BOOL)", name, r.dtype));
   Tensor t = empty(Shape(r.shape), dt);
   if (static_cast<std::size_t>(t.numel()) * itemsize(dt) != r.data.size())
     throw IOError(fmt::format("{}: {} bytes for shape {} {}", name, r.data.size(), t.shape().str(), r.dtype));
@@ -76,11 +80,17 @@ void save_tensors(const std::string& path, const NamedTensors& tensors, const st
   io::save_safetensors(path, st);
 }
 
-TensorFile load_tensors(const std::string& path) {
+TensorFile load_tensors(const std::string& path, std::optional<DType> floats_as) {
+  if (floats_as && !is_floating(*floats_as))
+    throw DTypeError(fmt::format("load_tensors: floats_as must be a float dtype, got {}", dtype_name(*floats_as)));
   io::Safetensors st = io::read_safetensors(path);
   TensorFile f;
   f.metadata = st.metadata;
-  for (const auto& [n, r] : st.tensors) f.tensors.emplace(n, from_raw(r, path + ": tensor '" + n + "'"));
+  for (const auto& [n, r] : st.tensors) {
+    Tensor t = from_raw(r, path + ": tensor '" + n + "'");
+    if (floats_as && is_floating(t.dtype())) t = cast(t, *floats_as);
+    f.tensors.emplace(n, t);
+  }
   return f;
 }
 

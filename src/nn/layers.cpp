@@ -9,6 +9,7 @@
 #include <tuple>
 
 #include "chainrule/autodiff/anomaly.h"
+#include "chainrule/nn/autocast.h"
 #include "chainrule/autodiff/checkpoint.h"
 #include "chainrule/autodiff/frame.h"
 #include "chainrule/ops/norm.h"
@@ -29,6 +30,12 @@ Tensor Linear::forward(const Tensor& x) {
   if (x.dim() < 1 || x.shape().back() != in_features)
     throw ShapeError(fmt::format("Linear({}, {}): input of shape {} needs a last axis of {}", in_features, out_features,
                                  x.shape().str(), in_features));
+  if (auto t = autocast_dtype(); t && x.dtype() == DType::f32 && weight.dtype() == DType::f32) {
+    // Mixed precision (nn/autocast.h): half operands into the GEMM, a float32 result.
+    const Tensor y = bias.defined() ? linear(cast(x, *t), cast(weight, *t), cast(bias, *t))
+                                    : matmul(cast(x, *t), cast(weight, *t), false, true);
+    return cast(y, DType::f32);
+  }
   return bias.defined() ? linear(x, weight, bias) : matmul(x, weight, false, true);
 }
 

@@ -3,6 +3,7 @@
 // input's shape by the engine, not here.
 #include <cmath>
 
+#include "kernels/convert.h"
 #include "kernels/kernels.h"
 #include "kernels/vecmath.h"
 #include "ops/cases.h"
@@ -286,21 +287,7 @@ const Primitive where_p{
 // float <-> float conversion is differentiable; to int64 or bool it is not (see convert_p).
 const Primitive cast_p{
     .name = "cast",
-    .forward = [](auto x, auto& p) {
-      Tensor o = empty(x[0].shape(), p.dtype);
-      kernels::dispatch_all(x[0].dtype(), [&](auto a) {
-        return kernels::dispatch_all(p.dtype, [&](auto b) {
-          using A = decltype(a);
-          using B = decltype(b);
-          const A* s = kernels::in<A>(x[0]);
-          B* d = kernels::out<B>(o);
-          const std::int64_t n = o.numel();
-          for (std::int64_t i = 0; i < n; ++i) d[i] = static_cast<B>(s[i]);
-          return 0;
-        });
-      });
-      return o;
-    },
+    .forward = [](auto x, auto& p) { return kernels::convert(x[0], p.dtype); },
     .jvp = [](int, const Tensor& t, const Ctx& c) { return cast(t, c.p.dtype); },
     .vjp = [](int, const Tensor& ct, const Ctx& c) { return cast(ct, c.p.from); },
     .batching = Batching::Leading,
@@ -311,12 +298,14 @@ const Primitive cast_p{
       for (auto& c : cs) c.eps = 1e-2, c.atol = 1e-4, c.identity_rtol = 1e-6;
       return cs;
     },
+    .half_kernels = true,
 };
 
 const Primitive convert_p{
     .name = "convert",
     .forward = cast_p.forward,
     .batching = Batching::Leading,
+    .half_kernels = true,
 };
 
 // Comparisons: bool outputs, no derivative. `code` selects the comparison.

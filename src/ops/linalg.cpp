@@ -1,6 +1,8 @@
 // matmul: C = op(A) op(B) with optional transposes folded into the GEMM call, and NumPy-style
 // broadcasting of leading (batch) dimensions. The VJPs are matmuls with other transpose flags,
 // so no transposed copy is ever made.
+#include "kernels/convert.h"
+#include "kernels/gemm_half.h"
 #include "kernels/kernels.h"
 #include "ops/cases.h"
 #include "ops/registry.h"
@@ -31,9 +33,39 @@ Tensor matmul_forward(std::span<const Tensor> x, const Params& p) {
                                  tb ? "ᵀ" : "", k, k2));
   Shape abatch = as.slice(0, ra - 2), bbatch = bs.slice(0, rb - 2);
   Shape batch = kernels::broadcast_shapes("matmul", abatch, bbatch);
-  Tensor o = empty(batch + Shape{m, n}, a.dtype());
   const std::int64_t nb = batch.numel();
   const std::int64_t lda = ta ? m : k, ldb = tb ? k : n;
+  if (is_half(a.dtype())) {
+    // bfloat16 on oneDNN's bf16 GEMM (float32 accumulation, one rounding of the result) where the
+    // CPU has one; float16, and bfloat16 elsewhere, in float32 as bind does for other kernels.
+    if (a.dtype() == DType::bf16) {
+      Tensor o32 = empty(batch + Shape{m, n}, DType::f32);
+      const bfloat16* pa = kernels::in<bfloat16>(a);
+      const bfloat16* pb = kernels::in<bfloat16>(b);
+      float* pc = kernels::out<float>(o32);
+      bool done;
+      if (bbatch.numel() == 1 && abatch.numel() == nb && !ta) {
+        done = kernels::gemm_bf16(false, tb, nb * m, n, k, pa, lda, pb, ldb, pc, n);
+      } else {
+        Shape sa = kernels::broadcast_strides(abatch, batch), sb = kernels::broadcast_strides(bbatch, batch);
+        Shape idx = Shape::filled(batch.size(), 0);
+        done = nb > 0;
+        for (std::int64_t i = 0; i < nb && done; ++i) {
+          std::int64_t oa = 0, ob = 0;
+          for (std::size_t d = 0; d < batch.size(); ++d) oa += idx[d] * sa[d], ob += idx[d] * sb[d];
+          done = kernels::gemm_bf16(ta, tb, m, n, k, pa + oa * m * k, lda, pb + ob * k * n, ldb, pc + i * m * n, n);
+          for (std::size_t d = batch.size(); d-- > 0;) {
+            if (++idx[d] < batch[d]) break;
+            idx[d] = 0;
+          }
+        }
+      }
+      if (done) return kernels::convert(o32, DType::bf16);
+    }
+    Tensor up[] = {kernels::convert(a, DType::f32), kernels::convert(b, DType::f32)};
+    return kernels::convert(matmul_forward(up, p), a.dtype());
+  }
+  Tensor o = empty(batch + Shape{m, n}, a.dtype());
   kernels::dispatch_float(a.dtype(), "matmul", [&](auto tag) {
     using T = decltype(tag);
     const T* pa = kernels::in<T>(a);
@@ -125,6 +157,7 @@ const Primitive matmul_p{
           cases::single("[16,24]@[24,20]", {s({16, 24}, 19), s({24, 20}, 20)}, mm),
       };
     },
+    .half_kernels = true,
 };
 
 // f = x Wᵀ + β for every row x of x [..., in] (W [out, in], β [out]): the dense layer as one
@@ -142,6 +175,21 @@ Tensor linear_forward(std::span<const Tensor> x, const Params&) {
     throw ShapeError(fmt::format("linear: needs x [..., in], weight [out, in] and bias [out], got {}, {} and {}", in.shape().str(),
                                  w.shape().str(), bias.shape().str()));
   const std::int64_t n_in = w.shape()[1], n_out = w.shape()[0], rows = in.shape().slice(0, in.shape().size() - 1).numel();
+  if (is_half(in.dtype())) {
+    // As matmul: bfloat16 on the bf16 GEMM, the bias added in float32, one rounding at the end.
+    Tensor o32 = empty(in.shape().slice(0, in.shape().size() - 1) + Shape{n_out}, DType::f32);
+    float* pc = kernels::out<float>(o32);
+    if (in.dtype() == DType::bf16 &&
+        kernels::gemm_bf16(false, true, rows, n_out, n_in, kernels::in<bfloat16>(in), n_in, kernels::in<bfloat16>(w), n_in, pc, n_out)) {
+      const Tensor b32 = kernels::convert(bias, DType::f32);
+      const float* pb = kernels::in<float>(b32);
+      for (std::int64_t r = 0; r < rows; ++r)
+        for (std::int64_t j = 0; j < n_out; ++j) pc[r * n_out + j] += pb[j];
+      return kernels::convert(o32, DType::bf16);
+    }
+    Tensor up[] = {kernels::convert(in, DType::f32), kernels::convert(w, DType::f32), kernels::convert(bias, DType::f32)};
+    return kernels::convert(linear_forward(up, {}), in.dtype());
+  }
   Tensor o = empty(in.shape().slice(0, in.shape().size() - 1) + Shape{n_out}, in.dtype());
   kernels::dispatch_float(in.dtype(), "linear", [&](auto tag) {
     using T = decltype(tag);
@@ -191,6 +239,7 @@ const Primitive linear_p{
           lin("[16,24] medium", {16, 24}, 20, 19),
       };
     },
+    .half_kernels = true,
 };
 
 Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {

@@ -20,6 +20,14 @@
 
 namespace chainrule {
 
+namespace {
+// The spacing of floats at 1 in the tensor's dtype (the default rtol of pinv and matrix_rank).
+double machine_eps(DType t) {
+  return t == DType::f32 ? 1.1920929e-7 : t == DType::bf16 ? 0x1p-7 : t == DType::f16 ? 0x1p-10 : 2.220446049250313e-16;
+}
+}  // namespace
+
+
 extern const Primitive inv_p, solve_p, solve_triangular_p, det_p, slogdet_p, cholesky_p;
 extern const Primitive qr_p, eigh_p, eigvalsh_p, svd_p, svdvals_p, vector_norm_p;
 
@@ -975,7 +983,7 @@ Tensor matrix_norm(const Tensor& x, double ord, bool keepdims) {
 Tensor pinv(const Tensor& a, double rtol) {
   need_matrix("pinv", a);
   const std::int64_t m = rows(a.shape()), n = cols(a.shape());
-  if (rtol < 0) rtol = static_cast<double>(std::max(m, n)) * (a.dtype() == DType::f32 ? 1.1920929e-7 : 2.220446049250313e-16);
+  if (rtol < 0) rtol = static_cast<double>(std::max(m, n)) * machine_eps(a.dtype());
   auto [u, s, vh] = svd(a);
   if (std::min(m, n) == 0) return zeros(lead(a.shape()) + Shape{n, m}, a.dtype());
   // Singular values below the cutoff count as zero; the comparison is piecewise constant.
@@ -1002,7 +1010,7 @@ Tensor matrix_rank(const Tensor& a, double rtol) {
   need_matrix("matrix_rank", a);
   const std::int64_t m = rows(a.shape()), n = cols(a.shape());
   if (std::min(m, n) == 0) return zeros(lead(a.shape()), DType::i64);
-  if (rtol < 0) rtol = static_cast<double>(std::max(m, n)) * (a.dtype() == DType::f32 ? 1.1920929e-7 : 2.220446049250313e-16);
+  if (rtol < 0) rtol = static_cast<double>(std::max(m, n)) * machine_eps(a.dtype());
   Tensor s = svdvals(a);
   Tensor above = greater(s, mul(max(s, {-1}, true), scalar_tensor(rtol, a.dtype())));
   return cast(sum(cast(above, a.dtype()), {-1}), DType::i64);

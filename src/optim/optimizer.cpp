@@ -5,6 +5,7 @@
 #include <cmath>
 
 #include "chainrule/autodiff/frame.h"
+#include "chainrule/ops/ops.h"
 #include "kernels/kernels.h"
 
 namespace chainrule::optim {
@@ -12,6 +13,9 @@ namespace chainrule::optim {
 Optimizer::Optimizer(NamedTensors params, double lr) : params_(std::move(params)), lr_(lr) {
   for (const auto& [n, p] : params_) {
     if (!is_floating(p.dtype())) throw DTypeError(fmt::format("optimizer: parameter '{}' is {}, not a float tensor", n, dtype_name(p.dtype())));
+    if (is_half(p.dtype()))  // updates of 2^-8 relative size would mostly round away
+      throw DTypeError(fmt::format("optimizer: parameter '{}' is {}; keep float32 master weights and compute in {} with "
+                                   "nn::AutocastGuard (chainrule train --precision bf16)", n, dtype_name(p.dtype()), dtype_name(p.dtype())));
     if (p.level() != 0) throw AutodiffError(fmt::format("optimizer: parameter '{}' is a tracer of an active transform", n));
   }
   if (!(lr >= 0)) throw ValueError(fmt::format("optimizer: learning rate must be >= 0, got {}", lr));
@@ -201,6 +205,8 @@ double clip_grad_norm_(const std::vector<Tensor>& params, double max_norm) {
     if (g.dtype() == DType::f32) {
       const float* d = g.data<float>();
       for (std::int64_t i = 0; i < n; ++i) sq += static_cast<double>(d[i]) * d[i];
+    } else if (is_half(g.dtype())) {
+      for (double v : cast(g, DType::f64).to_vector<double>()) sq += v * v;
     } else {
       const double* d = g.data<double>();
       for (std::int64_t i = 0; i < n; ++i) sq += d[i] * d[i];

@@ -76,6 +76,8 @@ CHAINRULE_INSTANTIATE(float)
 CHAINRULE_INSTANTIATE(double)
 CHAINRULE_INSTANTIATE(std::int64_t)
 CHAINRULE_INSTANTIATE(bool)
+CHAINRULE_INSTANTIATE(bfloat16)
+CHAINRULE_INSTANTIATE(float16)
 #undef CHAINRULE_INSTANTIATE
 
 namespace {
@@ -88,6 +90,8 @@ double element(const Tensor& c, std::int64_t i) {
     case DType::f64: return static_cast<const double*>(base)[off];
     case DType::i64: return static_cast<double>(static_cast<const std::int64_t*>(base)[off]);
     case DType::b8: return static_cast<const bool*>(base)[off] ? 1.0 : 0.0;
+    case DType::bf16: return to_float(static_cast<const bfloat16*>(base)[off]);
+    case DType::f16: return to_float(static_cast<const float16*>(base)[off]);
   }
   return 0;
 }
@@ -99,6 +103,8 @@ void set_element(const Tensor& c, std::int64_t i, double v) {
     case DType::f64: static_cast<double*>(base)[off] = v; break;
     case DType::i64: static_cast<std::int64_t*>(base)[off] = static_cast<std::int64_t>(v); break;
     case DType::b8: static_cast<bool*>(base)[off] = v != 0; break;
+    case DType::bf16: static_cast<bfloat16*>(base)[off] = to_bfloat16(v); break;
+    case DType::f16: static_cast<float16*>(base)[off] = to_float16(v); break;
   }
 }
 }  // namespace
@@ -116,7 +122,7 @@ bool Tensor::is_leaf() const { return !impl_->node || impl_->node->prim == nullp
 Tensor& Tensor::requires_grad_(bool on) {
   if (impl_->frame) throw AutodiffError("requires_grad_: cannot be set on a tracer of an active transform");
   if (on && !is_floating(dtype()))
-    throw DTypeError(fmt::format("requires_grad_: only float32 and float64 tensors can require grad, not {}", dtype_name(dtype())));
+    throw DTypeError(fmt::format("requires_grad_: only float tensors (float32, float64, bfloat16, float16) can require grad, not {}", dtype_name(dtype())));
   if (!on) {
     if (impl_->node && impl_->node->prim)
       throw AutodiffError("requires_grad_(false): the tensor is not a leaf; use detach()");
@@ -232,6 +238,16 @@ Tensor& Tensor::add_(const Tensor& other, double alpha) {
     double* d = mutable_data<double>();
     const double* s = c.data<double>();
     for (std::int64_t i = 0; i < n; ++i) d[i] += alpha * s[i];
+  } else if (dtype() == DType::bf16) {  // in float32, one rounding
+    bfloat16* d = mutable_data<bfloat16>();
+    const bfloat16* s = c.data<bfloat16>();
+    float a = static_cast<float>(alpha);
+    for (std::int64_t i = 0; i < n; ++i) d[i] = to_bfloat16(to_float(d[i]) + a * to_float(s[i]));
+  } else if (dtype() == DType::f16) {
+    float16* d = mutable_data<float16>();
+    const float16* s = c.data<float16>();
+    float a = static_cast<float>(alpha);
+    for (std::int64_t i = 0; i < n; ++i) d[i] = to_float16(to_float(d[i]) + a * to_float(s[i]));
   } else {
     throw DTypeError(fmt::format("add_: expected a float tensor, got {}", dtype_name(dtype())));
   }
@@ -246,6 +262,12 @@ Tensor& Tensor::mul_(double s) {
   } else if (dtype() == DType::f64) {
     double* d = mutable_data<double>();
     for (std::int64_t i = 0; i < n; ++i) d[i] *= s;
+  } else if (dtype() == DType::bf16) {
+    bfloat16* d = mutable_data<bfloat16>();
+    for (std::int64_t i = 0; i < n; ++i) d[i] = to_bfloat16(to_float(d[i]) * static_cast<float>(s));
+  } else if (dtype() == DType::f16) {
+    float16* d = mutable_data<float16>();
+    for (std::int64_t i = 0; i < n; ++i) d[i] = to_float16(to_float(d[i]) * static_cast<float>(s));
   } else {
     throw DTypeError(fmt::format("mul_: expected a float tensor, got {}", dtype_name(dtype())));
   }
@@ -334,7 +356,7 @@ std::atomic<DType> default_dtype{DType::f32};
 }
 DType get_default_dtype() { return default_dtype.load(std::memory_order_relaxed); }
 void set_default_dtype(DType dtype) {
-  if (!is_floating(dtype))
+  if (dtype != DType::f32 && dtype != DType::f64)
     throw DTypeError(fmt::format("set_default_dtype: the default must be float32 or float64, got {}", dtype_name(dtype)));
   default_dtype.store(dtype, std::memory_order_relaxed);
 }

@@ -21,6 +21,7 @@ struct CheckOptions {
   double identity_rtol = 1e-12;  // <v, J u> = <Jᵀ v, u>, relative to sum |v_i (J u)_i|
   bool second_order = true;
   bool float32 = true;     // float32 derivatives within 1e-4 * max(1, |g|) of float64
+  bool half = true;        // bfloat16 and float16 values within kHalfTolerances of float64
   std::uint64_t seed = 0;  // for the random directions u, v
 };
 
@@ -32,6 +33,21 @@ struct CheckReport {
 };
 
 using CheckFn = std::function<Tensor(std::span<const Tensor>)>;
+
+// The half check runs fn with its float inputs rounded to the half type and compares the output
+// with fn in float64 on those same rounded inputs: |half - f64| <= rtol |f64| + atol s, where s is
+// the largest magnitude among 1, the float inputs and the float64 output. rtol is a few roundings
+// of the type's unit 2^-p (p = 8 significant bits for bfloat16, 11 for float16): the output's
+// rounding and those of the intermediate results of a composite case, on the scale of the values.
+// A float16 overflow to inf where float64 exceeds 65504 is right and passes.
+struct DTypeTolerance {
+  DType dtype;
+  double rtol, atol;
+};
+inline constexpr DTypeTolerance kHalfTolerances[] = {
+    {DType::bf16, 0x1p-6, 0x1p-7},   // 4 units of 2^-8, 2 on the output's scale
+    {DType::f16, 0x1p-9, 0x1p-10},   // 4 units of 2^-11, 2 on the output's scale
+};
 
 // Checks the derivatives of fn at `inputs` (float64; non-float inputs are held fixed).
 CheckReport check_grads(const CheckFn& fn, const std::vector<Tensor>& inputs, const CheckOptions& opts = {});

@@ -100,6 +100,9 @@ struct Primitive {
   // Sample inputs for the generated derivative tests and `chainrule check`.
   std::vector<OpCase> (*cases)() = nullptr;
   std::string_view kinks;  // how the derivative is defined where it does not exist
+  // The forward kernel takes bfloat16/float16 inputs itself (cast, matmul's bf16 GEMM). Otherwise
+  // level-0 bind runs it on float32 copies of them and rounds its float32 output back (dispatch.cpp).
+  bool half_kernels = false;
 
   bool differentiable() const { return jvp != nullptr; }
 };

@@ -15,7 +15,7 @@
 
 namespace chainrule::nn {
 
-// Tensor <-> safetensors payload (F32, F64, I64, BOOL; little-endian).
+// Tensor <-> safetensors payload (F32, F64, BF16, F16, I64, BOOL; little-endian).
 io::RawTensor to_raw(const Tensor& t);
 Tensor from_raw(const io::RawTensor& raw, const std::string& name_for_errors);
 
@@ -24,7 +24,9 @@ struct TensorFile {
   std::map<std::string, Tensor> tensors;
 };
 void save_tensors(const std::string& path, const NamedTensors& tensors, const std::map<std::string, std::string>& metadata = {});
-TensorFile load_tensors(const std::string& path);
+// With `floats_as` (say float32), every float tensor is converted to that dtype as it loads
+// (BF16 and F16 exactly); integers and bools keep theirs.
+TensorFile load_tensors(const std::string& path, std::optional<DType> floats_as = std::nullopt);
 
 inline constexpr const char* kModelKey = "chainrule.model";
 inline constexpr const char* kStepKey = "chainrule.step";
