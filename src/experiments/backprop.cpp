@@ -131,12 +131,12 @@ Result run_backprop(const Options& opts) {
     else hand32 = std::max(hand32, x.hand), fd32 = std::max(fd32, x.fd);
   }
   r.tables.push_back(t);
-  r.checks.push_back(make_check("hand vs reverse <= 1e-12 max|g| in float64", hand64 <= 1e-12,
-                                fmt::format("largest |hand - reverse| / max|g| over K = 1..8: {:.2e}", hand64)));
-  r.checks.push_back(make_check("jacfwd vs reverse <= 1e-12 max|g| in float64", fwd64 <= 1e-12,
-                                fmt::format("largest |jacfwd - reverse| / max|g|: {:.2e}", fwd64)));
-  r.checks.push_back(make_check("finite differences agree to 1e-6 in float64", fd64 <= 1e-6,
-                                fmt::format("largest |fd - reverse| / max|g|: {:.2e} (float32: {:.2e})", fd64, fd32)));
+  r.checks.push_back(software("hand vs reverse <= 1e-12 max|g| in float64", hand64, Compare::LessEq, 1e-12,
+                              fmt::format("largest |hand - reverse| / max|g| over K = 1..8: {:.2e}", hand64)));
+  r.checks.push_back(software("jacfwd vs reverse <= 1e-12 max|g| in float64", fwd64, Compare::LessEq, 1e-12,
+                              fmt::format("largest |jacfwd - reverse| / max|g|: {:.2e}", fwd64)));
+  r.checks.push_back(software("finite differences agree to 1e-6 in float64", fd64, Compare::LessEq, 1e-6,
+                              fmt::format("largest |fd - reverse| / max|g|: {:.2e} (float32: {:.2e})", fd64, fd32)));
 
   r.figure.rows = 1, r.figure.cols = 2, r.figure.width = 1200, r.figure.height = 500;
   for (DType dt : {DType::f64, DType::f32}) {

@@ -63,6 +63,12 @@ inline std::string num(int v) { return std::to_string(v); }
 // A markdown table from a Table (all rows, or the first `max_rows`).
 std::string markdown_table(const Table& t, std::size_t max_rows = 1000);
 
-Check make_check(std::string name, bool pass, std::string detail);
+// Short forms of check_value for the experiments.
+inline Check software(std::string name, double value, Compare cmp, double threshold, std::string detail) {
+  return check_value(CheckKind::Software, std::move(name), value, cmp, threshold, std::move(detail));
+}
+inline Check reproduction(std::string name, double value, Compare cmp, double threshold, std::string detail) {
+  return check_value(CheckKind::Reproduction, std::move(name), value, cmp, threshold, std::move(detail));
+}
 
 }  // namespace chainrule::experiments
