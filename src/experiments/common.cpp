@@ -433,10 +433,7 @@ std::string markdown_table(const Table& t, std::size_t max_rows) {
   return s;
 }
 
-namespace {
-
-// Median and interquartile range (linear interpolation between order statistics).
-std::pair<double, double> median_iqr(std::vector<double> v) {
+MedianIqr median_iqr(std::vector<double> v) {
   if (v.empty()) return {0, 0};
   std::sort(v.begin(), v.end());
   auto q = [&](double p) {
@@ -447,6 +444,8 @@ std::pair<double, double> median_iqr(std::vector<double> v) {
   };
   return {q(0.5), q(0.75) - q(0.25)};
 }
+
+namespace {
 
 std::string seconds_text(const Result& r) {
   if (r.seed_seconds.size() <= 1) return fmt::format("{:.1f}", r.seconds);
