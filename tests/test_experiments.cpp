@@ -206,6 +206,7 @@ TEST(ExperimentsStats, DerivedSeeds) {
   std::sort(s.begin(), s.end());
   EXPECT_EQ(std::unique(s.begin(), s.end()), s.end());
   for (std::size_t i = 1; i < s.size(); ++i) EXPECT_GT(s[i] - s[i - 1], 1000u);  // clear of the experiments' seed + k
+  for (auto v : s) EXPECT_LT(v, 1ull << 53);  // exact as a JSON double
   EXPECT_EQ(ex::derive_seeds(5, 3), (std::vector<std::uint64_t>{ex::derive_seeds(5, 20)[0], ex::derive_seeds(5, 20)[1],
                                                                  ex::derive_seeds(5, 20)[2]}));
   EXPECT_THROW(ex::derive_seeds(0, 0), chainrule::ValueError);

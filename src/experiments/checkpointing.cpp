@@ -93,7 +93,7 @@ Result run_checkpointing(const Options& opts) {
     Generator dg(opts.seed + 29);
     const Tensor x = randn({batch, width}, dg, DType::f32);
     std::vector<std::int64_t> labels(static_cast<std::size_t>(batch));
-    for (std::int64_t i = 0; i < batch; ++i) labels[static_cast<std::size_t>(i)] = (i * 7 + static_cast<std::int64_t>(opts.seed)) % 10;
+    for (std::int64_t i = 0; i < batch; ++i) labels[static_cast<std::size_t>(i)] = (i * 7 + static_cast<std::int64_t>(opts.seed % 10)) % 10;
     const Tensor y = from_vector(labels, {batch});
     auto step = [&] {
       model->zero_grad();

@@ -114,7 +114,8 @@ std::uint64_t splitmix64(std::uint64_t x) {
 std::vector<std::uint64_t> derive_seeds(std::uint64_t base, int n) {
   if (n < 1) throw ValueError(fmt::format("experiment: need at least one seed, got {}", n));
   std::vector<std::uint64_t> seeds{base};
-  for (int k = 1; k < n; ++k) seeds.push_back(splitmix64(base ^ (static_cast<std::uint64_t>(k) << 32)));
+  // 53 bits, so that readers of the per-seed JSON that hold numbers as doubles keep them exact.
+  for (int k = 1; k < n; ++k) seeds.push_back(splitmix64(base ^ (static_cast<std::uint64_t>(k) << 32)) >> 11);
   return seeds;
 }
 

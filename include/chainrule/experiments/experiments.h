@@ -109,7 +109,7 @@ Result run_experiment(std::string_view name, const Options& opts = {});
 // ---- over seeds ----------------------------------------------------------------------------------
 
 // The seeds of an n-seed run from the base seed: the base itself first (so that one seed is the
-// plain run), then well-mixed derivatives that do not collide with the experiments' seed + k.
+// plain run), then well-mixed 53-bit derivatives that do not collide with the experiments' seed + k.
 std::vector<std::uint64_t> derive_seeds(std::uint64_t base, int n);
 
 // The percentile bootstrap 95 % interval of the mean: `resamples` resamples drawn with a
