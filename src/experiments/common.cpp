@@ -520,9 +520,12 @@ std::string report_markdown(const std::vector<Result>& results, const ReportInfo
   for (const auto& r : results) {
     sw += count_kind(r, CheckKind::Software, false), sw_pass += count_kind(r, CheckKind::Software, true);
     rp += count_kind(r, CheckKind::Reproduction, false), rp_pass += count_kind(r, CheckKind::Reproduction, true);
-    s += fmt::format("| [`{}`](#{}) | {}/{} pass | {}/{} pass | {} |\n", r.name, r.name, count_kind(r, CheckKind::Software, true),
-                     count_kind(r, CheckKind::Software, false), count_kind(r, CheckKind::Reproduction, true),
-                     count_kind(r, CheckKind::Reproduction, false), seconds_text(r));
+    auto cell = [&](CheckKind k) {
+      const int total = count_kind(r, k, false);
+      return total == 0 ? std::string("–") : fmt::format("{}/{} pass", count_kind(r, k, true), total);
+    };
+    s += fmt::format("| [`{}`](#{}) | {} | {} | {} |\n", r.name, r.name, cell(CheckKind::Software), cell(CheckKind::Reproduction),
+                     seconds_text(r));
   }
   s += fmt::format("| all | {}/{} pass | {}/{} pass | |\n\n", sw_pass, sw, rp_pass, rp);
   if (info.seeds > 1) {
