@@ -101,6 +101,7 @@ no differentiable primitive named 'nosuch'|check --op nosuch
 not expected: --bogus|check --bogus
 unknown experiment 'nosuch'|experiment nosuch
 --seed|experiment init --quick --seed -4
+--seeds|experiment init --quick --seeds 0
 /proc/x|experiment init --quick --out /proc/x
 EOF
   [ ! -e o ] || fail "a refused train run created its --out directory's files"

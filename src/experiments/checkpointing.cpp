@@ -93,7 +93,7 @@ Result run_checkpointing(const Options& opts) {
     Generator dg(opts.seed + 29);
     const Tensor x = randn({batch, width}, dg, DType::f32);
     std::vector<std::int64_t> labels(static_cast<std::size_t>(batch));
-    for (std::int64_t i = 0; i < batch; ++i) labels[static_cast<std::size_t>(i)] = (i * 7 + static_cast<std::int64_t>(opts.seed)) % 10;
+    for (std::int64_t i = 0; i < batch; ++i) labels[static_cast<std::size_t>(i)] = (i * 7 + static_cast<std::int64_t>(opts.seed % 10)) % 10;
     const Tensor y = from_vector(labels, {batch});
     auto step = [&] {
       model->zero_grad();
@@ -164,21 +164,22 @@ Result run_checkpointing(const Options& opts) {
   // layers of equal cost), and one extra forward pass at most: GEMM work ≤ 1.4× (theory 4/3).
   double worst_diff = 0;
   for (const auto& p : pts) worst_diff = std::max(worst_diff, p.max_grad_diff);
-  r.checks.push_back(make_check("software: checkpointing leaves every gradient unchanged", worst_diff == 0.0,
+  r.checks.push_back(software("checkpointing leaves every gradient unchanged", worst_diff, Compare::LessEq, 0.0,
                                 fmt::format("largest |difference| over every n and k: {:g}", worst_diff)));
   for (const auto& s : sums) {
     const double root = std::sqrt(static_cast<double>(s.n)), k = static_cast<double>(s.best->k);
-    r.checks.push_back(make_check(fmt::format("reproduction: n = {}: the least peak memory is at k within 2x of sqrt(n)", s.n),
-                                  k >= root / 2 && k <= 2 * root,
+    // Within 2x either side: |log2(k / sqrt(n))| <= 1.
+    r.checks.push_back(reproduction(fmt::format("n = {}: the least peak memory is at k within 2x of sqrt(n)", s.n),
+                                    std::abs(std::log2(k / root)), Compare::LessEq, 1.0,
                                   fmt::format("best k = {} ({:.2f} MB) against sqrt(n) = {:.2f}; without checkpointing {:.2f} MB",
                                               s.best->k, s.best->peak_mb, root, s.none->peak_mb)));
     const double work = static_cast<double>(s.best->madds) / static_cast<double>(s.none->madds);
-    r.checks.push_back(make_check(fmt::format("reproduction: n = {}: recomputation at the best k costs at most 1.4x the GEMM work", s.n),
-                                  work <= 1.4, fmt::format("{:.3f}x the multiply-adds of the step without checkpointing (theory: 4/3)", work)));
+    r.checks.push_back(reproduction(fmt::format("n = {}: recomputation at the best k costs at most 1.4x the GEMM work", s.n),
+                                    work, Compare::LessEq, 1.4, fmt::format("{:.3f}x the multiply-adds of the step without checkpointing (theory: 4/3)", work)));
     if (!opts.quick) {
       const double slow = s.best->median_ms / s.none->median_ms;
-      r.checks.push_back(make_check(fmt::format("reproduction: n = {}: the step at the best k takes at most 1.4x the time", s.n),
-                                    slow <= 1.4,
+      r.checks.push_back(reproduction(fmt::format("n = {}: the step at the best k takes at most 1.4x the time", s.n), slow,
+                                      Compare::LessEq, 1.4,
                                     fmt::format("median {:.2f} ms against {:.2f} ms ({:.3f}x; {} runs each)", s.best->median_ms,
                                                 s.none->median_ms, slow, runs)));
     }
@@ -186,8 +187,8 @@ Result run_checkpointing(const Options& opts) {
   if (sums.size() > 1) {
     const auto &lo = sums.front(), &hi = sums.back();
     const double grow = hi.best->peak_mb / lo.best->peak_mb, linear = static_cast<double>(hi.n) / static_cast<double>(lo.n);
-    r.checks.push_back(make_check("reproduction: memory at the best k grows sublinearly in n (at most half the linear growth)",
-                                  grow <= 0.5 * linear,
+    r.checks.push_back(reproduction("memory at the best k grows sublinearly in n (at most half the linear growth)",
+                                    grow / linear, Compare::LessEq, 0.5,
                                   fmt::format("n {} -> {}: {:.2f}x the peak (linear: {:.0f}x, sqrt: {:.0f}x)", lo.n, hi.n, grow, linear,
                                               std::sqrt(linear))));
   }

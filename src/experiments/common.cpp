@@ -11,8 +11,11 @@
 #include <map>
 #include <sstream>
 
+#include <nlohmann/json.hpp>
+
 #include "chainrule/io/atomic_file.h"
 #include "chainrule/ops/ops.h"
+#include "chainrule/tensor/random.h"
 #include "experiments/common.h"
 
 namespace chainrule::experiments {
@@ -21,7 +24,44 @@ bool Result::pass() const {
   return std::all_of(checks.begin(), checks.end(), [](const Check& c) { return c.pass; });
 }
 
-Check make_check(std::string name, bool pass, std::string detail) { return {std::move(name), pass, std::move(detail)}; }
+bool holds(double value, Compare cmp, double threshold) {
+  switch (cmp) {
+    case Compare::Less: return value < threshold;
+    case Compare::LessEq: return value <= threshold;
+    case Compare::Greater: return value > threshold;
+    case Compare::GreaterEq: return value >= threshold;
+  }
+  return false;
+}
+
+std::string_view kind_name(CheckKind k) { return k == CheckKind::Software ? "software" : "reproduction"; }
+
+std::string_view compare_symbol(Compare c) {
+  switch (c) {
+    case Compare::Less: return "<";
+    case Compare::LessEq: return "<=";
+    case Compare::Greater: return ">";
+    case Compare::GreaterEq: return ">=";
+  }
+  return "?";
+}
+
+Check check_value(CheckKind kind, std::string name, double value, Compare cmp, double threshold, std::string detail) {
+  Check c;
+  c.name = std::move(name);
+  c.detail = std::move(detail);
+  c.kind = kind;
+  c.value = c.lo = c.hi = value;
+  c.threshold = threshold;
+  c.cmp = cmp;
+  c.pass = holds(value, cmp, threshold);
+  c.passed = c.pass ? 1 : 0;
+  return c;
+}
+
+Check check_true(std::string name, bool ok, std::string detail) {
+  return check_value(CheckKind::Software, std::move(name), ok ? 1 : 0, Compare::GreaterEq, 1, std::move(detail));
+}
 
 const std::vector<Experiment>& all_experiments() {
   // In the order of the experiments issue.
@@ -51,11 +91,200 @@ Result run_experiment(std::string_view name, const Options& opts) {
     auto t0 = std::chrono::steady_clock::now();
     Result r = e.run(opts);
     r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    r.seeds = {opts.seed};
+    r.seed_seconds = {r.seconds};
     return r;
   }
   std::string names;
   for (const auto& e : all_experiments()) names += (names.empty() ? "" : ", ") + e.name;
   throw ValueError(fmt::format("experiment: unknown experiment '{}' (known: {}, all)", name, names));
+}
+
+// ---- over seeds ----------------------------------------------------------------------------------
+
+namespace {
+std::uint64_t splitmix64(std::uint64_t x) {
+  x += 0x9e3779b97f4a7c15ull;
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+  return x ^ (x >> 31);
+}
+}  // namespace
+
+std::vector<std::uint64_t> derive_seeds(std::uint64_t base, int n) {
+  if (n < 1) throw ValueError(fmt::format("experiment: need at least one seed, got {}", n));
+  std::vector<std::uint64_t> seeds{base};
+  // 53 bits, so that readers of the per-seed JSON that hold numbers as doubles keep them exact.
+  for (int k = 1; k < n; ++k) seeds.push_back(splitmix64(base ^ (static_cast<std::uint64_t>(k) << 32)) >> 11);
+  return seeds;
+}
+
+Interval bootstrap_mean_ci(const std::vector<double>& values, int resamples, std::uint64_t seed) {
+  const double nan = std::numeric_limits<double>::quiet_NaN();
+  if (values.empty()) return {nan, nan, nan};
+  double mean = 0;
+  for (double v : values) mean += v;
+  mean /= static_cast<double>(values.size());
+  if (values.size() == 1 || std::isnan(mean)) return {mean, mean, mean};  // NaN also when +inf and -inf mix
+  if (std::all_of(values.begin(), values.end(), [&](double v) { return v == values[0]; })) return {mean, mean, mean};
+  if (resamples < 2) throw ValueError(fmt::format("bootstrap_mean_ci: need at least 2 resamples, got {}", resamples));
+  Generator gen(seed);
+  const auto n = static_cast<std::uint64_t>(values.size());
+  std::vector<double> means(static_cast<std::size_t>(resamples));
+  for (auto& m : means) {
+    double s = 0;
+    for (std::uint64_t i = 0; i < n; ++i) s += values[static_cast<std::size_t>(gen.next_u64() % n)];
+    m = s / static_cast<double>(n);
+  }
+  std::sort(means.begin(), means.end());
+  const auto B = static_cast<double>(resamples);
+  const auto lo = static_cast<std::size_t>(std::floor(0.025 * B)), hi = static_cast<std::size_t>(std::ceil(0.975 * B)) - 1;
+  return {mean, means[lo], means[hi]};
+}
+
+namespace {
+
+// A cell that is a number and nothing else.
+bool parse_number(const std::string& s, double& v) {
+  if (s.empty()) return false;
+  char* end = nullptr;
+  v = std::strtod(s.c_str(), &end);
+  return end == s.c_str() + s.size();
+}
+
+std::string interval_text(const Interval& iv) {
+  if (iv.lo == iv.hi) return fmt::format("{:.4g}", iv.mean);
+  return fmt::format("{:.4g} [{:.3g}, {:.3g}]", iv.mean, iv.lo, iv.hi);
+}
+
+bool same_shape(const Table& a, const Table& b) {
+  if (a.name != b.name || a.columns != b.columns || a.rows.size() != b.rows.size()) return false;
+  for (std::size_t i = 0; i < a.rows.size(); ++i)
+    if (a.rows[i].size() != b.rows[i].size()) return false;
+  return true;
+}
+
+Table aggregate_table(const std::vector<const Table*>& ts) {
+  Table out = *ts[0];
+  for (const auto* t : ts)
+    if (!same_shape(*t, *ts[0])) {
+      out.name += " (first seed only: its shape varies between seeds)";
+      return out;
+    }
+  for (std::size_t i = 0; i < out.rows.size(); ++i)
+    for (std::size_t j = 0; j < out.rows[i].size(); ++j) {
+      bool equal = true, numeric = true;
+      std::vector<double> v;
+      for (const auto* t : ts) {
+        const std::string& cell = t->rows[i][j];
+        equal &= cell == out.rows[i][j];
+        double x = 0;
+        if (parse_number(cell, x)) v.push_back(x);
+        else numeric = false;
+      }
+      if (equal) continue;
+      out.rows[i][j] = numeric ? interval_text(bootstrap_mean_ci(v)) : out.rows[i][j] + " (varies)";
+    }
+  return out;
+}
+
+Series aggregate_series(const std::vector<const Series*>& ss) {
+  Series out = *ss[0];
+  for (const auto* s : ss)
+    if (s->x != ss[0]->x || s->y.size() != ss[0]->y.size()) {
+      out.label += " (first seed)";
+      return out;
+    }
+  out.lo.assign(out.y.size(), 0);
+  out.hi.assign(out.y.size(), 0);
+  for (std::size_t i = 0; i < out.y.size(); ++i) {
+    std::vector<double> v;
+    for (const auto* s : ss) v.push_back(s->y[i]);
+    const Interval iv = bootstrap_mean_ci(v);
+    out.y[i] = iv.mean, out.lo[i] = iv.lo, out.hi[i] = iv.hi;
+  }
+  return out;
+}
+
+}  // namespace
+
+Result aggregate_results(const std::vector<Result>& per_seed) {
+  if (per_seed.empty()) throw ValueError("aggregate_results: no results");
+  const Result& first = per_seed[0];
+  if (per_seed.size() == 1) return first;
+  Result out;
+  out.name = first.name, out.title = first.title, out.claim = first.claim, out.literature = first.literature;
+  out.measured = first.measured;
+  out.figure = first.figure;
+  for (const auto& r : per_seed) {
+    out.seconds += r.seconds;
+    out.seeds.insert(out.seeds.end(), r.seeds.begin(), r.seeds.end());
+    out.seed_seconds.insert(out.seed_seconds.end(), r.seed_seconds.begin(), r.seed_seconds.end());
+  }
+  // Tables by position (their names may repeat), when every seed has as many.
+  bool tables_match = true;
+  for (const auto& r : per_seed) tables_match &= r.tables.size() == first.tables.size();
+  for (std::size_t t = 0; t < first.tables.size(); ++t) {
+    std::vector<const Table*> ts;
+    for (const auto& r : per_seed)
+      if (tables_match) ts.push_back(&r.tables[t]);
+    if (!tables_match) ts.push_back(&first.tables[t]);
+    out.tables.push_back(aggregate_table(ts));
+  }
+  // Series by plot and position.
+  for (std::size_t p = 0; p < out.figure.plots.size(); ++p)
+    for (std::size_t k = 0; k < out.figure.plots[p].series.size(); ++k) {
+      std::vector<const Series*> ss;
+      for (const auto& r : per_seed)
+        if (p < r.figure.plots.size() && k < r.figure.plots[p].series.size()) ss.push_back(&r.figure.plots[p].series[k]);
+      if (ss.size() == per_seed.size()) out.figure.plots[p].series[k] = aggregate_series(ss);
+      else out.figure.plots[p].series[k].label += " (first seed)";
+    }
+  // Checks by name, in the order they first appear; a seed that lacks a check counts as failing it.
+  std::vector<std::string> names;
+  for (const auto& r : per_seed)
+    for (const auto& c : r.checks)
+      if (std::find(names.begin(), names.end(), c.name) == names.end()) names.push_back(c.name);
+  const int n = static_cast<int>(per_seed.size());
+  for (const auto& name : names) {
+    const Check* proto = nullptr;
+    std::vector<double> values;
+    int passed = 0;
+    for (const auto& r : per_seed)
+      for (const auto& c : r.checks)
+        if (c.name == name) {
+          if (!proto) proto = &c;
+          values.push_back(c.value);
+          passed += c.pass ? 1 : 0;
+        }
+    Check c = *proto;
+    const Interval iv = bootstrap_mean_ci(values);
+    c.value = iv.mean, c.lo = iv.lo, c.hi = iv.hi;
+    c.seeds = n, c.passed = passed;
+    // Reproduction: the whole interval on the passing side; software: every seed.
+    c.pass = c.kind == CheckKind::Software ? passed == n
+                                            : static_cast<int>(values.size()) == n && holds(iv.lo, c.cmp, c.threshold) &&
+                                                  holds(iv.hi, c.cmp, c.threshold);
+    c.detail = fmt::format("first seed: {}", proto->detail);
+    out.checks.push_back(std::move(c));
+  }
+  nlohmann::json j = nlohmann::json::array();
+  for (const auto& r : per_seed) j.push_back(r.json.empty() ? nlohmann::json::object() : nlohmann::json::parse(r.json));
+  out.json = nlohmann::json{{"seeds", out.seeds}, {"per_seed", j}}.dump();
+  return out;
+}
+
+Result run_experiment_seeds(std::string_view name, const Options& opts, const std::vector<std::uint64_t>& seeds,
+                            const std::function<void(const Result&)>& each) {
+  if (seeds.empty()) throw ValueError("experiment: need at least one seed");
+  std::vector<Result> per_seed;
+  for (auto seed : seeds) {
+    Options o = opts;
+    o.seed = seed;
+    per_seed.push_back(run_experiment(name, o));
+    if (each) each(per_seed.back());
+  }
+  return aggregate_results(per_seed);
 }
 
 // ---- CSV ------------------------------------------------------------------------------------------
@@ -99,6 +328,8 @@ void write_csv(const Result& r, const std::filesystem::path& path) {
 // ---- gnuplot --------------------------------------------------------------------------------------
 
 namespace {
+bool has_band(const Series& se) { return !se.lo.empty() && se.lo.size() == se.y.size() && se.hi.size() == se.y.size(); }
+
 std::string gp_quote(const std::string& s) {
   std::string q = "'";
   for (char c : s) q += c == '\'' ? std::string("''") : std::string(1, c);
@@ -118,7 +349,13 @@ std::string gnuplot_script(const Result& r, const std::filesystem::path& svg, co
       for (std::size_t i = 0; i < se.x.size() && i < se.y.size(); ++i) {
         double x = se.x[i], y = se.y[i];
         if (!std::isfinite(x) || !std::isfinite(y) || (plot.logx && x <= 0) || (plot.logy && y <= 0)) continue;
-        s += fmt::format("{:.9g} {:.9g}\n", x, y);
+        if (has_band(se)) {
+          // A band edge a log axis cannot show (or that is not finite) collapses onto the mean.
+          auto edge = [&](double v) { return std::isfinite(v) && !(plot.logy && v <= 0) ? v : y; };
+          s += fmt::format("{:.9g} {:.9g} {:.9g} {:.9g}\n", x, y, edge(se.lo[i]), edge(se.hi[i]));
+        } else {
+          s += fmt::format("{:.9g} {:.9g}\n", x, y);
+        }
       }
       s += "EOD\n";
     }
@@ -134,6 +371,8 @@ std::string gnuplot_script(const Result& r, const std::filesystem::path& svg, co
     body += plot.extra;
     if (!plot.extra.empty() && plot.extra.back() != '\n') body += "\n";
     std::string cmd;
+    // With bands the colours are explicit, so that a band and its curve share one.
+    const bool bands = std::any_of(plot.series.begin(), plot.series.end(), has_band);
     for (std::size_t k = 0; k < plot.series.size(); ++k) {
       const Series& se = plot.series[k];
       bool empty = true;
@@ -141,7 +380,13 @@ std::string gnuplot_script(const Result& r, const std::filesystem::path& svg, co
         if (std::isfinite(se.x[i]) && std::isfinite(se.y[i]) && !(plot.logx && se.x[i] <= 0) && !(plot.logy && se.y[i] <= 0))
           empty = false;
       if (empty) continue;
-      cmd += fmt::format("{}$d{}_{} using 1:2 with {} title {}", cmd.empty() ? "plot " : ", \\\n     ", p, k, se.style,
+      const std::string sep = cmd.empty() ? "plot " : ", \\\n     ";
+      std::string style = se.style;
+      if (bands && style.find("lc ") == std::string::npos) style += fmt::format(" lc {}", k + 1);
+      if (has_band(se))
+        cmd += fmt::format("{}$d{}_{} using 1:3:4 with filledcurves fs transparent solid 0.2 noborder lc {} notitle", sep, p, k,
+                           k + 1);
+      cmd += fmt::format("{}$d{}_{} using 1:2 with {} title {}", has_band(se) ? ", \\\n     " : sep, p, k, style,
                          gp_quote(se.label));
     }
     body += cmd.empty() ? "set label 1 'no data' at graph 0.5, 0.5 center\nplot NaN notitle\n" : cmd + "\n";
@@ -189,31 +434,109 @@ std::string markdown_table(const Table& t, std::size_t max_rows) {
   return s;
 }
 
+MedianIqr median_iqr(std::vector<double> v) {
+  if (v.empty()) return {0, 0};
+  std::sort(v.begin(), v.end());
+  auto q = [&](double p) {
+    const double at = p * static_cast<double>(v.size() - 1);
+    const auto i = static_cast<std::size_t>(std::floor(at));
+    const double f = at - static_cast<double>(i);
+    return i + 1 < v.size() ? v[i] * (1 - f) + v[i + 1] * f : v[i];
+  };
+  return {q(0.5), q(0.75) - q(0.25)};
+}
+
+namespace {
+
+std::string seconds_text(const Result& r) {
+  if (r.seed_seconds.size() <= 1) return fmt::format("{:.1f}", r.seconds);
+  auto [med, iqr] = median_iqr(r.seed_seconds);
+  return fmt::format("{:.1f} ± {:.1f}", med, iqr);
+}
+
+std::string statement_text(const Check& c) {
+  if (c.seeds <= 1 || c.lo == c.hi)
+    return fmt::format("{:.4g} {} {:.4g}", c.value, compare_symbol(c.cmp), c.threshold);
+  return fmt::format("mean {:.4g} [{:.4g}, {:.4g}] {} {:.4g}", c.value, c.lo, c.hi, compare_symbol(c.cmp), c.threshold);
+}
+
+std::string check_line(const Check& c) {
+  std::string rate = c.seeds > 1 ? fmt::format("; {}/{} seeds pass", c.passed, c.seeds) : "";
+  return fmt::format("- {} {} ({}{}): {}\n", c.pass ? "PASS" : "FAIL", c.name, statement_text(c), rate, c.detail);
+}
+
+int count_kind(const Result& r, CheckKind k, bool passing_only) {
+  return static_cast<int>(std::count_if(r.checks.begin(), r.checks.end(),
+                                        [&](const Check& c) { return c.kind == k && (!passing_only || c.pass); }));
+}
+
+}  // namespace
+
 std::string report_section(const Result& r) {
   std::string s = fmt::format("<a id=\"{0}\"></a>\n\n## `{0}`: {1}\n\n", r.name, r.title);
   if (!r.figure.plots.empty()) s += fmt::format("![{}]({}.svg)\n\n", r.name, r.name);
   s += "**What the text claims.** " + r.claim + "\n\n";
   s += "**What the literature reports.** " + r.literature + "\n\n";
-  s += "**What we measured.** " + r.measured + "\n\n";
-  s += "**Checks.**\n\n";
-  for (const auto& c : r.checks) s += fmt::format("- {} {}: {}\n", c.pass ? "PASS" : "FAIL", c.name, c.detail);
-  s += fmt::format("\nData: [`{0}.csv`]({0}.csv), plot script [`{0}.gp`]({0}.gp); {1:.1f} s.\n\n", r.name, r.seconds);
+  const bool many = r.seeds.size() > 1;
+  s += std::string("**What we measured") + (many ? fmt::format(" (first seed, {})", r.seeds[0]) : "") + ".** " + r.measured + "\n\n";
+  if (many) {
+    s += fmt::format("**Over {} seeds.** Each number that varies is the mean over the seeds and its percentile-bootstrap "
+                     "95 % interval; the plot's bands are the same intervals.\n\n",
+                     r.seeds.size());
+    for (const auto& t : r.tables) s += "*" + t.name + "*\n\n" + markdown_table(t, 40) + "\n";
+  }
+  for (CheckKind k : {CheckKind::Software, CheckKind::Reproduction}) {
+    const int total = count_kind(r, k, false);
+    if (total == 0) continue;
+    s += fmt::format("**{} checks** ({}/{} pass{}).\n\n", k == CheckKind::Software ? "Software" : "Reproduction",
+                     count_kind(r, k, true), total,
+                     !many ? ""
+                     : k == CheckKind::Software ? "; each must hold on every seed"
+                                                : "; each passes when the whole 95 % interval of its mean lies on the passing side");
+    for (const auto& c : r.checks)
+      if (c.kind == k) s += check_line(c);
+    s += "\n";
+  }
+  s += fmt::format("Data: [`{0}.csv`]({0}.csv), plot script [`{0}.gp`]({0}.gp); {1} s{2}.\n\n", r.name, seconds_text(r),
+                   many ? " per seed (median ± IQR)" : "");
   return s;
 }
 
 std::string report_markdown(const std::vector<Result>& results, const ReportInfo& info) {
   std::string s = "# chainrule experiments\n\n";
-  s += "Each section reproduces a claim of the source text, beside the figures the literature reports.\n\n";
+  s += "Each section reproduces a claim of the source text, beside the figures the literature reports. Its checks are of "
+       "two kinds: *software* checks are identities the code must satisfy (counts, exact agreements, bounds that are "
+       "theorems); *reproduction* checks are the papers' empirical claims measured on random networks or training runs.\n\n";
   s += fmt::format("- command: `{}`\n", info.command);
   if (!info.commit.empty()) s += fmt::format("- commit: `{}`\n", info.commit);
-  s += fmt::format("- version: {}, seed {}\n", info.quick ? "quick" : "full", info.seed);
+  s += fmt::format("- version: {}, {} seed{} from base seed {}\n", info.quick ? "quick" : "full", info.seeds,
+                   info.seeds == 1 ? "" : "s", info.seed);
+  s += fmt::format("- threads: {}; load average at the start: {:.2f}, {:.2f}, {:.2f} (1, 5, 15 min)\n", info.threads,
+                   info.load[0], info.load[1], info.load[2]);
   s += fmt::format("- duration: {:.1f} s\n\n", info.seconds);
-  s += "| experiment | checks | seconds |\n|---|---|---:|\n";
+  s += fmt::format("| experiment | software checks | reproduction checks | seconds{} |\n|---|---|---|---:|\n",
+                   info.seeds > 1 ? " per seed (median ± IQR)" : "");
+  int sw = 0, sw_pass = 0, rp = 0, rp_pass = 0;
   for (const auto& r : results) {
-    int passed = static_cast<int>(std::count_if(r.checks.begin(), r.checks.end(), [](const Check& c) { return c.pass; }));
-    s += fmt::format("| [`{}`](#{}) | {}/{} pass | {:.1f} |\n", r.name, r.name, passed, r.checks.size(), r.seconds);
+    sw += count_kind(r, CheckKind::Software, false), sw_pass += count_kind(r, CheckKind::Software, true);
+    rp += count_kind(r, CheckKind::Reproduction, false), rp_pass += count_kind(r, CheckKind::Reproduction, true);
+    auto cell = [&](CheckKind k) {
+      const int total = count_kind(r, k, false);
+      return total == 0 ? std::string("–") : fmt::format("{}/{} pass", count_kind(r, k, true), total);
+    };
+    s += fmt::format("| [`{}`](#{}) | {} | {} | {} |\n", r.name, r.name, cell(CheckKind::Software), cell(CheckKind::Reproduction),
+                     seconds_text(r));
   }
-  s += "\n";
+  s += fmt::format("| all | {}/{} pass | {}/{} pass | |\n\n", sw_pass, sw, rp_pass, rp);
+  if (info.seeds > 1) {
+    s += fmt::format("**Pass rate of every check over the {} seeds** (a check below 95 % is marked).\n\n", info.seeds);
+    s += "| experiment | kind | check | seeds passing | rate | verdict |\n|---|---|---|---:|---:|---|\n";
+    for (const auto& r : results)
+      for (const auto& c : r.checks)
+        s += fmt::format("| {} | {} | {} | {}/{} | {:.0f} %{} | {} |\n", r.name, kind_name(c.kind), c.name, c.passed, c.seeds,
+                         100 * c.pass_rate(), c.pass_rate() < 0.95 ? " **(< 95 %)**" : "", c.pass ? "PASS" : "FAIL");
+    s += "\n";
+  }
   for (const auto& r : results) s += report_section(r);
   return s;
 }

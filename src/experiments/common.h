@@ -31,19 +31,26 @@ std::uint64_t count_madds(Fn&& fn) {
   return kernels::gemm_madds() - before;
 }
 
-// Best wall time of `fn` in seconds: at least `repeats` runs and at least `min_total` seconds of
-// runs (short operations are repeated until the minimum is stable), at most `budget` seconds.
+// Median and interquartile range of a sample (linear interpolation between order statistics).
+struct MedianIqr {
+  double median = 0, iqr = 0;
+};
+MedianIqr median_iqr(std::vector<double> v);
+
+// Wall time of `fn` in seconds, median and IQR of the runs: at least `repeats` runs and at least
+// `min_total` seconds of runs (short operations are repeated), at most `budget` seconds.
 template <class Fn>
-double best_time(Fn&& fn, int repeats = 3, double min_total = 0.05, double budget = 2.0) {
-  double best = 1e300, spent = 0;
+MedianIqr median_time(Fn&& fn, int repeats = 3, double min_total = 0.05, double budget = 2.0) {
+  std::vector<double> runs;
+  double spent = 0;
   for (int i = 0; i < 1000 && (i < repeats || spent < min_total) && (i == 0 || spent < budget); ++i) {
     auto t0 = std::chrono::steady_clock::now();
     fn();
     double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    best = std::min(best, s);
+    runs.push_back(s);
     spent += s;
   }
-  return best;
+  return median_iqr(std::move(runs));
 }
 
 struct Timing {
@@ -51,8 +58,8 @@ struct Timing {
   double min_total = 0.05;
 };
 template <class Fn>
-double best_time(Fn&& fn, const Timing& t) {
-  return best_time(fn, t.repeats, t.min_total);
+MedianIqr median_time(Fn&& fn, const Timing& t) {
+  return median_time(fn, t.repeats, t.min_total);
 }
 
 inline std::string num(double v) { return fmt::format("{:.6g}", v); }
@@ -63,6 +70,12 @@ inline std::string num(int v) { return std::to_string(v); }
 // A markdown table from a Table (all rows, or the first `max_rows`).
 std::string markdown_table(const Table& t, std::size_t max_rows = 1000);
 
-Check make_check(std::string name, bool pass, std::string detail);
+// Short forms of check_value for the experiments.
+inline Check software(std::string name, double value, Compare cmp, double threshold, std::string detail) {
+  return check_value(CheckKind::Software, std::move(name), value, cmp, threshold, std::move(detail));
+}
+inline Check reproduction(std::string name, double value, Compare cmp, double threshold, std::string detail) {
+  return check_value(CheckKind::Reproduction, std::move(name), value, cmp, threshold, std::move(detail));
+}
 
 }  // namespace chainrule::experiments

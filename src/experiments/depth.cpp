@@ -49,8 +49,8 @@ Result run_depth(const Options& opts) {
   const Point *plain_last = nullptr, *res_last = nullptr;
   for (const auto& p : pts)
     if (p.depth == depths.back()) (p.kind == std::string("plain") ? plain_last : res_last) = &p;
-  r.checks.push_back(make_check("at the largest depth, residual training loss < plain",
-                                final_loss(*res_last) < final_loss(*plain_last),
+  r.checks.push_back(reproduction("at the largest depth, residual training loss < plain",
+                                  final_loss(*res_last) - final_loss(*plain_last), Compare::Less, 0.0,
                                 fmt::format("depth {}: residual {:.4f}, plain {:.4f} (mean training loss over the last 10 % "
                                             "of {} steps)",
                                             depths.back(), final_loss(*res_last), final_loss(*plain_last), steps)));

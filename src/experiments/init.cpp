@@ -3,7 +3,9 @@
 // averaged over random networks, against the text's derivation σ_y² = (d_in / 2) σ_w² σ_x².
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cmath>
+#include <limits>
 #include <nlohmann/json.hpp>
 
 #include "chainrule/autodiff/frame.h"
@@ -162,7 +164,8 @@ Result run_init(const Options& opts) {
 
   // Checks on the means, widths >= 256.
   std::string d1, d2, d3, d4;
-  bool ok1 = true, ok2 = true, ok3 = true, ok4 = true;
+  // The worst value over the width configurations of each statement.
+  double v1 = 0, v2 = 0, v3 = 0, v4 = -std::numeric_limits<double>::infinity();
   for (std::size_t ci = 0; ci < configs.size(); ++ci) {
     const bool wide = *std::min_element(configs[ci].widths.begin(), configs[ci].widths.end()) >= 256;
     const bool equal = configs[ci].widths.front() == configs[ci].widths.back() &&
@@ -173,28 +176,30 @@ Result run_init(const Options& opts) {
     const auto& xa = curves[ci][sid("xavier")];
     const auto& sm = curves[ci][sid("normal_0.01")];
     if (wide) {
-      ok1 &= dev(fi.forward, false) <= 2;
+      v1 = std::max(v1, dev(fi.forward, false));
       d1 += fmt::format("{}{}: ×{:.2f}", d1.empty() ? "" : ", ", configs[ci].name, dev(fi.forward, false));
-      ok2 &= dev(fo.backward, true) <= 2;
+      v2 = std::max(v2, dev(fo.backward, true));
       d2 += fmt::format("{}{}: ×{:.2f}", d2.empty() ? "" : ", ", configs[ci].name, dev(fo.backward, true));
       if (equal) {
         // About 2^-L: each layer halves the variance, forward and backward (slope within 15 %).
         const double sf = std::log2(xa.forward.back() / xa.forward.front()) / static_cast<double>(L - 1);
         const double sb = std::log2(xa.backward.front() / xa.backward.back()) / static_cast<double>(L - 1);
-        ok3 &= std::abs(sf + 1) <= 0.15 && std::abs(sb + 1) <= 0.15;
+        v3 = std::max({v3, std::abs(sf + 1), std::abs(sb + 1)});
         d3 += fmt::format("{}{}: forward 2^{:.2f} per layer, backward 2^{:.2f}", d3.empty() ? "" : ", ", configs[ci].name, sf, sb);
       }
     }
     const double vf = sm.forward.back() / sm.forward.front(), vb = sm.backward.front() / sm.backward.back();
-    ok4 &= vf < 1e-20 && vb < 1e-20;
+    v4 = std::max({v4, std::log10(vf), std::log10(vb)});
     d4 += fmt::format("{}{}: forward {:.1e}, backward {:.1e}", d4.empty() ? "" : ", ", configs[ci].name, vf, vb);
   }
-  r.checks.push_back(make_check("He fan_in keeps the forward variance within a factor 2", ok1,
-                                "largest factor from Var(f_0) over 50 layers, mean of " + std::to_string(nets) + " nets: " + d1));
-  r.checks.push_back(make_check("He fan_out keeps the backward variance within a factor 2", ok2,
-                                "largest factor from Var(∂l/∂f_49): " + d2));
-  r.checks.push_back(make_check("Xavier shrinks both by about 2^-L", ok3, d3));
-  r.checks.push_back(make_check("N(0, 0.01²) vanishes", ok4, "Var ratio over 49 layers: " + d4));
+  r.checks.push_back(reproduction("He fan_in keeps the forward variance within a factor 2", v1, Compare::LessEq, 2.0,
+                                  "largest factor from Var(f_0) over 50 layers, mean of " + std::to_string(nets) + " nets: " + d1));
+  r.checks.push_back(reproduction("He fan_out keeps the backward variance within a factor 2", v2, Compare::LessEq, 2.0,
+                                  "largest factor from Var(∂l/∂f_49): " + d2));
+  r.checks.push_back(reproduction("Xavier shrinks both by about 2^-L", v3, Compare::LessEq, 0.15,
+                                  "largest |log2 change per layer + 1|: " + d3));
+  // The value is log10 of the largest variance ratio; the theory's is about -93 at width 256.
+  r.checks.push_back(reproduction("N(0, 0.01²) vanishes", v4, Compare::Less, -20.0, "Var ratio over 49 layers: " + d4));
 
   // Figure: forward (top row) and backward (bottom row), one column per width configuration.
   r.figure.rows = 2, r.figure.cols = static_cast<int>(configs.size());

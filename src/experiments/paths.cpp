@@ -77,7 +77,8 @@ Result run_paths(const Options& opts) {
     return s / static_cast<double>(v.size());
   };
   const double res_drop = mean_drop(res_base, res_del), plain_drop = mean_drop(plain_base, plain_del);
-  r.checks.push_back(make_check("deleting a residual block costs less accuracy than deleting a plain layer", res_drop < plain_drop,
+  r.checks.push_back(reproduction("deleting a residual block costs less accuracy than deleting a plain layer",
+                                  res_drop - plain_drop, Compare::Less, 0.0,
                                 fmt::format("mean test-accuracy drop over the {} positions: residual {:.4f} (from {:.4f}), "
                                             "plain {:.4f} (from {:.4f})",
                                             n, res_drop, res_base, plain_drop, plain_base)));
@@ -136,7 +137,8 @@ Result run_paths(const Options& opts) {
     if (total[static_cast<std::size_t>(k)] > total[static_cast<std::size_t>(kmax)]) kmax = k;
   double mean_len = 0;
   for (int k = 0; k <= n; ++k) mean_len += k * total[static_cast<std::size_t>(k)] / tsum;
-  r.checks.push_back(make_check("gradient per path falls with its length", per_path[static_cast<std::size_t>(n)] < per_path[1],
+  r.checks.push_back(reproduction("gradient per path falls with its length", per_path[static_cast<std::size_t>(n)] / per_path[1],
+                                  Compare::Less, 1.0,
                                 fmt::format("per-path gradient norm: length 1 {:.3g}, length {} {:.3g}", per_path[1], n,
                                             per_path[static_cast<std::size_t>(n)])));
 

@@ -21,12 +21,37 @@ struct Options {
   std::uint64_t seed = 0;  // every random draw derives from it
 };
 
-// One asserted property: its name, whether it holds, and the numbers behind the verdict.
+// Software checks are identities the code must satisfy (counts, exact agreements, bounds that are
+// theorems); they must hold on every seed. Reproduction checks are the papers' empirical claims,
+// measured on random networks or training runs; over seeds they are judged on an interval.
+enum class CheckKind { Software, Reproduction };
+// The numeric statement "value OP threshold".
+enum class Compare { Less, LessEq, Greater, GreaterEq };
+
+// One asserted property: its name, kind, the numeric statement behind the verdict, and words.
+// After aggregation over seeds (run_experiment_seeds) `value` is the mean over seeds, [lo, hi]
+// its bootstrap 95 % interval and `passed` of `seeds` seeds passed on their own; `pass` is the
+// verdict: every seed for a software check, the whole interval on the passing side for a
+// reproduction check. For one seed lo = hi = value.
 struct Check {
   std::string name;
   bool pass = false;
   std::string detail;
+  CheckKind kind = CheckKind::Software;
+  double value = 0, threshold = 0;
+  Compare cmp = Compare::LessEq;
+  double lo = 0, hi = 0;
+  int seeds = 1, passed = 0;
+  double pass_rate() const { return seeds > 0 ? static_cast<double>(passed) / seeds : 0; }
 };
+// Whether `value` satisfies the statement (NaN never does).
+bool holds(double value, Compare cmp, double threshold);
+// A check from its numeric statement; `pass` is holds(value, cmp, threshold).
+Check check_value(CheckKind kind, std::string name, double value, Compare cmp, double threshold, std::string detail);
+// A software check that is a plain yes/no (value 1 or 0, statement value >= 1).
+Check check_true(std::string name, bool ok, std::string detail);
+std::string_view kind_name(CheckKind k);      // "software", "reproduction"
+std::string_view compare_symbol(Compare c);   // "<", "<=", ">", ">="
 
 // A table of the CSV. Cells are text (numbers already formatted).
 struct Table {
@@ -35,11 +60,13 @@ struct Table {
   std::vector<std::vector<std::string>> rows;
 };
 
-// One curve of a plot.
+// One curve of a plot. `lo` and `hi`, when given (one per point), are drawn as a shaded band:
+// after aggregation over seeds y is the mean and [lo, hi] its bootstrap 95 % interval.
 struct Series {
   std::string label;
   std::vector<double> x, y;
   std::string style = "linespoints";  // gnuplot "with" clause
+  std::vector<double> lo = {}, hi = {};
 };
 struct Plot {
   std::string title, xlabel, ylabel;
@@ -63,6 +90,8 @@ struct Result {
   std::string json;        // the figures, one JSON object
   std::vector<Check> checks;
   double seconds = 0;
+  std::vector<std::uint64_t> seeds;   // the seeds run (one, or those aggregated)
+  std::vector<double> seed_seconds;   // the duration of each seed's run
   bool pass() const;
 };
 
@@ -77,6 +106,29 @@ const std::vector<Experiment>& all_experiments();
 // Runs one by name (ValueError listing the known names otherwise); fills Result::seconds.
 Result run_experiment(std::string_view name, const Options& opts = {});
 
+// ---- over seeds ----------------------------------------------------------------------------------
+
+// The seeds of an n-seed run from the base seed: the base itself first (so that one seed is the
+// plain run), then well-mixed 53-bit derivatives that do not collide with the experiments' seed + k.
+std::vector<std::uint64_t> derive_seeds(std::uint64_t base, int n);
+
+// The percentile bootstrap 95 % interval of the mean: `resamples` resamples drawn with a
+// generator seeded from `seed`, so that the interval is reproducible. One value gives [v, v].
+struct Interval {
+  double mean = 0, lo = 0, hi = 0;
+};
+Interval bootstrap_mean_ci(const std::vector<double>& values, int resamples = 2000, std::uint64_t seed = 0x5eed);
+
+// Aggregates the Results of one experiment run with different seeds (in order): tables cell-wise
+// (a numeric cell that varies becomes "mean [lo, hi]"; cells equal over seeds stay), plot series
+// as means with a band, checks by name (see Check). Tables or series whose shape differs between
+// seeds are those of the first seed, said so in the table name or series label.
+Result aggregate_results(const std::vector<Result>& per_seed);
+// Runs the experiment once per seed (opts.seed is replaced) and aggregates; `each`, if given, is
+// called with every seed's Result as it finishes (the CLI writes it as JSON).
+Result run_experiment_seeds(std::string_view name, const Options& opts, const std::vector<std::uint64_t>& seeds,
+                            const std::function<void(const Result&)>& each = {});
+
 // Outputs. write_csv writes every table into one CSV (a "table" column first, then the union of
 // the columns). write_plot writes NAME.gp and runs gnuplot for NAME.svg and NAME.png; it returns
 // false (and leaves the CSV alone) when gnuplot is missing or fails.
@@ -89,6 +141,9 @@ struct ReportInfo {
   double seconds = 0;   // total duration
   bool quick = false;
   std::uint64_t seed = 0;
+  int seeds = 1;               // seeds per experiment
+  int threads = 0;             // chainrule's threads
+  double load[3] = {0, 0, 0};  // the machine's load averages at the start (getloadavg)
 };
 std::string report_section(const Result& r);
 std::string report_markdown(const std::vector<Result>& results, const ReportInfo& info);
