@@ -255,6 +255,44 @@ TEST_P(Linalg, PinvSatisfiesThePenroseConditions) {
   EXPECT_LT(diff(pr, want), 1e-6);
 }
 
+// full_matrices SVD and complete QR: square orthogonal factors that reproduce A, whose first k
+// columns (rows of Vh) are the reduced factors; mode "r" is the reduced R alone.
+TEST_P(Linalg, FullSVDAndCompleteQRGiveSquareOrthogonalFactors) {
+  const DType dt = GetParam();
+  for (Shape s : {Shape{2, 5, 3}, Shape{3, 6}, Shape{4, 4}, Shape{2, 1, 4}}) {
+    Tensor a = random_matrix(s, 16, dt);
+    const std::int64_t m = s[s.size() - 2], n = s.back(), k = std::min(m, n), batch = a.numel() / (m * n);
+    auto [u, sv, vh] = linalg::svd(a, /*full_matrices=*/true);
+    auto [ur, svr, vhr] = linalg::svd(a);
+    ASSERT_EQ(u.shape().back(), m) << s.str();
+    ASSERT_EQ(vh.shape()[vh.shape().size() - 2], n) << s.str();
+    EXPECT_LT(diff(batched_product(mT(u), u), identity(m, batch)), tol(dt) * 10) << s.str();
+    EXPECT_LT(diff(batched_product(vh, mT(vh)), identity(n, batch)), tol(dt) * 10) << s.str();
+    EXPECT_EQ(values(slice(u, -1, 0, k)), values(ur)) << s.str();
+    EXPECT_EQ(values(slice(vh, -2, 0, k)), values(vhr)) << s.str();
+    EXPECT_EQ(values(sv), values(svr));
+    EXPECT_LT(diff(batched_product(mul(slice(u, -1, 0, k), unsqueeze(sv, -2)), slice(vh, -2, 0, k)), values(a)), tol(dt) * 10);
+
+    auto [q, r] = linalg::qr(a, "complete");
+    auto [qr_, rr] = linalg::qr(a);
+    ASSERT_EQ(q.shape().back(), m) << s.str();
+    ASSERT_EQ(r.shape()[r.shape().size() - 2], m) << s.str();
+    ASSERT_EQ(r.shape().back(), n) << s.str();
+    EXPECT_LT(diff(batched_product(q, r), values(a)), tol(dt) * 10) << s.str();
+    EXPECT_LT(diff(batched_product(mT(q), q), identity(m, batch)), tol(dt) * 10) << s.str();
+    EXPECT_EQ(values(slice(q, -1, 0, k)), values(qr_)) << s.str();
+    EXPECT_EQ(values(slice(r, -2, 0, k)), values(rr)) << s.str();
+    auto rv = values(r);
+    for (std::int64_t b = 0; b < batch; ++b)
+      for (std::int64_t i = 0; i < m; ++i)
+        for (std::int64_t j = 0; j < i && j < n; ++j) EXPECT_EQ(rv[static_cast<std::size_t>(b * m * n + i * n + j)], 0.0) << s.str();
+    auto [q0, r0] = linalg::qr(a, "r");
+    EXPECT_EQ(q0.numel(), 0);
+    EXPECT_EQ(values(r0), values(rr));
+  }
+  EXPECT_THROW(linalg::qr(random_matrix({3, 2}, 17, dt), "full"), ValueError);
+}
+
 INSTANTIATE_TEST_SUITE_P(Dtypes, Linalg, ::testing::Values(DType::f32, DType::f64),
                          [](const auto& info) { return std::string(info.param == DType::f32 ? "f32" : "f64"); });
 
@@ -345,6 +383,49 @@ TEST(LinalgDerivatives, CompositionsPassTheDerivativeChecks) {
     CheckReport r = check_grads(fn, {a});
     EXPECT_TRUE(r.pass) << name << ": " << r.failure;
   }
+}
+
+// Derivatives: full_matrices SVD differentiates through the reduced part (the extra columns'
+// gradients are ignored, as PyTorch); complete QR equals the reduced one for m <= n and raises
+// an AutodiffError naming qr and the shape for m > n.
+TEST(LinalgDerivatives, FullSVDAndCompleteQR) {
+  Generator g(18);
+  Tensor tall = add(uniform({4, 3}, -0.9, 0.9, g, DType::f64), tensor({2, 0, 0, 0, 4, 0, 0, 0, 6, 0, 0, 0}, {4, 3}, DType::f64));
+  Tensor wide = mT(tall);
+  Tensor square = slice(tall, 0, 0, 3);
+  auto sign_free = [](const Tensor& u, const Tensor& s, const Tensor& vh, std::int64_t k) {  // U Vh and S: sign-invariant
+    return concat({flatten(matmul(slice(u, -1, 0, k), slice(vh, -2, 0, k))), s}, 0);
+  };
+  for (const Tensor& a : {tall, wide}) {
+    CheckReport r = check_grads([&](auto x) { auto [u, s, vh] = linalg::svd(x[0], true); return sign_free(u, s, vh, 3); }, {a});
+    EXPECT_TRUE(r.pass) << a.shape().str() << ": " << r.failure;
+    // The same derivative as through the reduced SVD.
+    Tensor gf = grad([&](const Tensor& x) { auto [u, s, vh] = linalg::svd(x, true); return sum(sign_free(u, s, vh, 3)); })(a);
+    Tensor gr = grad([&](const Tensor& x) { auto [u, s, vh] = linalg::svd(x); return sum(sign_free(u, s, vh, 3)); })(a);
+    EXPECT_LT(diff(values(gf), values(gr)), 1e-12);
+    // The extra columns of U (rows of Vh) get no gradient.
+    Tensor ge = grad([&](const Tensor& x) {
+      auto [u, s, vh] = linalg::svd(x, true);
+      return add(sum(slice(u, -1, 3, u.shape().back())), sum(slice(vh, -2, 3, vh.shape()[0])));
+    })(a);
+    EXPECT_EQ(values(ge), std::vector<double>(12, 0.0));
+  }
+  CheckReport rq = check_grads([](auto x) {
+    auto [q, r] = linalg::qr(x[0], "complete");
+    return concat({flatten(q), flatten(r)}, 0);
+  }, {square});
+  EXPECT_TRUE(rq.pass) << rq.failure;
+  try {
+    grad([](const Tensor& x) { return sum(linalg::qr(x, "complete").Q); })(tall);
+    ADD_FAILURE() << "complete QR of a tall matrix differentiated";
+  } catch (const AutodiffError& e) {
+    EXPECT_NE(std::string(e.what()).find("linalg.qr"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find(tall.shape().str()), std::string::npos) << e.what();
+  }
+  // Forward mode too; vmap alone differentiates nothing.
+  EXPECT_THROW(jvp([](const Tensor& x) { return linalg::qr(x, "complete").R; }, tall, tall), AutodiffError);
+  Tensor qs = vmap([](const Tensor& x) { return linalg::qr(x, "complete").Q; })(stack({tall, tall}));
+  EXPECT_EQ(qs.shape(), (Shape{2, 4, 4}));
 }
 
 // Size-0 matrices give NumPy's answers (det of a 0×0 matrix is 1) and never reach LAPACK with an

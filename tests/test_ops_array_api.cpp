@@ -264,6 +264,47 @@ TEST(Stats, IntegerMaxMinArgmaxNegAbsAreExact) {
   EXPECT_THROW(max(greater(x, x)), DTypeError);  // a max of bools: compare as int64 first
 }
 
+TEST(Stats, IntegerProdAndCumprodAreExactInt64Wrapping) {
+  // Products past 2^53 (a double would round) and past 2^63 (wraps modulo 2^64, as NumPy), with
+  // the extremes; the reference multiplies in uint64, where overflow is defined.
+  constexpr std::int64_t lo = std::numeric_limits<std::int64_t>::min(), hi = std::numeric_limits<std::int64_t>::max();
+  const std::vector<std::int64_t> v = {3037000493, 3037000453, -7, hi, 1, -1, lo, -1, 2, (std::int64_t{1} << 31) + 11, -(std::int64_t{1} << 29) - 3, 5};
+  Tensor x = from_vector<std::int64_t>(v, {3, 4});
+  auto wrap = [](std::int64_t a, std::int64_t b) {
+    return static_cast<std::int64_t>(static_cast<std::uint64_t>(a) * static_cast<std::uint64_t>(b));
+  };
+  std::int64_t total = 1;
+  for (auto e : v) total = wrap(total, e);
+  std::vector<std::int64_t> rows(3, 1), cols(4, 1), cum1(12), cum0(12);
+  for (std::size_t r = 0; r < 3; ++r)
+    for (std::size_t c = 0; c < 4; ++c) {
+      rows[r] = wrap(rows[r], v[r * 4 + c]);
+      cols[c] = wrap(cols[c], v[r * 4 + c]);
+      cum1[r * 4 + c] = c == 0 ? v[r * 4] : wrap(cum1[r * 4 + c - 1], v[r * 4 + c]);
+      cum0[r * 4 + c] = r == 0 ? v[c] : wrap(cum0[(r - 1) * 4 + c], v[r * 4 + c]);
+    }
+  EXPECT_EQ(prod(x).dtype(), DType::i64);
+  EXPECT_EQ(prod(x).item<std::int64_t>(), total);
+  EXPECT_EQ(prod(x, {1}).to_vector<std::int64_t>(), rows);
+  EXPECT_EQ(prod(x, {0}, true).shape(), (Shape{1, 4}));
+  EXPECT_EQ(prod(x, {0}, true).to_vector<std::int64_t>(), cols);
+  EXPECT_EQ(rows[0], wrap(wrap(3037000493, 3037000453), wrap(-7, hi)));  // the first row overflows
+  EXPECT_EQ(prod(from_vector<std::int64_t>({lo, -1})).item<std::int64_t>(), lo);  // INT64_MIN * -1 wraps
+  EXPECT_EQ(prod(from_vector<std::int64_t>({(std::int64_t{1} << 53) + 1, 3})).item<std::int64_t>(), 3 * ((std::int64_t{1} << 53) + 1));
+  EXPECT_EQ(prod(zeros({0, 2}, DType::i64), {0}).to_vector<std::int64_t>(), (std::vector<std::int64_t>{1, 1}));  // empty: 1
+  EXPECT_EQ(cumprod(x, 1).dtype(), DType::i64);
+  EXPECT_EQ(cumprod(x, 1).to_vector<std::int64_t>(), cum1);
+  EXPECT_EQ(cumprod(x, -2).to_vector<std::int64_t>(), cum0);
+  Tensor batched = vmap([](const Tensor& r) { return cumprod(r, 0); })(x);  // per row, as cumprod(x, 1)
+  EXPECT_EQ(batched.to_vector<std::int64_t>(), cum1);
+  // Bools count as 0 and 1 and give int64, as NumPy's prod and cumprod.
+  Tensor m = greater(f64s({1, 2, -1, 3, 4, 5}, {2, 3}), scalar_tensor(0.0, DType::f64));
+  EXPECT_EQ(prod(m).dtype(), DType::i64);
+  EXPECT_EQ(prod(m, {1}).to_vector<std::int64_t>(), (std::vector<std::int64_t>{0, 1}));
+  EXPECT_EQ(cumprod(m, 1).dtype(), DType::i64);
+  EXPECT_EQ(cumprod(m, 1).to_vector<std::int64_t>(), (std::vector<std::int64_t>{1, 1, 0, 1, 1, 1}));
+}
+
 TEST(Stats, CumulativeOpsMatchLoops) {
   const std::vector<double> v = {0.5, -1.0, 2.0, 0.0, 3.0, 1.5};
   Tensor m = f64s(v, {2, 3});

@@ -170,7 +170,12 @@ TEST(VecMath, Float64Primitive) { check_all<double>(Path::primitive); }
 // argument w) moves erfc (or sigmoid) by up to its condition number, about 2 (x/sqrt 2)^2 = x^2
 // (or |w|) times the relative rounding u, on top of erfc's 1.5 ULP and two products (0.5 ULP
 // each): a relative bound (4 + x^2) 2u for gelu and (4 + 3 |w|) 2u for the tanh form, fixed before
-// measuring. Checked where the exact value is a normal number.
+// measuring. Checked where the exact value is a normal number. float32 gelu on the vector paths
+// is x E/2 or x (1 - E/2) with E = erfc(|x|/sqrt 2) = exp(-x^2/2) t S(t) (vecmath_avx512.cpp),
+// whose exponent is exact (x^2 as h + lo): exp 1 ULP, the (1 - lo/2) fma 0.5, t's three
+// roundings through erfc's log-derivative in t (at most 1.5) 2.5, the fit 0.06, the ten Horner
+// steps on terms of one sign-dominated sum 2, and the three products 1.5: a flat bound of 8 ULP
+// (in units of 2u), with no x^2 term.
 template <class T>
 void check_gelu(Path p) {
   if (!available(p)) GTEST_SKIP() << path_name(p) << ": not on this CPU";
@@ -201,7 +206,8 @@ void check_gelu(Path p) {
       }
       if (std::abs(want) < std::numeric_limits<T>::min() || std::abs(want) > std::numeric_limits<T>::max()) continue;
       const long double rel = std::abs((static_cast<long double>(have) - want) / want) / (2 * u);
-      const long double bound = approx ? 4 + 3 * std::abs(w) : 4 + x * x;
+      const bool fitted = sizeof(T) == 4 && !approx && (p != Path::primitive || std::string(kernels::vec_isa()) != "scalar");
+      const long double bound = approx ? 4 + 3 * std::abs(w) : fitted ? 8 : 4 + x * x;
       worst = std::max(worst, rel / bound);
       if (!(rel <= bound) && ++failures <= 5)
         ADD_FAILURE() << path_name(p) << (approx ? " gelu_tanh(" : " gelu(") << xs[i] << ") = " << have << ", want "

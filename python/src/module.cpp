@@ -769,10 +769,12 @@ numpy are not seen by the version counter that guards saved tensors.)doc");
   la.def("det", &linalg::det, py::arg("a"));
   la.def("slogdet", [](const Tensor& a) { auto r = linalg::slogdet(a); return py::make_tuple(r.sign, r.logabsdet); }, py::arg("a"));
   la.def("cholesky", &linalg::cholesky, py::arg("a"), py::arg("upper") = false);
-  la.def("qr", [](const Tensor& a) { auto r = linalg::qr(a); return py::make_tuple(r.Q, r.R); }, py::arg("a"));
+  la.def("qr", [](const Tensor& a, const std::string& mode) { auto r = linalg::qr(a, mode); return py::make_tuple(r.Q, r.R); },
+         py::arg("a"), py::arg("mode") = "reduced");
   la.def("eigh", [](const Tensor& a) { auto r = linalg::eigh(a); return py::make_tuple(r.eigenvalues, r.eigenvectors); }, py::arg("a"));
   la.def("eigvalsh", &linalg::eigvalsh, py::arg("a"));
-  la.def("svd", [](const Tensor& a) { auto r = linalg::svd(a); return py::make_tuple(r.U, r.S, r.Vh); }, py::arg("a"));
+  la.def("svd", [](const Tensor& a, bool full) { auto r = linalg::svd(a, full); return py::make_tuple(r.U, r.S, r.Vh); },
+         py::arg("a"), py::arg("full_matrices") = false);
   la.def("svdvals", &linalg::svdvals, py::arg("a"));
   la.def("vector_norm", [](const Tensor& x, double ord, py::object axes, bool k) { return linalg::vector_norm(x, ord, to_axes(axes), k); },
          py::arg("x"), py::arg("ord") = 2.0, py::arg("axis") = py::none(), py::arg("keepdims") = false);

@@ -115,13 +115,13 @@ int geqrf_t(int m, int n, T* a, T* tau) {
   return info;
 }
 template <class T>
-int orgqr_t(int m, int k, T* a, const T* tau) {
+int orgqr_t(int m, int n, int k, T* a, const T* tau) {
   int info = 0, lda = std::max(1, m), lwork = -1;
   T q{};
-  F::orgqr(&m, &k, &k, a, &lda, tau, &q, &lwork, &info);
-  lwork = work_size(q, std::max(1, k));
+  F::orgqr(&m, &n, &k, a, &lda, tau, &q, &lwork, &info);
+  lwork = work_size(q, std::max(1, n));
   std::vector<T> work(static_cast<std::size_t>(lwork));
-  F::orgqr(&m, &k, &k, a, &lda, tau, work.data(), &lwork, &info);
+  F::orgqr(&m, &n, &k, a, &lda, tau, work.data(), &lwork, &info);
   return info;
 }
 template <class T>
@@ -163,8 +163,10 @@ int trtrs(char u, char t, char d, int n, int r, const float* a, float* b) { retu
 int trtrs(char u, char t, char d, int n, int r, const double* a, double* b) { return trtrs_t(u, t, d, n, r, a, b); }
 int geqrf(int m, int n, float* a, float* tau) { return geqrf_t(m, n, a, tau); }
 int geqrf(int m, int n, double* a, double* tau) { return geqrf_t(m, n, a, tau); }
-int orgqr(int m, int k, float* a, const float* tau) { return orgqr_t(m, k, a, tau); }
-int orgqr(int m, int k, double* a, const double* tau) { return orgqr_t(m, k, a, tau); }
+int orgqr(int m, int k, float* a, const float* tau) { return orgqr_t(m, k, k, a, tau); }
+int orgqr(int m, int k, double* a, const double* tau) { return orgqr_t(m, k, k, a, tau); }
+int orgqr(int m, int n, int k, float* a, const float* tau) { return orgqr_t(m, n, k, a, tau); }
+int orgqr(int m, int n, int k, double* a, const double* tau) { return orgqr_t(m, n, k, a, tau); }
 int syevd(int n, float* a, float* w) { return syevd_t(n, a, w); }
 int syevd(int n, double* a, double* w) { return syevd_t(n, a, w); }
 int gesdd(char j, int m, int n, float* a, float* s, float* u, float* vt) { return gesdd_t(j, m, n, a, s, u, vt); }

@@ -26,6 +26,9 @@ int geqrf(int m, int n, float* a, float* tau);
 int geqrf(int m, int n, double* a, double* tau);
 int orgqr(int m, int k, float* a, const float* tau);
 int orgqr(int m, int k, double* a, const double* tau);
+// The same with n >= k columns (n = m: the complete Q, m×m, in an array of m×m).
+int orgqr(int m, int n, int k, float* a, const float* tau);
+int orgqr(int m, int n, int k, double* a, const double* tau);
 // Eigenvalues (ascending, into w) and eigenvectors (the columns of a) of the symmetric matrix
 // whose lower triangle a holds (divide and conquer).
 int syevd(int n, float* a, float* w);

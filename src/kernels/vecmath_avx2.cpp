@@ -23,9 +23,33 @@ __m256d sigmoid_d(__m256d x) {
 }
 
 // x erfc(-x / sqrt 2) / 2, and x sigmoid(2 sqrt(2/pi) (x + 0.044715 x^3)) (vecmath.h).
+// gelu in float32 (as vecmath_avx512.cpp) from one exp: erfc(z) = exp(-z^2) t S(t) with z = |x|/sqrt 2, t = 1 / (1 + z/2)
+// and S a degree-10 least-squares fit of erfc(z) exp(z^2) / t on z in [0, 10.5] (relative error
+// 3.7e-9; beyond 10.5, |x| > 14.8, the exp underflows). exp(-x^2/2) takes x^2 exactly as h + lo
+// (an fma), exp(-h/2) (1 - lo/2), so no rounding of x/sqrt 2 reaches the exponent. gelu is
+// x E/2 for x <= 0 and x (1 - E/2) for x > 0 (E <= 1: no cancellation; inf stays inf). |x| is clamped at 20 (E is
+// 0 there) so that x^2 neither overflows nor leaves lo a NaN.
 __m256 gelu_f(__m256 x) {
-  const __m256 e = Sleef_erfcf8_u15avx2(_mm256_mul_ps(x, _mm256_set1_ps(-0.70710678118654752f)));
-  return _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(0.5f), x), e);
+  const __m256 ax = _mm256_min_ps(_mm256_andnot_ps(_mm256_set1_ps(-0.0f), x), _mm256_set1_ps(20.0f));
+  const __m256 h = _mm256_mul_ps(ax, ax), lo = _mm256_fmsub_ps(ax, ax, h);
+  const __m256 e = Sleef_expf8_u10avx2(_mm256_mul_ps(h, _mm256_set1_ps(-0.5f)));
+  const __m256 g = _mm256_fnmadd_ps(_mm256_mul_ps(e, _mm256_set1_ps(0.5f)), lo, e);
+  const __m256 one = _mm256_set1_ps(1.0f);
+  const __m256 t = _mm256_div_ps(one, _mm256_fmadd_ps(ax, _mm256_set1_ps(0.35355339059327376f), one));
+  __m256 s = _mm256_set1_ps(0.036333332669389969674f);
+  s = _mm256_fmadd_ps(s, t, _mm256_set1_ps(-0.19438870304250109905f));
+  s = _mm256_fmadd_ps(s, t, _mm256_set1_ps(0.39013225417713084886f));
+  s = _mm256_fmadd_ps(s, t, _mm256_set1_ps(-0.30261733509205429187f));
+  s = _mm256_fmadd_ps(s, t, _mm256_set1_ps(-0.0095748965915633607238f));
+  s = _mm256_fmadd_ps(s, t, _mm256_set1_ps(0.027599499673812775507f));
+  s = _mm256_fmadd_ps(s, t, _mm256_set1_ps(0.058172091375366600786f));
+  s = _mm256_fmadd_ps(s, t, _mm256_set1_ps(0.18467845569181546769f));
+  s = _mm256_fmadd_ps(s, t, _mm256_set1_ps(0.24533964116681217453f));
+  s = _mm256_fmadd_ps(s, t, _mm256_set1_ps(0.28223646248361867283f));
+  s = _mm256_fmadd_ps(s, t, _mm256_set1_ps(0.2820892011316886548f));
+  const __m256 he = _mm256_mul_ps(_mm256_set1_ps(0.5f), _mm256_mul_ps(_mm256_mul_ps(g, t), s));  // E/2
+  const __m256 neg = _mm256_cmp_ps(x, _mm256_setzero_ps(), _CMP_LE_OQ);
+  return _mm256_mul_ps(x, _mm256_blendv_ps(_mm256_sub_ps(one, he), he, neg));
 }
 __m256d gelu_d(__m256d x) {
   const __m256d e = Sleef_erfcd4_u15avx2(_mm256_mul_pd(x, _mm256_set1_pd(-0.70710678118654752440)));

@@ -29,7 +29,7 @@ double machine_eps(DType t) {
 
 
 extern const Primitive inv_p, solve_p, solve_triangular_p, det_p, slogdet_p, cholesky_p;
-extern const Primitive qr_p, eigh_p, eigvalsh_p, svd_p, svdvals_p, vector_norm_p;
+extern const Primitive qr_p, qr_complement_p, eigh_p, eigvalsh_p, svd_p, svdvals_p, vector_norm_p;
 
 namespace {
 
@@ -335,6 +335,33 @@ Tensor qr_forward(std::span<const Tensor> x, const Params&) {
         for (std::int64_t j = 0; j < n; ++j) r[i * n + j] = j >= i ? w[static_cast<std::size_t>(j * m + i)] : T(0);
       if (k > 0) lapack::orgqr(static_cast<int>(m), static_cast<int>(k), w.data(), tau.data());
       from_col(w.data(), q, m, k);  // the first k columns
+    }
+    return 0;
+  });
+  return o;
+}
+
+// The last m - k columns of the complete Householder Q of A [..., m, n], k = min(m, n): an
+// orthonormal basis of the complement of A's first k columns' span ([..., m, 0] when m <= n).
+// The same geqrf as qr_forward on the same data, so these extend its reduced Q exactly.
+Tensor qr_complement_forward(std::span<const Tensor> x, const Params&) {
+  const Tensor& a = x[0];
+  need_matrix("qr", a);
+  const std::int64_t m = rows(a.shape()), n = cols(a.shape()), k = std::min(m, n), nb = lead(a.shape()).numel();
+  Tensor o = empty(lead(a.shape()) + Shape{m, m - k}, a.dtype());
+  if (m == k || nb == 0) return o;
+  kernels::dispatch_float(a.dtype(), "linalg.qr", [&](auto tag) {
+    using T = decltype(tag);
+    std::vector<T> w(static_cast<std::size_t>(m * m)), tau(static_cast<std::size_t>(std::max<std::int64_t>(k, 1)));
+    std::vector<T> q(static_cast<std::size_t>(m * m));
+    for (std::int64_t b = 0; b < nb; ++b) {
+      to_col(kernels::in<T>(a) + b * m * n, w.data(), m, n);  // the first n columns of the m×m array
+      lapack::geqrf(lapack_int("qr", m), lapack_int("qr", n), w.data(), tau.data());
+      lapack::orgqr(static_cast<int>(m), static_cast<int>(m), static_cast<int>(k), w.data(), tau.data());
+      from_col(w.data(), q.data(), m, m);
+      T* d = kernels::out<T>(o) + b * m * (m - k);
+      for (std::int64_t i = 0; i < m; ++i)
+        for (std::int64_t j = k; j < m; ++j) d[i * (m - k) + (j - k)] = q[static_cast<std::size_t>(i * m + j)];
     }
     return 0;
   });
@@ -699,6 +726,17 @@ const Primitive qr_p{
     .kinks = "rank-deficient A: R is singular and the derivative infinite; m < n: no derivative (raises, as JAX)",
 };
 
+// No derivative (the complement's basis is not unique: any rotation of it serves), so it is a
+// constant to every transform: svd's full_matrices ignores the gradients of U's extra columns and
+// Vh's extra rows, as PyTorch; qr's mode "complete" for m > n refuses differentiation first.
+const Primitive qr_complement_p{
+    .name = "linalg_qr_complement",
+    .forward = qr_complement_forward,
+    .batching = Batching::Leading,
+    .kinks = "no derivative: the complement's basis is not unique (full_matrices SVD ignores its gradients; "
+             "complete QR with m > n raises an AutodiffError when differentiated, as PyTorch)",
+};
+
 const Primitive eigh_p{
     .name = "linalg_eigh",
     .forward = eigh_forward,
@@ -919,10 +957,32 @@ Tensor cholesky(const Tensor& a, bool upper) {
   return upper ? mT(l) : l;
 }
 
-QRResult qr(const Tensor& a) {
+namespace {
+// Whether a derivative is being taken through x: a forward or reverse tracer at some level, or an
+// eager value with a node while grad mode is on (vmap alone differentiates nothing).
+bool differentiated(const Tensor& x) {
+  for (const TensorImpl* t = x.impl(); t != nullptr; t = t->primal.impl()) {
+    if (!t->frame) return t->node != nullptr && GradMode::is_enabled();
+    if (t->frame->kind != TraceKind::Batch) return true;
+  }
+  return false;
+}
+}  // namespace
+
+QRResult qr(const Tensor& a, std::string_view mode) {
   need_matrix("qr", a);
-  auto [q, r] = qr_parts(bind(qr_p, {a}), rows(a.shape()), cols(a.shape()));
-  return {q, r};
+  if (mode != "reduced" && mode != "complete" && mode != "r")
+    throw ValueError(fmt::format("linalg.qr: mode must be 'reduced', 'complete' or 'r', got '{}'", mode));
+  const std::int64_t m = rows(a.shape()), n = cols(a.shape());
+  auto [q, r] = qr_parts(bind(qr_p, {a}), m, n);
+  if (mode == "r") return {empty(Shape{0}, a.dtype()), r};  // PyTorch's empty Q
+  if (mode == "complete" && m > n) {  // Q [m, m] and R [m, n] with zero rows below the reduced R
+    if (differentiated(a))
+      throw AutodiffError(fmt::format("linalg.qr: mode 'complete' is not differentiable for m > n (as PyTorch), got input {}; "
+                                      "use mode 'reduced'", a.shape().str()));
+    return {concat({q, bind(qr_complement_p, {a})}, -1), pad(r, -2, 0, m - n)};
+  }
+  return {q, r};  // m <= n: the complete factors are the reduced ones
 }
 
 EighResult eigh(const Tensor& a) {
@@ -936,9 +996,14 @@ Tensor eigvalsh(const Tensor& a) {
   return bind(eigvalsh_p, {a}, p);
 }
 
-SVDResult svd(const Tensor& a) {
+SVDResult svd(const Tensor& a, bool full_matrices) {
   need_matrix("svd", a);
-  auto [u, s, vh] = svd_parts(bind(svd_p, {a}), rows(a.shape()), cols(a.shape()));
+  const std::int64_t m = rows(a.shape()), n = cols(a.shape());
+  auto [u, s, vh] = svd_parts(bind(svd_p, {a}), m, n);
+  if (full_matrices && m != n) {  // complete U or Vh with an orthonormal basis of the complement
+    if (m > n) u = concat({u, bind(qr_complement_p, {u})}, -1);
+    else vh = concat({vh, mT(bind(qr_complement_p, {mT(vh)}))}, -2);
+  }
   return {u, s, vh};
 }
 
@@ -1101,7 +1166,7 @@ Tensor tensordot(const Tensor& a, const Tensor& b, std::int64_t axes) {
 }  // namespace linalg
 
 const Primitive* const kLinalgLapackPrimitives[] = {&inv_p, &solve_p, &solve_triangular_p, &det_p,   &slogdet_p, &cholesky_p,
-                                                    &qr_p,  &eigh_p,  &eigvalsh_p,         &svd_p,   &svdvals_p, &vector_norm_p};
+                                                    &qr_p,  &qr_complement_p, &eigh_p,  &eigvalsh_p,         &svd_p,   &svdvals_p, &vector_norm_p};
 std::span<const Primitive* const> linalg_lapack_primitives() { return kLinalgLapackPrimitives; }
 
 }  // namespace chainrule

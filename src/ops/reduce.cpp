@@ -329,24 +329,28 @@ Tensor truth_reduce(std::string_view name, const Tensor& x, const Params& p, boo
   return drop_if_needed(kernels::map_unary<double, bool>(kept, [](double v) { return v != 0.0; }), axes, p.keepdims);
 }
 
-// Sum, max or min (Params::code: IntegerReduce) of an int64 (or, for the sum, bool) tensor over
-// the axes, exact in int64 as NumPy and PyTorch: bools count as 0 and 1, a sum wraps on
-// overflow as theirs do, and a max or min of no elements is an error (there is no identity).
-enum IntegerReduce : int { kIntSum = 0, kIntMax = 1, kIntMin = 2 };
-const char* integer_reduce_name(int code) { return code == kIntSum ? "sum" : code == kIntMax ? "max" : "min"; }
+// Sum, max, min or product (Params::code: IntegerReduce) of an int64 (or, for the sum and the
+// product, bool) tensor over the axes, exact in int64 as NumPy and PyTorch: bools count as 0 and
+// 1, a sum or product wraps on overflow (modulo 2^64) as theirs do, and a max or min of no
+// elements is an error (there is no identity).
+enum IntegerReduce : int { kIntSum = 0, kIntMax = 1, kIntMin = 2, kIntProd = 3 };
+const char* integer_reduce_name(int code) {
+  return code == kIntSum ? "sum" : code == kIntMax ? "max" : code == kIntMin ? "min" : "prod";
+}
 
 Tensor integer_reduce_forward(const Tensor& x, const Params& p) {
   const char* name = integer_reduce_name(p.code);
-  if (x.dtype() != DType::i64 && !(x.dtype() == DType::b8 && p.code == kIntSum))
-    throw DTypeError(fmt::format("{}: expected float32, float64 or int64{}, got {}", name, p.code == kIntSum ? " (or bool)" : "",
+  const bool bool_ok = p.code == kIntSum || p.code == kIntProd;
+  if (x.dtype() != DType::i64 && !(x.dtype() == DType::b8 && bool_ok))
+    throw DTypeError(fmt::format("{}: expected float32, float64 or int64{}, got {}", name, bool_ok ? " (or bool)" : "",
                                  dtype_name(x.dtype())));
   const Shape axes = kernels::resolve_axes(name, p.axes, x.shape().size());
   const Shape oshape = keep_shape(x.shape(), p.axes);
-  if (p.code != kIntSum && x.numel() == 0)
+  if ((p.code == kIntMax || p.code == kIntMin) && x.numel() == 0)
     throw ValueError(fmt::format("{}: no elements to reduce in shape {} (an integer {} has no identity)", name, x.shape().str(), name));
   Tensor o = empty(oshape, DType::i64);
   std::int64_t* d = kernels::out<std::int64_t>(o);
-  const std::int64_t init = p.code == kIntSum ? 0 : p.code == kIntMax ? std::numeric_limits<std::int64_t>::min()
+  const std::int64_t init = p.code == kIntSum ? 0 : p.code == kIntProd ? 1 : p.code == kIntMax ? std::numeric_limits<std::int64_t>::min()
                                                                        : std::numeric_limits<std::int64_t>::max();
   std::fill(d, d + oshape.numel(), init);
   // Walk the input in order, keeping the output offset of the current index: a reduced axis
@@ -376,6 +380,8 @@ Tensor integer_reduce_forward(const Tensor& x, const Params& p) {
   };
   if (p.code == kIntSum)  // unsigned: wraps without undefined behaviour
     walk([](std::int64_t a, std::int64_t b) { return static_cast<std::int64_t>(static_cast<std::uint64_t>(a) + static_cast<std::uint64_t>(b)); });
+  else if (p.code == kIntProd)
+    walk([](std::int64_t a, std::int64_t b) { return static_cast<std::int64_t>(static_cast<std::uint64_t>(a) * static_cast<std::uint64_t>(b)); });
   else if (p.code == kIntMax)
     walk([](std::int64_t a, std::int64_t b) { return std::max(a, b); });
   else
@@ -431,6 +437,7 @@ Tensor integer_reduce(const Tensor& x, Params p, int code) {
 
 Tensor prod(const Tensor& x, const Axes& axes, bool keepdims) {
   Params p = reduce_params("prod", x, axes, keepdims);
+  if (!is_floating(x.dtype())) return integer_reduce(x, p, kIntProd);  // exact, not via double
   if (p.axes.empty()) return x;
   return bind(prod_p, {x}, p);
 }

@@ -112,6 +112,25 @@ const Primitive cumsum_p{
     },
 };
 
+// The running product of an int64 tensor along an axis, exact in int64 and wrapping on overflow
+// (modulo 2^64) as NumPy's. No derivative: its input is an integer.
+const Primitive integer_cumprod_p{
+    .name = "integer_cumprod",
+    .forward = [](auto x, auto& p) {
+      if (x[0].dtype() != DType::i64)
+        throw DTypeError(fmt::format("cumprod: expected float32, float64, int64 or bool, got {}", dtype_name(x[0].dtype())));
+      Tensor o = empty(x[0].shape(), DType::i64);
+      const std::int64_t* b = kernels::in<std::int64_t>(x[0]);
+      std::int64_t* h = kernels::out<std::int64_t>(o);
+      for_each_lane(Lanes(x[0].shape(), axis_of("cumprod", x[0], p)), [&](std::int64_t off, std::int64_t st, std::int64_t n) {
+        std::uint64_t acc = 1;  // unsigned: wraps without undefined behaviour
+        for (std::int64_t k = 0; k < n; ++k) h[off + k * st] = static_cast<std::int64_t>(acc *= static_cast<std::uint64_t>(b[off + k * st]));
+      });
+      return o;
+    },
+    .batching = Batching::Leading,
+};
+
 const Primitive linear_scan_p{
     .name = "linear_scan",
     .forward = [](auto x, auto& p) {
@@ -210,7 +229,14 @@ Tensor linear_scan(const Tensor& a, const Tensor& b, std::int64_t axis, bool rev
 
 // cumprod is the scan h_i = x_i h_{i-1} started from h_0 = x_0 (b = x_0 at the first position, 0
 // after it): exact where elements are zero, to every order.
+// An int64 or bool tensor (bools count as 0 and 1, giving int64 as NumPy) takes the exact
+// integer scan instead.
 Tensor cumprod(const Tensor& x, std::int64_t axis) {
+  if (!is_floating(x.dtype())) {
+    const Tensor xi = x.dtype() == DType::b8 ? cast(x, DType::i64) : x;
+    if (xi.dim() == 0) return xi;
+    return bind(integer_cumprod_p, {xi}, axis_params("cumprod", xi, axis, false));
+  }
   if (x.dim() == 0) return x;
   auto a = norm_axis("cumprod", axis, x.shape().size());
   const auto n = x.shape()[static_cast<std::size_t>(a)];
@@ -223,7 +249,7 @@ Tensor logcumsumexp(const Tensor& x, std::int64_t axis) {
   return bind(logcumsumexp_p, {x}, axis_params("logcumsumexp", x, axis, false));
 }
 
-const Primitive* const kScanPrimitives[] = {&cumsum_p, &linear_scan_p, &logcumsumexp_p};
+const Primitive* const kScanPrimitives[] = {&cumsum_p, &linear_scan_p, &logcumsumexp_p, &integer_cumprod_p};
 std::span<const Primitive* const> scan_primitives() { return kScanPrimitives; }
 
 }  // namespace chainrule

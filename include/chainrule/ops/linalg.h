@@ -32,12 +32,14 @@ SlogdetResult slogdet(const Tensor& a);
 // direction.
 Tensor cholesky(const Tensor& a, bool upper = false);
 
-// Reduced QR of A [..., m, n]: Q [..., m, k] with orthonormal columns, R [..., k, n] upper
-// triangular, k = min(m, n). Derivatives for m >= n (as JAX).
+// QR of A [..., m, n], k = min(m, n). mode "reduced": Q [..., m, k] with orthonormal columns, R
+// [..., k, n] upper triangular; derivatives for m >= n (as JAX). "complete": Q [..., m, m], R
+// [..., m, n] (zero rows below k); for m <= n the reduced factors, for m > n no derivative (an
+// AutodiffError, as PyTorch). "r": R only, Q an empty tensor [0] (PyTorch's mode "r").
 struct QRResult {
   Tensor Q, R;
 };
-QRResult qr(const Tensor& a);
+QRResult qr(const Tensor& a, std::string_view mode = "reduced");
 // Eigenvalues in ascending order [..., n] and eigenvectors (columns) [..., n, n] of the symmetric
 // matrix (A + Aᵀ) / 2.
 struct EighResult {
@@ -45,11 +47,14 @@ struct EighResult {
 };
 EighResult eigh(const Tensor& a);
 Tensor eigvalsh(const Tensor& a);
-// Reduced SVD (full_matrices = false in the array API and PyTorch) A = U diag(S) Vh: U [..., m, k], S [..., k] descending, Vh [..., k, n].
+// SVD A = U diag(S) Vh: U [..., m, k], S [..., k] descending, Vh [..., k, n], k = min(m, n)
+// (full_matrices = false, the default here). full_matrices: U [..., m, m] and Vh [..., n, n], the
+// extra columns of U (rows of Vh) an orthonormal basis of the complement whose gradients are
+// ignored, as PyTorch's (derivatives flow through the reduced part).
 struct SVDResult {
   Tensor U, S, Vh;
 };
-SVDResult svd(const Tensor& a);
+SVDResult svd(const Tensor& a, bool full_matrices = false);
 Tensor svdvals(const Tensor& a);
 
 // Norms. vector_norm: (Σ |x|^ord)^(1/ord) over `axes` (all when empty); ord 2, 1, inf, -inf, 0
