@@ -103,7 +103,9 @@ TEST(DenseNet, ForwardShapesConcatOrderAndGradcheck) {
   // Gradients of a tiny float64 DenseNet (training-mode BN) against finite differences.
   auto tiny = build_model("densenet:1x4x4-g2-b1x1-c0.5-2", DType::f64);
   init_model(*tiny, g);
-  auto r = gradcheck_module(*tiny, randn({2, 16}, g, DType::f64), {.second_order = false, .float32 = false});
+  // Batch norm over 2 x 4 x 4 pixels amplifies rounding: like the float32 comparison, the
+  // half-precision one (per-primitive tolerances) is for single ops, not this whole network.
+  auto r = gradcheck_module(*tiny, randn({2, 16}, g, DType::f64), {.second_order = false, .float32 = false, .half = false});
   EXPECT_TRUE(r.pass) << r.failure;
 }
 
@@ -133,7 +135,9 @@ TEST(UNet, ParameterCountByHandShapesAndGradcheck) {
   EXPECT_THROW(m->forward(x), ValueError);
   auto tiny = build_model("unet:1x4x4-c2-d1-1", DType::f64);
   init_model(*tiny, g);
-  auto r = gradcheck_module(*tiny, randn({2, 16}, g, DType::f64), {.second_order = false, .float32 = false});
+  // Batch norm over 2 x 4 x 4 pixels amplifies rounding: like the float32 comparison, the
+  // half-precision one (per-primitive tolerances) is for single ops, not this whole network.
+  auto r = gradcheck_module(*tiny, randn({2, 16}, g, DType::f64), {.second_order = false, .float32 = false, .half = false});
   EXPECT_TRUE(r.pass) << r.failure;
 }
 
