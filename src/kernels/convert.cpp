@@ -53,14 +53,24 @@ __attribute__((target("avx,f16c"))) void f32_to_f16_f16c(const float* s, float16
     _mm_storeu_si128(reinterpret_cast<__m128i*>(d + i), _mm256_cvtps_ph(_mm256_loadu_ps(s + i), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
   for (; i < hi; ++i) d[i] = to_float16(s[i]);
 }
-// float32 -> bfloat16 as half::float_to_bf16, written without a branch so that it vectorises
-// (an AVX2 clone: SSE2's 16-byte version measured 3x slower than the F16C float16 loop).
-__attribute__((target_clones("avx2", "default"))) void f32_to_bf16(const float* s, bfloat16* d, std::int64_t lo, std::int64_t hi) {
+// float32 -> bfloat16 as half::float_to_bf16, written without a branch so that it vectorises:
+// an AVX2 build of the loop, chosen at run time (SSE2's 16-byte version measured 3x slower than
+// the F16C float16 loop). Not target_clones: its ifunc resolver runs before ThreadSanitizer is
+// initialised and crashes a TSan build at start-up.
+inline void f32_to_bf16_loop(const float* s, bfloat16* d, std::int64_t lo, std::int64_t hi) {
   for (std::int64_t i = lo; i < hi; ++i) {
     const auto x = std::bit_cast<std::uint32_t>(s[i]);
     const std::uint32_t rounded = (x + 0x7FFFu + ((x >> 16) & 1u)) >> 16, quiet_nan = (x >> 16) | 0x40u;
     d[i].bits = static_cast<std::uint16_t>((x & 0x7FFFFFFFu) > 0x7F800000u ? quiet_nan : rounded);
   }
+}
+__attribute__((target("avx2"))) void f32_to_bf16_avx2(const float* s, bfloat16* d, std::int64_t lo, std::int64_t hi) {
+  f32_to_bf16_loop(s, d, lo, hi);
+}
+void f32_to_bf16(const float* s, bfloat16* d, std::int64_t lo, std::int64_t hi) {
+  static const bool avx2 = __builtin_cpu_supports("avx2");
+  if (avx2) return f32_to_bf16_avx2(s, d, lo, hi);
+  f32_to_bf16_loop(s, d, lo, hi);
 }
 
 bool has_f16c() {
