@@ -2,6 +2,7 @@
 // chainrule: automatic differentiation and neural networks in C++20.
 #include "chainrule/autodiff/anomaly.h"
 #include "chainrule/autodiff/checkpoint.h"
+#include "chainrule/autodiff/compile.h"
 #include "chainrule/autodiff/frame.h"
 #include "chainrule/autodiff/primitive.h"
 #include "chainrule/autodiff/chain.h"

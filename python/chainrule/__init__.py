@@ -175,6 +175,51 @@ def grad(f, argnums=0, has_aux=False):
     return wrapped
 
 
+def compile(f):
+    """compile(f)(*args): f traced once per signature (the arguments' structure, shapes and dtypes,
+    and grad mode) into a flat program of kernel calls, replayed on later calls with the same bytes
+    as f. Values read on the host inside f (item(), numpy()) and the Python control flow they
+    steer are baked into the trace, as torch.jit.trace does; inside a transform (grad(compile(f)))
+    f runs uncompiled. The result has `traces` (signatures traced), `stats()` and `clear()`.
+    See docs/transforms.md, "compile"."""
+    compiled = {}   # argument structure -> _core._Compiled (which keys on shapes and dtypes)
+    out_specs = {}  # full signature -> the output's structure
+    current = [None]
+
+    def signature(spec, leaves):
+        return (spec, tuple((tuple(t.shape), str(t.dtype)) for t in leaves), _core.is_grad_enabled())
+
+    def wrapped(*args):
+        leaves, spec = _flatten(list(args))
+        key = repr(spec)
+        c = compiled.get(key)
+        if c is None:  # f is called only while tracing, or uncompiled: with this call's closure
+            c = compiled[key] = _core._compile(lambda xs: current[0](xs))
+        sig = signature(key, leaves)
+
+        def flat_f(xs):
+            r = f(*_unflatten(spec, xs))
+            out, os = _flatten(r, convert=False)
+            out_specs[sig] = os
+            return out
+        current[0] = flat_f
+        out = c(leaves)
+        return _unflatten(out_specs[sig], out)
+
+    def stats():
+        return {"traces": sum(c.traces for c in compiled.values()),
+                "uncompiled_signatures": sum(c.uncompiled_signatures for c in compiled.values()),
+                "reasons": [c.reason for c in compiled.values() if c.reason]}
+
+    def clear():
+        compiled.clear()
+        out_specs.clear()
+    wrapped.stats = stats
+    wrapped.clear = clear
+    wrapped.traces = lambda: stats()["traces"]
+    return wrapped
+
+
 def vjp(f, *primals):
     """vjp(f, *primals) -> (out, pullback); pullback(ct) returns a tuple of cotangents, one per
     primal (each with that primal's structure). pullback may be called many times."""

@@ -804,6 +804,18 @@ numpy are not seen by the version counter that guards saved tensors.)doc");
     return py::make_tuple(r.out, py::cpp_function(r.pullback));
   });
   m.def("_check_scalar", [](const char* name, const Tensor& out) { detail::check_scalar_output(name, out); });
+  // compile on a flat function (the package keeps one per argument structure and rebuilds trees).
+  using FlatFn = std::function<std::vector<Tensor>(const std::vector<Tensor>&)>;
+  py::class_<Compiled<FlatFn>>(m, "_Compiled")
+      .def("__call__", [](const Compiled<FlatFn>& c, const std::vector<Tensor>& xs) { return c(xs); })
+      .def_property_readonly("traces", &Compiled<FlatFn>::traces)
+      .def_property_readonly("uncompiled_signatures", [](const Compiled<FlatFn>& c) { return c.stats().uncompiled_signatures; })
+      .def_property_readonly("reason", [](const Compiled<FlatFn>& c) { return c.stats().reason; })
+      .def_property_readonly("steps", [](const Compiled<FlatFn>& c) { return c.stats().steps; })
+      .def("clear", &Compiled<FlatFn>::clear);
+  m.def("_compile", [](py::function f) {
+    return compile(FlatFn([f](const std::vector<Tensor>& xs) { return f(xs).cast<std::vector<Tensor>>(); }));
+  });
   // f maps a list of Tensors to a list of Tensors (the Python side flattens its trees).
   m.def("_jvp", [](py::function f, const std::vector<Tensor>& xs, const std::vector<Tensor>& ts) {
     auto [y, t] = jvp([f](const std::vector<Tensor>& in) { return f(in).cast<std::vector<Tensor>>(); }, xs, ts);

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "autodiff/anomaly_internal.h"
+#include "autodiff/compile_internal.h"
 #include "autodiff/custom_internal.h"
 #include "chainrule/autodiff/anomaly.h"
 #include "chainrule/autodiff/frame.h"
@@ -164,7 +165,7 @@ Tensor run_forward(const Primitive& p, std::span<const Tensor> xs, const Params&
   return out.dtype() == DType::f32 ? kernels::convert(out, half->dtype()) : out;
 }
 
-Tensor eval_eager(const Primitive& p, std::span<const Tensor> xs, const Params& params) {
+Tensor eval_eager_untraced(const Primitive& p, std::span<const Tensor> xs, const Params& params) {
   Tensor out = profiler::detail::timed(p.name, profiler::Phase::Forward, [&] { return run_forward(p, xs, params); });
   if (AnomalyMode::is_enabled()) detail::check_output(p.name, xs, out);
   if (!p.differentiable() || !t_grad_enabled) return out;
@@ -173,6 +174,11 @@ Tensor eval_eager(const Primitive& p, std::span<const Tensor> xs, const Params& 
   if (!tracked) return out;
   out.impl()->node = record_node(p, xs, xs, out, params, /*eager=*/true);
   return out;
+}
+
+Tensor eval_eager(const Primitive& p, std::span<const Tensor> xs, const Params& params) {
+  if (detail::t_recorder) [[unlikely]] return detail::trace_kernel(p, xs, params, eval_eager_untraced);  // compile.cpp
+  return eval_eager_untraced(p, xs, params);
 }
 
 // Forward mode: push tangents through the primitive's JVP rule, one input at a time.
@@ -267,6 +273,10 @@ Tensor eval_batch(const std::shared_ptr<Frame>& f, const Primitive& p, std::span
 }
 
 }  // namespace
+
+Tensor detail::run_primitive(const Primitive& p, std::span<const Tensor> xs, const Params& params) {
+  return run_forward(p, xs, params);
+}
 
 Tensor bind(const Primitive& p, std::span<const Tensor> xs, const Params& params) {
   const std::shared_ptr<Frame>* top = nullptr;

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "autodiff/anomaly_internal.h"
+#include "autodiff/compile_internal.h"
 #include "chainrule/autodiff/anomaly.h"
 #include "chainrule/autodiff/frame.h"
 #include "chainrule/autodiff/node.h"
@@ -157,6 +158,7 @@ std::vector<Tensor> run_backward(std::span<const std::shared_ptr<Node>> roots, s
     Tensor ct = keep[k] ? buf[k] : std::move(buf[k]);
     if (!node->prim) {
       if (node->accumulates && opts.accumulate) {
+        if (detail::t_recorder) detail::trace_leaf(*node, opts.create_graph);  // compile: replayed as an assignment
         profiler::detail::timed("accumulate_grad", profiler::Phase::Backward,
                                 [&] { accumulate_leaf(*node, std::move(ct), opts.create_graph); });
         for (auto& [id, hook] : node->post_accumulate_grad_hooks) hook(node->grad);

@@ -97,6 +97,8 @@ struct Measurement {
   std::int64_t batch = 0, weights = 0, parameters = 0;
   int threads = 0;
   double step_s = 0, forward_s = 0, grad_s = 0, jvp_s = 0;
+  double uncompiled_step_s = 0;  // with compile on: the same step uncompiled, timed in the same run
+  bool compiled = false;
   std::size_t peak_bytes = 0, needed_bytes = 0;
   std::uint64_t step_madds = 0;  // GEMM and convolution multiply-adds of one training step, counted
 };
@@ -110,21 +112,28 @@ struct StepSetup {
   std::optional<optim::SGD> opt;
   nn::LossFn loss = [](const Tensor& out, const Tensor& target) { return cross_entropy(out, target); };
 
-  explicit StepSetup(const BenchConfig& c) : spec(nn::ModelSpec::parse(c.model)), model(nn::build_model(spec)) {
+  std::optional<nn::CompiledTrainStep> compiled;  // the step traced once and replayed (autodiff/compile.h)
+
+  StepSetup(const BenchConfig& c, bool compile) : spec(nn::ModelSpec::parse(c.model)), model(nn::build_model(spec)) {
     // Residual branches start at zero (as zero_residual training does): 15 unscaled He-initialised
     // blocks would otherwise grow the logits by 2^15 in variance and SGD on random labels diverges.
     nn::init_model(*model, gen, {.zero_residual = true});
     x = randn({c.batch, spec.input_dim()}, gen), y = randint({c.batch}, spec.output_dim(), gen);
     opt.emplace(model->named_parameters(), optim::SGDOptions{.lr = 1e-3, .momentum = 0.9});
+    if (compile) compiled.emplace(*model, loss);
   }
-  void step() { nn::train_step(*model, *opt, x, y, loss); }
+  void step() {
+    if (compiled) (*compiled)(*opt, x, y);
+    else nn::train_step(*model, *opt, x, y, loss);
+  }
 };
 
-Measurement measure(const BenchConfig& c, int threads, double min_seconds) {
+Measurement measure(const BenchConfig& c, int threads, double min_seconds, bool compile) {
   set_threads(threads);
   Measurement r{c.name, c.model, c.batch};
   r.threads = threads;
-  StepSetup setup(c);
+  r.compiled = compile;
+  StepSetup setup(c, compile);
   const nn::ModelSpec& spec = setup.spec;
   auto& model = setup.model;
   Generator& gen = setup.gen;
@@ -144,10 +153,11 @@ Measurement measure(const BenchConfig& c, int threads, double min_seconds) {
   r.parameters = model->num_parameters();
   r.needed_bytes = sizeof(float) * (3 * static_cast<std::size_t>(r.parameters) + saved);
 
-  r.step_s = median_seconds([&] { nn::train_step(*model, opt, x, y, loss); }, 3, 10, min_seconds);
+  r.step_s = median_seconds([&] { setup.step(); }, 3, 10, min_seconds);
+  if (compile) r.uncompiled_step_s = median_seconds([&] { nn::train_step(*model, opt, x, y, loss); }, 3, 10, min_seconds);
   memory::reset_peak();
   const std::uint64_t madds_before = kernels::gemm_madds();
-  nn::train_step(*model, opt, x, y, loss);
+  setup.step();
   r.step_madds = kernels::gemm_madds() - madds_before;
   r.peak_bytes = memory::stats().peak_bytes;
 
@@ -165,9 +175,9 @@ Measurement measure(const BenchConfig& c, int threads, double min_seconds) {
 
 // `--profile`: the primitives' time in `steps` training steps after a few warm-up steps, as a
 // table; `trace` (when not empty) receives the Chrome trace of those steps.
-void profile_config(const BenchConfig& c, int threads, int steps, const std::string& trace) {
+void profile_config(const BenchConfig& c, int threads, int steps, const std::string& trace, bool compile) {
   set_threads(threads);
-  StepSetup setup(c);
+  StepSetup setup(c, compile);
   for (int i = 0; i < 3; ++i) setup.step();
   const auto t0 = Clock::now();  // the same steps unprofiled, for the profiler's own cost
   for (int i = 0; i < steps; ++i) setup.step();
@@ -337,6 +347,7 @@ struct BenchArgs {
   std::vector<int> threads;
   double min_time = 1.0;
   bool json = false, jacobians = false, per_example = false, elementwise = false, matmul = false, profile = false;
+  bool no_compile = false;
   int profile_steps = 20;
   std::string trace;
   std::int64_t per_example_batch = 128;
@@ -387,24 +398,30 @@ void run_bench(const BenchArgs& a) {
     peak = std::max(peak, gemm_peak_gflops());
   }
   fmt::print("GEMM peak (float32 2048³, best of {} thread setting(s)): {:.1f} GFLOP/s\n", thread_counts.size(), peak);
-  fmt::print("{:<8} {:>7} {:>4} {:>11} {:>8} {:>6} {:>10} {:>9} {:>10} {:>11}\n", "config", "batch", "thr", "step", "GFLOP/s",
-             "peak", "grad/fwd", "jvp/fwd", "peak MB", "needed MB");
+  const bool compile = !a.no_compile;
+  fmt::print("Training steps {} (--no-compile: {})\n", compile ? "compiled (traced once, replayed)" : "uncompiled",
+             compile ? "uncompiled only" : "set");
+  fmt::print("{:<8} {:>7} {:>4} {:>11} {:>13} {:>8} {:>6} {:>10} {:>9} {:>10} {:>11}\n", "config", "batch", "thr", "step",
+             "uncompiled", "GFLOP/s", "peak", "grad/fwd", "jvp/fwd", "peak MB", "needed MB");
   nlohmann::json configs = nlohmann::json::array();
   for (const auto& c : chosen) {
     Measurement best;
     for (int t : thread_counts) {
-      Measurement m = measure(c, t, a.min_time);
+      Measurement m = measure(c, t, a.min_time, compile);
       if (best.threads == 0 || m.step_s < best.step_s) best = m;
     }
     const double gflops = 2.0 * static_cast<double>(best.step_madds) / best.step_s / 1e9;
-    fmt::print("{:<8} {:>7} {:>4} {:>8.1f} µs {:>8.1f} {:>5.0f}% {:>10.2f} {:>9.2f} {:>10.1f} {:>11.1f}\n", best.name,
-               best.batch, best.threads, best.step_s * 1e6, gflops, 100 * gflops / peak, best.grad_s / best.forward_s,
+    fmt::print("{:<8} {:>7} {:>4} {:>8.1f} µs {:>10} {:>8.1f} {:>5.0f}% {:>10.2f} {:>9.2f} {:>10.1f} {:>11.1f}\n", best.name,
+               best.batch, best.threads, best.step_s * 1e6,
+               compile ? fmt::format("{:.1f} µs", best.uncompiled_step_s * 1e6) : std::string("-"), gflops, 100 * gflops / peak, best.grad_s / best.forward_s,
                best.jvp_s / best.forward_s, static_cast<double>(best.peak_bytes) / 1e6,
                static_cast<double>(best.needed_bytes) / 1e6);
     std::fflush(stdout);
-    if (a.profile) profile_config(c, best.threads, a.profile_steps, chosen.size() == 1 ? a.trace : trace_path(a.trace, c.name));
+    if (a.profile)
+      profile_config(c, best.threads, a.profile_steps, chosen.size() == 1 ? a.trace : trace_path(a.trace, c.name), compile);
     configs.push_back({{"name", best.name}, {"model", best.model}, {"batch", best.batch}, {"threads", best.threads},
-                       {"step_us", best.step_s * 1e6}, {"gflops", gflops}, {"peak_fraction", gflops / peak},
+                       {"step_us", best.step_s * 1e6}, {"compiled", best.compiled},
+                       {"uncompiled_step_us", compile ? nlohmann::json(best.uncompiled_step_s * 1e6) : nlohmann::json()}, {"gflops", gflops}, {"peak_fraction", gflops / peak},
                        {"grad_over_forward", best.grad_s / best.forward_s}, {"jvp_over_forward", best.jvp_s / best.forward_s},
                        {"forward_us", best.forward_s * 1e6}, {"grad_us", best.grad_s * 1e6}, {"jvp_us", best.jvp_s * 1e6},
                        {"peak_bytes", best.peak_bytes}, {"needed_bytes", best.needed_bytes}});
@@ -463,6 +480,9 @@ void add_bench_command(CLI::App& app, int& exit_code) {
   cmd->add_option("--trace", args->trace,
                   "With --profile: write the Chrome trace (Perfetto, chrome://tracing) to this file (FILE.CONFIG.json with "
                   "several configurations)");
+  cmd->add_flag("--no-compile", args->no_compile,
+                "Time the training step uncompiled only (by default it is compiled: traced once and replayed, and the "
+                "uncompiled step is timed beside it)");
   cmd->add_flag("--json", args->json, "Print one JSON object with every figure as the last line");
   cmd->callback([args, &exit_code] {
     run_bench(*args);

@@ -9,6 +9,7 @@
 #include <tuple>
 
 #include "chainrule/autodiff/anomaly.h"
+#include "chainrule/autodiff/compile.h"
 #include "chainrule/nn/autocast.h"
 #include "chainrule/autodiff/checkpoint.h"
 #include "chainrule/autodiff/frame.h"
@@ -225,7 +226,7 @@ Tensor batch_norm(const Tensor& x, const Axes& axes, const Shape& stat_shape, bo
       s.running_mean.mul_(1 - s.momentum).add_(mu_c, s.momentum);
       // Running variance is the unbiased estimate, as in PyTorch.
       s.running_var.mul_(1 - s.momentum).add_(var_c, s.momentum * static_cast<double>(n) / static_cast<double>(n - 1));
-      s.num_batches_tracked.mutable_data<std::int64_t>()[0] += 1;
+      compile_effect([counter = s.num_batches_tracked]() mutable { counter.mutable_data<std::int64_t>()[0] += 1; });
     }
     if (fused) return y;
   } else {

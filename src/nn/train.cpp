@@ -382,6 +382,42 @@ StepOutput train_step(Module& model, optim::Optimizer& opt, const Tensor& x, con
   return r;
 }
 
+struct CompiledTrainStep::Impl {
+  Module& model;
+  LossFn loss;
+  // The model's output and the loss, detached: backward() has run inside.
+  std::function<std::pair<Tensor, Tensor>(const Tensor&, const Tensor&)> forward_backward = [this](const Tensor& x, const Tensor& target) {
+    Tensor out = model.forward(x);
+    Tensor l = loss(out, target);
+    l.backward();
+    return std::pair{out.detach(), l.detach()};
+  };
+  Compiled<std::function<std::pair<Tensor, Tensor>(const Tensor&, const Tensor&)>> compiled{forward_backward};
+  Impl(Module& m, LossFn l) : model(m), loss(std::move(l)) {}
+};
+
+CompiledTrainStep::CompiledTrainStep(Module& model, LossFn loss) : impl_(std::make_shared<Impl>(model, std::move(loss))) {}
+CompileStats CompiledTrainStep::stats() const { return impl_->compiled.stats(); }
+void CompiledTrainStep::clear() { impl_->compiled.clear(); }
+
+StepOutput CompiledTrainStep::operator()(optim::Optimizer& opt, const Tensor& x, const Tensor& target, double clip) {
+  {
+    profiler::RecordFunction region("optimizer.zero_grad");
+    opt.zero_grad();
+  }
+  StepOutput r;
+  std::tie(r.out, r.loss) = impl_->compiled(x, target);
+  // After the backward pass here (train_step checks before it), still before the update.
+  if (const double v = r.loss.item(); !std::isfinite(v))
+    throw NumericalError(fmt::format("the loss became {} (learning rate {:g} too high?)", std::isnan(v) ? "NaN" : v > 0 ? "+Inf" : "-Inf", opt.lr()));
+  if (clip > 0) optim::clip_grad_norm_(impl_->model.parameters(), clip);
+  {
+    profiler::RecordFunction region("optimizer.step");
+    opt.step();
+  }
+  return r;
+}
+
 TrainConfig read_run_config(const std::string& dir) {
   const std::string path = state_path(dir);
   TensorFile st = load_tensors(path);

@@ -9,6 +9,7 @@
 #include <new>
 #include <ostream>
 
+#include "autodiff/compile_internal.h"
 #include "chainrule/autodiff/frame.h"
 #include "chainrule/autodiff/node.h"
 #include "chainrule/autodiff/tracer.h"
@@ -199,7 +200,13 @@ void check_inplace(const char* op, const Tensor& t) {
 }  // namespace
 
 Tensor& Tensor::zero_() { return fill_(0.0); }
+// Inside a trace of compile(f) each in-place update is a step of the program, so that the replay
+// repeats it (BatchNorm's running statistics); the lambda runs it now with the recorder suspended.
 Tensor& Tensor::fill_(double v) {
+  if (detail::t_recorder) [[unlikely]] {
+    detail::trace_update({*this}, [v](std::span<const Tensor> xs) { Tensor(xs[0]).fill_(v); return Tensor(); });
+    return *this;
+  }
   check_inplace("fill_", *this);
   ++impl_->storage->version;
   auto n = numel();
@@ -211,6 +218,10 @@ Tensor& Tensor::fill_(double v) {
   return *this;
 }
 Tensor& Tensor::copy_(const Tensor& src) {
+  if (detail::t_recorder) [[unlikely]] {
+    detail::trace_update({*this, src}, [](std::span<const Tensor> xs) { Tensor(xs[0]).copy_(xs[1]); return Tensor(); });
+    return *this;
+  }
   check_inplace("copy_", *this);
   if (src.shape() != shape() || src.dtype() != dtype())
     throw ShapeError(fmt::format("copy_: source {} {} differs from destination {} {}", src.shape().str(),
@@ -223,6 +234,10 @@ Tensor& Tensor::copy_(const Tensor& src) {
   return *this;
 }
 Tensor& Tensor::add_(const Tensor& other, double alpha) {
+  if (detail::t_recorder) [[unlikely]] {
+    detail::trace_update({*this, other}, [alpha](std::span<const Tensor> xs) { Tensor(xs[0]).add_(xs[1], alpha); return Tensor(); });
+    return *this;
+  }
   check_inplace("add_", *this);
   if (other.shape() != shape() || other.dtype() != dtype())
     throw ShapeError(fmt::format("add_: operand {} {} differs from destination {} {}", other.shape().str(),
@@ -254,6 +269,10 @@ Tensor& Tensor::add_(const Tensor& other, double alpha) {
   return *this;
 }
 Tensor& Tensor::mul_(double s) {
+  if (detail::t_recorder) [[unlikely]] {
+    detail::trace_update({*this}, [s](std::span<const Tensor> xs) { Tensor(xs[0]).mul_(s); return Tensor(); });
+    return *this;
+  }
   check_inplace("mul_", *this);
   auto n = numel();
   if (dtype() == DType::f32) {
@@ -280,6 +299,8 @@ Tensor Tensor::sum() const { return chainrule::sum(*this); }
 Tensor Tensor::mean() const { return chainrule::mean(*this); }
 Tensor Tensor::to(DType t) const { return chainrule::cast(*this, t); }
 Tensor Tensor::contiguous_clone() const {
+  if (detail::t_recorder) [[unlikely]]
+    return detail::trace_step({*this}, [](std::span<const Tensor> xs) { return xs[0].contiguous_clone(); });
   Tensor out = empty(shape(), dtype());
   Tensor c = concrete(*this);
   std::memcpy(out.impl()->storage->data, static_cast<const char*>(c.impl()->storage->data) + c.impl()->offset * itemsize(dtype()),
@@ -296,6 +317,7 @@ Tensor empty(const Shape& shape, DType dtype) {
   impl->shape = shape;
   impl->dtype = dtype;
   impl->storage = memory::make_pooled<Storage>(static_cast<std::size_t>(shape.numel()) * itemsize(dtype));
+  if (detail::t_recorder) [[unlikely]] detail::trace_made(impl->storage);  // a factory's product inside a traced function
   return Tensor(std::move(impl));
 }
 Tensor zeros(const Shape& shape, DType dtype) {
@@ -415,7 +437,17 @@ RngDraw draw(Generator& gen, std::uint64_t count) {
 }  // namespace detail
 
 namespace {
+// Inside a trace of compile(f) a draw is a step of the program: the replay draws again from the
+// same generator, so the compiled function consumes it as the uncompiled one does.
+template <class Draw>
+Tensor traced_draw(const char* op, Draw draw) {
+  if (!detail::t_tapes.empty()) detail::refuse_draw_under_tape(op);
+  return detail::trace_step({}, [draw](std::span<const Tensor>) { return draw(); });
+}
+
 Tensor uniform_draw(const Shape& shape, double lo, double hi, Generator& gen, DType dtype) {
+  if (detail::t_recorder) [[unlikely]]
+    return traced_draw("uniform", [=, &gen] { return uniform_draw(shape, lo, hi, gen, dtype); });
   if (!is_floating(dtype)) throw DTypeError(fmt::format("uniform: expected a float dtype, got {}", dtype_name(dtype)));
   Tensor t = empty(shape, dtype);
   auto n = t.numel();
@@ -424,6 +456,7 @@ Tensor uniform_draw(const Shape& shape, double lo, double hi, Generator& gen, DT
   return t;
 }
 Tensor randn_draw(const Shape& shape, Generator& gen, DType dtype) {
+  if (detail::t_recorder) [[unlikely]] return traced_draw("randn", [=, &gen] { return randn_draw(shape, gen, dtype); });
   if (!is_floating(dtype)) throw DTypeError(fmt::format("randn: expected a float dtype, got {}", dtype_name(dtype)));
   Tensor t = empty(shape, dtype);
   auto n = t.numel();
@@ -437,6 +470,7 @@ Tensor randn_draw(const Shape& shape, Generator& gen, DType dtype) {
   return t;
 }
 Tensor randint_draw(const Shape& shape, std::int64_t high, Generator& gen) {
+  if (detail::t_recorder) [[unlikely]] return traced_draw("randint", [=, &gen] { return randint_draw(shape, high, gen); });
   if (high <= 0) throw ValueError(fmt::format("randint: high must be positive, got {}", high));
   Tensor t = empty(shape, DType::i64);
   auto n = t.numel();

@@ -19,6 +19,7 @@
 #include <string>
 #include <vector>
 
+#include "chainrule/autodiff/compile.h"
 #include "chainrule/data/dataset.h"
 #include "chainrule/distributed/communicator.h"
 #include "chainrule/nn/layers.h"
@@ -113,6 +114,23 @@ using LossFn = std::function<Tensor(const Tensor& out, const Tensor& target)>;
 // Throws NumericalError, before the update, when the loss is NaN or infinite.
 StepOutput train_step(Module& model, optim::Optimizer& opt, const Tensor& x, const Tensor& target, const LossFn& loss,
                       double clip = 0);
+
+// train_step with the forward pass, the loss and loss.backward() compiled (autodiff/compile.h):
+// traced on the first batch of each shape and dtype, replayed after, the parameters' .grad()
+// assigned from the replay; the finiteness check, clipping and the optimiser step then run as in
+// train_step. The results are the same bytes as train_step's. Host state the model reads
+// (train()/eval(), its layers) is baked into a trace: call clear() after changing it.
+class CompiledTrainStep {
+ public:
+  CompiledTrainStep(Module& model, LossFn loss);
+  StepOutput operator()(optim::Optimizer& opt, const Tensor& x, const Tensor& target, double clip = 0);
+  CompileStats stats() const;
+  void clear();
+
+ private:
+  struct Impl;
+  std::shared_ptr<Impl> impl_;
+};
 
 struct Evaluation {
   double loss = 0, accuracy = 0;  // accuracy is NaN for regression
