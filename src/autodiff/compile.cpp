@@ -227,9 +227,15 @@ class Suspend {
   Recorder* saved_;
 };
 
-// Replays may nest (a kernel running user code that calls a compiled function): slots per depth.
-thread_local std::vector<std::unique_ptr<std::vector<Tensor>>> t_slot_stack;
+// Replays may nest (a kernel running user code that calls a compiled function): buffers per
+// depth, kept so that a replay in steady state allocates nothing.
+struct ReplayBuffers {
+  std::vector<Tensor> slots, inputs, outputs;
+};
+thread_local std::vector<std::unique_ptr<ReplayBuffers>> t_replay_stack;
 thread_local std::size_t t_replay_depth = 0;
+thread_local std::vector<std::unique_ptr<std::vector<Tensor>>> t_arg_stack;
+thread_local std::size_t t_arg_depth = 0;
 
 }  // namespace
 
@@ -262,10 +268,7 @@ Tensor trace_update(std::span<const Tensor> xs, StepFn fn) { return trace_step_i
 void trace_leaf(Node& leaf, bool create_graph) { t_recorder->note_leaf(leaf, create_graph); }
 void trace_made(const std::shared_ptr<Storage>& s) { t_recorder->note_made(s); }
 
-void refuse_draw_under_tape(const char* op) {
-  throw AutodiffError(fmt::format("compile: {} inside a checkpointed function of a compiled function: a compiled function "
-                                  "re-draws its random numbers on replay, which checkpoint's recorded draws cannot follow", op));
-}
+void poison_trace(const std::string& why) { t_recorder->poison(why); }
 
 // ---- the cache -------------------------------------------------------------------------------
 
@@ -329,10 +332,20 @@ void CompileCache::clear() {
 bool program_replays(const Program& p) { return p.unreplayable.empty(); }
 const void* program_prototype(const Program& p) { return p.prototype.get(); }
 
-std::vector<Tensor> replay(const Program& p, std::span<const Tensor> args) {
+ArgLeaves::ArgLeaves() {
+  if (t_arg_depth == t_arg_stack.size()) t_arg_stack.push_back(std::make_unique<std::vector<Tensor>>());
+  leaves_ = t_arg_stack[t_arg_depth++].get();
+}
+ArgLeaves::~ArgLeaves() {
+  leaves_->clear();
+  --t_arg_depth;
+}
+
+std::vector<Tensor>& replay(const Program& p, std::span<const Tensor> args) {
   NoGradGuard no_grad;  // a kernel that binds ops inside (custom functions) records no nodes
-  if (t_replay_depth == t_slot_stack.size()) t_slot_stack.push_back(std::make_unique<std::vector<Tensor>>());
-  std::vector<Tensor>& slots = *t_slot_stack[t_replay_depth++];
+  if (t_replay_depth == t_replay_stack.size()) t_replay_stack.push_back(std::make_unique<ReplayBuffers>());
+  ReplayBuffers& buffers = *t_replay_stack[t_replay_depth++];
+  std::vector<Tensor>& slots = buffers.slots;
   struct Pop {
     std::vector<Tensor>& slots;
     ~Pop() {
@@ -351,7 +364,7 @@ std::vector<Tensor> replay(const Program& p, std::span<const Tensor> args) {
     static const Tensor undefined;
     return undefined;
   };
-  SmallVec<Tensor, 3> xs;
+  std::vector<Tensor>& xs = buffers.inputs;
   for (const Step& s : p.steps) {
     xs.resize(s.in.size());
     for (std::size_t i = 0; i < s.in.size(); ++i) xs[i] = get(s.in[i]);
@@ -362,7 +375,8 @@ std::vector<Tensor> replay(const Program& p, std::span<const Tensor> args) {
     if (s.out >= 0) slots[static_cast<std::size_t>(s.out)] = std::move(out);
     for (auto k : s.release) slots[k] = Tensor();
   }
-  std::vector<Tensor> outputs(p.outputs.size());
+  std::vector<Tensor>& outputs = buffers.outputs;
+  outputs.resize(p.outputs.size());
   for (std::size_t i = 0; i < outputs.size(); ++i)
     outputs[i] = p.output_copied[i] ? get(p.outputs[i]).contiguous_clone() : get(p.outputs[i]);
   for (const auto& [leaf, ref] : p.leaf_grads) {

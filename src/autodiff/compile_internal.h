@@ -5,6 +5,7 @@
 // unless a compiled function is being traced on this thread.
 #include <functional>
 #include <span>
+#include <string>
 
 #include "chainrule/autodiff/node.h"
 #include "chainrule/autodiff/primitive.h"
@@ -34,8 +35,8 @@ inline Tensor trace_update(std::initializer_list<Tensor> xs, StepFn fn) {
 void trace_made(const std::shared_ptr<Storage>& s);
 // The reverse pass is about to accumulate into eager leaf `leaf`.
 void trace_leaf(Node& leaf, bool create_graph);
-// Random draws are re-drawn on replay, which a checkpoint's recorded draws cannot follow.
-[[noreturn]] void refuse_draw_under_tape(const char* op);
+// The trace being recorded cannot be replayed faithfully: its signature runs uncompiled.
+void poison_trace(const std::string& why);
 
 // Level-0 forward of a primitive (dispatch.cpp's run_forward: bf16/f16 through float32 kernels).
 Tensor run_primitive(const Primitive& p, std::span<const Tensor> xs, const Params& params);

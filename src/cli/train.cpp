@@ -113,7 +113,7 @@ struct TrainArgs {
   int threads = default_threads();
   std::int64_t checkpoint_every = 0, stop_after = -1;
   int checkpoint_segments = 0;
-  bool resume = false, force = false, json = false, quiet = false, detect_anomaly = false;
+  bool resume = false, force = false, json = false, quiet = false, detect_anomaly = false, no_compile = false;
   bool distributed = false;
   double bucket_mb = 1, dist_timeout = 25;
 };
@@ -193,6 +193,9 @@ void add_train(CLI::App& app, int& exit_code) {
   cmd->add_flag("--force", a->force, "Overwrite an existing run directory");
   cmd->add_flag("--json", a->json, "End stdout with one JSON line of results");
   cmd->add_flag("--quiet", a->quiet, "No per-epoch lines or progress bar");
+  cmd->add_flag("--no-compile", a->no_compile,
+                "Run each training step uncompiled (by default its forward, loss and backward are traced once per batch "
+                "shape and replayed; the results are the same bytes)");
   cmd->add_flag("--detect-anomaly", a->detect_anomaly,
                 "Check every forward and backward result for NaN and Inf and name the primitive, shapes and module (slower)");
   cmd->add_flag("--distributed", a->distributed,
@@ -274,6 +277,7 @@ void add_train(CLI::App& app, int& exit_code) {
     ro.stop_after = a->stop_after;
     ro.checkpoint_segments = a->checkpoint_segments;
     ro.resume = a->resume;
+    ro.compile = !a->no_compile;
     ro.on_message = [](const std::string& m) { fmt::print(stderr, "chainrule: {}\n", m); };
     ro.comm = comm;
     ro.bucket_bytes = static_cast<std::int64_t>(a->bucket_mb * 1024 * 1024);

@@ -524,6 +524,7 @@ class Run {
     for (auto& [name, m] : model_->named_modules())
       if (auto* d = dynamic_cast<Dropout*>(m)) d->generator.set_state(Generator::bits(config_.seed, 0xD0D0D0D0ull + k++), 0);
     opt_ = make_optimizer(config_, model_->named_parameters());
+    if (opts_.compile && world_ == 1) compiled_.emplace(*model_, loss_fn_);
     // A global batch is every rank's batch together.
     loader_.emplace(train_set_, data::LoaderOptions{.batch_size = config_.batch * world_, .shuffle = true, .drop_last = config_.drop_last,
                                                     .seed = config_.seed, .augment = config_.augment, .shift = config_.shift});
@@ -680,7 +681,8 @@ class Run {
   // One optimiser step on batch b; returns its sums (of all ranks).
   StepSums step(const data::Batch& batch, std::int64_t b) {
     if (world_ > 1) return distributed_step(batch, b);
-    auto [out, l] = train_step(*model_, *opt_, batch.x, batch.y, loss_fn_, config_.clip);
+    auto [out, l] = compiled_ ? (*compiled_)(*opt_, batch.x, batch.y, config_.clip)
+                              : train_step(*model_, *opt_, batch.x, batch.y, loss_fn_, config_.clip);
     const double n = static_cast<double>(batch.size());
     return {l.item() * n, classify_ ? static_cast<double>(count_correct(out, batch.y)) : 0.0, n};
   }
@@ -796,6 +798,7 @@ class Run {
   ModelSpec spec_;
   bool classify_ = true;
   LossFn loss_fn_;
+  std::optional<CompiledTrainStep> compiled_;  // RunOptions::compile
   data::Dataset train_set_, val_set_, test_set_;
   std::int64_t eval_chunk_ = 1000;
   std::shared_ptr<Sequential> model_;

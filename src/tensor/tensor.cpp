@@ -439,9 +439,12 @@ RngDraw draw(Generator& gen, std::uint64_t count) {
 namespace {
 // Inside a trace of compile(f) a draw is a step of the program: the replay draws again from the
 // same generator, so the compiled function consumes it as the uncompiled one does.
+// Under checkpoint's tapes a draw may come from a tape instead, which a replay that draws again
+// cannot follow: that trace runs uncompiled.
 template <class Draw>
 Tensor traced_draw(const char* op, Draw draw) {
-  if (!detail::t_tapes.empty()) detail::refuse_draw_under_tape(op);
+  if (!detail::t_tapes.empty())
+    detail::poison_trace(fmt::format("{} inside a checkpointed function (checkpoint replays recorded draws)", op));
   return detail::trace_step({}, [draw](std::span<const Tensor>) { return draw(); });
 }
 

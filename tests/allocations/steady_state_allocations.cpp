@@ -56,8 +56,9 @@ using namespace chainrule;
 
 class SteadyState : public ::testing::TestWithParam<const char*> {};
 
-TEST_P(SteadyState, TrainingStepsThreeToTenAllocateNothing) {
-  const nn::ModelSpec spec = nn::ModelSpec::parse(GetParam());
+// Steps 3 to 10 of nn::train_step, or of nn::CompiledTrainStep (its replays: the trace is step 1).
+void check_steady_state(const char* model_spec, bool compiled) {
+  const nn::ModelSpec spec = nn::ModelSpec::parse(model_spec);
   auto model = nn::build_model(spec);
   Generator gen(0);
   nn::init_model(*model, gen);
@@ -68,19 +69,27 @@ TEST_P(SteadyState, TrainingStepsThreeToTenAllocateNothing) {
   optim::AdamW adamw(model->named_parameters(), adamw_options);
   const nn::LossFn loss = [](const Tensor& out, const Tensor& target) { return cross_entropy(out, target); };
   for (optim::Optimizer* opt : {static_cast<optim::Optimizer*>(&sgd), static_cast<optim::Optimizer*>(&adamw)}) {
-    for (int step = 1; step <= 2; ++step) nn::train_step(*model, *opt, x, y, loss);
+    nn::CompiledTrainStep compiled_step(*model, loss);
+    auto train_step = [&](nn::Module&, optim::Optimizer& o, const Tensor& xs, const Tensor& ys, const nn::LossFn& l) {
+      if (compiled) compiled_step(o, xs, ys);
+      else nn::train_step(*model, o, xs, ys, l);
+    };
+    for (int step = 1; step <= 2; ++step) train_step(*model, *opt, x, y, loss);
     const auto system_before = memory::stats().system_allocations;
     g_ours = 0, g_dnnl = 0;
     g_counting = true;
-    for (int step = 3; step <= 10; ++step) nn::train_step(*model, *opt, x, y, loss);
+    for (int step = 3; step <= 10; ++step) train_step(*model, *opt, x, y, loss);
     g_counting = false;
-    EXPECT_EQ(g_ours.load(), 0) << GetParam() << " with " << opt->name() << ": C++ allocations by chainrule in steps 3-10";
-    EXPECT_EQ(memory::stats().system_allocations - system_before, 0u) << GetParam() << " with " << opt->name()
+    EXPECT_EQ(g_ours.load(), 0) << model_spec << (compiled ? " compiled" : "") << " with " << opt->name() << ": C++ allocations by chainrule in steps 3-10";
+    EXPECT_EQ(memory::stats().system_allocations - system_before, 0u) << model_spec << (compiled ? " compiled" : "") << " with " << opt->name()
                                                                         << ": tensor storage from the system";
-    std::printf("%s, %s: steps 3-10 made %ld chainrule allocations; oneDNN made %ld with operator new\n", GetParam(),
-                opt->name().c_str(), g_ours.load(), g_dnnl.load());
+    std::printf("%s%s, %s: steps 3-10 made %ld chainrule allocations; oneDNN made %ld with operator new\n", model_spec,
+                compiled ? " (compiled)" : "", opt->name().c_str(), g_ours.load(), g_dnnl.load());
   }
 }
+
+TEST_P(SteadyState, TrainingStepsThreeToTenAllocateNothing) { check_steady_state(GetParam(), false); }
+TEST_P(SteadyState, CompiledTrainingStepsThreeToTenAllocateNothing) { check_steady_state(GetParam(), true); }
 
 INSTANTIATE_TEST_SUITE_P(Models, SteadyState,
                          ::testing::Values("mlp:2-64-64-2", "mlp:64-256-256-10", "resmlp:16-32x3-4", "resmlp:16-32x2-4:pre+ln"));

@@ -84,7 +84,21 @@ class CompileCache {
 
 bool program_replays(const Program& p);                    // false: run uncompiled
 const void* program_prototype(const Program& p);            // the output structure (an R)
-std::vector<Tensor> replay(const Program& p, std::span<const Tensor> args);
+// The outputs' leaves, in a buffer of this thread that the next replay at the same depth reuses
+// (a replay allocates nothing in steady state).
+std::vector<Tensor>& replay(const Program& p, std::span<const Tensor> args);
+// A per-thread list for the arguments' leaves of one call, reused likewise; released by ~ArgLeaves.
+class ArgLeaves {
+ public:
+  ArgLeaves();
+  ~ArgLeaves();
+  ArgLeaves(const ArgLeaves&) = delete;
+  ArgLeaves& operator=(const ArgLeaves&) = delete;
+  std::vector<Tensor>& operator*() const { return *leaves_; }
+
+ private:
+  std::vector<Tensor>* leaves_;
+};
 
 }  // namespace detail
 
@@ -99,12 +113,16 @@ class Compiled {
     using R = std::decay_t<std::invoke_result_t<const F&, const Args&...>>;
     static_assert(is_tree_v<R>, "compile: f must return a Tensor or a tree of Tensors (pair, tuple, vector, ...)");
     if (!detail::CompileCache::can_replay()) return R(f_(args...));
-    std::vector<Tensor> leaves;
+    detail::ArgLeaves held;
+    std::vector<Tensor>& leaves = *held;
     (append_leaves(leaves, args), ...);
     const std::size_t key = typeid(std::tuple<R, std::decay_t<Args>...>).hash_code();
     if (const detail::Program* p = cache_->find(key, leaves)) {
       if (!detail::program_replays(*p)) return R(f_(args...));
-      return tree_unflatten(*static_cast<const R*>(detail::program_prototype(*p)), detail::replay(*p, leaves));
+      std::vector<Tensor>& outs = detail::replay(*p, leaves);
+      R r = tree_unflatten(*static_cast<const R*>(detail::program_prototype(*p)), outs);
+      outs.clear();  // the caller holds them now; the buffer keeps its capacity
+      return r;
     }
     R result;
     cache_->trace(

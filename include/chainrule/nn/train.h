@@ -161,6 +161,9 @@ struct RunOptions {
   // ranks). Null: one process, as without MPI.
   distributed::Communicator* comm = nullptr;
   std::int64_t bucket_bytes = std::int64_t{1} << 20;  // gradient bucket size (DDPOptions)
+  // One process: each step's forward, loss and backward compiled (CompiledTrainStep), the same
+  // results as uncompiled; false runs train_step (`chainrule train --no-compile`).
+  bool compile = true;
 };
 
 struct TrainResult {
