@@ -309,3 +309,15 @@ TEST(Compile, TrainingStepsMatchUncompiled) {
   check_training("resmlp:6-16x2-4:lrl+d0.1", {16, 6}, 4);           // dropout: draws replayed
   check_training("resnet:1x8x8-4x1-8x1-3", {8, 64}, 3);              // conv, BatchNorm's running statistics
 }
+
+TEST(Compile, DrawFromALocalGeneratorRunsUncompiled) {
+  // The replay would draw from a generator that no longer exists: the signature runs f instead.
+  auto g = compile([](const Tensor& x) {
+    Generator local(5);
+    return x + randn(x.shape(), local);
+  });
+  Tensor first = g(zeros({3})), second = g(zeros({3}));
+  EXPECT_TRUE(same_bytes(first, second));  // a fresh Generator(5) each call, as uncompiled
+  EXPECT_EQ(g.stats().uncompiled_signatures, 1);
+  EXPECT_NE(g.stats().reason.find("local"), std::string::npos) << g.stats().reason;
+}

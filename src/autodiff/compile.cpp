@@ -95,6 +95,7 @@ class Program {
 class Recorder {
  public:
   explicit Recorder(Program& p) : prog_(p) {}
+  const void* stack_marker = nullptr;  // an address in the frame of the call that traces
 
   void add_argument(const Tensor& t, std::uint32_t i) {
     if (t.defined()) define(t, {Ref::Arg, i});
@@ -270,6 +271,13 @@ void trace_made(const std::shared_ptr<Storage>& s) { t_recorder->note_made(s); }
 
 void poison_trace(const std::string& why) { t_recorder->poison(why); }
 
+void trace_generator(const void* generator, const char* op) {
+  // The stack grows down: the traced function's frames lie between this one and the marker.
+  const auto* g = static_cast<const char*>(generator);
+  if (g > static_cast<const char*>(__builtin_frame_address(0)) && g < static_cast<const char*>(t_recorder->stack_marker))
+    t_recorder->poison(fmt::format("{} from a Generator local to the function (a replay could not draw from it again)", op));
+}
+
 // ---- the cache -------------------------------------------------------------------------------
 
 CompileCache::CompileCache() = default;
@@ -297,6 +305,7 @@ void CompileCache::trace(std::size_t type_key, std::span<const Tensor> leaves, c
     s.shape = t.shape(), s.dtype = t.dtype(), s.graph = t.impl()->node != nullptr, s.alias = alias_of(leaves, i);
   }
   Recorder rec(*prog);
+  rec.stack_marker = &rec;
   for (std::size_t i = 0; i < leaves.size(); ++i) rec.add_argument(leaves[i], static_cast<std::uint32_t>(i));
   std::vector<Tensor> outputs;
   {

@@ -37,6 +37,9 @@ void trace_made(const std::shared_ptr<Storage>& s);
 void trace_leaf(Node& leaf, bool create_graph);
 // The trace being recorded cannot be replayed faithfully: its signature runs uncompiled.
 void poison_trace(const std::string& why);
+// A draw from `generator`: the replay draws from it again, so it must outlive the call. One on the
+// stack below the compiled call is a local of the traced function: that trace runs uncompiled.
+void trace_generator(const void* generator, const char* op);
 
 // Level-0 forward of a primitive (dispatch.cpp's run_forward: bf16/f16 through float32 kernels).
 Tensor run_primitive(const Primitive& p, std::span<const Tensor> xs, const Params& params);

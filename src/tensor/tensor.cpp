@@ -442,7 +442,8 @@ namespace {
 // Under checkpoint's tapes a draw may come from a tape instead, which a replay that draws again
 // cannot follow: that trace runs uncompiled.
 template <class Draw>
-Tensor traced_draw(const char* op, Draw draw) {
+Tensor traced_draw(const char* op, const Generator& gen, Draw draw) {
+  detail::trace_generator(&gen, op);
   if (!detail::t_tapes.empty())
     detail::poison_trace(fmt::format("{} inside a checkpointed function (checkpoint replays recorded draws)", op));
   return detail::trace_step({}, [draw](std::span<const Tensor>) { return draw(); });
@@ -450,7 +451,7 @@ Tensor traced_draw(const char* op, Draw draw) {
 
 Tensor uniform_draw(const Shape& shape, double lo, double hi, Generator& gen, DType dtype) {
   if (detail::t_recorder) [[unlikely]]
-    return traced_draw("uniform", [=, &gen] { return uniform_draw(shape, lo, hi, gen, dtype); });
+    return traced_draw("uniform", gen, [=, &gen] { return uniform_draw(shape, lo, hi, gen, dtype); });
   if (!is_floating(dtype)) throw DTypeError(fmt::format("uniform: expected a float dtype, got {}", dtype_name(dtype)));
   Tensor t = empty(shape, dtype);
   auto n = t.numel();
@@ -459,7 +460,7 @@ Tensor uniform_draw(const Shape& shape, double lo, double hi, Generator& gen, DT
   return t;
 }
 Tensor randn_draw(const Shape& shape, Generator& gen, DType dtype) {
-  if (detail::t_recorder) [[unlikely]] return traced_draw("randn", [=, &gen] { return randn_draw(shape, gen, dtype); });
+  if (detail::t_recorder) [[unlikely]] return traced_draw("randn", gen, [=, &gen] { return randn_draw(shape, gen, dtype); });
   if (!is_floating(dtype)) throw DTypeError(fmt::format("randn: expected a float dtype, got {}", dtype_name(dtype)));
   Tensor t = empty(shape, dtype);
   auto n = t.numel();
@@ -473,7 +474,7 @@ Tensor randn_draw(const Shape& shape, Generator& gen, DType dtype) {
   return t;
 }
 Tensor randint_draw(const Shape& shape, std::int64_t high, Generator& gen) {
-  if (detail::t_recorder) [[unlikely]] return traced_draw("randint", [=, &gen] { return randint_draw(shape, high, gen); });
+  if (detail::t_recorder) [[unlikely]] return traced_draw("randint", gen, [=, &gen] { return randint_draw(shape, high, gen); });
   if (high <= 0) throw ValueError(fmt::format("randint: high must be positive, got {}", high));
   Tensor t = empty(shape, DType::i64);
   auto n = t.numel();
