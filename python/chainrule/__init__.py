@@ -207,8 +207,9 @@ def compile(f):
         return _unflatten(out_specs[sig], out)
 
     def stats():
-        return {"traces": sum(c.traces for c in compiled.values()),
-                "uncompiled_signatures": sum(c.uncompiled_signatures for c in compiled.values()),
+        import builtins  # chainrule's own sum is in this module's namespace
+        return {"traces": builtins.sum(c.traces for c in compiled.values()),
+                "uncompiled_signatures": builtins.sum(c.uncompiled_signatures for c in compiled.values()),
                 "reasons": [c.reason for c in compiled.values() if c.reason]}
 
     def clear():
