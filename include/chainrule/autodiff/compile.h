@@ -22,10 +22,10 @@
 // A call that cannot be replayed runs f uncompiled: inside an active transform (compile inside
 // grad/vmap/jvp is f itself, so every transform sees through it) or inside another trace (whose
 // program then holds f's kernels). A signature whose trace cannot be replayed faithfully always
-// runs uncompiled (`CompileStats::uncompiled_signatures`, with the reason): an output that carries
-// an eager graph (return `detach()`ed values, or call backward inside f), a backward pass with
-// create_graph, a leaf that already had a gradient or has post-accumulate hooks.
-// Replay gives the same bytes as the uncompiled function: it runs the same kernels on the same values.
+// runs uncompiled (`CompileStats::uncompiled_signatures`, with the reason): an eager-graph output
+// (return `detach()`ed values, or call backward inside f), create_graph, a leaf that already had a
+// gradient or has hooks, an in-place update of a tensor made in f, a draw under checkpoint or from a
+// Generator local to f (docs/transforms.md). Replay gives the uncompiled function's bytes: same kernels, same values.
 #include <cstddef>
 #include <functional>
 #include <memory>
