@@ -22,6 +22,7 @@
 
 #include <cmath>
 #include <string>
+#include <type_traits>
 
 #include "chainrule/ops/ops.h"
 #include "kernels/kernels.h"
@@ -57,6 +58,28 @@ inline double sqdev_run(const T* x, std::int64_t n, double mu) {
   for (double l : lanes) s += l;
   return s;
 }
+// s1 += sum(x - k), s2 += sum((x - k)²): one pass for the mean and variance of float32 data,
+// shifted by a value k of the channel itself so that the sums, in double, do not cancel.
+template <class T>
+inline void shifted_moments_run(const T* x, std::int64_t n, double k, double& s1, double& s2) {
+  double l1[8] = {}, l2[8] = {};
+  std::int64_t j = 0;
+  for (; j + 8 <= n; j += 8)
+    for (int l = 0; l < 8; ++l) {
+      const double d = static_cast<double>(x[j + l]) - k;
+      l1[l] += d;
+      l2[l] += d * d;
+    }
+  for (; j < n; ++j) {
+    const double d = static_cast<double>(x[j]) - k;
+    s1 += d;
+    s2 += d * d;
+  }
+  for (int l = 0; l < 8; ++l) {
+    s1 += l1[l];
+    s2 += l2[l];
+  }
+}
 // s1 += sum(dy), s2 += sum(dy · (x - mu)).
 template <class T>
 inline void dot_run(const T* dy, const T* x, std::int64_t n, double mu, double& s1, double& s2) {
@@ -90,6 +113,9 @@ inline void backward_run(const T* dy, const T* x, T* dx, std::int64_t n, T mu, T
 }
 
 CHAINRULE_VECTOR_CLONES double sqdev(const float* x, std::int64_t n, double mu) { return sqdev_run(x, n, mu); }
+CHAINRULE_VECTOR_CLONES void shifted_moments(const float* x, std::int64_t n, double k, double& s1, double& s2) {
+  shifted_moments_run(x, n, k, s1, s2);
+}
 CHAINRULE_VECTOR_CLONES double sqdev(const double* x, std::int64_t n, double mu) { return sqdev_run(x, n, mu); }
 CHAINRULE_VECTOR_CLONES void dot(const float* dy, const float* x, std::int64_t n, double mu, double& s1, double& s2) {
   dot_run(dy, x, n, mu, s1, s2);
@@ -184,13 +210,26 @@ Tensor stats_forward(std::span<const Tensor> x, const Params& p) {
     T* po = kernels::out<T>(o);
     const auto m = static_cast<double>(l.m());
     for_channels(l, [&](std::int64_t, std::int64_t li, std::int64_t ci, std::int64_t base) {
-      double s = 0;
-      for (std::int64_t i = 0; i < l.n; ++i) s += kernels::sum_row(px + base + i * l.c * l.s, l.s);
-      const double mu = s / m;
-      double q = 0;  // two passes: the sum of squared deviations does not cancel as E[x²] - E[x]² does
-      for (std::int64_t i = 0; i < l.n; ++i) q += kernels::bn::sqdev(px + base + i * l.c * l.s, l.s, mu);
+      double mu = 0, var = 0;
+      if constexpr (std::is_same_v<T, float>) {
+        // One pass, in double, shifted by the channel's first value: the 53-bit sums keep the
+        // float32 result exact to rounding unless |mean - x0| exceeds about 1e4 standard deviations.
+        const double k = l.m() > 0 ? static_cast<double>(px[base]) : 0.0;
+        double s1 = 0, s2 = 0;
+        for (std::int64_t i = 0; i < l.n; ++i) kernels::bn::shifted_moments(px + base + i * l.c * l.s, l.s, k, s1, s2);
+        const double d = s1 / m;
+        mu = k + d, var = std::max(s2 / m - d * d, 0.0);
+      } else {
+        // float64: two passes, the sum of squared deviations, which does not cancel as E[x²] - E[x]² can.
+        double s = 0;
+        for (std::int64_t i = 0; i < l.n; ++i) s += kernels::sum_row(px + base + i * l.c * l.s, l.s);
+        mu = s / m;
+        double q = 0;
+        for (std::int64_t i = 0; i < l.n; ++i) q += kernels::bn::sqdev(px + base + i * l.c * l.s, l.s, mu);
+        var = q / m;
+      }
       po[li * 2 * l.c + ci] = static_cast<T>(mu);
-      po[(li * 2 + 1) * l.c + ci] = static_cast<T>(q / m);
+      po[(li * 2 + 1) * l.c + ci] = static_cast<T>(var);
     });
     return 0;
   });
