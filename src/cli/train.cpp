@@ -25,7 +25,6 @@
 #include "chainrule/nn/checkpoint.h"
 #include "chainrule/nn/loss.h"
 #include "chainrule/nn/train.h"
-#include "chainrule/nn/autocast.h"
 #include "cli/commands.h"
 
 namespace chainrule::cli {
@@ -108,7 +107,6 @@ void on_termination_explain(int rank, int size, const std::string& out) {
 struct TrainArgs {
   nn::TrainConfig c;
   std::string dtype = "f32";
-  std::string precision = "f32";
   std::string out;
   int threads = default_threads();
   std::int64_t checkpoint_every = 0, stop_after = -1;
@@ -180,7 +178,7 @@ void add_train(CLI::App& app, int& exit_code) {
                   fmt::format("Epochs (default: the recipe's, {} for the mlp recipe on Fashion-MNIST, 30 for spirals, 50 for regression, 20 otherwise)", nn::kRecommendedEpochs));
   cmd->add_option("--seed", a->c.seed, "Seed of initialisation and data order")->check(kNonNegative)->capture_default_str();
   cmd->add_option("--dtype", a->dtype, "Parameter and data precision: f32 or f64")->capture_default_str();
-  cmd->add_option("--precision", a->precision,
+  cmd->add_option("--precision", a->c.precision,
                   "Linear layers' GEMM operands: f32, or bf16 (bfloat16 inputs, float32 accumulation; float32 master weights "
                   "and optimizer state; needs --dtype f32)")
       ->check(CLI::IsMember({"f32", "bf16"}))
@@ -253,6 +251,7 @@ void add_train(CLI::App& app, int& exit_code) {
       same("--label-smoothing", c.label_smoothing == saved.label_smoothing, fmt::format("{}", c.label_smoothing),
            fmt::format("{}", saved.label_smoothing));
       same("--dtype", c.dtype == saved.dtype, a->dtype, std::string(dtype_name(saved.dtype)));
+      same("--precision", c.precision == saved.precision, c.precision, saved.precision);
       if (cmd->count("--eval-flips") || cmd->count("--no-eval-flips"))
         same(a->eval_flips ? "--eval-flips" : "--no-eval-flips", c.eval_flips == saved.eval_flips, "(on/off)", saved.eval_flips > 0 ? "on" : "off");
       c = saved;
@@ -314,9 +313,8 @@ void add_train(CLI::App& app, int& exit_code) {
     }
     std::optional<DetectAnomalyGuard> anomaly;
     if (a->detect_anomaly) anomaly.emplace();
-    if (a->precision == "bf16" && c.dtype != DType::f32)
+    if (c.precision == "bf16" && c.dtype != DType::f32)
       throw ValueError(fmt::format("--precision bf16 needs --dtype f32 (the master weights), got {}", a->dtype));
-    nn::AutocastGuard autocast(a->precision == "bf16" ? std::optional<DType>(DType::bf16) : std::nullopt);
     nn::TrainResult r = nn::train(c, splits, ro);
     const double seconds = std::chrono::duration<double>(clock::now() - t0).count();
     // Throughput of this run's training steps (all processes' examples), and the time spent

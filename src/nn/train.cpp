@@ -19,6 +19,7 @@
 #include "chainrule/data/loader.h"
 #include "chainrule/distributed/ddp.h"
 #include "chainrule/io/atomic_file.h"
+#include "chainrule/nn/autocast.h"
 #include "chainrule/nn/checkpoint.h"
 #include "chainrule/nn/init.h"
 #include "chainrule/nn/loss.h"
@@ -38,7 +39,7 @@ std::string TrainConfig::json() const {
                       {"opt", opt},       {"lr", lr},             {"weight_decay", weight_decay},
                       {"momentum", momentum}, {"schedule", schedule}, {"warmup", warmup}, {"clip", clip}, {"label_smoothing", label_smoothing},
                       {"batch", batch},   {"epochs", epochs},     {"seed", seed},         {"drop_last", drop_last}, {"augment", augment}, {"shift", shift},
-                      {"eval_flips", eval_flips}, {"dtype", std::string(dtype_name(dtype))}};
+                      {"eval_flips", eval_flips}, {"precision", precision}, {"dtype", std::string(dtype_name(dtype))}};
   if (world_size != 1) j["world_size"] = world_size;  // absent in one-process runs, as before
   return j.dump();
 }
@@ -54,7 +55,8 @@ TrainConfig TrainConfig::from_json(const std::string& text) {
     c.batch = j.at("batch"), c.epochs = j.at("epochs"), c.seed = j.at("seed"), c.drop_last = j.at("drop_last");
     c.augment = j.at("augment");
     c.shift = j.at("shift");
-    c.eval_flips = j.value("eval_flips", 0);  // runs saved before test-time flips existed had none
+    c.eval_flips = j.value("eval_flips", 0);
+    c.precision = j.value("precision", std::string("f32"));  // runs saved before it was kept were float32  // runs saved before test-time flips existed had none
     c.dtype = j.at("dtype").get<std::string>() == "float64" ? DType::f64 : DType::f32;
     c.world_size = j.value("world_size", std::int64_t{1});
   } catch (const nlohmann::json::exception& e) {
@@ -442,6 +444,8 @@ class Run {
     if (world_ > 1) join_ranks();
   }
 
+  const std::string& precision() const { return config_.precision; }
+
   TrainResult execute() {
     model_->train();
     for (std::int64_t epoch = step_ / bpe_; epoch < config_.epochs; ++epoch)
@@ -800,7 +804,14 @@ class Run {
 }  // namespace
 
 TrainResult train(TrainConfig config, const data::Splits& splits, const RunOptions& opts) {
-  return Run(std::move(config), splits, opts).execute();
+  if (config.precision != "f32" && config.precision != "bf16")
+    throw ValueError(fmt::format("precision must be f32 or bf16, got '{}'", config.precision));
+  if (config.precision == "bf16" && config.dtype != DType::f32)
+    throw ValueError(fmt::format("precision bf16 needs float32 master weights (dtype f32), got {}", dtype_name(config.dtype)));
+  // A resumed run's own precision is read inside Run; the guard then follows the saved setting.
+  Run run(std::move(config), splits, opts);
+  AutocastGuard autocast(run.precision() == "bf16" ? std::optional<DType>(DType::bf16) : std::nullopt);
+  return run.execute();
 }
 
 }  // namespace chainrule::nn

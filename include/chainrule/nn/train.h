@@ -52,6 +52,9 @@ struct TrainConfig {
   // classifiers, which train on flipped images too; off otherwise).
   int eval_flips = -1;
   DType dtype = DType::f32;
+  // "bf16": Linear layers compute on bfloat16 GEMM operands with float32 accumulation, float32
+  // master weights and optimizer state (nn/autocast.h); "f32": no autocast. Kept for --resume.
+  std::string precision = "f32";
   // Data-parallel runs: the number of processes. `batch` is then per process, and the run sees
   // the batches of a one-process run with batch·world_size. A resumed run needs the same number.
   std::int64_t world_size = 1;
