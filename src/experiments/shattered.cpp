@@ -471,7 +471,7 @@ Result run_shattered(const Options& opts) {
       p.series.push_back(s);
     }
     for (Arch a : {Arch::Plain, Arch::Residual, Arch::ResidualBN, Arch::ResidualBNScaled}) {
-      const char* law = a == Arch::Plain ? "2^-(L-1), thm 1"
+      const char* law = a == Arch::Plain ? "2^-(L-1), thm 1 (plain, plain + BN)"
                         : a == Arch::Residual ? "(3/4)^L, thm 2"
                         : a == Arch::ResidualBN ? "(1+L)^-1/2, thm 3"
                                                 : "(1+0.09L)^-1/2, thm 3 with beta";
