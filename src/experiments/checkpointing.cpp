@@ -282,13 +282,22 @@ Result run_checkpointing(const Options& opts) {
     const double slow = s.best->median_ms / s.none->median_ms;
     m += fmt::format(
         "n = {}: the least peak is at k = {} ({:.2f} √n, {} 2× of √n), {:.1f} % of the peak without checkpointing; the "
-        "model c + a n/k + b k fits with R² = {:.3f}{} and is least at k = {}{}. ",
+        "model c + a n/k + b k fits with R² = {:.3f}{} and is least at k = {}{}{}. ",
         s.n, s.best->k, ratio, std::abs(std::log2(ratio)) <= 1 ? "within" : "outside", 100 * s.best->peak_mb / s.none->peak_mb,
         s.fit[3], s.fit[3] >= 0.95 ? "" : " (a poor fit)", s.model_k,
-        s.model_k == s.best->k ? ", as measured" : ", not where the measurement is least");
+        s.model_k == s.best->k ? ", as measured" : ", not where the measurement is least",
+        [&] {
+          for (const auto& p : pts)
+            if (p.n == s.n && p.k == s.model_k && p.k != s.best->k)
+              return fmt::format(" (the peak there, {:.2f} MB, is {:.0f} % above the least)", p.peak_mb,
+                                 100 * (p.peak_mb / s.best->peak_mb - 1));
+          return std::string();
+        }());
     if (!opts.quick)
-      m += fmt::format("Its step takes {:.2f}x the time without checkpointing ({} the paper's 30 %). ", slow,
-                       slow <= 1.3 ? "within" : slow <= 1.4 ? "above, but within 1.4x," : "more than 1.4x, well above");
+      m += fmt::format("Its step takes {:.2f}x the time without checkpointing ({}). ", slow,
+                       slow <= 1.3   ? "within the paper's 30 %"
+                       : slow <= 1.4 ? "above the paper's 30 %, within 1.4x"
+                                     : "above 1.4x and the paper's 30 %");
   }
   if (!sums.empty() && sums.front().fit[1] > 0 && sums.front().fit[2] > 0)
     m += fmt::format("The fitted a/b = {:.1f} at n = {} (a: bytes per block recomputed, b: per segment kept): the "

@@ -72,7 +72,9 @@ const std::vector<Experiment>& all_experiments() {
       {"modes", "Jacobians by forward and reverse mode; the cheapest bracketing of the Jacobian chain", run_modes},
       {"init", "Variance of pre-activations and gradients through 50 layers under six initialisations", run_init},
       {"vanishing", "A 30-layer plain MLP on Fashion-MNIST under He, Xavier and N(0, 0.01²)", run_vanishing},
-      {"shattered", "Shattered gradients (Balduzzi et al. 2017, fig. 1): plain against residual networks",
+      {"shattered",
+       "Shattered gradients (Balduzzi et al. 2017, fig. 1, theorems 1-3): gradient correlation against depth, plain and "
+       "residual, with and without BN; input-bias sweep and kink counts",
        run_shattered},
       {"depth", "Plain against residual MLPs of depth 2 to 64 on Fashion-MNIST", run_depth},
       {"residual-block", "Residual block layouts lrl, pre, lrlr: sign of the branch, variance growth, training",
