@@ -128,14 +128,21 @@ Result run_checkpointing(const Options& opts) {
         for (std::size_t i = 0; i < gs.size(); ++i)
           p.max_grad_diff = std::max(p.max_grad_diff, max(abs(sub(gs[i], reference[i]))).item<float>() * 1.0);
       }
-      std::vector<double> ms;
-      for (int i = 0; i < runs; ++i) {
+      pts.push_back(p);
+    }
+    // Timed steps in rounds over every k, so that a burst of load on the shared machine falls on
+    // all the k alike rather than on one of them.
+    std::vector<std::vector<double>> ms(ks.size());
+    for (int i = 0; i < runs; ++i)
+      for (std::size_t j = 0; j < ks.size(); ++j) {
+        model->set_checkpoint_segments(static_cast<int>(ks[j]));
         auto t0 = std::chrono::steady_clock::now();
         step();
-        ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+        ms[j].push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
       }
-      p.median_ms = quantile(ms, 0.5), p.iqr_ms = quantile(ms, 0.75) - quantile(ms, 0.25);
-      pts.push_back(p);
+    for (std::size_t j = 0; j < ks.size(); ++j) {
+      Point& p = pts[pts.size() - ks.size() + j];
+      p.median_ms = quantile(ms[j], 0.5), p.iqr_ms = quantile(ms[j], 0.75) - quantile(ms[j], 0.25);
     }
     model->set_checkpoint_segments(0);
   }
@@ -254,7 +261,8 @@ Result run_checkpointing(const Options& opts) {
       "Residual MLPs `resmlp:{0}-{0}xn-10` (linear-relu-linear blocks) for n = {1}, batch {2}, float32, one training step "
       "(forward, cross-entropy, backward) with k segments for every divisor k of n "
       "(`Sequential::set_checkpoint_segments`: the last segment is not recomputed, as in PyTorch). Peak: the allocator's "
-      "high-water mark above the bytes held before the step (weights and input). Time: median and IQR of {3} steps.\n\n",
+      "high-water mark above the bytes held before the step (weights and input). Time: median and IQR of {3} steps, "
+      "taken in rounds over every k (one step of each k per round).\n\n",
       width,
       [&] {
         std::string s;

@@ -578,7 +578,12 @@ Result run_shattered(const Options& opts) {
       return fmt::format("{} falls at {:.3f} per layer between depths {} (two resolved depths cannot tell an exponential from a "
                          "power law)",
                          arch_name(a), f.point.rate, depth_list(f.depths));
-    const bool exp_better = f.point.rms_exp < f.point.rms_pow;
+    // A form is named only when its residual is at most 0.8 of the other's.
+    const bool exp_better = f.point.rms_exp <= 0.8 * f.point.rms_pow, pow_better = f.point.rms_pow <= 0.8 * f.point.rms_exp;
+    if (!exp_better && !pow_better)
+      return fmt::format("{} falls at {:.3f} per layer (exponent {:.2f}), and neither an exponential nor a power law fits ln q "
+                         "clearly better (rms {:.3f} against {:.3f})",
+                         arch_name(a), f.point.rate, f.point.exponent, f.point.rms_exp, f.point.rms_pow);
     return fmt::format("{} decays {} (rate {:.3f} per layer, exponent {:.2f}; the {} fits ln q better, rms {:.3f} against {:.3f})",
                        arch_name(a), exp_better ? "exponentially" : "more like a power law than an exponential", f.point.rate,
                        f.point.exponent, exp_better ? "exponential" : "power law", exp_better ? f.point.rms_exp : f.point.rms_pow,
@@ -610,9 +615,10 @@ Result run_shattered(const Options& opts) {
   if (!std::isnan(fr.point.rate))
     m += fmt::format("The residual net decays {} theorem 2's ln 4/3 = 0.288 ({:.3f} per block){}. ", against(fr.point.rate, theorem2),
                      fr.point.rate,
-                     std::isnan(fr.point.rms_exp) ? ""
-                     : fr.point.rms_exp < fr.point.rms_pow ? ", and an exponential fits it better than a power law"
-                                                           : ", and a power law fits it better than an exponential");
+                     std::isnan(fr.point.rms_exp)                 ? ""
+                     : fr.point.rms_exp <= 0.8 * fr.point.rms_pow ? ", and an exponential fits it better than a power law"
+                     : fr.point.rms_pow <= 0.8 * fr.point.rms_exp ? ", and a power law fits it better than an exponential"
+                                                                  : "");
   if (!std::isnan(fbn.point.exponent)) {
     const double q_end = at(Arch::ResidualBN, deepest).q.mean, q_theory = theory_at(Arch::ResidualBN, deepest);
     m += fmt::format("The residual + BN net's exponent is {:.2f} against theorem 3's 1/2, and its q at {} blocks {:.3f} against "
