@@ -306,6 +306,9 @@ Result run_checkpointing(const Options& opts) {
                        slow <= 1.3   ? "within the paper's 30 %"
                        : slow <= 1.4 ? "above the paper's 30 %, within 1.4x"
                                      : "above 1.4x and the paper's 30 %");
+    if (!opts.quick && std::max(s.best->iqr_ms / s.best->median_ms, s.none->iqr_ms / s.none->median_ms) > 0.2)
+      m += fmt::format("The IQRs are {:.0f} % and {:.0f} % of the medians (the machine is shared), so this ratio is uncertain. ",
+                       100 * s.best->iqr_ms / s.best->median_ms, 100 * s.none->iqr_ms / s.none->median_ms);
   }
   if (!sums.empty() && sums.front().fit[1] > 0 && sums.front().fit[2] > 0)
     m += fmt::format("The fitted a/b = {:.1f} at n = {} (a: bytes per block recomputed, b: per segment kept): the "
