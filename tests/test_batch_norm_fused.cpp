@@ -91,6 +91,20 @@ TEST(BatchNormFused, StatisticsAreTheBatchMeanAndBiasedVariance) {
   }
 }
 
+// float32 statistics come from one shifted pass in double: far from zero (mean 1000, standard
+// deviation 0.01, where E[x²] - E[x]² in float32 would lose every digit) they still match the
+// float64 two-pass values of the same data to float32 rounding.
+TEST(BatchNormFused, Float32StatisticsOfDataFarFromZero) {
+  Generator g(70);
+  Tensor x = randn({64, 4, 6, 6}, g, DType::f64) * 0.01 + 1000.0;
+  Tensor x32 = x.to(DType::f32);
+  const auto want = batch_norm_stats(x32.to(DType::f64)).to_vector<double>(), got = batch_norm_stats(x32).to(DType::f64).to_vector<double>();
+  for (std::size_t c = 0; c < 4; ++c) {
+    EXPECT_NEAR(got[c], want[c], 1e-7 * 1000) << c;
+    EXPECT_NEAR(got[4 + c], want[4 + c], 1e-6 * want[4 + c]) << c;  // the variance, about 1e-4
+  }
+}
+
 TEST(BatchNormFused, AffineFalseAndFloat32) {
   const Sample s = sample({8, 4, 5, 5}, 50);
   EXPECT_LT(gap(batch_norm_train(s.x, {}, {}, 1e-5), composite(s.x, {}, {}, 1e-5)), 1e-12);

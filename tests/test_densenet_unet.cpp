@@ -175,3 +175,48 @@ TEST(Denoising, NoisyInputsHaveTheClosedFormPsnrAndFixedNoise) {
   flat.height = flat.width = 0;
   EXPECT_THROW(denoising_splits({flat, flat, flat}), ValueError);
 }
+
+// Test-time flips: the prediction for each image is the mean of the class probabilities of the
+// image and of its mirror image, computed here by a plain loop over the pixels.
+TEST(Evaluate, FlipsAverageTheProbabilitiesOfTheImageAndItsMirror) {
+  Generator g(5);
+  data::Dataset d;
+  d.name = "images";
+  d.x = rand({50, 12}, g, DType::f64);  // 3 x 4 images
+  d.y = randint({50}, 3, g);
+  d.num_classes = 3;
+  d.height = 3, d.width = 4;
+  Linear lin(12, 3, LinearOptions{.dtype = DType::f64});
+  lin.weight = randn({3, 12}, g, DType::f64);
+  const auto xs = d.x.to_vector<double>(), w = lin.weight.to_vector<double>(), b = lin.bias.to_vector<double>();
+  const auto ys = d.y.to_vector<std::int64_t>();
+  auto probabilities = [&](std::size_t i, bool mirror) {
+    std::vector<double> z(3);
+    double zmax = -1e300, sum = 0;
+    for (std::size_t k = 0; k < 3; ++k) {
+      z[k] = b[k];
+      for (std::size_t r = 0; r < 3; ++r)
+        for (std::size_t c = 0; c < 4; ++c) z[k] += w[k * 12 + r * 4 + c] * xs[i * 12 + r * 4 + (mirror ? 3 - c : c)];
+      zmax = std::max(zmax, z[k]);
+    }
+    for (double& v : z) sum += v = std::exp(v - zmax);
+    for (double& v : z) v /= sum;
+    return z;
+  };
+  double loss = 0;
+  std::int64_t correct = 0;
+  for (std::size_t i = 0; i < 50; ++i) {
+    auto p = probabilities(i, false), q = probabilities(i, true);
+    std::vector<double> m(3);
+    for (std::size_t k = 0; k < 3; ++k) m[k] = (p[k] + q[k]) / 2;
+    loss -= std::log(m[static_cast<std::size_t>(ys[i])]) / 50;
+    correct += std::max_element(m.begin(), m.end()) - m.begin() == ys[i];
+  }
+  const Evaluation plain = evaluate(lin, d, 7), flipped = evaluate(lin, d, 7, /*flips=*/true);
+  EXPECT_NEAR(flipped.loss, loss, 1e-12);
+  EXPECT_DOUBLE_EQ(flipped.accuracy, static_cast<double>(correct) / 50);
+  EXPECT_GT(std::abs(flipped.loss - plain.loss), 1e-6);  // the mirror images do change the prediction
+  data::Dataset flat = d;
+  flat.height = flat.width = 0;
+  EXPECT_THROW(evaluate(lin, flat, 7, true), ValueError);
+}

@@ -226,6 +226,22 @@ TEST(Train, ConfigRoundTripsThroughJson) {
   c.dtype = DType::f64;
   c.warmup = 7;
   EXPECT_EQ(TrainConfig::from_json(c.json()).json(), c.json());
+  // Kept for --resume: the precision and test-time flips; runs saved before them read as f32, off.
+  c.dtype = DType::f32, c.precision = "bf16", c.eval_flips = 1;
+  const TrainConfig back = TrainConfig::from_json(c.json());
+  EXPECT_EQ(back.precision, "bf16");
+  EXPECT_EQ(back.eval_flips, 1);
+  auto j = nlohmann::json::parse(c.json());
+  j.erase("precision"), j.erase("eval_flips");
+  EXPECT_EQ(TrainConfig::from_json(j.dump()).precision, "f32");
+  EXPECT_EQ(TrainConfig::from_json(j.dump()).eval_flips, 0);
+  // A precision train() cannot run is refused before anything is written.
+  RunDir dir("chainrule_train_precision");
+  c.precision = "fp8";
+  EXPECT_THROW(train(c, spirals(), {.out_dir = dir.str()}), ValueError);
+  c.precision = "bf16", c.dtype = DType::f64;
+  EXPECT_THROW(train(c, spirals(), {.out_dir = dir.str()}), ValueError);
+  EXPECT_FALSE(fs::exists(dir.path));
 }
 
 // `chainrule bench` times nn::train_step; `chainrule train` must run exactly that step. Three steps

@@ -55,31 +55,58 @@ $d0_5 << EOD
 256 129.390144
 EOD
 $d1_0 << EOD
-1 12.136273
-2 13.892059
-4 14.661005
-8 15.202441
-16 15.704641
+1 42.964921 37.733707 48.196135
+2 47.864283 41.2238825 54.5046835
+4 46.889742 43.605257 50.174227
+8 48.259699 43.2605177 53.2588802
+16 47.762961 40.455786 55.070136
 EOD
 $d1_1 << EOD
-1 47.372113
-2 54.227497
-4 58.553429
-8 59.860123
-16 59.881103
-32 60.646603
-64 61.485471
+1 38.643779
+2 38.643779
+4 38.643779
+8 38.643779
+16 38.643779
 EOD
 $d1_2 << EOD
-1 194.700666
-2 225.052817
-4 253.923693
-8 295.786683
-16 299.319934
-32 299.762353
-64 297.406751
-128 299.091102
-256 302.80252
+1 151.153727 147.365936 154.941518
+2 176.554627 169.627618 183.481637
+4 193.345466 171.063381 215.627551
+8 194.760509 188.22697 201.294048
+16 205.479973 194.78196 216.177986
+32 206.460585 191.183679 221.737491
+64 195.848724 185.254569 206.442879
+EOD
+$d1_3 << EOD
+1 165.984054
+2 165.984054
+4 165.984054
+8 165.984054
+16 165.984054
+32 165.984054
+64 165.984054
+EOD
+$d1_4 << EOD
+1 648.463816 591.389868 705.537764
+2 785.042527 710.336581 859.748473
+4 834.549252 783.021045 886.077459
+8 841.409357 781.725839 901.092875
+16 896.831864 820.945436 972.718292
+32 851.373845 780.605385 922.142305
+64 911.042721 816.682525 1005.40292
+128 858.161664 815.081729 901.241599
+256 829.323923 786.363239 872.284607
+EOD
+$d1_5 << EOD
+1 649.630339
+2 649.630339
+4 649.630339
+8 649.630339
+16 649.630339
+32 649.630339
+64 649.630339
+128 649.630339
+256 649.630339
 EOD
 set terminal svg size 1200,500 font 'sans,10' background '#ffffff'
 set output 'checkpointing.svg'
@@ -94,25 +121,33 @@ set ylabel 'peak MB above the weights'
 set logscale x
 set logscale y
 set format y '%.0e'
-set key top center
-plot $d0_0 using 1:2 with linespoints title 'n = 16', \
-     $d0_1 using 1:2 with lines dt 2 title 'n = 16: c + a n/k + b k', \
-     $d0_2 using 1:2 with linespoints title 'n = 64', \
-     $d0_3 using 1:2 with lines dt 2 title 'n = 64: c + a n/k + b k', \
-     $d0_4 using 1:2 with linespoints title 'n = 256', \
-     $d0_5 using 1:2 with lines dt 2 title 'n = 256: c + a n/k + b k'
+set key outside below maxrows 3
+plot $d0_0 using 1:2 with linespoints lw 2 pt 5 lc rgb '#1f77b4' title 'n = 16: measured', \
+     $d0_1 using 1:2 with lines dt 2 lw 2 lc rgb '#1f77b4' title 'n = 16: fit c + a n/k + b k', \
+     $d0_2 using 1:2 with linespoints lw 2 pt 7 lc rgb '#d62728' title 'n = 64: measured', \
+     $d0_3 using 1:2 with lines dt 2 lw 2 lc rgb '#d62728' title 'n = 64: fit c + a n/k + b k', \
+     $d0_4 using 1:2 with linespoints lw 2 pt 9 lc rgb '#2ca02c' title 'n = 256: measured', \
+     $d0_5 using 1:2 with lines dt 2 lw 2 lc rgb '#2ca02c' title 'n = 256: fit c + a n/k + b k'
 reset
 set termoption noenhanced
 set grid
 set key top left font ',8'
-set title 'step time against segments'
+set title 'step time against segments (median; band: IQR, or over seeds the 95 % interval)'
 set xlabel 'segments k'
-set ylabel 'median step ms'
+set ylabel 'step ms'
 set logscale x
-set key top left
-plot $d1_0 using 1:2 with linespoints title 'n = 16', \
-     $d1_1 using 1:2 with linespoints title 'n = 64', \
-     $d1_2 using 1:2 with linespoints title 'n = 256'
+set logscale y
+set format y '%.0e'
+set key outside below maxrows 3
+plot $d1_0 using 1:3:4 with filledcurves fs transparent solid 0.2 noborder lc rgb '#1f77b4' notitle, \
+     $d1_0 using 1:2 with linespoints lw 2 pt 5 lc rgb '#1f77b4' title 'n = 16: checkpointed', \
+     $d1_1 using 1:2 with lines dt 3 lw 2 lc rgb '#1f77b4' title 'n = 16: no checkpointing', \
+     $d1_2 using 1:3:4 with filledcurves fs transparent solid 0.2 noborder lc rgb '#d62728' notitle, \
+     $d1_2 using 1:2 with linespoints lw 2 pt 7 lc rgb '#d62728' title 'n = 64: checkpointed', \
+     $d1_3 using 1:2 with lines dt 3 lw 2 lc rgb '#d62728' title 'n = 64: no checkpointing', \
+     $d1_4 using 1:3:4 with filledcurves fs transparent solid 0.2 noborder lc rgb '#2ca02c' notitle, \
+     $d1_4 using 1:2 with linespoints lw 2 pt 9 lc rgb '#2ca02c' title 'n = 256: checkpointed', \
+     $d1_5 using 1:2 with lines dt 3 lw 2 lc rgb '#2ca02c' title 'n = 256: no checkpointing'
 unset multiplot
 set terminal pngcairo size 1200,500 font 'sans,9'
 set output 'checkpointing.png'
@@ -127,24 +162,32 @@ set ylabel 'peak MB above the weights'
 set logscale x
 set logscale y
 set format y '%.0e'
-set key top center
-plot $d0_0 using 1:2 with linespoints title 'n = 16', \
-     $d0_1 using 1:2 with lines dt 2 title 'n = 16: c + a n/k + b k', \
-     $d0_2 using 1:2 with linespoints title 'n = 64', \
-     $d0_3 using 1:2 with lines dt 2 title 'n = 64: c + a n/k + b k', \
-     $d0_4 using 1:2 with linespoints title 'n = 256', \
-     $d0_5 using 1:2 with lines dt 2 title 'n = 256: c + a n/k + b k'
+set key outside below maxrows 3
+plot $d0_0 using 1:2 with linespoints lw 2 pt 5 lc rgb '#1f77b4' title 'n = 16: measured', \
+     $d0_1 using 1:2 with lines dt 2 lw 2 lc rgb '#1f77b4' title 'n = 16: fit c + a n/k + b k', \
+     $d0_2 using 1:2 with linespoints lw 2 pt 7 lc rgb '#d62728' title 'n = 64: measured', \
+     $d0_3 using 1:2 with lines dt 2 lw 2 lc rgb '#d62728' title 'n = 64: fit c + a n/k + b k', \
+     $d0_4 using 1:2 with linespoints lw 2 pt 9 lc rgb '#2ca02c' title 'n = 256: measured', \
+     $d0_5 using 1:2 with lines dt 2 lw 2 lc rgb '#2ca02c' title 'n = 256: fit c + a n/k + b k'
 reset
 set termoption noenhanced
 set grid
 set key top left font ',8'
-set title 'step time against segments'
+set title 'step time against segments (median; band: IQR, or over seeds the 95 % interval)'
 set xlabel 'segments k'
-set ylabel 'median step ms'
+set ylabel 'step ms'
 set logscale x
-set key top left
-plot $d1_0 using 1:2 with linespoints title 'n = 16', \
-     $d1_1 using 1:2 with linespoints title 'n = 64', \
-     $d1_2 using 1:2 with linespoints title 'n = 256'
+set logscale y
+set format y '%.0e'
+set key outside below maxrows 3
+plot $d1_0 using 1:3:4 with filledcurves fs transparent solid 0.2 noborder lc rgb '#1f77b4' notitle, \
+     $d1_0 using 1:2 with linespoints lw 2 pt 5 lc rgb '#1f77b4' title 'n = 16: checkpointed', \
+     $d1_1 using 1:2 with lines dt 3 lw 2 lc rgb '#1f77b4' title 'n = 16: no checkpointing', \
+     $d1_2 using 1:3:4 with filledcurves fs transparent solid 0.2 noborder lc rgb '#d62728' notitle, \
+     $d1_2 using 1:2 with linespoints lw 2 pt 7 lc rgb '#d62728' title 'n = 64: checkpointed', \
+     $d1_3 using 1:2 with lines dt 3 lw 2 lc rgb '#d62728' title 'n = 64: no checkpointing', \
+     $d1_4 using 1:3:4 with filledcurves fs transparent solid 0.2 noborder lc rgb '#2ca02c' notitle, \
+     $d1_4 using 1:2 with linespoints lw 2 pt 9 lc rgb '#2ca02c' title 'n = 256: checkpointed', \
+     $d1_5 using 1:2 with lines dt 3 lw 2 lc rgb '#2ca02c' title 'n = 256: no checkpointing'
 unset multiplot
 set output

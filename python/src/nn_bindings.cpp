@@ -947,6 +947,8 @@ as attributes, after super().__init__(), as in PyTorch.)doc");
       .def_readwrite("drop_last", &nn::TrainConfig::drop_last)
       .def_readwrite("augment", &nn::TrainConfig::augment)
       .def_readwrite("shift", &nn::TrainConfig::shift)
+      .def_readwrite("eval_flips", &nn::TrainConfig::eval_flips)
+      .def_readwrite("precision", &nn::TrainConfig::precision)
       .def_property("dtype", [](const nn::TrainConfig& c) { return c.dtype; }, [](nn::TrainConfig& c, py::object d) { c.dtype = dtype_arg(d); })
       .def("json", &nn::TrainConfig::json)
       .def_static("from_json", &nn::TrainConfig::from_json, py::arg("json"))
@@ -978,6 +980,7 @@ as attributes, after super().__init__(), as in PyTorch.)doc");
       .def_readonly("finished", &nn::TrainResult::finished)
       .def_readonly("steps", &nn::TrainResult::steps)
       .def_readonly("test", &nn::TrainResult::test)
+      .def_readonly("test_single", &nn::TrainResult::test_single)
       .def_readonly("train_loss", &nn::TrainResult::train_loss)
       .def_readonly("seconds", &nn::TrainResult::seconds)
       .def_readonly("train_seconds", &nn::TrainResult::train_seconds)
@@ -1007,10 +1010,10 @@ as attributes, after super().__init__(), as in PyTorch.)doc");
     return py::make_tuple(r.out, r.loss);
   }, py::arg("model"), py::arg("optimizer"), py::arg("x"), py::arg("target"), py::arg("loss") = "cross_entropy", py::arg("clip") = 0.0,
      "zero_grad, forward, loss, backward, clip (clip > 0), update; returns (output, loss). NumericalError before the update on a NaN/Inf loss.");
-  nnm.def("evaluate", [](nn::Module& model, const data::Dataset& d, std::int64_t chunk) {
+  nnm.def("evaluate", [](nn::Module& model, const data::Dataset& d, std::int64_t chunk, bool flips) {
     py::gil_scoped_release nogil;
-    return nn::evaluate(model, d, chunk);
-  }, py::arg("model"), py::arg("dataset"), py::arg("chunk") = 1000);
+    return nn::evaluate(model, d, chunk, flips);
+  }, py::arg("model"), py::arg("dataset"), py::arg("chunk") = 1000, py::arg("flips") = false);
 
   nnm.def("_train", [](const nn::TrainConfig& config, std::optional<data::Splits> splits, const std::string& out_dir,
                        std::optional<std::int64_t> checkpoint_every, std::int64_t stop_after, int checkpoint_segments, bool resume,

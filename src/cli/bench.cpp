@@ -24,6 +24,7 @@
 #include "chainrule/tensor/allocator.h"
 #include "chainrule/tensor/random.h"
 #include "cli/commands.h"
+#include "kernels/conv.h"
 #include "kernels/gemm_half.h"
 #include "kernels/vecmath.h"
 
@@ -315,6 +316,42 @@ nlohmann::json run_elementwise(const std::vector<int>& thread_counts, double min
 
 // A 1024×1024×1024 matmul in each float dtype: bfloat16 on oneDNN's bf16 GEMM where the CPU has
 // one (float32 accumulation), float16 through the float32 path (its up-cast and rounding included).
+// The convolutions of one training step of a conv configuration, timed as the step makes them
+// (reorders between NCHW and oneDNN's blocked layouts included) and as oneDNN's primitive alone in
+// its own layouts: what oneDNN reaches on these shapes, the peak the step is measured against.
+// Returns null for a configuration without convolutions.
+nlohmann::json conv_share(const BenchConfig& c, int threads, double step_s, std::uint64_t step_madds, double min_seconds,
+                          bool compile) {
+  set_threads(threads);
+  StepSetup setup(c, compile);
+  setup.step();  // plans every shape once
+  kernels::clear_conv_plans();
+  setup.step();  // one step's calls per shape
+  const auto plans = kernels::time_conv_plans(std::min(min_seconds, 0.2));
+  if (plans.empty()) return nullptr;
+  double call_s = 0, primitive_s = 0, madds = 0;
+  fmt::print("  {} convolutions per step ({} thread(s)): as called (with reorders) and oneDNN's primitive alone\n", c.name, threads);
+  fmt::print("  {:<17} {:>22} {:>6} {:>5} {:>10} {:>10} {:>9}\n", "kind", "N C HxW -> O k s", "calls", "reord", "GFLOP/s", "alone", "share");
+  nlohmann::json rows = nlohmann::json::array();
+  for (const auto& p : plans) {
+    const auto& s = p.shape;
+    const double n = static_cast<double>(p.calls), flop = 2.0 * static_cast<double>(p.madds);
+    call_s += n * p.call_s, primitive_s += n * p.primitive_s, madds += n * static_cast<double>(p.madds);
+    fmt::print("  {:<17} {:>22} {:>6} {:>5} {:>10.1f} {:>10.1f} {:>8.0f}%\n", p.kind,
+               fmt::format("{} {} {}x{} -> {} {} {}", s.n, s.c, s.h, s.w, s.o, s.kh, s.stride[0]), p.calls, p.reordered ? "yes" : "no",
+               flop / p.call_s / 1e9, flop / p.primitive_s / 1e9, 100 * p.primitive_s / p.call_s);
+    rows.push_back({{"kind", p.kind}, {"n", s.n}, {"c", s.c}, {"h", s.h}, {"w", s.w}, {"o", s.o}, {"k", s.kh}, {"stride", s.stride[0]},
+                    {"calls", p.calls}, {"call_us", p.call_s * 1e6}, {"primitive_us", p.primitive_s * 1e6}, {"reordered", p.reordered}});
+  }
+  const double alone_gflops = 2 * madds / primitive_s / 1e9;
+  const double step_gflops = 2.0 * static_cast<double>(step_madds) / step_s / 1e9;
+  fmt::print("  per step: convolutions {:.0f} µs as called, {:.0f} µs in oneDNN alone ({:.1f} GFLOP/s); the whole step {:.0f} µs at "
+             "{:.1f} GFLOP/s = {:.0f}% of oneDNN's convolution rate on these shapes\n",
+             call_s * 1e6, primitive_s * 1e6, alone_gflops, step_s * 1e6, step_gflops, 100 * step_gflops / alone_gflops);
+  return {{"threads", threads}, {"conv_call_us", call_s * 1e6}, {"conv_primitive_us", primitive_s * 1e6},
+          {"conv_alone_gflops", alone_gflops}, {"step_share_of_conv_alone", step_gflops / alone_gflops}, {"plans", rows}};
+}
+
 nlohmann::json run_matmul(const std::vector<int>& thread_counts, double min_seconds) {
   const std::int64_t n = 1024;
   Generator gen(0);
@@ -419,9 +456,11 @@ void run_bench(const BenchArgs& a) {
     std::fflush(stdout);
     if (a.profile)
       profile_config(c, best.threads, a.profile_steps, chosen.size() == 1 ? a.trace : trace_path(a.trace, c.name), compile);
-    configs.push_back({{"name", best.name}, {"model", best.model}, {"batch", best.batch}, {"threads", best.threads},
+    nlohmann::json convs = conv_share(c, best.threads, best.step_s, best.step_madds, a.min_time, compile);
+    configs.push_back({{"convolutions", convs}, {"name", best.name}, {"model", best.model}, {"batch", best.batch}, {"threads", best.threads},
                        {"step_us", best.step_s * 1e6}, {"compiled", best.compiled},
-                       {"uncompiled_step_us", compile ? nlohmann::json(best.uncompiled_step_s * 1e6) : nlohmann::json()}, {"gflops", gflops}, {"peak_fraction", gflops / peak},
+                       {"uncompiled_step_us", compile ? nlohmann::json(best.uncompiled_step_s * 1e6) : nlohmann::json()},
+                       {"gflops", gflops}, {"peak_fraction", gflops / peak},
                        {"grad_over_forward", best.grad_s / best.forward_s}, {"jvp_over_forward", best.jvp_s / best.forward_s},
                        {"forward_us", best.forward_s * 1e6}, {"grad_us", best.grad_s * 1e6}, {"jvp_us", best.jvp_s * 1e6},
                        {"peak_bytes", best.peak_bytes}, {"needed_bytes", best.needed_bytes}});

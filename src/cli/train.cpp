@@ -25,7 +25,6 @@
 #include "chainrule/nn/checkpoint.h"
 #include "chainrule/nn/loss.h"
 #include "chainrule/nn/train.h"
-#include "chainrule/nn/autocast.h"
 #include "cli/commands.h"
 
 namespace chainrule::cli {
@@ -108,13 +107,13 @@ void on_termination_explain(int rank, int size, const std::string& out) {
 struct TrainArgs {
   nn::TrainConfig c;
   std::string dtype = "f32";
-  std::string precision = "f32";
   std::string out;
   int threads = default_threads();
   std::int64_t checkpoint_every = 0, stop_after = -1;
   int checkpoint_segments = 0;
   bool resume = false, force = false, json = false, quiet = false, detect_anomaly = false, no_compile = false;
   bool distributed = false;
+  bool eval_flips = false, no_eval_flips = false;
   double bucket_mb = 1, dist_timeout = 25;
 };
 
@@ -170,12 +169,16 @@ void add_train(CLI::App& app, int& exit_code) {
   cmd->add_option("--shift", a->c.shift,
                   fmt::format("Largest random shift of images in pixels when augmenting (0: flips only; default: {} for the resnet and densenet recipes, 0 otherwise)",
                               nn::kConvRecipeShift));
+  cmd->add_flag("--eval-flips", a->eval_flips,
+                "Classify each test image by the mean prediction for it and its mirror image (default: on for the resnet and "
+                "densenet recipes, off otherwise)");
+  cmd->add_flag("--no-eval-flips", a->no_eval_flips, "Classify each test image as it is")->excludes("--eval-flips");
   cmd->add_option("--batch", a->c.batch, "Batch size")->capture_default_str();
   cmd->add_option("--epochs", a->c.epochs,
                   fmt::format("Epochs (default: the recipe's, {} for the mlp recipe on Fashion-MNIST, 30 for spirals, 50 for regression, 20 otherwise)", nn::kRecommendedEpochs));
   cmd->add_option("--seed", a->c.seed, "Seed of initialisation and data order")->check(kNonNegative)->capture_default_str();
   cmd->add_option("--dtype", a->dtype, "Parameter and data precision: f32 or f64")->capture_default_str();
-  cmd->add_option("--precision", a->precision,
+  cmd->add_option("--precision", a->c.precision,
                   "Linear layers' GEMM operands: f32, or bf16 (bfloat16 inputs, float32 accumulation; float32 master weights "
                   "and optimizer state; needs --dtype f32)")
       ->check(CLI::IsMember({"f32", "bf16"}))
@@ -211,6 +214,7 @@ void add_train(CLI::App& app, int& exit_code) {
     set_threads(a->threads);
     nn::TrainConfig c = a->c;
     c.dtype = parse_dtype(a->dtype);
+    if (a->eval_flips || a->no_eval_flips) c.eval_flips = a->eval_flips ? 1 : 0;
     if (a->resume && a->force) throw ValueError("--resume and --force exclude each other");
     distributed::Communicator* comm = nullptr;
     bool quiet = a->quiet, json = a->json;
@@ -250,6 +254,9 @@ void add_train(CLI::App& app, int& exit_code) {
       same("--label-smoothing", c.label_smoothing == saved.label_smoothing, fmt::format("{}", c.label_smoothing),
            fmt::format("{}", saved.label_smoothing));
       same("--dtype", c.dtype == saved.dtype, a->dtype, std::string(dtype_name(saved.dtype)));
+      same("--precision", c.precision == saved.precision, c.precision, saved.precision);
+      if (cmd->count("--eval-flips") || cmd->count("--no-eval-flips"))
+        same(a->eval_flips ? "--eval-flips" : "--no-eval-flips", c.eval_flips == saved.eval_flips, "(on/off)", saved.eval_flips > 0 ? "on" : "off");
       c = saved;
     } else {
       if (out.empty()) out = new_run_dir();
@@ -310,9 +317,8 @@ void add_train(CLI::App& app, int& exit_code) {
     }
     std::optional<DetectAnomalyGuard> anomaly;
     if (a->detect_anomaly) anomaly.emplace();
-    if (a->precision == "bf16" && c.dtype != DType::f32)
+    if (c.precision == "bf16" && c.dtype != DType::f32)
       throw ValueError(fmt::format("--precision bf16 needs --dtype f32 (the master weights), got {}", a->dtype));
-    nn::AutocastGuard autocast(a->precision == "bf16" ? std::optional<DType>(DType::bf16) : std::nullopt);
     nn::TrainResult r = nn::train(c, splits, ro);
     const double seconds = std::chrono::duration<double>(clock::now() - t0).count();
     // Throughput of this run's training steps (all processes' examples), and the time spent
@@ -338,7 +344,10 @@ void add_train(CLI::App& app, int& exit_code) {
         fmt::print("test PSNR {:.2f} dB, noisy input {:.2f} dB: gain {:.2f} dB  test loss {:.5f}  ({} epochs, {:.1f} s)\n", r.test.psnr,
                    r.test.input_psnr, r.test.psnr - r.test.input_psnr, r.test.loss, r.epochs.size(), seconds);
       else
-        fmt::print("test accuracy {}  test loss {:.4f}  ({} epochs, {:.1f} s)\n", fmt_acc(r.test.accuracy), r.test.loss, r.epochs.size(), seconds);
+        fmt::print("test accuracy {}  test loss {:.4f}  ({} epochs, {:.1f} s){}\n", fmt_acc(r.test.accuracy), r.test.loss, r.epochs.size(), seconds,
+                   r.config.eval_flips > 0 ? fmt::format("; with test-time flips (without: accuracy {}, loss {:.4f})",
+                                                         fmt_acc(r.test_single.accuracy), r.test_single.loss)
+                                           : "");
     }
     if (json) {
       nlohmann::json j = {{"test_accuracy", jnum(r.test.accuracy)},
@@ -346,6 +355,8 @@ void add_train(CLI::App& app, int& exit_code) {
                           {"train_loss", r.train_loss},
                           {"epochs", r.epochs.size()},
                           {"seconds", seconds}};
+      if (r.config.eval_flips > 0)
+        j["eval_flips"] = true, j["test_accuracy_without_flips"] = jnum(r.test_single.accuracy), j["test_loss_without_flips"] = r.test_single.loss;
       if (denoising) j["test_psnr"] = r.test.psnr, j["test_input_psnr"] = r.test.input_psnr, j["test_psnr_gain"] = r.test.psnr - r.test.input_psnr;
       std::cout << timing(j).dump() << "\n";
     }
@@ -389,12 +400,14 @@ void add_eval(CLI::App& app, int& exit_code) {
   add_model_options(cmd, *a);
   cmd->add_option("--split", a->split, "train, val or test")->capture_default_str();
   cmd->add_flag("--json", a->json, "Print {\"accuracy\": x, \"loss\": x}");
-  cmd->callback([a, &exit_code] {
+  auto flips = std::make_shared<bool>(false);
+  cmd->add_flag("--flips", *flips, "Classify each image by the mean prediction for it and its mirror image (test-time flips)");
+  cmd->callback([a, flips, &exit_code] {
     auto m = load_for(*a, DType::f32);
     data::Splits s = data::load_by_name(a->data, DType::f32);
     const data::Dataset& d = pick_split(s, a->split);
     check_fits(m.spec, d);
-    nn::Evaluation e = nn::evaluate(*m.model, d);
+    nn::Evaluation e = nn::evaluate(*m.model, d, 1000, *flips);
     if (a->json)
       std::cout << nlohmann::json{{"accuracy", jnum(e.accuracy)}, {"loss", e.loss}}.dump() << "\n";
     else

@@ -9,6 +9,7 @@
 #include <fstream>
 #include <limits>
 #include <map>
+#include <regex>
 #include <sstream>
 
 #include <nlohmann/json.hpp>
@@ -71,7 +72,9 @@ const std::vector<Experiment>& all_experiments() {
       {"modes", "Jacobians by forward and reverse mode; the cheapest bracketing of the Jacobian chain", run_modes},
       {"init", "Variance of pre-activations and gradients through 50 layers under six initialisations", run_init},
       {"vanishing", "A 30-layer plain MLP on Fashion-MNIST under He, Xavier and N(0, 0.01²)", run_vanishing},
-      {"shattered", "Shattered gradients (Balduzzi et al. 2017, fig. 1): plain against residual networks",
+      {"shattered",
+       "Shattered gradients (Balduzzi et al. 2017, fig. 1, theorems 1-3): gradient correlation against depth, plain and "
+       "residual, with and without BN; input-bias sweep and kink counts",
        run_shattered},
       {"depth", "Plain against residual MLPs of depth 2 to 64 on Fashion-MNIST", run_depth},
       {"residual-block", "Residual block layouts lrl, pre, lrlr: sign of the branch, variance growth, training",
@@ -119,6 +122,30 @@ std::vector<std::uint64_t> derive_seeds(std::uint64_t base, int n) {
   return seeds;
 }
 
+Interval bootstrap_ci(const std::vector<std::size_t>& sizes, const std::function<double(const GroupIndices&)>& statistic,
+                      int resamples, std::uint64_t seed) {
+  if (resamples < 2) throw ValueError(fmt::format("bootstrap_ci: need at least 2 resamples, got {}", resamples));
+  GroupIndices idx(sizes.size());
+  for (std::size_t g = 0; g < sizes.size(); ++g)
+    for (std::size_t i = 0; i < sizes[g]; ++i) idx[g].push_back(i);
+  const double estimate = statistic(idx);
+  Generator gen(seed);
+  std::vector<double> stats;
+  stats.reserve(static_cast<std::size_t>(resamples));
+  for (int b = 0; b < resamples; ++b) {
+    for (std::size_t g = 0; g < sizes.size(); ++g)
+      for (auto& i : idx[g]) i = static_cast<std::size_t>(gen.next_u64() % static_cast<std::uint64_t>(sizes[g]));
+    const double v = statistic(idx);
+    if (!std::isnan(v)) stats.push_back(v);
+  }
+  const double nan = std::numeric_limits<double>::quiet_NaN();
+  if (stats.empty()) return {estimate, nan, nan};
+  std::sort(stats.begin(), stats.end());
+  const auto B = static_cast<double>(stats.size());
+  const auto lo = static_cast<std::size_t>(std::floor(0.025 * B)), hi = static_cast<std::size_t>(std::ceil(0.975 * B)) - 1;
+  return {estimate, stats[lo], stats[hi]};
+}
+
 Interval bootstrap_mean_ci(const std::vector<double>& values, int resamples, std::uint64_t seed) {
   const double nan = std::numeric_limits<double>::quiet_NaN();
   if (values.empty()) return {nan, nan, nan};
@@ -128,18 +155,15 @@ Interval bootstrap_mean_ci(const std::vector<double>& values, int resamples, std
   if (values.size() == 1 || std::isnan(mean)) return {mean, mean, mean};  // NaN also when +inf and -inf mix
   if (std::all_of(values.begin(), values.end(), [&](double v) { return v == values[0]; })) return {mean, mean, mean};
   if (resamples < 2) throw ValueError(fmt::format("bootstrap_mean_ci: need at least 2 resamples, got {}", resamples));
-  Generator gen(seed);
-  const auto n = static_cast<std::uint64_t>(values.size());
-  std::vector<double> means(static_cast<std::size_t>(resamples));
-  for (auto& m : means) {
-    double s = 0;
-    for (std::uint64_t i = 0; i < n; ++i) s += values[static_cast<std::size_t>(gen.next_u64() % n)];
-    m = s / static_cast<double>(n);
-  }
-  std::sort(means.begin(), means.end());
-  const auto B = static_cast<double>(resamples);
-  const auto lo = static_cast<std::size_t>(std::floor(0.025 * B)), hi = static_cast<std::size_t>(std::ceil(0.975 * B)) - 1;
-  return {mean, means[lo], means[hi]};
+  const Interval iv = bootstrap_ci(
+      {values.size()},
+      [&](const GroupIndices& idx) {
+        double s = 0;
+        for (std::size_t i : idx[0]) s += values[i];
+        return s / static_cast<double>(values.size());
+      },
+      resamples, seed);
+  return {mean, iv.lo, iv.hi};
 }
 
 namespace {
@@ -383,9 +407,13 @@ std::string gnuplot_script(const Result& r, const std::filesystem::path& svg, co
       const std::string sep = cmd.empty() ? "plot " : ", \\\n     ";
       std::string style = se.style;
       if (bands && style.find("lc ") == std::string::npos) style += fmt::format(" lc {}", k + 1);
-      if (has_band(se))
-        cmd += fmt::format("{}$d{}_{} using 1:3:4 with filledcurves fs transparent solid 0.2 noborder lc {} notitle", sep, p, k,
-                           k + 1);
+      if (has_band(se)) {
+        // The band takes its curve's colour.
+        std::smatch colour;
+        const std::string lc = std::regex_search(style, colour, std::regex("lc (rgb '[^']*'|[0-9]+)")) ? colour.str(0)
+                                                                                                     : fmt::format("lc {}", k + 1);
+        cmd += fmt::format("{}$d{}_{} using 1:3:4 with filledcurves fs transparent solid 0.2 noborder {} notitle", sep, p, k, lc);
+      }
       cmd += fmt::format("{}$d{}_{} using 1:2 with {} title {}", has_band(se) ? ", \\\n     " : sep, p, k, style,
                          gp_quote(se.label));
     }

@@ -8,6 +8,11 @@
 
 #include <omp.h>
 
+#include <algorithm>
+#include <chrono>
+#include <string_view>
+#include <tuple>
+
 #include <dnnl.hpp>
 #include <memory>
 #include <unordered_map>
@@ -108,6 +113,7 @@ struct Plan {
   bool usable = false;  // false: oneDNN has only its reference kernel here; use ours
   dnnl::primitive primitive;
   std::vector<Operand> ops;  // two inputs, then the output
+  std::uint64_t calls = 0;
 
   void run(dnnl::stream& st, const void* a, const void* b, void* out) {
     ops[0].user.set_data_handle(const_cast<void*>(a));
@@ -173,10 +179,15 @@ struct ThreadPlans {
   std::unordered_map<PlanKey, std::unique_ptr<Plan>, PlanKeyHash> cache;
 };
 
+ThreadPlans& thread_plans() {
+  static thread_local ThreadPlans t;
+  return t;
+}
+
 // Runs the oneDNN plan for this shape; false when the caller should use the reference path.
 bool run_dnnl(Kind kind, const ConvShape& s, const float* a, const float* b, float* out) {
   if (s.n == 0 || s.c == 0 || s.o == 0) return false;
-  static thread_local ThreadPlans t;
+  ThreadPlans& t = thread_plans();
   const PlanKey key{kind, s, omp_get_max_threads()};
   auto it = t.cache.find(key);
   if (it == t.cache.end()) {
@@ -192,6 +203,7 @@ bool run_dnnl(Kind kind, const ConvShape& s, const float* a, const float* b, flo
   }
   Plan& plan = *it->second;
   if (!plan.usable) return false;
+  ++plan.calls;
   plan.run(t.stream, a, b, out);
   return true;
 }
@@ -200,7 +212,49 @@ std::uint64_t madds(const ConvShape& s) {
   return static_cast<std::uint64_t>(s.n * s.o * s.oh * s.ow * (s.c / s.groups) * s.kh * s.kw);
 }
 
+template <class F>
+double median_call_seconds(F&& call, double min_seconds) {
+  call();  // warm-up
+  std::vector<double> times;
+  const auto begin = std::chrono::steady_clock::now();
+  while (times.size() < 5 || (times.size() < 1000 && std::chrono::duration<double>(std::chrono::steady_clock::now() - begin).count() < min_seconds)) {
+    const auto t0 = std::chrono::steady_clock::now();
+    call();
+    times.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  }
+  std::nth_element(times.begin(), times.begin() + static_cast<std::ptrdiff_t>(times.size() / 2), times.end());
+  return times[times.size() / 2];
+}
+
 }  // namespace
+
+std::vector<ConvPlanTiming> time_conv_plans(double min_seconds) {
+  static constexpr const char* kKinds[] = {"forward", "backward-data", "backward-weights"};
+  ThreadPlans& t = thread_plans();
+  std::vector<ConvPlanTiming> out;
+  for (auto& [key, plan] : t.cache) {
+    if (!plan->usable || key.threads != omp_get_max_threads()) continue;
+    // Buffers of the plain layouts, filled so that no denormals slow either side.
+    std::vector<std::vector<float>> plain;
+    for (auto& op : plan->ops) plain.emplace_back(op.user.get_desc().get_size() / sizeof(float), 0.5f);
+    const double call_s = median_call_seconds([&] { plan->run(t.stream, plain[0].data(), plain[1].data(), plain[2].data()); }, min_seconds);
+    auto& ops = plan->ops;
+    const double primitive_s = median_call_seconds(
+        [&] {
+          plan->primitive.execute(t.stream, {{ops[0].arg, ops[0].used()}, {ops[1].arg, ops[1].used()}, {ops[2].arg, ops[2].used()}});
+          t.stream.wait();
+        },
+        min_seconds);
+    const bool reordered = ops[0].reordered || ops[1].reordered || ops[2].reordered;
+    out.push_back({kKinds[static_cast<int>(key.kind)], key.s, madds(key.s), plan->calls, call_s, primitive_s, reordered});
+  }
+  std::sort(out.begin(), out.end(), [](const ConvPlanTiming& a, const ConvPlanTiming& b) {
+    return std::tie(a.shape.c, a.shape.h, a.shape.o, a.kind) < std::tie(b.shape.c, b.shape.h, b.shape.o, b.kind);
+  });
+  return out;
+}
+
+void clear_conv_plans() { thread_plans().cache.clear(); }
 
 void conv2d_forward(const ConvShape& s, const float* x, const float* w, float* y) {
   if (run_dnnl(Kind::Forward, s, x, w, y))

@@ -4,6 +4,7 @@
 // once per shape and cached; float64 runs on the reference path, im2col + GEMM per image.
 #include <array>
 #include <cstdint>
+#include <vector>
 
 namespace chainrule::kernels {
 
@@ -44,5 +45,22 @@ void conv2d_backward_data(const ConvShape& s, const double* dy, const double* w,
 // x, dy -> dweight [o, c/groups, kh, kw] (summed over the images).
 void conv2d_backward_weights(const ConvShape& s, const float* x, const float* dy, float* dw);
 void conv2d_backward_weights(const ConvShape& s, const double* x, const double* dy, double* dw);
+
+// oneDNN's own speed on the convolutions this thread has planned (at its current thread count):
+// for each plan, the time of a call as the kernels above make it (reorders from and to the plain
+// layouts included) and of the oneDNN primitive alone in its chosen layouts, each the median of
+// repeated calls running for about min_seconds. What `chainrule bench` reports as the share of
+// the convolution peak.
+struct ConvPlanTiming {
+  const char* kind;  // "forward", "backward-data", "backward-weights"
+  ConvShape shape;
+  std::uint64_t madds;
+  std::uint64_t calls;  // since the plans were last cleared
+  double call_s, primitive_s;
+  bool reordered;  // some operand is reordered around the primitive
+};
+std::vector<ConvPlanTiming> time_conv_plans(double min_seconds);
+// Forgets this thread's plans (and their call counts).
+void clear_conv_plans();
 
 }  // namespace chainrule::kernels

@@ -19,6 +19,7 @@
 #include "chainrule/data/loader.h"
 #include "chainrule/distributed/ddp.h"
 #include "chainrule/io/atomic_file.h"
+#include "chainrule/nn/autocast.h"
 #include "chainrule/nn/checkpoint.h"
 #include "chainrule/nn/init.h"
 #include "chainrule/nn/loss.h"
@@ -38,7 +39,7 @@ std::string TrainConfig::json() const {
                       {"opt", opt},       {"lr", lr},             {"weight_decay", weight_decay},
                       {"momentum", momentum}, {"schedule", schedule}, {"warmup", warmup}, {"clip", clip}, {"label_smoothing", label_smoothing},
                       {"batch", batch},   {"epochs", epochs},     {"seed", seed},         {"drop_last", drop_last}, {"augment", augment}, {"shift", shift},
-                      {"dtype", std::string(dtype_name(dtype))}};
+                      {"eval_flips", eval_flips}, {"precision", precision}, {"dtype", std::string(dtype_name(dtype))}};
   if (world_size != 1) j["world_size"] = world_size;  // absent in one-process runs, as before
   return j.dump();
 }
@@ -54,6 +55,8 @@ TrainConfig TrainConfig::from_json(const std::string& text) {
     c.batch = j.at("batch"), c.epochs = j.at("epochs"), c.seed = j.at("seed"), c.drop_last = j.at("drop_last");
     c.augment = j.at("augment");
     c.shift = j.at("shift");
+    c.eval_flips = j.value("eval_flips", 0);
+    c.precision = j.value("precision", std::string("f32"));  // runs saved before it was kept were float32  // runs saved before test-time flips existed had none
     c.dtype = j.at("dtype").get<std::string>() == "float64" ? DType::f64 : DType::f32;
     c.world_size = j.value("world_size", std::int64_t{1});
   } catch (const nlohmann::json::exception& e) {
@@ -174,17 +177,29 @@ double psnr_sum(const Tensor& a, const Tensor& b) {
 
 }  // namespace
 
-Evaluation evaluate(Module& model, const data::Dataset& d, std::int64_t chunk) {
+Evaluation evaluate(Module& model, const data::Dataset& d, std::int64_t chunk, bool flips) {
+  const bool classify = d.num_classes > 0;
+  if (flips && (!classify || d.height <= 0 || d.width <= 0 || d.features() != d.height * d.width))
+    throw ValueError(fmt::format("evaluate: test-time flips need image classification data; {} has {}", d.name,
+                                 classify ? "no images" : "no classes"));
   const bool was_training = model.is_training();
   model.eval();
   NoGradGuard ng;
-  const bool classify = d.num_classes > 0;
   const bool images = image_to_image(d);
+  // Log of the mean of the class probabilities of each image and its mirror image: the logits of
+  // the flip-averaged prediction (log_softmax of it is itself).
+  auto flip_averaged = [&](const Tensor& x, const Tensor& out) {
+    const Shape shape = x.shape();
+    Tensor mirrored = reshape(flip(reshape(x, {shape[0], d.height, d.width}), {-1}), shape);
+    Tensor p = add(softmax(out, -1), softmax(model.forward(mirrored), -1));
+    return log(p * 0.5);
+  };
   double loss_sum = 0, psnr_out = 0, psnr_in = 0;
   std::int64_t correct = 0;
   for (std::int64_t start = 0; start < d.size(); start += chunk) {
     data::Dataset part = d.slice(start, std::min(d.size(), start + chunk));
     Tensor out = model.forward(part.x);
+    if (flips) out = flip_averaged(part.x, out);
     loss_sum += loss_of(out, part.y, classify, Reduction::Sum).item();
     if (classify) correct += count_correct(out, part.y);
     if (images) psnr_out += psnr_sum(flatten(out, 1), part.y), psnr_in += psnr_sum(part.x, part.y);
@@ -327,6 +342,9 @@ void fill_defaults(TrainConfig& c, const data::Splits& s) {
               : c.model == kDenseNetAlias ? recommended_densenet(h, w, outputs)
                                           : recommended_unet(h, w);
   }
+  if (c.eval_flips < 0) c.eval_flips = recipe_epochs > 0 && s.train.num_classes > 0 && c.augment ? 1 : 0;
+  if (c.eval_flips > 0 && !(images && s.train.num_classes > 0))
+    throw ValueError(fmt::format("--eval-flips: data {} is not image classification", c.data));
   if (c.opt.empty()) c.opt = "adamw";
   if (c.shift < 0) c.shift = 0;
   const ModelSpec spec = ModelSpec::parse(c.model);
@@ -462,12 +480,17 @@ class Run {
     if (world_ > 1) join_ranks();
   }
 
+  const std::string& precision() const { return config_.precision; }
+
   TrainResult execute() {
     model_->train();
     for (std::int64_t epoch = step_ / bpe_; epoch < config_.epochs; ++epoch)
       if (!run_epoch(epoch)) return result();
     result_.finished = true;
-    if (writer_) result_.test = evaluate(*model_, test_set_, eval_chunk_);
+    if (writer_) {
+      result_.test = evaluate(*model_, test_set_, eval_chunk_, config_.eval_flips > 0);
+      if (config_.eval_flips > 0) result_.test_single = evaluate(*model_, test_set_, eval_chunk_);
+    }
     result_.train_loss = history_.empty() ? 0 : history_.back().train_loss;
     return result();
   }
@@ -820,7 +843,14 @@ class Run {
 }  // namespace
 
 TrainResult train(TrainConfig config, const data::Splits& splits, const RunOptions& opts) {
-  return Run(std::move(config), splits, opts).execute();
+  if (config.precision != "f32" && config.precision != "bf16")
+    throw ValueError(fmt::format("precision must be f32 or bf16, got '{}'", config.precision));
+  if (config.precision == "bf16" && config.dtype != DType::f32)
+    throw ValueError(fmt::format("precision bf16 needs float32 master weights (dtype f32), got {}", dtype_name(config.dtype)));
+  // A resumed run's own precision is read inside Run; the guard then follows the saved setting.
+  Run run(std::move(config), splits, opts);
+  AutocastGuard autocast(run.precision() == "bf16" ? std::optional<DType>(DType::bf16) : std::nullopt);
+  return run.execute();
 }
 
 }  // namespace chainrule::nn

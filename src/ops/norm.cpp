@@ -22,6 +22,7 @@
 
 #include <cmath>
 #include <string>
+#include <type_traits>
 
 #include "chainrule/ops/ops.h"
 #include "kernels/kernels.h"
@@ -57,6 +58,28 @@ inline double sqdev_run(const T* x, std::int64_t n, double mu) {
   for (double l : lanes) s += l;
   return s;
 }
+// s1 += sum(x - k), s2 += sum((x - k)²): one pass for the mean and variance of float32 data,
+// shifted by a value k of the channel itself so that the sums, in double, do not cancel.
+template <class T>
+inline void shifted_moments_run(const T* x, std::int64_t n, double k, double& s1, double& s2) {
+  double l1[8] = {}, l2[8] = {};
+  std::int64_t j = 0;
+  for (; j + 8 <= n; j += 8)
+    for (int l = 0; l < 8; ++l) {
+      const double d = static_cast<double>(x[j + l]) - k;
+      l1[l] += d;
+      l2[l] += d * d;
+    }
+  for (; j < n; ++j) {
+    const double d = static_cast<double>(x[j]) - k;
+    s1 += d;
+    s2 += d * d;
+  }
+  for (int l = 0; l < 8; ++l) {
+    s1 += l1[l];
+    s2 += l2[l];
+  }
+}
 // s1 += sum(dy), s2 += sum(dy · (x - mu)).
 template <class T>
 inline void dot_run(const T* dy, const T* x, std::int64_t n, double mu, double& s1, double& s2) {
@@ -90,6 +113,9 @@ inline void backward_run(const T* dy, const T* x, T* dx, std::int64_t n, T mu, T
 }
 
 CHAINRULE_VECTOR_CLONES double sqdev(const float* x, std::int64_t n, double mu) { return sqdev_run(x, n, mu); }
+CHAINRULE_VECTOR_CLONES void shifted_moments(const float* x, std::int64_t n, double k, double& s1, double& s2) {
+  shifted_moments_run(x, n, k, s1, s2);
+}
 CHAINRULE_VECTOR_CLONES double sqdev(const double* x, std::int64_t n, double mu) { return sqdev_run(x, n, mu); }
 CHAINRULE_VECTOR_CLONES void dot(const float* dy, const float* x, std::int64_t n, double mu, double& s1, double& s2) {
   dot_run(dy, x, n, mu, s1, s2);
@@ -122,6 +148,10 @@ struct BatchNormAttrs {
   std::int64_t rank = 2;
   double eps = 1e-5;
   bool affine = true;
+  // batch_norm_backward with a weight: input 4 holds the channel sums that batch_norm_backward_reduce
+  // computed from the same dy, x and stats, so the kernel skips its own pass over dy and x. Like
+  // stats it is a cache, not an argument: no derivative flows to it.
+  bool sums = false;
 };
 
 // x [lead..., n, c, spatial...] with s = prod(spatial) as loops see it.
@@ -180,13 +210,26 @@ Tensor stats_forward(std::span<const Tensor> x, const Params& p) {
     T* po = kernels::out<T>(o);
     const auto m = static_cast<double>(l.m());
     for_channels(l, [&](std::int64_t, std::int64_t li, std::int64_t ci, std::int64_t base) {
-      double s = 0;
-      for (std::int64_t i = 0; i < l.n; ++i) s += kernels::sum_row(px + base + i * l.c * l.s, l.s);
-      const double mu = s / m;
-      double q = 0;  // two passes: the sum of squared deviations does not cancel as E[x²] - E[x]² does
-      for (std::int64_t i = 0; i < l.n; ++i) q += kernels::bn::sqdev(px + base + i * l.c * l.s, l.s, mu);
+      double mu = 0, var = 0;
+      if constexpr (std::is_same_v<T, float>) {
+        // One pass, in double, shifted by the channel's first value: the 53-bit sums keep the
+        // float32 result exact to rounding unless |mean - x0| exceeds about 1e4 standard deviations.
+        const double k = l.m() > 0 ? static_cast<double>(px[base]) : 0.0;
+        double s1 = 0, s2 = 0;
+        for (std::int64_t i = 0; i < l.n; ++i) kernels::bn::shifted_moments(px + base + i * l.c * l.s, l.s, k, s1, s2);
+        const double d = s1 / m;
+        mu = k + d, var = std::max(s2 / m - d * d, 0.0);
+      } else {
+        // float64: two passes, the sum of squared deviations, which does not cancel as E[x²] - E[x]² can.
+        double s = 0;
+        for (std::int64_t i = 0; i < l.n; ++i) s += kernels::sum_row(px + base + i * l.c * l.s, l.s);
+        mu = s / m;
+        double q = 0;
+        for (std::int64_t i = 0; i < l.n; ++i) q += kernels::bn::sqdev(px + base + i * l.c * l.s, l.s, mu);
+        var = q / m;
+      }
       po[li * 2 * l.c + ci] = static_cast<T>(mu);
-      po[(li * 2 + 1) * l.c + ci] = static_cast<T>(q / m);
+      po[(li * 2 + 1) * l.c + ci] = static_cast<T>(var);
     });
     return 0;
   });
@@ -241,6 +284,7 @@ Tensor backward_forward(std::span<const Tensor> x, const Params& p) {
   expect_shape("batch_norm_backward", "grad_output", x[0], x[1].shape(), x[1]);
   expect_shape("batch_norm_backward", "stats", x[2], l.stats_shape(), x[1]);
   if (a.affine) expect_shape("batch_norm_backward", "weight", x[3], l.channel_shape(), x[1]);
+  if (a.sums) expect_shape("batch_norm_backward", "sums", x[4], l.stats_shape(), x[1]);
   Tensor o = empty(x[1].shape(), x[1].dtype());
   kernels::dispatch_float(x[1].dtype(), "batch_norm_backward", [&](auto tag) {
     using T = decltype(tag);
@@ -249,15 +293,28 @@ Tensor backward_forward(std::span<const Tensor> x, const Params& p) {
     const T* pw = a.affine ? kernels::in<T>(x[3]) : nullptr;
     T* po = kernels::out<T>(o);
     const auto m = static_cast<double>(l.m());
-    backward_sums(l, pdy, px, kernels::in<T>(x[2]), a.eps,
-                  [&](std::int64_t q, std::int64_t, std::int64_t, std::int64_t base, double mu, double inv, double s1, double s2) {
-                    // dx = w·inv·dy - (w·inv³·s2/M · (x - mu) + w·inv·s1/M)
-                    const double wi = (pw ? static_cast<double>(pw[q]) : 1.0) * inv;
-                    const T k = static_cast<T>(wi * inv * inv * s2 / m), e = static_cast<T>(wi * s1 / m);
-                    for (std::int64_t i = 0; i < l.n; ++i)
-                      kernels::bn::backward(pdy + base + i * l.c * l.s, px + base + i * l.c * l.s, po + base + i * l.c * l.s, l.s,
-                                            static_cast<T>(mu), static_cast<T>(wi), k, e);
-                  });
+    const T* ps = kernels::in<T>(x[2]);
+    // dx = w·inv·dy - (w·inv³·s2/M · (x - mu) + w·inv·s1/M), with s1 = sum(dy), s2 = sum(dy · (x - mu)).
+    auto emit = [&](std::int64_t q, std::int64_t base, double mu, double inv, double s1, double inv_s2) {
+      const double wi = (pw ? static_cast<double>(pw[q]) : 1.0) * inv;
+      const T k = static_cast<T>(wi * inv * inv_s2 / m), e = static_cast<T>(wi * s1 / m);
+      for (std::int64_t i = 0; i < l.n; ++i)
+        kernels::bn::backward(pdy + base + i * l.c * l.s, px + base + i * l.c * l.s, po + base + i * l.c * l.s, l.s,
+                              static_cast<T>(mu), static_cast<T>(wi), k, e);
+    };
+    if (a.sums) {  // the sums are given: [inv·s2; s1] per channel, as batch_norm_backward_reduce makes them
+      const T* pr = kernels::in<T>(x[4]);
+      for_channels(l, [&](std::int64_t q, std::int64_t li, std::int64_t ci, std::int64_t base) {
+        const double inv = 1.0 / std::sqrt(static_cast<double>(ps[(li * 2 + 1) * l.c + ci]) + a.eps);
+        emit(q, base, static_cast<double>(ps[li * 2 * l.c + ci]), inv, static_cast<double>(pr[(li * 2 + 1) * l.c + ci]),
+             static_cast<double>(pr[li * 2 * l.c + ci]));
+      });
+    } else {
+      backward_sums(l, pdy, px, ps, a.eps,
+                    [&](std::int64_t q, std::int64_t, std::int64_t, std::int64_t base, double mu, double inv, double s1, double s2) {
+                      emit(q, base, mu, inv, s1, inv * s2);
+                    });
+    }
     return 0;
   });
   return o;
@@ -321,16 +378,20 @@ Tensor xhat(const Tensor& x, const Tensor& stats, double eps, const View& v) {
   return mul(sub(x, row(stats, 0, v)), invstd(stats, eps, v));
 }
 
-Params attrs_params(std::int64_t rank, double eps, bool affine) { return Params::with_attrs(BatchNormAttrs{rank, eps, affine}); }
+Params attrs_params(std::int64_t rank, double eps, bool affine, bool sums = false) {
+  return Params::with_attrs(BatchNormAttrs{rank, eps, affine, sums});
+}
 
 Tensor bind_stats(const Tensor& x, std::int64_t rank) { return bind(batch_norm_stats_p, {x}, attrs_params(rank, 0, false)); }
 Tensor bind_train(const Tensor& x, const Tensor& stats, const Tensor& w, const Tensor& b, std::int64_t rank, double eps) {
   if (!w.defined()) return bind(batch_norm_train_p, {x, stats}, attrs_params(rank, eps, false));
   return bind(batch_norm_train_p, {x, stats, w, b}, attrs_params(rank, eps, true));
 }
-// w · D_x(dy); w undefined means 1.
-Tensor bind_backward(const Tensor& dy, const Tensor& x, const Tensor& stats, const Tensor& w, std::int64_t rank, double eps) {
+// w · D_x(dy); w undefined means 1. `sums`, when defined (with w only), is bind_reduce(dy, x, stats).
+Tensor bind_backward(const Tensor& dy, const Tensor& x, const Tensor& stats, const Tensor& w, std::int64_t rank, double eps,
+                     const Tensor& sums = {}) {
   if (!w.defined()) return bind(batch_norm_backward_p, {dy, x, stats}, attrs_params(rank, eps, false));
+  if (sums.defined()) return bind(batch_norm_backward_p, {dy, x, stats, w, sums}, attrs_params(rank, eps, true, true));
   return bind(batch_norm_backward_p, {dy, x, stats, w}, attrs_params(rank, eps, true));
 }
 Tensor bind_reduce(const Tensor& dy, const Tensor& x, const Tensor& stats, std::int64_t rank, double eps) {
@@ -368,13 +429,17 @@ Tensor train_jvp(int i, const Tensor& t, const Ctx& c) {
 std::vector<Tensor> train_vjp_all(const Tensor& ct, const Ctx& c, const std::vector<bool>& needed) {
   const auto& a = attrs(c);
   std::vector<Tensor> g(needed.size());
-  if (needed[0]) g[0] = bind_backward(ct, c.x[0], c.x[1], weight_of(c, 2), a.rank, a.eps);
+  // The channel sums of ct and ct · xhat: the weight's and bias's gradients, and (passed on) the
+  // sums that x's gradient needs too, so that dy and x are read once for both.
+  Tensor r;
   if (a.affine && (needed[2] || needed[3])) {
     const View v = view_of(c.shape(0), a.rank);
-    Tensor r = bind_reduce(ct, c.x[0], c.x[1], a.rank, a.eps);  // one pass for both
+    r = bind_reduce(ct, c.x[0], c.x[1], a.rank, a.eps);
     if (needed[2]) g[2] = reshape(slice(r, -2, 0, 1), v.l.channel_shape());
     if (needed[3]) g[3] = reshape(slice(r, -2, 1, 2), v.l.channel_shape());
   }
+  // (Not in bfloat16/float16, whose sums would be rounded to the half type on the way.)
+  if (needed[0]) g[0] = bind_backward(ct, c.x[0], c.x[1], weight_of(c, 2), a.rank, a.eps, is_half(ct.dtype()) ? Tensor() : r);
   return g;
 }
 

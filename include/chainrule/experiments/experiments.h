@@ -118,6 +118,14 @@ struct Interval {
   double mean = 0, lo = 0, hi = 0;
 };
 Interval bootstrap_mean_ci(const std::vector<double>& values, int resamples = 2000, std::uint64_t seed = 0x5eed);
+// The same percentile bootstrap for any statistic of independent groups of observations (networks
+// drawn per configuration, say): each resample draws, for every group g, sizes[g] indices into it
+// with replacement, and `statistic` maps those index lists to a number. `mean` is the statistic of
+// the data as drawn; resamples where it is NaN are left out. bootstrap_mean_ci is the case of one
+// group and the mean (it draws the same indices).
+using GroupIndices = std::vector<std::vector<std::size_t>>;
+Interval bootstrap_ci(const std::vector<std::size_t>& sizes, const std::function<double(const GroupIndices&)>& statistic,
+                      int resamples = 2000, std::uint64_t seed = 0x5eed);
 
 // Aggregates the Results of one experiment run with different seeds (in order): tables cell-wise
 // (a numeric cell that varies becomes "mean [lo, hi]"; cells equal over seeds stay), plot series

@@ -48,7 +48,14 @@ struct TrainConfig {
   bool drop_last = false;
   bool augment = true;          // random horizontal flips and shifts of image data (no effect otherwise)
   int shift = -1;               // largest shift in pixels (0: flips only; < 0: the recipe's, kConvRecipeShift or 0)
+  // Classify each test image by the mean of the class probabilities of the image and its mirror
+  // image (test-time flips; only for image classification). < 0: the recipe's (on for the conv
+  // classifiers, which train on flipped images too; off otherwise).
+  int eval_flips = -1;
   DType dtype = DType::f32;
+  // "bf16": Linear layers compute on bfloat16 GEMM operands with float32 accumulation, float32
+  // master weights and optimizer state (nn/autocast.h); "f32": no autocast. Kept for --resume.
+  std::string precision = "f32";
   // Data-parallel runs: the number of processes. `batch` is then per process, and the run sees
   // the batches of a one-process run with batch·world_size. A resumed run needs the same number.
   std::int64_t world_size = 1;
@@ -141,7 +148,10 @@ struct Evaluation {
   double psnr = std::numeric_limits<double>::quiet_NaN(), input_psnr = std::numeric_limits<double>::quiet_NaN();
 };
 // Mean loss and accuracy (or PSNR) of the model (in eval mode, no graph) over a data set, in chunks.
-Evaluation evaluate(Module& model, const data::Dataset& data, std::int64_t chunk = 1000);
+// With `flips` (classification of images): the prediction for each image is the mean of the class
+// probabilities of the image and of its mirror image (left to right), and the loss is that
+// mixture's negative log-likelihood.
+Evaluation evaluate(Module& model, const data::Dataset& data, std::int64_t chunk = 1000, bool flips = false);
 
 struct RunOptions {
   std::string out_dir;                // must be set; created if missing
@@ -172,7 +182,8 @@ struct TrainResult {
   std::vector<EpochMetrics> epochs;  // every epoch of the run, also those before a resume
   bool finished = false;             // false when stopped by stop_after
   std::int64_t steps = 0;
-  Evaluation test;                   // when finished
+  Evaluation test;                   // when finished (with the test-time flips of config.eval_flips)
+  Evaluation test_single;            // when finished and config.eval_flips: the test set without them
   double train_loss = 0;             // of the last epoch
   double seconds = 0;                // this process's training and evaluation time
   double train_seconds = 0;          // in training steps (this process)

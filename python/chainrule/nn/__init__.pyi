@@ -200,6 +200,8 @@ class TrainConfig:
     drop_last: bool
     augment: bool
     shift: int
+    eval_flips: int
+    precision: str
     dtype: DType
     def __init__(self) -> None: ...
     def json(self) -> str: ...
@@ -231,6 +233,7 @@ class TrainResult:
     finished: bool
     steps: int
     test: Evaluation
+    test_single: Evaluation
     train_loss: float
     seconds: float
     train_seconds: float
@@ -242,7 +245,7 @@ def recommended_model(data: str, features: int, classes: int) -> str: ...
 def read_run_config(dir: str) -> TrainConfig: ...
 def train_step(model: Module, optimizer: Optimizer, x: Tensor, target: Tensor,
                loss: Union[str, Callable[[Tensor, Tensor], Tensor]] = "cross_entropy", clip: float = 0.0) -> Tuple[Tensor, Tensor]: ...
-def evaluate(model: Module, dataset: Dataset, chunk: int = 1000) -> Evaluation: ...
+def evaluate(model: Module, dataset: Dataset, chunk: int = 1000, flips: bool = False) -> Evaluation: ...
 def train(data: str = "fashion-mnist", model: str = "", *, splits: Optional[Splits] = None,
           out_dir: Optional[Union[str, os.PathLike]] = None, verbose: bool = True, progress: Optional[bool] = None,
           on_epoch: Optional[Callable[[EpochMetrics], None]] = None,
