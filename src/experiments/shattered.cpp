@@ -280,7 +280,7 @@ Result run_shattered(const Options& opts) {
   r.title = "shattered gradients: gradient correlation against depth, plain against residual networks";
   // At least 50 networks per configuration in the full version (the statistics of networks at
   // initialisation); the quick one is the CTest.
-  const int nets = opts.quick ? 8 : 50;
+  const int nets = opts.quick ? 20 : 50;
   const int counted = opts.quick ? 4 : 10;  // networks whose kinks are counted: thousands of units per layer
   const std::vector<int> depths = opts.quick ? std::vector<int>{1, 2, 3, 4, 6, 8, 12, 16}
                                              : std::vector<int>{1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 50};
