@@ -283,3 +283,30 @@ TEST(TrainStep, TrainerRunsTheBenchmarkedStep) {
     EXPECT_EQ(want[i].second.to_vector<float>(), got[i].second.to_vector<float>()) << want[i].first;
   }
 }
+
+// A time budget shortens a run after its second epoch (never lengthens it), and the shortened
+// length is what the run directory keeps for a resume.
+TEST(Train, TimeBudgetShortensTheRunAfterTheSecondEpoch) {
+  TrainConfig c = spirals_config();
+  c.epochs = 6;
+  c.time_budget = 1e-6;  // already spent: the run stops after its second epoch
+  RunDir a("chainrule_train_budget"), b("chainrule_train_budget_ref"), big("chainrule_train_budget_big");
+  std::vector<std::string> messages;
+  TrainResult r = train(c, spirals(), {.out_dir = a.str(), .on_message = [&](const std::string& m) { messages.push_back(m); }});
+  EXPECT_EQ(r.epochs.size(), 2u);
+  EXPECT_EQ(r.config.epochs, 2);
+  EXPECT_TRUE(r.finished);
+  ASSERT_EQ(messages.size(), 1u);
+  EXPECT_NE(messages[0].find("training 2 epochs instead of 6"), std::string::npos) << messages[0];
+  EXPECT_EQ(read_run_config(a.str()).epochs, 2);  // a resume continues the shortened run
+  // Its first two epochs are those of the unbudgeted run (the budget acts only after them).
+  c.time_budget = 0;
+  c.epochs = 6;
+  RunOptions stop{.out_dir = b.str()};
+  stop.stop_after = r.steps;
+  TrainResult ref = train(c, spirals(), stop);
+  ASSERT_EQ(ref.epochs.size(), 2u);
+  EXPECT_EQ(ref.epochs[1].train_loss, r.epochs[1].train_loss);
+  c.time_budget = 1e9;
+  EXPECT_EQ(train(c, spirals(), {.out_dir = big.str()}).epochs.size(), 6u);
+}

@@ -949,6 +949,7 @@ as attributes, after super().__init__(), as in PyTorch.)doc");
       .def_readwrite("shift", &nn::TrainConfig::shift)
       .def_readwrite("eval_flips", &nn::TrainConfig::eval_flips)
       .def_readwrite("precision", &nn::TrainConfig::precision)
+      .def_readwrite("time_budget", &nn::TrainConfig::time_budget)
       .def_property("dtype", [](const nn::TrainConfig& c) { return c.dtype; }, [](nn::TrainConfig& c, py::object d) { c.dtype = dtype_arg(d); })
       .def("json", &nn::TrainConfig::json)
       .def_static("from_json", &nn::TrainConfig::from_json, py::arg("json"))

@@ -130,6 +130,7 @@ void validate_train_args(const CLI::App* cmd, const TrainArgs& a) {
           "in [0, 1]");
   require(cmd, "--clip", finite(c.clip) && c.clip >= 0, c.clip, "a finite number >= 0 (0: off)");
   require(cmd, "--shift", c.shift >= 0 && c.shift <= 1000, c.shift, "an integer in [0, 1000]");
+  require(cmd, "--time-budget", finite(c.time_budget) && c.time_budget >= 0, c.time_budget, "a finite number of seconds >= 0 (0: none)");
   require(cmd, "--batch", c.batch >= 1, static_cast<double>(c.batch), "a positive integer");
   require(cmd, "--epochs", c.epochs >= 1 && c.epochs <= 1000000, static_cast<double>(c.epochs), "an integer in [1, 1000000]");
   require(cmd, "--checkpoint-every", a.checkpoint_every >= 0, static_cast<double>(a.checkpoint_every), "an integer >= 0 (0: epoch ends only)");
@@ -173,6 +174,10 @@ void add_train(CLI::App& app, int& exit_code) {
                 "Classify each test image by the mean prediction for it and its mirror image (default: on for the resnet and "
                 "densenet recipes, off otherwise)");
   cmd->add_flag("--no-eval-flips", a->no_eval_flips, "Classify each test image as it is")->excludes("--eval-flips");
+  cmd->add_option("--time-budget", a->c.time_budget,
+                  fmt::format("Seconds the run may take: after the second epoch, train fewer epochs if the pace so far would exceed "
+                              "it (0: none; default: {} for the resnet and densenet recipes without --epochs, 0 otherwise)",
+                              nn::kConvRecipeBudget));
   cmd->add_option("--batch", a->c.batch, "Batch size")->capture_default_str();
   cmd->add_option("--epochs", a->c.epochs,
                   fmt::format("Epochs (default: the recipe's, {} for the mlp recipe on Fashion-MNIST, 30 for spirals, 50 for regression, 20 otherwise)", nn::kRecommendedEpochs));

@@ -39,7 +39,7 @@ std::string TrainConfig::json() const {
                       {"opt", opt},       {"lr", lr},             {"weight_decay", weight_decay},
                       {"momentum", momentum}, {"schedule", schedule}, {"warmup", warmup}, {"clip", clip}, {"label_smoothing", label_smoothing},
                       {"batch", batch},   {"epochs", epochs},     {"seed", seed},         {"drop_last", drop_last}, {"augment", augment}, {"shift", shift},
-                      {"eval_flips", eval_flips}, {"precision", precision}, {"dtype", std::string(dtype_name(dtype))}};
+                      {"eval_flips", eval_flips}, {"time_budget", time_budget}, {"precision", precision}, {"dtype", std::string(dtype_name(dtype))}};
   if (world_size != 1) j["world_size"] = world_size;  // absent in one-process runs, as before
   return j.dump();
 }
@@ -56,7 +56,8 @@ TrainConfig TrainConfig::from_json(const std::string& text) {
     c.augment = j.at("augment");
     c.shift = j.at("shift");
     c.eval_flips = j.value("eval_flips", 0);
-    c.precision = j.value("precision", std::string("f32"));  // runs saved before it was kept were float32  // runs saved before test-time flips existed had none
+    c.precision = j.value("precision", std::string("f32"));
+    c.time_budget = j.value("time_budget", 0.0);  // runs saved before it was kept were float32  // runs saved before test-time flips existed had none
     c.dtype = j.at("dtype").get<std::string>() == "float64" ? DType::f64 : DType::f32;
     c.world_size = j.value("world_size", std::int64_t{1});
   } catch (const nlohmann::json::exception& e) {
@@ -358,6 +359,8 @@ void fill_defaults(TrainConfig& c, const data::Splits& s) {
   if (c.weight_decay < 0) c.weight_decay = c.opt == "sgd" ? 5e-4 : c.opt == "adamw" ? 0.05 : 0.0;
   if (c.label_smoothing < 0) c.label_smoothing = fashion ? 0.1 : 0.0;
   if (c.label_smoothing > 1) throw ValueError(fmt::format("--label-smoothing must be in [0, 1], got {}", c.label_smoothing));
+  if (c.time_budget < 0) c.time_budget = recipe_epochs > 0 && c.epochs == 0 && s.train.num_classes > 0 ? kConvRecipeBudget : 0;
+  if (!std::isfinite(c.time_budget)) throw ValueError(fmt::format("--time-budget must be finite, got {}", c.time_budget));
   if (c.epochs == 0 && recipe_epochs > 0) c.epochs = recipe_epochs;
   if (c.epochs == 0) c.epochs = fashion ? kRecommendedEpochs : spirals ? 30 : regression ? 50 : 20;
   if (c.batch <= 0) throw ValueError(fmt::format("--batch must be positive, got {}", c.batch));
@@ -797,10 +800,32 @@ class Run {
     m.val_loss = v.loss, m.val_accuracy = v.accuracy;
     m.seconds = secs, m.samples_per_second = secs > 0 ? epoch_samples / secs : 0;
     history_.push_back(m);
+    if (epoch == 1 && first == 0 && history_.size() == 2) fit_time_budget(seconds_since(t_epoch), v.count);
     save_checkpoint();
     if (writer_) write_metrics_file(opts_.out_dir, history_);
     if (opts_.on_epoch && writer_) opts_.on_epoch(m);
     return !stop_requested();
+  }
+
+  // After the second epoch of a fresh one-process run with a time budget: the epochs that fit in
+  // it at the pace of that epoch (its training and validation), keeping room for the final test
+  // (with test-time flips, three passes over the test set, each costing what validation did per
+  // example). The second epoch, not the first: the first pays for planning the kernels.
+  void fit_time_budget(double epoch_seconds, std::int64_t val_count) {
+    if (config_.time_budget <= 0 || world_ > 1 || !writer_ || opts_.resume) return;
+    const double val_seconds = epoch_seconds - history_.back().seconds;
+    const double per_example = val_count > 0 ? val_seconds / static_cast<double>(val_count) : 0;
+    const double test_seconds = (config_.eval_flips > 0 ? 3 : 1) * per_example * static_cast<double>(test_set_.size());
+    const double left = config_.time_budget - seconds_since(t_start_) - test_seconds;
+    const auto fit = 2 + static_cast<std::int64_t>(std::floor(std::max(left, 0.0) / epoch_seconds));
+    if (fit >= config_.epochs) return;
+    if (opts_.on_message)
+      opts_.on_message(fmt::format("time budget {:.0f} s: at {:.1f} s per epoch, {:.0f} s so far, training {} epochs instead of {} "
+                                   "(--epochs N trains exactly N)",
+                                   config_.time_budget, epoch_seconds, seconds_since(t_start_), fit, config_.epochs));
+    config_.epochs = fit;
+    schedule_ = make_schedule(config_, bpe_);
+    total_steps_ = config_.epochs * bpe_;
   }
 
   TrainResult result() {

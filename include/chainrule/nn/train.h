@@ -52,6 +52,11 @@ struct TrainConfig {
   // image (test-time flips; only for image classification). < 0: the recipe's (on for the conv
   // classifiers, which train on flipped images too; off otherwise).
   int eval_flips = -1;
+  // Wall-clock budget of the run in seconds: after the second epoch the run lowers `epochs` (never
+  // raises it) so that, at the pace measured so far, training and the final test end within it;
+  // the schedule then follows the new length (one process only). < 0: the recipe's
+  // (kConvRecipeBudget for the conv classifier recipes when --epochs is not given); 0: none.
+  double time_budget = -1;
   DType dtype = DType::f32;
   // "bf16": Linear layers compute on bfloat16 GEMM operands with float32 accumulation, float32
   // master weights and optimizer state (nn/autocast.h); "f32": no autocast. Kept for --resume.
@@ -80,6 +85,9 @@ std::string recommended_resnet(std::int64_t height, std::int64_t width, std::int
 inline constexpr std::int64_t kResNetEpochs = 25;
 inline constexpr double kConvRecipeLr = 0.1;
 inline constexpr int kConvRecipeShift = 2;
+// The conv recipe's time budget: the main job's 10 minutes, less the data loading and start-up
+// around nn::train and a margin for the estimate.
+inline constexpr double kConvRecipeBudget = 570;
 // `--model densenet`: a small DenseNet-BC (nn/densenet.h) for the data's images.
 inline constexpr const char* kDenseNetAlias = "densenet";
 std::string recommended_densenet(std::int64_t height, std::int64_t width, std::int64_t classes);

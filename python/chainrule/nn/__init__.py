@@ -85,7 +85,7 @@ def train(data="fashion-mnist", model="", *, splits=None, out_dir=None, verbose=
     in out_dir (model.safetensors, state.safetensors, metrics.jsonl; a new temporary directory by
     default). Keyword arguments are TrainConfig's fields (opt, lr, weight_decay, momentum,
     schedule, warmup, label_smoothing, clip, batch, epochs, seed, init, zero_residual, drop_last,
-    augment, shift, eval_flips, precision, dtype); `splits` (a chainrule.data.Splits) replaces loading `data` by name.
+    augment, shift, eval_flips, precision, time_budget, dtype); `splits` (a chainrule.data.Splits) replaces loading `data` by name.
 
     verbose prints the CLI's lines (one per epoch, the result); progress (default: when stderr is
     a terminal) draws its progress bar. on_epoch(EpochMetrics) and on_batch(step, steps, loss,

@@ -202,6 +202,7 @@ class TrainConfig:
     shift: int
     eval_flips: int
     precision: str
+    time_budget: float
     dtype: DType
     def __init__(self) -> None: ...
     def json(self) -> str: ...
