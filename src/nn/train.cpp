@@ -800,33 +800,40 @@ class Run {
     m.val_loss = v.loss, m.val_accuracy = v.accuracy;
     m.seconds = secs, m.samples_per_second = secs > 0 ? epoch_samples / secs : 0;
     history_.push_back(m);
-    if (epoch == 1 && first == 0 && history_.size() == 2) fit_time_budget(seconds_since(t_epoch), v.count);
+    fit_time_budget(epoch, first == 0, seconds_since(t_epoch), v.count);
     save_checkpoint();
     if (writer_) write_metrics_file(opts_.out_dir, history_);
     if (opts_.on_epoch && writer_) opts_.on_epoch(m);
     return !stop_requested();
   }
 
-  // After the second epoch of a fresh one-process run with a time budget: the epochs that fit in
-  // it at the pace of that epoch (its training and validation), keeping room for the final test
-  // (with test-time flips, three passes over the test set, each costing what validation did per
-  // example). The second epoch, not the first: the first pays for planning the kernels.
-  void fit_time_budget(double epoch_seconds, std::int64_t val_count) {
-    if (config_.time_budget <= 0 || world_ > 1 || !writer_ || opts_.resume) return;
+  // A fresh one-process run with a time budget, at the end of each of its epochs from the second
+  // to the end of its first third: the epochs that fit in the budget at the mean pace of the
+  // epochs since the first (training and validation; the first also pays for planning the
+  // kernels), keeping room for the final test (with test-time flips, three passes over the test
+  // set, each costing per example what validation did). Only ever fewer epochs, and only early,
+  // so that the schedule's change of length comes while the learning rate is still high.
+  void fit_time_budget(std::int64_t epoch, bool whole_epoch, double epoch_seconds, std::int64_t val_count) {
+    if (config_.time_budget <= 0 || world_ > 1 || !writer_ || opts_.resume || !whole_epoch) return;
+    if (epoch > 0) budget_paces_.push_back(epoch_seconds);
+    if (epoch < 1 || 3 * (epoch + 1) > config_.epochs) return;
+    double pace = 0;
+    for (double s : budget_paces_) pace += s / static_cast<double>(budget_paces_.size());
     const double val_seconds = epoch_seconds - history_.back().seconds;
     const double per_example = val_count > 0 ? val_seconds / static_cast<double>(val_count) : 0;
     const double test_seconds = (config_.eval_flips > 0 ? 3 : 1) * per_example * static_cast<double>(test_set_.size());
     const double left = config_.time_budget - seconds_since(t_start_) - test_seconds;
-    const auto fit = 2 + static_cast<std::int64_t>(std::floor(std::max(left, 0.0) / epoch_seconds));
+    const auto fit = epoch + 1 + static_cast<std::int64_t>(std::floor(std::max(left, 0.0) / pace));
     if (fit >= config_.epochs) return;
     if (opts_.on_message)
       opts_.on_message(fmt::format("time budget {:.0f} s: at {:.1f} s per epoch, {:.0f} s so far, training {} epochs instead of {} "
                                    "(--epochs N trains exactly N)",
-                                   config_.time_budget, epoch_seconds, seconds_since(t_start_), fit, config_.epochs));
+                                   config_.time_budget, pace, seconds_since(t_start_), fit, config_.epochs));
     config_.epochs = fit;
     schedule_ = make_schedule(config_, bpe_);
     total_steps_ = config_.epochs * bpe_;
   }
+  std::vector<double> budget_paces_;  // fit_time_budget: the wall seconds of each epoch after the first
 
   TrainResult result() {
     result_.config = config_, result_.model_spec = spec_.str(), result_.model = model_;

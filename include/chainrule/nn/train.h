@@ -52,9 +52,10 @@ struct TrainConfig {
   // image (test-time flips; only for image classification). < 0: the recipe's (on for the conv
   // classifiers, which train on flipped images too; off otherwise).
   int eval_flips = -1;
-  // Wall-clock budget of the run in seconds: after the second epoch the run lowers `epochs` (never
-  // raises it) so that, at the pace measured so far, training and the final test end within it;
-  // the schedule then follows the new length (one process only). < 0: the recipe's
+  // Wall-clock budget of the run in seconds: from the second epoch to the end of the first third
+  // of the run, it lowers `epochs` (never raises it) so that, at the mean pace of the epochs after
+  // the first, training and the final test end within it; the schedule then follows the new
+  // length (one process only). < 0: the recipe's
   // (kConvRecipeBudget for the conv classifier recipes when --epochs is not given); 0: none.
   double time_budget = -1;
   DType dtype = DType::f32;
