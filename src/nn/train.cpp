@@ -811,10 +811,12 @@ class Run {
   // to the end of its first third: the epochs that fit in the budget at the mean pace of the
   // epochs since the first (training and validation; the first also pays for planning the
   // kernels), keeping room for the final test (with test-time flips, three passes over the test
-  // set, each costing per example what validation did). Only ever fewer epochs, and only early,
-  // so that the schedule's change of length comes while the learning rate is still high.
+  // set, each costing per example what validation did). Never more epochs than the run was given,
+  // and only early, so that the schedule's change of length comes while the learning rate is
+  // still high; a later, better estimate may give back epochs an earlier one took.
   void fit_time_budget(std::int64_t epoch, bool whole_epoch, double epoch_seconds, std::int64_t val_count) {
     if (config_.time_budget <= 0 || world_ > 1 || !writer_ || opts_.resume || !whole_epoch) return;
+    if (epoch == 0) budget_epochs_ = config_.epochs;
     if (epoch > 0) budget_paces_.push_back(epoch_seconds);
     if (epoch < 1 || 3 * (epoch + 1) > config_.epochs) return;
     double pace = 0;
@@ -823,8 +825,8 @@ class Run {
     const double per_example = val_count > 0 ? val_seconds / static_cast<double>(val_count) : 0;
     const double test_seconds = (config_.eval_flips > 0 ? 3 : 1) * per_example * static_cast<double>(test_set_.size());
     const double left = config_.time_budget - seconds_since(t_start_) - test_seconds;
-    const auto fit = epoch + 1 + static_cast<std::int64_t>(std::floor(std::max(left, 0.0) / pace));
-    if (fit >= config_.epochs) return;
+    const auto fit = std::min(budget_epochs_, epoch + 1 + static_cast<std::int64_t>(std::floor(std::max(left, 0.0) / pace)));
+    if (fit == config_.epochs) return;
     if (opts_.on_message)
       opts_.on_message(fmt::format("time budget {:.0f} s: at {:.1f} s per epoch, {:.0f} s so far, training {} epochs instead of {} "
                                    "(--epochs N trains exactly N)",
@@ -834,6 +836,7 @@ class Run {
     total_steps_ = config_.epochs * bpe_;
   }
   std::vector<double> budget_paces_;  // fit_time_budget: the wall seconds of each epoch after the first
+  std::int64_t budget_epochs_ = 0;    // and the epochs the run was given
 
   TrainResult result() {
     result_.config = config_, result_.model_spec = spec_.str(), result_.model = model_;

@@ -53,9 +53,9 @@ struct TrainConfig {
   // classifiers, which train on flipped images too; off otherwise).
   int eval_flips = -1;
   // Wall-clock budget of the run in seconds: from the second epoch to the end of the first third
-  // of the run, it lowers `epochs` (never raises it) so that, at the mean pace of the epochs after
-  // the first, training and the final test end within it; the schedule then follows the new
-  // length (one process only). < 0: the recipe's
+  // of the run, it sets `epochs` (at most the number given) so that, at the mean pace of the
+  // epochs after the first, training and the final test end within it; the schedule then follows
+  // the new length (one process only). < 0: the recipe's
   // (kConvRecipeBudget for the conv classifier recipes when --epochs is not given); 0: none.
   double time_budget = -1;
   DType dtype = DType::f32;
