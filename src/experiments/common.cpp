@@ -4,12 +4,13 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cctype>
 #include <cmath>
 #include <cstdlib>
 #include <fstream>
 #include <limits>
 #include <map>
-#include <regex>
+#include <optional>
 #include <sstream>
 
 #include <nlohmann/json.hpp>
@@ -354,6 +355,22 @@ void write_csv(const Result& r, const std::filesystem::path& path) {
 namespace {
 bool has_band(const Series& se) { return !se.lo.empty() && se.lo.size() == se.y.size() && se.hi.size() == se.y.size(); }
 
+// The "lc rgb '...'" or "lc N" of a gnuplot style, if it has one.
+std::optional<std::string> line_colour(const std::string& style) {
+  const auto at = style.find("lc ");
+  if (at == std::string::npos) return std::nullopt;
+  std::size_t end = at + 3;
+  if (style.compare(end, 5, "rgb '") == 0) {
+    const auto close = style.find('\'', end + 5);
+    if (close == std::string::npos) return std::nullopt;
+    end = close + 1;
+  } else {
+    while (end < style.size() && std::isdigit(static_cast<unsigned char>(style[end]))) ++end;
+    if (end == at + 3) return std::nullopt;
+  }
+  return style.substr(at, end - at);
+}
+
 std::string gp_quote(const std::string& s) {
   std::string q = "'";
   for (char c : s) q += c == '\'' ? std::string("''") : std::string(1, c);
@@ -409,9 +426,7 @@ std::string gnuplot_script(const Result& r, const std::filesystem::path& svg, co
       if (bands && style.find("lc ") == std::string::npos) style += fmt::format(" lc {}", k + 1);
       if (has_band(se)) {
         // The band takes its curve's colour.
-        std::smatch colour;
-        const std::string lc = std::regex_search(style, colour, std::regex("lc (rgb '[^']*'|[0-9]+)")) ? colour.str(0)
-                                                                                                     : fmt::format("lc {}", k + 1);
+        const std::string lc = line_colour(style).value_or(fmt::format("lc {}", k + 1));
         cmd += fmt::format("{}$d{}_{} using 1:3:4 with filledcurves fs transparent solid 0.2 noborder {} notitle", sep, p, k, lc);
       }
       cmd += fmt::format("{}$d{}_{} using 1:2 with {} title {}", has_band(se) ? ", \\\n     " : sep, p, k, style,
