@@ -79,3 +79,40 @@ TEST(Autocast, ARegressionStillTrains) {
 }
 
 }  // namespace
+
+// Conv2d under bf16 autocast: oneDNN multiplies bfloat16 roundings of the float32 operands, with
+// float32 accumulation and result, in the forward and in both backward convolutions.
+TEST(Autocast, Conv2dMultipliesBfloat16RoundingsAndReturnsFloat32) {
+  Generator gen(11);
+  nn::Conv2d conv(8, 16, {3, 3}, nn::Conv2dLayerOptions{.stride = {2, 2}, .padding = {1, 1}, .bias = false});
+  const Tensor w = randn({16, 8, 3, 3}, gen);
+  conv.weight = w.detach().requires_grad_();
+  const Tensor x = randn({4, 8, 10, 10}, gen).requires_grad_();
+  const Tensor r = randn({4, 16, 5, 5}, gen);  // the loss sum(y r): dy = r
+  const Tensor plain = conv.forward(x);
+  Tensor mixed;
+  {
+    nn::AutocastGuard guard(DType::bf16);
+    mixed = conv.forward(x);
+    sum(mul(mixed, r)).backward();
+  }
+  ASSERT_EQ(mixed.dtype(), DType::f32);
+  ASSERT_EQ(x.grad().dtype(), DType::f32);
+  ASSERT_EQ(conv.weight.grad().dtype(), DType::f32);
+  if (max(abs(sub(mixed, plain))).item() == 0) GTEST_SKIP() << "no bf16 convolution on this CPU: float32 products";
+  // The reference: float64 convolutions of the bfloat16-rounded operands.
+  auto rounded = [](const Tensor& t) { return cast(cast(t.detach(), DType::bf16), DType::f64); };
+  const Tensor x64 = rounded(x).requires_grad_(), w64 = rounded(w).requires_grad_();
+  Conv2dOptions o;
+  o.stride = {2, 2}, o.padding = {1, 1};
+  const Tensor y64 = conv2d(x64, w64, Tensor{}, o);
+  sum(mul(y64, rounded(r))).backward();
+  auto close = [](const Tensor& got, const Tensor& want, const char* what) {
+    const double gap = max(abs(sub(cast(got, DType::f64), want))).item(), scale = max(abs(want)).item();
+    EXPECT_LE(gap, 1e-5 * scale) << what;  // float32 accumulation of exact bf16 products
+  };
+  close(mixed, y64.detach(), "y");
+  close(x.grad(), x64.grad(), "dx");
+  close(conv.weight.grad(), w64.grad(), "dw");
+  EXPECT_GT(max(abs(sub(mixed, plain))).item(), 1e-3 * max(abs(plain)).item());  // not float32 products
+}

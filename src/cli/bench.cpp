@@ -16,6 +16,7 @@
 #include "chainrule/autodiff/transforms.h"
 #include "chainrule/autodiff/vmap.h"
 #include "chainrule/errors.h"
+#include "chainrule/nn/autocast.h"
 #include "chainrule/nn/init.h"
 #include "chainrule/nn/loss.h"
 #include "chainrule/nn/module.h"
@@ -56,6 +57,11 @@ const std::vector<BenchConfig>& bench_configs() {
 
 using Clock = std::chrono::steady_clock;
 
+// `--precision`: "f32", or "bf16" (the steps under nn::AutocastGuard(bf16), as `train --precision bf16`).
+std::optional<DType> autocast_of(const std::string& precision) {
+  return precision == "bf16" ? std::optional<DType>(DType::bf16) : std::nullopt;
+}
+
 double median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
   const std::size_t n = v.size();
@@ -94,7 +100,7 @@ double gemm_peak_gflops() {
 }
 
 struct Measurement {
-  std::string name, model;
+  std::string name, model, precision = "f32";
   std::int64_t batch = 0, weights = 0, parameters = 0;
   int threads = 0;
   double step_s = 0, forward_s = 0, grad_s = 0, jvp_s = 0;
@@ -129,9 +135,10 @@ struct StepSetup {
   }
 };
 
-Measurement measure(const BenchConfig& c, int threads, double min_seconds, bool compile) {
+Measurement measure(const BenchConfig& c, int threads, double min_seconds, bool compile, const std::string& precision) {
   set_threads(threads);
-  Measurement r{c.name, c.model, c.batch};
+  nn::AutocastGuard autocast(autocast_of(precision));
+  Measurement r{c.name, c.model, precision, c.batch};
   r.threads = threads;
   r.compiled = compile;
   StepSetup setup(c, compile);
@@ -176,8 +183,9 @@ Measurement measure(const BenchConfig& c, int threads, double min_seconds, bool 
 
 // `--profile`: the primitives' time in `steps` training steps after a few warm-up steps, as a
 // table; `trace` (when not empty) receives the Chrome trace of those steps.
-void profile_config(const BenchConfig& c, int threads, int steps, const std::string& trace, bool compile) {
+void profile_config(const BenchConfig& c, int threads, int steps, const std::string& trace, bool compile, const std::string& precision) {
   set_threads(threads);
+  nn::AutocastGuard autocast(autocast_of(precision));
   StepSetup setup(c, compile);
   for (int i = 0; i < 3; ++i) setup.step();
   const auto t0 = Clock::now();  // the same steps unprofiled, for the profiler's own cost
@@ -321,8 +329,9 @@ nlohmann::json run_elementwise(const std::vector<int>& thread_counts, double min
 // its own layouts: what oneDNN reaches on these shapes, the peak the step is measured against.
 // Returns null for a configuration without convolutions.
 nlohmann::json conv_share(const BenchConfig& c, int threads, double step_s, std::uint64_t step_madds, double min_seconds,
-                          bool compile) {
+                          bool compile, const std::string& precision) {
   set_threads(threads);
+  nn::AutocastGuard autocast(autocast_of(precision));
   StepSetup setup(c, compile);
   setup.step();  // plans every shape once
   kernels::clear_conv_plans();
@@ -330,7 +339,7 @@ nlohmann::json conv_share(const BenchConfig& c, int threads, double step_s, std:
   const auto plans = kernels::time_conv_plans(std::min(min_seconds, 0.2));
   if (plans.empty()) return nullptr;
   double call_s = 0, primitive_s = 0, madds = 0;
-  fmt::print("  {} convolutions per step ({} thread(s)): as called (with reorders) and oneDNN's primitive alone\n", c.name, threads);
+  fmt::print("  {} ({}) convolutions per step ({} thread(s)): as called (with reorders) and oneDNN's primitive alone\n", c.name, precision, threads);
   fmt::print("  {:<17} {:>22} {:>6} {:>5} {:>10} {:>10} {:>9}\n", "kind", "N C HxW -> O k s", "calls", "reord", "GFLOP/s", "alone", "share");
   nlohmann::json rows = nlohmann::json::array();
   for (const auto& p : plans) {
@@ -382,6 +391,7 @@ nlohmann::json run_matmul(const std::vector<int>& thread_counts, double min_seco
 struct BenchArgs {
   std::vector<std::string> configs;
   std::vector<int> threads;
+  std::vector<std::string> precisions;
   double min_time = 1.0;
   bool json = false, jacobians = false, per_example = false, elementwise = false, matmul = false, profile = false;
   bool no_compile = false;
@@ -438,26 +448,30 @@ void run_bench(const BenchArgs& a) {
   const bool compile = !a.no_compile;
   fmt::print("Training steps {} (--no-compile: {})\n", compile ? "compiled (traced once, replayed)" : "uncompiled",
              compile ? "uncompiled only" : "set");
-  fmt::print("{:<8} {:>7} {:>4} {:>11} {:>13} {:>8} {:>6} {:>10} {:>9} {:>10} {:>11}\n", "config", "batch", "thr", "step",
+  const std::vector<std::string> precisions = a.precisions.empty() ? std::vector<std::string>{"f32"} : a.precisions;
+  fmt::print("{:<8} {:>5} {:>7} {:>4} {:>11} {:>13} {:>8} {:>6} {:>10} {:>9} {:>10} {:>11}\n", "config", "prec", "batch", "thr", "step",
              "uncompiled", "GFLOP/s", "peak", "grad/fwd", "jvp/fwd", "peak MB", "needed MB");
   nlohmann::json configs = nlohmann::json::array();
-  for (const auto& c : chosen) {
+  for (const auto& c : chosen)
+  for (const auto& precision : precisions) {
     Measurement best;
     for (int t : thread_counts) {
-      Measurement m = measure(c, t, a.min_time, compile);
+      Measurement m = measure(c, t, a.min_time, compile, precision);
       if (best.threads == 0 || m.step_s < best.step_s) best = m;
     }
     const double gflops = 2.0 * static_cast<double>(best.step_madds) / best.step_s / 1e9;
-    fmt::print("{:<8} {:>7} {:>4} {:>8.1f} µs {:>10} {:>8.1f} {:>5.0f}% {:>10.2f} {:>9.2f} {:>10.1f} {:>11.1f}\n", best.name,
-               best.batch, best.threads, best.step_s * 1e6,
+    fmt::print("{:<8} {:>5} {:>7} {:>4} {:>8.1f} µs {:>10} {:>8.1f} {:>5.0f}% {:>10.2f} {:>9.2f} {:>10.1f} {:>11.1f}\n", best.name,
+               best.precision, best.batch, best.threads, best.step_s * 1e6,
                compile ? fmt::format("{:.1f} µs", best.uncompiled_step_s * 1e6) : std::string("-"), gflops, 100 * gflops / peak, best.grad_s / best.forward_s,
                best.jvp_s / best.forward_s, static_cast<double>(best.peak_bytes) / 1e6,
                static_cast<double>(best.needed_bytes) / 1e6);
     std::fflush(stdout);
     if (a.profile)
-      profile_config(c, best.threads, a.profile_steps, chosen.size() == 1 ? a.trace : trace_path(a.trace, c.name), compile);
-    nlohmann::json convs = conv_share(c, best.threads, best.step_s, best.step_madds, a.min_time, compile);
-    configs.push_back({{"convolutions", convs}, {"name", best.name}, {"model", best.model}, {"batch", best.batch}, {"threads", best.threads},
+      profile_config(c, best.threads, a.profile_steps,
+                     chosen.size() * precisions.size() == 1 ? a.trace : trace_path(a.trace, c.name + (precisions.size() > 1 ? "-" + precision : "")),
+                     compile, precision);
+    nlohmann::json convs = conv_share(c, best.threads, best.step_s, best.step_madds, a.min_time, compile, precision);
+    configs.push_back({{"convolutions", convs}, {"name", best.name}, {"model", best.model}, {"precision", best.precision}, {"batch", best.batch}, {"threads", best.threads},
                        {"step_us", best.step_s * 1e6}, {"compiled", best.compiled},
                        {"uncompiled_step_us", compile ? nlohmann::json(best.uncompiled_step_s * 1e6) : nlohmann::json()},
                        {"gflops", gflops}, {"peak_fraction", gflops / peak},
@@ -500,6 +514,11 @@ void add_bench_command(CLI::App& app, int& exit_code) {
   auto* cmd = app.add_subcommand("bench", "Time training steps, forward, gradient and JVP on the benchmark networks");
   cmd->add_option("--config", args->configs, "Configurations (tiny, small, fmnist, wide, resmlp, resnet8, resnet20; default: all)")->delimiter(',');
   cmd->add_option("--threads", args->threads, "Thread counts to try; the fastest is reported (default: 1,2)")->delimiter(',');
+  cmd->add_option("--precision", args->precisions,
+                  "Precisions to time each configuration in, one row each: f32, bf16 (mixed: under bf16 autocast, as `train "
+                  "--precision bf16`; default: f32)")
+      ->delimiter(',')
+      ->check(CLI::IsMember({"f32", "bf16"}));
   cmd->add_option("--min-time", args->min_time, "Seconds to repeat each measurement for (the median is reported)")
       ->capture_default_str();
   cmd->add_flag("--jacobian", args->jacobians, "Also time jacobian() of f: R^n -> R^m for (16, 4096), (4096, 16), (1024, 1024)");

@@ -78,7 +78,7 @@ struct PlanKeyHash {
     const ConvShape& s = k.s;
     std::size_t h = static_cast<std::size_t>(k.kind) * 31 + static_cast<std::size_t>(k.threads);
     for (std::int64_t v : {s.n, s.c, s.h, s.w, s.o, s.kh, s.kw, s.oh, s.ow, s.stride[0], s.stride[1], s.pad_begin[0], s.pad_begin[1],
-                           s.pad_end[0], s.pad_end[1], s.dilation[0], s.dilation[1], s.groups})
+                           s.pad_end[0], s.pad_end[1], s.dilation[0], s.dilation[1], s.groups, std::int64_t{s.bf16}})
       h = h * 1000003u ^ static_cast<std::size_t>(v);
     return h;
   }
@@ -139,12 +139,21 @@ std::unique_ptr<Plan> make_plan(const PlanKey& key) {
   const dnnl::memory::dims pl{s.pad_begin[0], s.pad_begin[1]}, pr{s.pad_end[0], s.pad_end[1]};
   const md src_plain(src, f32, tag::nchw), dst_plain(dst, f32, tag::nchw);
   const md wei_plain(wei, f32, s.groups == 1 ? tag::oihw : tag::goihw);
-  const md src_any(src, f32, tag::any), dst_any(dst, f32, tag::any), wei_any(wei, f32, tag::any);
+  // Mixed precision: the two inputs of each primitive in bfloat16 (the reorders from the plain
+  // float32 buffers round them), its output in float32.
+  const auto in = s.bf16 ? dnnl::memory::data_type::bf16 : f32;
+  const bool bwd_data = key.kind == Kind::BackwardData, bwd_weights = key.kind == Kind::BackwardWeights;
+  const md src_any(src, bwd_data ? f32 : in, tag::any), wei_any(wei, bwd_weights ? f32 : in, tag::any);
+  const md dst_any(dst, key.kind == Kind::Forward ? f32 : in, tag::any);
   const auto algo = dnnl::algorithm::convolution_direct;
 
   auto plan = std::make_unique<Plan>();
+  // The forward descriptor; for a backward plan, the hint oneDNN wants, in the input type alone.
+  const md hint_dst(dst, in, tag::any);
   dnnl::convolution_forward::primitive_desc fwd(
-      {dnnl::prop_kind::forward_training, algo, src_any, wei_any, dst_any, strides, dil, pl, pr}, engine());
+      {dnnl::prop_kind::forward_training, algo, md(src, in, tag::any), md(wei, in, tag::any), key.kind == Kind::Forward ? dst_any : hint_dst,
+       strides, dil, pl, pr},
+      engine());
   auto fast = [](const char* impl) { return std::string_view(impl).substr(0, 3) != "ref"; };
   switch (key.kind) {
     case Kind::Forward:
@@ -196,12 +205,18 @@ bool run_dnnl(Kind kind, const ConvShape& s, const float* a, const float* b, flo
     try {
       plan = make_plan(key);
     } catch (const dnnl::error& e) {
-      throw Error(fmt::format("conv2d: oneDNN cannot plan a {}x{}x{}x{} input with a {}x{}x{}x{} kernel: {}", s.n, s.c, s.h, s.w, s.o,
+      if (s.bf16) plan = std::make_unique<Plan>();  // no bf16 convolution here: unusable, so float32 below
+      else throw Error(fmt::format("conv2d: oneDNN cannot plan a {}x{}x{}x{} input with a {}x{}x{}x{} kernel: {}", s.n, s.c, s.h, s.w, s.o,
                               s.c / s.groups, s.kh, s.kw, e.what()));
     }
     it = t.cache.emplace(key, std::move(plan)).first;
   }
   Plan& plan = *it->second;
+  if (!plan.usable && s.bf16) {  // no bf16 kernel on this CPU: float32 products
+    ConvShape f = s;
+    f.bf16 = false;
+    return run_dnnl(kind, f, a, b, out);
+  }
   if (!plan.usable) return false;
   ++plan.calls;
   plan.run(t.stream, a, b, out);

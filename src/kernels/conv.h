@@ -15,6 +15,7 @@ struct ConvShape {
   std::int64_t oh, ow;
   std::array<std::int64_t, 2> stride, pad_begin, pad_end, dilation;
   std::int64_t groups;
+  bool bf16 = false;  // float32 buffers, bfloat16 products (Conv2dOptions::bf16)
   bool operator==(const ConvShape&) const = default;
 };
 

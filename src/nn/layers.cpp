@@ -368,6 +368,15 @@ Tensor image_or_batch(const std::string& who, std::int64_t channels, const Tenso
 std::string pair_str(std::array<std::int64_t, 2> a) { return fmt::format("({}, {})", a[0], a[1]); }
 }  // namespace
 
+namespace {
+// Mixed precision for convolutions (nn/autocast.h): under bf16 autocast, float32 operands are
+// multiplied in bfloat16 inside the kernel (Conv2dOptions::bf16), the result stays float32, so
+// no cast passes are needed around the call. f16 autocast leaves convolutions in float32.
+bool bf16_products(const Tensor& x, const Tensor& weight) {
+  return autocast_dtype() == DType::bf16 && x.dtype() == DType::f32 && weight.dtype() == DType::f32;
+}
+}  // namespace
+
 Conv2d::Conv2d(std::int64_t in, std::int64_t out, std::array<std::int64_t, 2> k, Conv2dLayerOptions opts)
     : in_channels(in), out_channels(out), kernel_size(k), options(opts) {
   if (in <= 0 || out <= 0 || k[0] <= 0 || k[1] <= 0 || opts.groups <= 0 || in % opts.groups != 0 || out % opts.groups != 0)
@@ -388,6 +397,7 @@ Tensor Conv2d::forward(const Tensor& x) {
   o.dilation = options.dilation;
   o.groups = options.groups;
   o.same_padding = options.same_padding;
+  o.bf16 = bf16_products(x, weight);
   return image_or_batch(repr(), in_channels, x, [&](const Tensor& b) { return conv2d(b, weight, bias, o); });
 }
 
@@ -418,6 +428,7 @@ Tensor ConvTranspose2d::forward(const Tensor& x) {
   o.output_padding = options.output_padding;
   o.dilation = options.dilation;
   o.groups = options.groups;
+  o.bf16 = bf16_products(x, weight);
   return image_or_batch(repr(), in_channels, x, [&](const Tensor& b) { return conv_transpose2d(b, weight, bias, o); });
 }
 

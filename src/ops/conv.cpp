@@ -134,7 +134,7 @@ struct ConvGeom {
 
   kernels::ConvShape kernel_shape(std::int64_t n) const {
     return {n, c, win.h, win.w, o, win.kh, win.kw, win.oh(), win.ow(), win.o.stride, win.o.padding,
-            {win.o.padding[0] + win.extra[0], win.o.padding[1] + win.extra[1]}, win.o.dilation, win.o.groups};
+            {win.o.padding[0] + win.extra[0], win.o.padding[1] + win.extra[1]}, win.o.dilation, win.o.groups, win.o.bf16};
   }
   Shape image() const { return {c, win.h, win.w}; }
   Shape output() const { return {o, win.oh(), win.ow()}; }
@@ -562,6 +562,7 @@ ConvGeom transpose_geometry(const Tensor& x, const Tensor& weight, const Tensor&
   co.stride = o.stride;
   co.padding = o.padding;
   co.dilation = o.dilation;
+  co.bf16 = o.bf16;
   const Window win{oh, ow, ws[2], ws[3], co, {0, 0}};  // the conv2d whose adjoint this is: oh x ow -> h x w
   validate("conv_transpose2d", win);
   return ConvGeom{win, out_c, c_in};

@@ -16,6 +16,10 @@ struct Conv2dOptions {
   std::int64_t groups = 1;    // conv2d: channels split into this many independent groups
   bool same_padding = false;  // conv2d: PyTorch's padding="same" (stride 1; replaces `padding`;
                               // an odd total puts the extra row/column at the bottom/right)
+  // Mixed precision (nn::AutocastGuard(bf16) sets it in nn::Conv2d): float32 operands are rounded
+  // to bfloat16 inside the kernel, products accumulate and the result is returned in float32; the
+  // derivatives' convolutions do the same. Float32 where the CPU lacks AVX512-BF16; float64 ignores it.
+  bool bf16 = false;
 };
 
 // conv_transpose2d: the adjoint of conv2d with the same stride, padding, dilation and groups;
@@ -26,6 +30,7 @@ struct ConvTranspose2dOptions {
   std::array<std::int64_t, 2> output_padding{0, 0};
   std::array<std::int64_t, 2> dilation{1, 1};
   std::int64_t groups = 1;
+  bool bf16 = false;  // as Conv2dOptions::bf16
 };
 
 // x [..., C, H, W] -> columns [..., C*kH*kW, oH*oW] (PyTorch's unfold). Linear; its adjoint is fold.
