@@ -5,7 +5,9 @@
 #include <cmath>
 
 #include "chainrule/autodiff/check.h"
+#include "chainrule/autodiff/vmap.h"
 #include "chainrule/chainrule.h"
+#include "chainrule/nn/nn.h"
 
 using namespace chainrule;
 
@@ -222,3 +224,65 @@ TEST(Conv2d, PerExampleWeightGradientsEqualALoopOfGrad) {
     }
   }
 }
+
+namespace {
+// Channels-last (Conv2dOptions::channels_last) in float32 runs oneDNN on NHWC buffers directly; it
+// must agree with the NCHW convolution of the permuted tensors, forward and both gradients, and
+// under vmap (per-example weights fold into the groups, per-example images into the batch).
+TEST(ConvChannelsLast, Float32AgreesWithNchwForwardGradientsAndVmap) {
+  Generator g(21);
+  for (std::int64_t groups : {1, 2}) {
+    SCOPED_TRACE(groups);
+    Conv2dOptions nchw;
+    nchw.stride = {2, 1}, nchw.padding = {1, 1}, nchw.groups = groups;
+    Conv2dOptions nhwc = nchw;
+    nhwc.channels_last = true;
+    const Tensor x = randn({5, 8, 9, 7}, g).requires_grad_(), w = randn({12, 8 / groups, 3, 3}, g).requires_grad_();
+    const Tensor b = randn({12}, g).requires_grad_();
+    const Tensor xl = permute(x.detach(), {0, 2, 3, 1}).requires_grad_(), wl = w.detach().requires_grad_(), bl = b.detach().requires_grad_();
+    const Tensor y = conv2d(x, w, b, nchw), yl = conv2d(xl, wl, bl, nhwc);
+    ASSERT_EQ(yl.shape(), Shape({5, 5, 7, 12}));
+    EXPECT_LT(max_abs_diff(permute(yl, {0, 3, 1, 2}), y), 1e-4);
+    const Tensor r = randn(y.shape(), g);
+    sum(mul(y, r)).backward();
+    sum(mul(yl, permute(r, {0, 2, 3, 1}))).backward();
+    EXPECT_LT(max_abs_diff(permute(xl.grad(), {0, 3, 1, 2}), x.grad()), 1e-4);
+    EXPECT_LT(max_abs_diff(wl.grad(), w.grad()), 1e-3);
+    EXPECT_LT(max_abs_diff(bl.grad(), b.grad()), 1e-3);
+    // vmap over per-example weights and images: each slice is its own channels-last conv.
+    const Tensor ws = randn({3, 12, 8 / groups, 3, 3}, g), xs = randn({3, 2, 9, 7, 8}, g);
+    const Tensor batched = vmap([&](const Tensor& xi, const Tensor& wi) { return conv2d(xi, wi, Tensor{}, nhwc); }, {0, 0})(xs, ws);
+    for (std::int64_t k = 0; k < 3; ++k) {
+      const Tensor one = conv2d(squeeze(slice(xs, 0, k, k + 1), 0), squeeze(slice(ws, 0, k, k + 1), 0), Tensor{}, nhwc);
+      EXPECT_LT(max_abs_diff(squeeze(slice(batched, 0, k, k + 1), 0), one), 1e-4) << k;
+    }
+  }
+}
+
+// BatchNorm2d channels-last: the statistics over N, H and W of [N, H, W, C], the same output,
+// gradients and running statistics as on [N, C, H, W] (float32: its one-pass shifted statistics).
+TEST(ConvChannelsLast, BatchNorm2dAgreesWithNchw) {
+  Generator g(22);
+  nn::BatchNorm2d a(6), b(6);
+  b.channels_last = true;
+  a.weight = randn({6}, g).requires_grad_();
+  a.bias = randn({6}, g).requires_grad_();
+  b.weight = a.weight.detach().requires_grad_();
+  b.bias = a.bias.detach().requires_grad_();
+  const Tensor x = add(mul(randn({4, 6, 5, 3}, g), scalar_tensor(3.0)), scalar_tensor(50.0)).detach().requires_grad_();
+  const Tensor xl = permute(x.detach(), {0, 2, 3, 1}).requires_grad_();
+  const Tensor y = a.forward(x), yl = b.forward(xl);
+  EXPECT_LT(max_abs_diff(permute(yl, {0, 3, 1, 2}), y), 1e-4);
+  const Tensor r = randn(y.shape(), g);
+  sum(mul(y, r)).backward();
+  sum(mul(yl, permute(r, {0, 2, 3, 1}))).backward();
+  EXPECT_LT(max_abs_diff(permute(xl.grad(), {0, 3, 1, 2}), x.grad()), 1e-4);
+  EXPECT_LT(max_abs_diff(b.weight.grad(), a.weight.grad()), 1e-3);
+  EXPECT_LT(max_abs_diff(b.bias.grad(), a.bias.grad()), 1e-3);
+  EXPECT_LT(max_abs_diff(b.running_mean, a.running_mean), 1e-4);
+  EXPECT_LT(max_abs_diff(b.running_var, a.running_var), 1e-4);
+  a.eval(), b.eval();
+  EXPECT_LT(max_abs_diff(permute(b.forward(xl), {0, 3, 1, 2}), a.forward(x)), 1e-4);
+  EXPECT_THROW(b.forward(x), ShapeError);  // [N, C, H, W] given to a channels-last layer: C = 6 is not the last axis
+}
+}  // namespace

@@ -269,11 +269,12 @@ TEST(ResNet, ForwardAndBackwardShapesBothBlockKinds) {
       ASSERT_TRUE(p.grad().defined()) << n;
       EXPECT_EQ(p.grad().shape(), p.shape()) << n;
     }
-    // The stages halve the 28x28 image twice: 28 -> 14 -> 7 before the pooling.
+    // The stages halve the 28x28 image twice: 28 -> 14 -> 7 before the pooling (float32
+    // networks hold their activations channels-last inside: [N, H, W, C]).
     auto seq = std::dynamic_pointer_cast<Sequential>(m);
     Tensor h = x;
     for (std::size_t i = 0; i < seq->size() && seq->name(i) != "avgpool"; ++i) h = (*seq)[i]->forward(h);
-    EXPECT_EQ(h.shape(), Shape({4, 64, 7, 7}));
+    EXPECT_EQ(h.shape(), Shape({4, 7, 7, 64}));
     m->eval();
     Tensor logits = m->forward(x);
     EXPECT_EQ(logits.shape(), Shape({4, 10}));
@@ -378,4 +379,38 @@ TEST(ResNetRecipe, ModelResnetTrainsTheRecipesNetworkOnImagesOnly) {
   c.data = "spirals";
   EXPECT_THROW(train(c, flat, {.out_dir = dir.string()}), ValueError);
   std::filesystem::remove_all(dir);
+}
+
+// A float32 ResNet runs channels-last inside; the same weights in a float64 (NCHW) network give
+// the same logits, loss gradients and running statistics, for both block kinds.
+TEST(ResNet, ChannelsLastFloat32MatchesTheNchwNetwork) {
+  for (const char* spec : {"resnet:1x12x12-8x1-16x1-4", "resnet:1x12x12-8x1-16x1-4:pre"}) {
+    SCOPED_TRACE(spec);
+    auto m32 = build_model(spec, DType::f32);
+    auto m64 = build_model(spec, DType::f64);
+    Generator g(5);
+    init_model(*m64, g);
+    auto sd = m64->state_dict();
+    for (auto& [name, t] : sd) t = cast(t, t.dtype() == DType::f64 ? DType::f32 : t.dtype());
+    m32->load_state_dict(sd);
+    const Tensor x = randn({6, 144}, g, DType::f64);
+    const Tensor y = randint({6}, 4, g);
+    const Tensor out32 = m32->forward(cast(x, DType::f32)), out64 = m64->forward(x);
+    EXPECT_LT(max_abs_diff(cast(out32, DType::f64), out64), 1e-4);
+    cross_entropy(out32, y).backward();
+    cross_entropy(out64, y).backward();
+    auto p32 = m32->named_parameters(), p64 = m64->named_parameters();
+    ASSERT_EQ(p32.size(), p64.size());
+    for (std::size_t i = 0; i < p32.size(); ++i) {
+      const double scale = max(abs(p64[i].second.grad())).item();
+      EXPECT_LT(max_abs_diff(cast(p32[i].second.grad(), DType::f64), p64[i].second.grad()), 1e-4 * std::max(scale, 1.0)) << p32[i].first;
+    }
+    auto b32 = m32->state_dict(), b64 = m64->state_dict();
+    for (auto& [name, t] : b64) {
+      if (name.find("running_") == std::string::npos) continue;
+      EXPECT_LT(max_abs_diff(cast(b32.at(name), DType::f64), t), 1e-5) << name;
+    }
+    m32->eval(), m64->eval();
+    EXPECT_LT(max_abs_diff(cast(m32->forward(cast(x, DType::f32)), DType::f64), m64->forward(x)), 1e-4);
+  }
 }

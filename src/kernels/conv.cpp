@@ -63,6 +63,42 @@ struct Ref {
   }
 };
 
+// Channels-last on the reference path: NHWC <-> NCHW copies around the NCHW loops (float64 and
+// shapes without a fast oneDNN kernel only).
+template <class T>
+std::vector<T> to_nchw(const T* x, std::int64_t n, std::int64_t c, std::int64_t hw) {
+  std::vector<T> out(static_cast<std::size_t>(n * c * hw));
+  for (std::int64_t b = 0; b < n; ++b)
+    for (std::int64_t p = 0; p < hw; ++p)
+      for (std::int64_t ch = 0; ch < c; ++ch) out[static_cast<std::size_t>((b * c + ch) * hw + p)] = x[(b * hw + p) * c + ch];
+  return out;
+}
+template <class T>
+void from_nchw(const std::vector<T>& x, std::int64_t n, std::int64_t c, std::int64_t hw, T* out) {
+  for (std::int64_t b = 0; b < n; ++b)
+    for (std::int64_t p = 0; p < hw; ++p)
+      for (std::int64_t ch = 0; ch < c; ++ch) out[(b * hw + p) * c + ch] = x[static_cast<std::size_t>((b * c + ch) * hw + p)];
+}
+template <class T>
+void ref_forward(const ConvShape& s, const T* x, const T* w, T* y) {
+  if (!s.channels_last) return Ref<T>{s}.forward(x, w, y);
+  std::vector<T> out(static_cast<std::size_t>(s.n * s.o * s.oh * s.ow));
+  Ref<T>{s}.forward(to_nchw(x, s.n, s.c, s.h * s.w).data(), w, out.data());
+  from_nchw(out, s.n, s.o, s.oh * s.ow, y);
+}
+template <class T>
+void ref_backward_data(const ConvShape& s, const T* dy, const T* w, T* dx) {
+  if (!s.channels_last) return Ref<T>{s}.backward_data(dy, w, dx);
+  std::vector<T> out(static_cast<std::size_t>(s.n * s.c * s.h * s.w));
+  Ref<T>{s}.backward_data(to_nchw(dy, s.n, s.o, s.oh * s.ow).data(), w, out.data());
+  from_nchw(out, s.n, s.c, s.h * s.w, dx);
+}
+template <class T>
+void ref_backward_weights(const ConvShape& s, const T* x, const T* dy, T* dw) {
+  if (!s.channels_last) return Ref<T>{s}.backward_weights(x, dy, dw);
+  Ref<T>{s}.backward_weights(to_nchw(x, s.n, s.c, s.h * s.w).data(), to_nchw(dy, s.n, s.o, s.oh * s.ow).data(), dw);
+}
+
 // ---- oneDNN path ------------------------------------------------------------------------------
 
 enum class Kind : int { Forward, BackwardData, BackwardWeights };
@@ -78,7 +114,7 @@ struct PlanKeyHash {
     const ConvShape& s = k.s;
     std::size_t h = static_cast<std::size_t>(k.kind) * 31 + static_cast<std::size_t>(k.threads);
     for (std::int64_t v : {s.n, s.c, s.h, s.w, s.o, s.kh, s.kw, s.oh, s.ow, s.stride[0], s.stride[1], s.pad_begin[0], s.pad_begin[1],
-                           s.pad_end[0], s.pad_end[1], s.dilation[0], s.dilation[1], s.groups, std::int64_t{s.bf16}})
+                           s.pad_end[0], s.pad_end[1], s.dilation[0], s.dilation[1], s.groups, std::int64_t{s.bf16}, std::int64_t{s.channels_last}})
       h = h * 1000003u ^ static_cast<std::size_t>(v);
     return h;
   }
@@ -137,21 +173,24 @@ std::unique_ptr<Plan> make_plan(const PlanKey& key) {
                                                : dnnl::memory::dims{s.groups, s.o / s.groups, s.c / s.groups, s.kh, s.kw};
   const dnnl::memory::dims strides{s.stride[0], s.stride[1]}, dil{s.dilation[0] - 1, s.dilation[1] - 1};
   const dnnl::memory::dims pl{s.pad_begin[0], s.pad_begin[1]}, pr{s.pad_end[0], s.pad_end[1]};
-  const md src_plain(src, f32, tag::nchw), dst_plain(dst, f32, tag::nchw);
+  // Channels-last activations stay NHWC inside the primitive too (oneDNN's NHWC kernels run about
+  // as fast as its blocked ones here, and no reorder is needed); NCHW ones let oneDNN choose.
+  const tag plain_act = s.channels_last ? tag::nhwc : tag::nchw, act = s.channels_last ? tag::nhwc : tag::any;
+  const md src_plain(src, f32, plain_act), dst_plain(dst, f32, plain_act);
   const md wei_plain(wei, f32, s.groups == 1 ? tag::oihw : tag::goihw);
   // Mixed precision: the two inputs of each primitive in bfloat16 (the reorders from the plain
   // float32 buffers round them), its output in float32.
   const auto in = s.bf16 ? dnnl::memory::data_type::bf16 : f32;
   const bool bwd_data = key.kind == Kind::BackwardData, bwd_weights = key.kind == Kind::BackwardWeights;
-  const md src_any(src, bwd_data ? f32 : in, tag::any), wei_any(wei, bwd_weights ? f32 : in, tag::any);
-  const md dst_any(dst, key.kind == Kind::Forward ? f32 : in, tag::any);
+  const md src_any(src, bwd_data ? f32 : in, act), wei_any(wei, bwd_weights ? f32 : in, tag::any);
+  const md dst_any(dst, key.kind == Kind::Forward ? f32 : in, act);
   const auto algo = dnnl::algorithm::convolution_direct;
 
   auto plan = std::make_unique<Plan>();
   // The forward descriptor; for a backward plan, the hint oneDNN wants, in the input type alone.
-  const md hint_dst(dst, in, tag::any);
+  const md hint_dst(dst, in, act);
   dnnl::convolution_forward::primitive_desc fwd(
-      {dnnl::prop_kind::forward_training, algo, md(src, in, tag::any), md(wei, in, tag::any), key.kind == Kind::Forward ? dst_any : hint_dst,
+      {dnnl::prop_kind::forward_training, algo, md(src, in, act), md(wei, in, tag::any), key.kind == Kind::Forward ? dst_any : hint_dst,
        strides, dil, pl, pr},
       engine());
   auto fast = [](const char* impl) { return std::string_view(impl).substr(0, 3) != "ref"; };
@@ -275,28 +314,24 @@ void conv2d_forward(const ConvShape& s, const float* x, const float* w, float* y
   if (run_dnnl(Kind::Forward, s, x, w, y))
     gemm_madds() += madds(s);
   else
-    Ref<float>{s}.forward(x, w, y);
+    ref_forward(s, x, w, y);
 }
-void conv2d_forward(const ConvShape& s, const double* x, const double* w, double* y) { Ref<double>{s}.forward(x, w, y); }
+void conv2d_forward(const ConvShape& s, const double* x, const double* w, double* y) { ref_forward(s, x, w, y); }
 
 void conv2d_backward_data(const ConvShape& s, const float* dy, const float* w, float* dx) {
   if (run_dnnl(Kind::BackwardData, s, dy, w, dx))
     gemm_madds() += madds(s);
   else
-    Ref<float>{s}.backward_data(dy, w, dx);
+    ref_backward_data(s, dy, w, dx);
 }
-void conv2d_backward_data(const ConvShape& s, const double* dy, const double* w, double* dx) {
-  Ref<double>{s}.backward_data(dy, w, dx);
-}
+void conv2d_backward_data(const ConvShape& s, const double* dy, const double* w, double* dx) { ref_backward_data(s, dy, w, dx); }
 
 void conv2d_backward_weights(const ConvShape& s, const float* x, const float* dy, float* dw) {
   if (run_dnnl(Kind::BackwardWeights, s, x, dy, dw))
     gemm_madds() += madds(s);
   else
-    Ref<float>{s}.backward_weights(x, dy, dw);
+    ref_backward_weights(s, x, dy, dw);
 }
-void conv2d_backward_weights(const ConvShape& s, const double* x, const double* dy, double* dw) {
-  Ref<double>{s}.backward_weights(x, dy, dw);
-}
+void conv2d_backward_weights(const ConvShape& s, const double* x, const double* dy, double* dw) { ref_backward_weights(s, x, dy, dw); }
 
 }  // namespace chainrule::kernels

@@ -8,14 +8,15 @@
 
 namespace chainrule::kernels {
 
-// x [n, c, h, w] * weight [o, c/groups, kh, kw] -> y [n, o, oh, ow].
+// x [n, c, h, w] * weight [o, c/groups, kh, kw] -> y [n, o, oh, ow] (or NHWC: channels_last).
 struct ConvShape {
   std::int64_t n, c, h, w;
   std::int64_t o, kh, kw;
   std::int64_t oh, ow;
   std::array<std::int64_t, 2> stride, pad_begin, pad_end, dilation;
   std::int64_t groups;
-  bool bf16 = false;  // float32 buffers, bfloat16 products (Conv2dOptions::bf16)
+  bool bf16 = false;           // float32 buffers, bfloat16 products (Conv2dOptions::bf16)
+  bool channels_last = false;  // x [n, h, w, c] and y [n, oh, ow, o] (NHWC); the weight OIHW either way
   bool operator==(const ConvShape&) const = default;
 };
 

@@ -264,9 +264,16 @@ BatchNorm2d::BatchNorm2d(std::int64_t n, double e, double m, bool affine, DType 
 }
 
 Tensor BatchNorm2d::forward(const Tensor& x) {
+  const std::string name = fmt::format("BatchNorm2d({})", features);
+  if (channels_last) {  // [N, H, W, C] as [N*H*W, C]: the statistics over the rows
+    if (x.dim() != 4 || x.shape()[3] != features)
+      throw ShapeError(fmt::format("{}: input of shape {} must be [N, H, W, {}] (channels-last)", name, x.shape().str(), features));
+    const Tensor y = batch_norm(reshape(x, {x.numel() / features, features}), {0}, {features}, is_training(),
+                                {name, eps, momentum, weight, bias, running_mean, running_var, num_batches_tracked});
+    return reshape(y, x.shape());
+  }
   if (x.dim() != 4 || x.shape()[1] != features)
     throw ShapeError(fmt::format("BatchNorm2d({}): input of shape {} must be [N, {}, H, W]", features, x.shape().str(), features));
-  const std::string name = fmt::format("BatchNorm2d({})", features);
   return batch_norm(x, {0, 2, 3}, {features, 1, 1}, is_training(),
                     {name, eps, momentum, weight, bias, running_mean, running_var, num_batches_tracked});
 }
@@ -398,14 +405,15 @@ Tensor Conv2d::forward(const Tensor& x) {
   o.groups = options.groups;
   o.same_padding = options.same_padding;
   o.bf16 = bf16_products(x, weight);
+  o.channels_last = options.channels_last;
   return image_or_batch(repr(), in_channels, x, [&](const Tensor& b) { return conv2d(b, weight, bias, o); });
 }
 
 std::string Conv2d::repr() const {
-  return fmt::format("Conv2d({}, {}, kernel_size={}, stride={}, padding={}, dilation={}, groups={}, bias={})", in_channels,
+  return fmt::format("Conv2d({}, {}, kernel_size={}, stride={}, padding={}, dilation={}, groups={}, bias={}{})", in_channels,
                      out_channels, pair_str(kernel_size), pair_str(options.stride),
                      options.same_padding ? std::string("same") : pair_str(options.padding), pair_str(options.dilation),
-                     options.groups, bias.defined());
+                     options.groups, bias.defined(), options.channels_last ? ", channels_last" : "");
 }
 
 ConvTranspose2d::ConvTranspose2d(std::int64_t in, std::int64_t out, std::array<std::int64_t, 2> k, ConvTranspose2dLayerOptions opts)

@@ -33,30 +33,44 @@ Tensor Unflatten::forward(const Tensor& x) {
 std::string Unflatten::repr() const { return fmt::format("Unflatten(dim={}, unflattened_size={})", dim, sizes.str()); }
 
 Tensor GlobalAvgPool2d::forward(const Tensor& x) {
-  if (x.dim() < 3) throw ShapeError(fmt::format("GlobalAvgPool2d: input of shape {} needs [N, C, H, W] or [C, H, W]", x.shape().str()));
-  return mean(x, {-2, -1});
+  if (x.dim() < 3)
+    throw ShapeError(fmt::format("{}: input of shape {} needs {}", repr(), x.shape().str(),
+                                 channels_last ? "[N, H, W, C] or [H, W, C]" : "[N, C, H, W] or [C, H, W]"));
+  return channels_last ? mean(x, {-3, -2}) : mean(x, {-2, -1});
+}
+
+Tensor ToChannelsLast::forward(const Tensor& x) {
+  if (x.dim() == 3) return permute(x, {1, 2, 0});
+  if (x.dim() != 4) throw ShapeError(fmt::format("ToChannelsLast: input of shape {} needs [N, C, H, W] or [C, H, W]", x.shape().str()));
+  return permute(x, {0, 2, 3, 1});
 }
 
 namespace {
-std::shared_ptr<Conv2d> conv(std::int64_t in, std::int64_t out, std::int64_t k, std::int64_t stride, DType dtype) {
-  return std::make_shared<Conv2d>(in, out, std::array<std::int64_t, 2>{k, k},
-                                  Conv2dLayerOptions{.stride = {stride, stride}, .padding = {k / 2, k / 2}, .bias = false, .dtype = dtype});
+std::shared_ptr<Conv2d> conv(std::int64_t in, std::int64_t out, std::int64_t k, std::int64_t stride, DType dtype, bool channels_last) {
+  return std::make_shared<Conv2d>(
+      in, out, std::array<std::int64_t, 2>{k, k},
+      Conv2dLayerOptions{.stride = {stride, stride}, .padding = {k / 2, k / 2}, .bias = false, .dtype = dtype, .channels_last = channels_last});
+}
+std::shared_ptr<BatchNorm2d> bn(std::int64_t channels, DType dtype, bool channels_last) {
+  auto m = std::make_shared<BatchNorm2d>(channels, 1e-5, 0.1, true, dtype);
+  m->channels_last = channels_last;
+  return m;
 }
 }  // namespace
 
-BasicBlock::BasicBlock(std::int64_t in, std::int64_t out, std::int64_t s, bool pre, DType dtype)
+BasicBlock::BasicBlock(std::int64_t in, std::int64_t out, std::int64_t s, bool pre, DType dtype, bool cl)
     : in_channels(in), out_channels(out), stride(s), preact(pre) {
   if (in <= 0 || out <= 0 || s <= 0)
     throw ValueError(fmt::format("BasicBlock: channels and stride must be positive, got in={} out={} stride={}", in, out, s));
   // Registration order is the order of the PyTorch module (torchvision's BasicBlock).
-  conv1 = register_module("conv1", conv(in, out, 3, s, dtype));
-  bn1 = register_module("bn1", std::make_shared<BatchNorm2d>(pre ? in : out, 1e-5, 0.1, true, dtype));
-  conv2 = register_module("conv2", conv(out, out, 3, 1, dtype));
-  bn2 = register_module("bn2", std::make_shared<BatchNorm2d>(out, 1e-5, 0.1, true, dtype));
+  conv1 = register_module("conv1", conv(in, out, 3, s, dtype, cl));
+  bn1 = register_module("bn1", bn(pre ? in : out, dtype, cl));
+  conv2 = register_module("conv2", conv(out, out, 3, 1, dtype, cl));
+  bn2 = register_module("bn2", bn(out, dtype, cl));
   if (s != 1 || in != out) {
     downsample = std::make_shared<Sequential>();
-    downsample->push_back(conv(in, out, 1, s, dtype));
-    if (!pre) downsample->push_back(std::make_shared<BatchNorm2d>(out, 1e-5, 0.1, true, dtype));
+    downsample->push_back(conv(in, out, 1, s, dtype, cl));
+    if (!pre) downsample->push_back(bn(out, dtype, cl));
     register_module("downsample", downsample);
   }
 }

@@ -168,11 +168,20 @@ std::shared_ptr<Sequential> build_resnet(const ModelSpec& spec, DType dtype) {
   auto model = std::make_shared<Sequential>();
   const auto [c, h, w] = spec.image;
   const std::int64_t stem = spec.stages.front().first;
+  // float32 networks run channels-last inside (oneDNN's NHWC convolutions need no reorders around
+  // them); the layers' names, parameters and the model's inputs and outputs do not change.
+  const bool cl = dtype == DType::f32;
   model->push_back("unflatten", std::make_shared<Unflatten>(1, Shape{c, h, w}));
+  if (cl) model->push_back("channels_last", std::make_shared<ToChannelsLast>());
   model->push_back("conv1", std::make_shared<Conv2d>(c, stem, std::array<std::int64_t, 2>{3, 3},
-                                                     Conv2dLayerOptions{.padding = {1, 1}, .bias = false, .dtype = dtype}));
+                                                     Conv2dLayerOptions{.padding = {1, 1}, .bias = false, .dtype = dtype, .channels_last = cl}));
+  auto bn = [&](std::int64_t channels) {
+    auto m = std::make_shared<BatchNorm2d>(channels, 1e-5, 0.1, true, dtype);
+    m->channels_last = cl;
+    return m;
+  };
   if (!spec.preact) {
-    model->push_back("bn1", std::make_shared<BatchNorm2d>(stem, 1e-5, 0.1, true, dtype));
+    model->push_back("bn1", bn(stem));
     model->push_back("relu", std::make_shared<ReLU>());
   }
   std::int64_t channels = stem;
@@ -180,16 +189,16 @@ std::shared_ptr<Sequential> build_resnet(const ModelSpec& spec, DType dtype) {
     const auto [width, blocks] = spec.stages[s];
     auto stage = std::make_shared<Sequential>();
     for (std::int64_t b = 0; b < blocks; ++b) {
-      stage->push_back(std::make_shared<BasicBlock>(channels, width, s > 0 && b == 0 ? 2 : 1, spec.preact, dtype));
+      stage->push_back(std::make_shared<BasicBlock>(channels, width, s > 0 && b == 0 ? 2 : 1, spec.preact, dtype, cl));
       channels = width;
     }
     model->push_back(fmt::format("layer{}", s + 1), stage);
   }
   if (spec.preact) {
-    model->push_back("bn_final", std::make_shared<BatchNorm2d>(channels, 1e-5, 0.1, true, dtype));
+    model->push_back("bn_final", bn(channels));
     model->push_back("relu", std::make_shared<ReLU>());
   }
-  model->push_back("avgpool", std::make_shared<GlobalAvgPool2d>());
+  model->push_back("avgpool", std::make_shared<GlobalAvgPool2d>(cl));
   model->push_back("fc", std::make_shared<Linear>(channels, spec.out, LinearOptions{.dtype = dtype}));
   return model;
 }

@@ -134,10 +134,11 @@ struct ConvGeom {
 
   kernels::ConvShape kernel_shape(std::int64_t n) const {
     return {n, c, win.h, win.w, o, win.kh, win.kw, win.oh(), win.ow(), win.o.stride, win.o.padding,
-            {win.o.padding[0] + win.extra[0], win.o.padding[1] + win.extra[1]}, win.o.dilation, win.o.groups, win.o.bf16};
+            {win.o.padding[0] + win.extra[0], win.o.padding[1] + win.extra[1]}, win.o.dilation, win.o.groups, win.o.bf16, win.o.channels_last};
   }
-  Shape image() const { return {c, win.h, win.w}; }
-  Shape output() const { return {o, win.oh(), win.ow()}; }
+  bool channels_last() const { return win.o.channels_last; }
+  Shape image() const { return channels_last() ? Shape{win.h, win.w, c} : Shape{c, win.h, win.w}; }
+  Shape output() const { return channels_last() ? Shape{win.oh(), win.ow(), o} : Shape{o, win.oh(), win.ow()}; }
   Shape weight() const { return {o, c / win.o.groups, win.kh, win.kw}; }
   // The same convolution with other channel counts and groups (a batch folded into the groups).
   ConvGeom with(std::int64_t c2, std::int64_t o2, std::int64_t groups) const {
@@ -214,13 +215,16 @@ Tensor unfold_images(const Tensor& t, std::int64_t b, std::int64_t n) {
   const Shape& s = t.shape();
   return reshape(t, {b, n, s[1], s[2], s[3]});
 }
-// [B, N, C, H, W] -> [N, B*C, H, W]: each example's channels become a group of their own.
-Tensor fold_into_channels(const Tensor& t) {
+// [B, N, C, H, W] -> [N, B*C, H, W]: each example's channels become a group of their own
+// ([B, N, H, W, C] -> [N, H, W, B*C] channels-last).
+Tensor fold_into_channels(const Tensor& t, bool channels_last) {
   const Shape& s = t.shape();
+  if (channels_last) return reshape(permute(t, {1, 2, 3, 0, 4}), {s[1], s[2], s[3], s[0] * s[4]});
   return reshape(permute(t, {1, 0, 2, 3, 4}), {s[1], s[0] * s[2], s[3], s[4]});
 }
-Tensor unfold_channels(const Tensor& t, std::int64_t b, std::int64_t c) {
+Tensor unfold_channels(const Tensor& t, std::int64_t b, std::int64_t c, bool channels_last) {
   const Shape& s = t.shape();
+  if (channels_last) return permute(reshape(t, {s[0], s[1], s[2], b, c}), {3, 0, 1, 2, 4});
   return permute(reshape(t, {s[0], b, c, s[2], s[3]}), {1, 0, 2, 3, 4});
 }
 Tensor with_batch(const Tensor& t, bool batched, std::int64_t b) { return batched ? t : broadcast_to(t, Shape{b} + t.shape()); }
@@ -237,33 +241,35 @@ Tensor unfold_weight(const Tensor& w, std::int64_t b, std::int64_t o) {
 Tensor conv_batch(std::span<const Tensor> x, std::uint32_t batched, const Params& p) {
   const ConvGeom& g = p.attrs<ConvGeom>();
   const std::int64_t groups = g.win.o.groups;
+  const bool cl = g.channels_last();
   if (!bit(batched, 1)) return unfold_images(conv_b(fold_into_images(x[0]), x[1], g), x[0].shape()[0], x[0].shape()[1]);
   const std::int64_t b = x[1].shape()[0];
   if (!bit(batched, 0) && groups == 1)  // every example's filters over the same images: one wider conv
-    return unfold_channels(conv_b(x[0], fold_weight(x[1]), g.with(g.c, b * g.o, 1)), b, g.o);
-  return unfold_channels(conv_b(fold_into_channels(with_batch(x[0], bit(batched, 0), b)), fold_weight(x[1]),
+    return unfold_channels(conv_b(x[0], fold_weight(x[1]), g.with(g.c, b * g.o, 1)), b, g.o, cl);
+  return unfold_channels(conv_b(fold_into_channels(with_batch(x[0], bit(batched, 0), b), cl), fold_weight(x[1]),
                                 g.with(b * g.c, b * g.o, b * groups)),
-                         b, g.o);
+                         b, g.o, cl);
 }
 Tensor input_grad_batch(std::span<const Tensor> x, std::uint32_t batched, const Params& p) {
   const ConvGeom& g = p.attrs<ConvGeom>();
   if (!bit(batched, 1)) return unfold_images(input_grad_b(fold_into_images(x[0]), x[1], g), x[0].shape()[0], x[0].shape()[1]);
   const std::int64_t b = x[1].shape()[0];
-  return unfold_channels(input_grad_b(fold_into_channels(with_batch(x[0], bit(batched, 0), b)), fold_weight(x[1]),
+  const bool cl = g.channels_last();
+  return unfold_channels(input_grad_b(fold_into_channels(with_batch(x[0], bit(batched, 0), b), cl), fold_weight(x[1]),
                                       g.with(b * g.c, b * g.o, b * g.win.o.groups)),
-                         b, g.c);
+                         b, g.c, cl);
 }
 Tensor weight_grad_batch(std::span<const Tensor> x, std::uint32_t batched, const Params& p) {
   const ConvGeom& g = p.attrs<ConvGeom>();
-  const bool bx = bit(batched, 0), bdy = bit(batched, 1);
+  const bool bx = bit(batched, 0), bdy = bit(batched, 1), cl = g.channels_last();
   const std::int64_t b = bx ? x[0].shape()[0] : x[1].shape()[0];
   if (g.win.o.groups == 1 && !bx)  // one image batch, each example's output channels apart
-    return unfold_weight(weight_grad_b(x[0], fold_into_channels(x[1]), g.with(g.c, b * g.o, 1)), b, g.o);
+    return unfold_weight(weight_grad_b(x[0], fold_into_channels(x[1], cl), g.with(g.c, b * g.o, 1)), b, g.o);
   if (g.win.o.groups == 1 && !bdy) {  // [O, B*C, kH, kW] -> [B, O, C, kH, kW]
-    const Tensor dw = weight_grad_b(fold_into_channels(x[0]), x[1], g.with(b * g.c, g.o, 1));
+    const Tensor dw = weight_grad_b(fold_into_channels(x[0], cl), x[1], g.with(b * g.c, g.o, 1));
     return permute(reshape(dw, {g.o, b, g.c, g.win.kh, g.win.kw}), {1, 0, 2, 3, 4});
   }
-  return unfold_weight(weight_grad_b(fold_into_channels(with_batch(x[0], bx, b)), fold_into_channels(with_batch(x[1], bdy, b)),
+  return unfold_weight(weight_grad_b(fold_into_channels(with_batch(x[0], bx, b), cl), fold_into_channels(with_batch(x[1], bdy, b), cl),
                                      g.with(b * g.c, b * g.o, b * g.win.o.groups)),
                        b, g.o);
 }
@@ -351,9 +357,10 @@ OpCase weight_grad_case(std::string label, Shape xs, Shape ws, Conv2dOptions o, 
   });
 }
 Conv2dOptions options(std::array<std::int64_t, 2> stride, std::array<std::int64_t, 2> padding, std::array<std::int64_t, 2> dilation,
-                      std::int64_t groups, bool same = false) {
+                      std::int64_t groups, bool same = false, bool channels_last = false) {
   Conv2dOptions o;
   o.stride = stride, o.padding = padding, o.dilation = dilation, o.groups = groups, o.same_padding = same;
+  o.channels_last = channels_last;
   return o;
 }
 }  // namespace
@@ -401,6 +408,10 @@ const Primitive conv2d_p{
                         }),
           cases::single("conv2d [0,1,3,3] empty batch w[2,1,2,2]", {s({0, 1, 3, 3}, 26), s({2, 1, 2, 2}, 27)},
                         [](auto x) { return conv2d(x[0], x[1]); }),
+          cases::single("conv2d channels-last [2,4,5,2] w[3,2,3,3] b[3] pad1 stride(2,1)", {s({2, 4, 5, 2}, 28), s({3, 2, 3, 3}, 29), s({3}, 30)},
+                        [](auto x) { return conv2d(x[0], x[1], x[2], options({2, 1}, {1, 1}, {1, 1}, 1, false, true)); }),
+          cases::single("conv2d channels-last groups2 [1,4,4,4] w[4,2,2,3]", {s({1, 4, 4, 4}, 31), s({4, 2, 2, 3}, 32)},
+                        [](auto x) { return conv2d(x[0], x[1], Tensor{}, options({1, 1}, {0, 1}, {1, 1}, 2, false, true)); }),
       };
     },
 };
@@ -440,6 +451,15 @@ const Primitive conv2d_input_grad_p{
           input_grad_case("dy of x[0,2,4,4] w[3,2,2,2] empty batch", {0, 2, 4, 4}, {3, 2, 2, 2}, {}, 43),
           input_grad_case("dy of x[1,6,5,5] w[3,2,3,3] groups3 stride2", {1, 6, 5, 5}, {3, 2, 3, 3}, options({2, 2}, {0, 0}, {1, 1}, 3), 46),
           input_grad_case("dy of x[1,2,4,5] w[2,2,2,2] same", {1, 2, 4, 5}, {2, 2, 2, 2}, options({1, 1}, {0, 0}, {1, 1}, 1, true), 49),
+          input_grad_case("dy of channels-last x[2,5,5,3] w[4,3,3,3] stride2 pad1", {2, 5, 5, 3}, {4, 3, 3, 3},
+                          options({2, 2}, {1, 1}, {1, 1}, 1, false, true), 58),
+          cases::single("conv_transpose2d channels-last [1,3,3,2] w[2,2,3,3] b[2] stride2", {s({1, 3, 3, 2}, 61), s({2, 2, 3, 3}, 62), s({2}, 63)},
+                        [](auto x) {
+                          ConvTranspose2dOptions o;
+                          o.stride = {2, 2};
+                          o.channels_last = true;
+                          return conv_transpose2d(x[0], x[1], x[2], o);
+                        }),
       };
     },
 };
@@ -468,6 +488,8 @@ const Primitive conv2d_weight_grad_p{
           weight_grad_case("x[0,2,4,4] w[3,2,2,2] empty batch", {0, 2, 4, 4}, {3, 2, 2, 2}, {}, 53),
           weight_grad_case("x[1,2,4,5] w[2,1,2,3] same groups2 dil(2,1)", {1, 2, 4, 5}, {2, 1, 2, 3}, options({1, 1}, {0, 0}, {2, 1}, 2, true),
                            56),
+          weight_grad_case("channels-last x[2,4,5,4] w[4,2,3,2] groups2 pad1", {2, 4, 5, 4}, {4, 2, 3, 2},
+                           options({1, 1}, {1, 1}, {1, 1}, 2, false, true), 64),
       };
     },
 };
@@ -492,23 +514,26 @@ ConvGeom conv_geometry(const Tensor& x, const Tensor& weight, const Tensor& bias
   const Shape& ws = weight.shape();
   const std::int64_t g = opts.groups;
   auto describe = [&] {
-    return fmt::format("x {}, weight {}, bias {} (stride ({}, {}), padding {}, dilation ({}, {}), groups {})", xs.str(), ws.str(),
+    return fmt::format("x {}, weight {}, bias {} (stride ({}, {}), padding {}, dilation ({}, {}), groups {}{})", xs.str(), ws.str(),
                        bias_str(bias), opts.stride[0], opts.stride[1],
                        opts.same_padding ? std::string("\"same\"") : fmt::format("({}, {})", opts.padding[0], opts.padding[1]),
-                       opts.dilation[0], opts.dilation[1], g);
+                       opts.dilation[0], opts.dilation[1], g, opts.channels_last ? ", channels-last" : "");
   };
+  const char* image = opts.channels_last ? "[..., H, W, C]" : "[..., C, H, W]";
   if (x.dim() < 3 || weight.dim() != 4)
-    throw ShapeError(fmt::format("conv2d: needs x [..., C, H, W] and weight [O, C/groups, kH, kW], got {}", describe()));
-  const std::int64_t c = xs[xs.size() - 3], out_c = ws[0];
+    throw ShapeError(fmt::format("conv2d: needs x {} and weight [O, C/groups, kH, kW], got {}", image, describe()));
+  const std::size_t r = xs.size();
+  const std::int64_t c = opts.channels_last ? xs[r - 1] : xs[r - 3], out_c = ws[0];
+  const std::int64_t h = opts.channels_last ? xs[r - 3] : xs[r - 2], w = opts.channels_last ? xs[r - 2] : xs[r - 1];
   if (g <= 0 || c % g != 0 || out_c % g != 0)
     throw ShapeError(fmt::format("conv2d: groups must be positive and divide the input channels ({}) and the output channels ({}), "
                                  "got {}",
                                  c, out_c, describe()));
   if (ws[1] * g != c || (bias.defined() && (bias.dim() != 1 || bias.shape()[0] != out_c)))
-    throw ShapeError(fmt::format("conv2d: needs x [..., C, H, W], weight [O, C/groups, kH, kW] and bias [O] with matching C and "
+    throw ShapeError(fmt::format("conv2d: needs x {}, weight [O, C/groups, kH, kW] and bias [O] with matching C and "
                                  "O, got {}",
-                                 describe()));
-  Window win{xs[xs.size() - 2], xs[xs.size() - 1], ws[2], ws[3], opts, {0, 0}};
+                                 image, describe()));
+  Window win{h, w, ws[2], ws[3], opts, {0, 0}};
   if (opts.same_padding) {
     if (opts.stride[0] != 1 || opts.stride[1] != 1)
       throw ShapeError(fmt::format("conv2d: padding=\"same\" needs stride 1, got {}", describe()));
@@ -531,14 +556,16 @@ ConvGeom transpose_geometry(const Tensor& x, const Tensor& weight, const Tensor&
   const std::int64_t g = o.groups;
   auto describe = [&] {
     return fmt::format("x {}, weight {}, bias {} (stride ({}, {}), padding ({}, {}), output_padding ({}, {}), dilation ({}, {}), "
-                       "groups {})",
+                       "groups {}{})",
                        xs.str(), ws.str(), bias_str(bias), o.stride[0], o.stride[1], o.padding[0], o.padding[1],
-                       o.output_padding[0], o.output_padding[1], o.dilation[0], o.dilation[1], g);
+                       o.output_padding[0], o.output_padding[1], o.dilation[0], o.dilation[1], g, o.channels_last ? ", channels-last" : "");
   };
   if (x.dim() < 3 || weight.dim() != 4)
     throw ShapeError(fmt::format("conv_transpose2d: needs x [..., C_in, H, W] and weight [C_in, C_out/groups, kH, kW], got {}",
                                  describe()));
-  const std::int64_t c_in = xs[xs.size() - 3], h = xs[xs.size() - 2], w = xs[xs.size() - 1];
+  const std::size_t r = xs.size();
+  const std::int64_t c_in = o.channels_last ? xs[r - 1] : xs[r - 3];
+  const std::int64_t h = o.channels_last ? xs[r - 3] : xs[r - 2], w = o.channels_last ? xs[r - 2] : xs[r - 1];
   if (g <= 0 || c_in % g != 0)
     throw ShapeError(fmt::format("conv_transpose2d: groups must be positive and divide the input channels ({}), got {}", c_in,
                                  describe()));
@@ -563,6 +590,7 @@ ConvGeom transpose_geometry(const Tensor& x, const Tensor& weight, const Tensor&
   co.padding = o.padding;
   co.dilation = o.dilation;
   co.bf16 = o.bf16;
+  co.channels_last = o.channels_last;
   const Window win{oh, ow, ws[2], ws[3], co, {0, 0}};  // the conv2d whose adjoint this is: oh x ow -> h x w
   validate("conv_transpose2d", win);
   return ConvGeom{win, out_c, c_in};
@@ -573,11 +601,12 @@ Tensor as_images(const Tensor& x) {
   const Shape& s = x.shape();
   return x.dim() == 4 ? x : reshape(x, {s.slice(0, s.size() - 3).numel(), s[s.size() - 3], s[s.size() - 2], s[s.size() - 1]});
 }
-Tensor with_lead(const Tensor& y, const Tensor& x, const Tensor& bias) {
+Tensor with_lead(const Tensor& y, const Tensor& x, const Tensor& bias, bool channels_last) {
   const Shape& s = x.shape();
   const Shape& ys = y.shape();
   Tensor out = x.dim() == 4 ? y : reshape(y, s.slice(0, s.size() - 3) + ys.slice(1, 4));
-  return bias.defined() ? add(out, reshape(bias, {ys[1], 1, 1})) : out;
+  if (!bias.defined()) return out;
+  return add(out, channels_last ? bias : reshape(bias, {ys[1], 1, 1}));
 }
 // Mixed dtypes promote as in the other binary ops.
 std::pair<Tensor, Tensor> promoted(const Tensor& x, const Tensor& w) {
@@ -589,13 +618,13 @@ std::pair<Tensor, Tensor> promoted(const Tensor& x, const Tensor& w) {
 Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, const Conv2dOptions& opts) {
   const ConvGeom g = conv_geometry(x, weight, bias, opts);
   const auto [xp, wp] = promoted(x, weight);
-  return with_lead(conv_b(as_images(xp), wp, g), x, bias);
+  return with_lead(conv_b(as_images(xp), wp, g), x, bias, opts.channels_last);
 }
 
 Tensor conv_transpose2d(const Tensor& x, const Tensor& weight, const Tensor& bias, const ConvTranspose2dOptions& o) {
   const ConvGeom g = transpose_geometry(x, weight, bias, o);
   const auto [xp, wp] = promoted(x, weight);
-  return with_lead(input_grad_b(as_images(xp), wp, g), x, bias);
+  return with_lead(input_grad_b(as_images(xp), wp, g), x, bias, o.channels_last);
 }
 
 const Primitive* const kConvPrimitives[] = {&im2col_p, &col2im_p, &conv2d_p, &conv2d_input_grad_p, &conv2d_weight_grad_p};

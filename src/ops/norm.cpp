@@ -112,6 +112,31 @@ inline void backward_run(const T* dy, const T* x, T* dx, std::int64_t n, T mu, T
   for (std::int64_t j = 0; j < n; ++j) dx[j] = a * dy[j] - (k * (x[j] - mu) + e);
 }
 
+// The same two on one channels-last row of c values, with per-channel coefficients.
+template <class T>
+inline void affine_row_run(const T* x, T* y, std::int64_t c, const T* mu, const T* a, const T* b) {
+  for (std::int64_t j = 0; j < c; ++j) y[j] = (x[j] - mu[j]) * a[j] + b[j];
+}
+template <class T>
+inline void backward_row_run(const T* dy, const T* x, T* dx, std::int64_t c, const T* mu, const T* a, const T* k, const T* e) {
+  for (std::int64_t j = 0; j < c; ++j) dx[j] = a[j] * dy[j] - (k[j] * (x[j] - mu[j]) + e[j]);
+}
+
+CHAINRULE_VECTOR_CLONES void affine_row(const float* x, float* y, std::int64_t c, const float* mu, const float* a, const float* b) {
+  affine_row_run(x, y, c, mu, a, b);
+}
+CHAINRULE_VECTOR_CLONES void affine_row(const double* x, double* y, std::int64_t c, const double* mu, const double* a, const double* b) {
+  affine_row_run(x, y, c, mu, a, b);
+}
+CHAINRULE_VECTOR_CLONES void backward_row(const float* dy, const float* x, float* dx, std::int64_t c, const float* mu, const float* a,
+                                          const float* k, const float* e) {
+  backward_row_run(dy, x, dx, c, mu, a, k, e);
+}
+CHAINRULE_VECTOR_CLONES void backward_row(const double* dy, const double* x, double* dx, std::int64_t c, const double* mu,
+                                          const double* a, const double* k, const double* e) {
+  backward_row_run(dy, x, dx, c, mu, a, k, e);
+}
+
 CHAINRULE_VECTOR_CLONES double sqdev(const float* x, std::int64_t n, double mu) { return sqdev_run(x, n, mu); }
 CHAINRULE_VECTOR_CLONES void shifted_moments(const float* x, std::int64_t n, double k, double& s1, double& s2) {
   shifted_moments_run(x, n, k, s1, s2);
@@ -199,6 +224,46 @@ void for_channels(const Layout& l, Body body) {
       l.m());
 }
 
+// Channels-last data (s = 1: x is [lead..., n, c], the channel the fastest axis, as BatchNorm2d on
+// NHWC images viewed as [N*H*W, C], or BatchNorm1d): for_channels would visit one value at a time,
+// so these loops run over rows of c values instead. Sums go over fixed chunks of rows (the order,
+// and so the result, does not depend on the thread count) whose partials are added in order.
+constexpr std::int64_t kRowsPerChunk = 256;
+
+// For each lead li: out[li][k][ci] (k < 2) = the sums that acc(row pointer offset, li, a) adds into
+// a[k * c + ci] over the rows of that lead.
+template <class Acc>
+std::vector<double> channel_last_sums(const Layout& l, Acc acc) {
+  const std::int64_t chunks = (l.n + kRowsPerChunk - 1) / kRowsPerChunk, c = l.c;
+  std::vector<double> partial(static_cast<std::size_t>(l.lead * chunks * 2 * c), 0.0);
+  kernels::parallel_range(
+      l.lead * chunks,
+      [&](std::int64_t lo, std::int64_t hi) {
+        for (std::int64_t q = lo; q < hi; ++q) {
+          const std::int64_t li = q / chunks, k = q % chunks;
+          double* a = partial.data() + q * 2 * c;
+          for (std::int64_t i = k * kRowsPerChunk; i < std::min(l.n, (k + 1) * kRowsPerChunk); ++i) acc((li * l.n + i) * c, li, a);
+        }
+      },
+      kRowsPerChunk * c);
+  std::vector<double> out(static_cast<std::size_t>(l.lead * 2 * c), 0.0);
+  for (std::int64_t li = 0; li < l.lead; ++li)
+    for (std::int64_t k = 0; k < chunks; ++k)
+      for (std::int64_t j = 0; j < 2 * c; ++j) out[li * 2 * c + j] += partial[(li * chunks + k) * 2 * c + j];
+  return out;
+}
+
+// Runs row(offset of the row's first value, li) over every row, in parallel.
+template <class Row>
+void for_rows(const Layout& l, Row row) {
+  kernels::parallel_range(
+      l.lead * l.n,
+      [&](std::int64_t lo, std::int64_t hi) {
+        for (std::int64_t r = lo; r < hi; ++r) row(r * l.c, r / l.n);
+      },
+      l.c);
+}
+
 // ---- forward kernels ------------------------------------------------------------------------
 
 Tensor stats_forward(std::span<const Tensor> x, const Params& p) {
@@ -209,6 +274,35 @@ Tensor stats_forward(std::span<const Tensor> x, const Params& p) {
     const T* px = kernels::in<T>(x[0]);
     T* po = kernels::out<T>(o);
     const auto m = static_cast<double>(l.m());
+    if (l.s == 1) {  // channels-last: the same one (float32) or two (float64) passes, row by row
+      const std::int64_t c = l.c;
+      std::vector<double> shift(static_cast<std::size_t>(l.lead * c), 0.0);
+      if (l.n > 0)
+        for (std::int64_t li = 0; li < l.lead; ++li)
+          for (std::int64_t ci = 0; ci < c; ++ci) shift[li * c + ci] = static_cast<double>(px[li * l.n * c + ci]);
+      if constexpr (!std::is_same_v<T, float>) {  // float64: the mean first
+        const auto sums = channel_last_sums(l, [&](std::int64_t at, std::int64_t, double* a) {
+          for (std::int64_t ci = 0; ci < c; ++ci) a[ci] += static_cast<double>(px[at + ci]);
+        });
+        for (std::int64_t li = 0; li < l.lead; ++li)
+          for (std::int64_t ci = 0; ci < c; ++ci) shift[li * c + ci] = sums[li * 2 * c + ci] / m;
+      }
+      const auto sums = channel_last_sums(l, [&](std::int64_t at, std::int64_t li, double* a) {
+        const double* k = shift.data() + li * c;
+        for (std::int64_t ci = 0; ci < c; ++ci) {
+          const double d = static_cast<double>(px[at + ci]) - k[ci];
+          a[ci] += d;
+          a[c + ci] += d * d;
+        }
+      });
+      for (std::int64_t li = 0; li < l.lead; ++li)
+        for (std::int64_t ci = 0; ci < c; ++ci) {
+          const double d = sums[li * 2 * c + ci] / m;
+          po[li * 2 * c + ci] = static_cast<T>(shift[li * c + ci] + d);
+          po[(li * 2 + 1) * c + ci] = static_cast<T>(std::max(sums[li * 2 * c + c + ci] / m - d * d, 0.0));
+        }
+      return 0;
+    }
     for_channels(l, [&](std::int64_t, std::int64_t li, std::int64_t ci, std::int64_t base) {
       double mu = 0, var = 0;
       if constexpr (std::is_same_v<T, float>) {
@@ -253,6 +347,19 @@ Tensor train_forward(std::span<const Tensor> x, const Params& p) {
     const T* pw = a.affine ? kernels::in<T>(x[2]) : nullptr;
     const T* pb = a.affine ? kernels::in<T>(x[3]) : nullptr;
     T* po = kernels::out<T>(o);
+    if (l.s == 1) {  // channels-last: per-channel coefficients, then rows
+      std::vector<T> mu(static_cast<std::size_t>(l.lead * l.c)), scale(mu.size()), shift(mu.size());
+      for (std::int64_t li = 0; li < l.lead; ++li)
+        for (std::int64_t ci = 0; ci < l.c; ++ci) {
+          const std::int64_t q = li * l.c + ci;
+          const T inv = static_cast<T>(1.0 / std::sqrt(static_cast<double>(ps[(li * 2 + 1) * l.c + ci]) + a.eps));
+          mu[q] = ps[li * 2 * l.c + ci], scale[q] = pw ? inv * pw[q] : inv, shift[q] = pb ? pb[q] : T(0);
+        }
+      for_rows(l, [&](std::int64_t at, std::int64_t li) {
+        kernels::bn::affine_row(px + at, po + at, l.c, mu.data() + li * l.c, scale.data() + li * l.c, shift.data() + li * l.c);
+      });
+      return 0;
+    }
     for_channels(l, [&](std::int64_t q, std::int64_t li, std::int64_t ci, std::int64_t base) {
       const T mu = ps[li * 2 * l.c + ci];
       const T inv = static_cast<T>(1.0 / std::sqrt(static_cast<double>(ps[(li * 2 + 1) * l.c + ci]) + a.eps));
@@ -268,6 +375,24 @@ Tensor train_forward(std::span<const Tensor> x, const Params& p) {
 // Per channel: invstd, sum(dy) and sum(dy · (x - mean)); `emit` gets them.
 template <class T, class Emit>
 void backward_sums(const Layout& l, const T* pdy, const T* px, const T* ps, double eps, Emit emit) {
+  if (l.s == 1) {  // channels-last: the sums row by row, then emit per channel (with base -1: no runs)
+    const std::int64_t c = l.c;
+    const auto sums = channel_last_sums(l, [&](std::int64_t at, std::int64_t li, double* a) {
+      const T* mu = ps + li * 2 * c;
+      for (std::int64_t ci = 0; ci < c; ++ci) {
+        const double g = static_cast<double>(pdy[at + ci]);
+        a[ci] += g;
+        a[c + ci] += g * (static_cast<double>(px[at + ci]) - static_cast<double>(mu[ci]));
+      }
+    });
+    for (std::int64_t li = 0; li < l.lead; ++li)
+      for (std::int64_t ci = 0; ci < c; ++ci) {
+        const double mu = static_cast<double>(ps[li * 2 * c + ci]);
+        const double inv = 1.0 / std::sqrt(static_cast<double>(ps[(li * 2 + 1) * c + ci]) + eps);
+        emit(li * c + ci, li, ci, std::int64_t{-1}, mu, inv, sums[li * 2 * c + ci], sums[li * 2 * c + c + ci]);
+      }
+    return;
+  }
   for_channels(l, [&](std::int64_t q, std::int64_t li, std::int64_t ci, std::int64_t base) {
     const double mu = static_cast<double>(ps[li * 2 * l.c + ci]);
     const double inv = 1.0 / std::sqrt(static_cast<double>(ps[(li * 2 + 1) * l.c + ci]) + eps);
@@ -295,26 +420,45 @@ Tensor backward_forward(std::span<const Tensor> x, const Params& p) {
     const auto m = static_cast<double>(l.m());
     const T* ps = kernels::in<T>(x[2]);
     // dx = w·inv·dy - (w·inv³·s2/M · (x - mu) + w·inv·s1/M), with s1 = sum(dy), s2 = sum(dy · (x - mu)).
+    // Channels-last (s = 1): emit keeps each channel's coefficients, and rows apply them after.
+    const bool rows = l.s == 1;
+    std::vector<T> cmu(rows ? static_cast<std::size_t>(l.lead * l.c) : 0), ca(cmu.size()), ck(cmu.size()), ce(cmu.size());
     auto emit = [&](std::int64_t q, std::int64_t base, double mu, double inv, double s1, double inv_s2) {
       const double wi = (pw ? static_cast<double>(pw[q]) : 1.0) * inv;
       const T k = static_cast<T>(wi * inv * inv_s2 / m), e = static_cast<T>(wi * s1 / m);
+      if (rows) {
+        const auto at = static_cast<std::size_t>(q);
+        cmu[at] = static_cast<T>(mu), ca[at] = static_cast<T>(wi), ck[at] = k, ce[at] = e;
+        return;
+      }
       for (std::int64_t i = 0; i < l.n; ++i)
         kernels::bn::backward(pdy + base + i * l.c * l.s, px + base + i * l.c * l.s, po + base + i * l.c * l.s, l.s,
                               static_cast<T>(mu), static_cast<T>(wi), k, e);
     };
     if (a.sums) {  // the sums are given: [inv·s2; s1] per channel, as batch_norm_backward_reduce makes them
       const T* pr = kernels::in<T>(x[4]);
-      for_channels(l, [&](std::int64_t q, std::int64_t li, std::int64_t ci, std::int64_t base) {
+      auto given = [&](std::int64_t q, std::int64_t li, std::int64_t ci, std::int64_t base) {
         const double inv = 1.0 / std::sqrt(static_cast<double>(ps[(li * 2 + 1) * l.c + ci]) + a.eps);
         emit(q, base, static_cast<double>(ps[li * 2 * l.c + ci]), inv, static_cast<double>(pr[(li * 2 + 1) * l.c + ci]),
              static_cast<double>(pr[li * 2 * l.c + ci]));
-      });
+      };
+      if (rows) {
+        for (std::int64_t li = 0; li < l.lead; ++li)
+          for (std::int64_t ci = 0; ci < l.c; ++ci) given(li * l.c + ci, li, ci, -1);
+      } else {
+        for_channels(l, given);
+      }
     } else {
       backward_sums(l, pdy, px, ps, a.eps,
                     [&](std::int64_t q, std::int64_t, std::int64_t, std::int64_t base, double mu, double inv, double s1, double s2) {
                       emit(q, base, mu, inv, s1, inv * s2);
                     });
     }
+    if (rows)
+      for_rows(l, [&](std::int64_t at, std::int64_t li) {
+        const std::int64_t q = li * l.c;
+        kernels::bn::backward_row(pdy + at, px + at, po + at, l.c, cmu.data() + q, ca.data() + q, ck.data() + q, ce.data() + q);
+      });
     return 0;
   });
   return o;

@@ -108,6 +108,7 @@ class BatchNorm1d : public Module {
   std::int64_t features;
   double eps, momentum;
   Tensor weight, bias, running_mean, running_var, num_batches_tracked;
+  bool channels_last = false;  // input [N, H, W, C] (the state_dict is the same)
 };
 
 // torch.nn.BatchNorm2d: batch normalisation of [N, C, H, W] per channel, over N, H and W, with
@@ -122,6 +123,7 @@ class BatchNorm2d : public Module {
   std::int64_t features;
   double eps, momentum;
   Tensor weight, bias, running_mean, running_var, num_batches_tracked;
+  bool channels_last = false;  // input [N, H, W, C] (the state_dict is the same)
 };
 
 // torch.nn.GroupNorm: the C channels of [N, C, *] fall into num_groups groups of consecutive
@@ -185,6 +187,8 @@ struct Conv2dLayerOptions {
   bool bias = true;
   DType dtype = get_default_dtype();
   std::uint64_t seed = 0;  // the generator of the default initialisation
+  // Input [N, H, W, in] and output [N, oH, oW, out] (Conv2dOptions::channels_last); weight unchanged.
+  bool channels_last = false;
 };
 
 // torch.nn.Conv2d: "weight" [out, in/groups, kH, kW], "bias" [out], initialised as PyTorch:

@@ -26,12 +26,22 @@ class Unflatten : public Module {
   Shape sizes;
 };
 
-// Global average pooling: the mean over the last two axes, [N, C, H, W] -> [N, C] (PyTorch's
-// AdaptiveAvgPool2d(1) followed by flatten(1)).
+// Global average pooling: the mean over the spatial axes, [N, C, H, W] -> [N, C] (PyTorch's
+// AdaptiveAvgPool2d(1) followed by flatten(1)); [N, H, W, C] -> [N, C] when channels_last.
 class GlobalAvgPool2d : public Module {
  public:
+  explicit GlobalAvgPool2d(bool channels_last = false) : channels_last(channels_last) {}
   Tensor forward(const Tensor& x) override;
-  std::string repr() const override { return "GlobalAvgPool2d()"; }
+  std::string repr() const override { return channels_last ? "GlobalAvgPool2d(channels_last)" : "GlobalAvgPool2d()"; }
+  bool channels_last;
+};
+
+// [N, C, H, W] -> [N, H, W, C] (or [C, H, W] -> [H, W, C]): where a network switches to the
+// channels-last layout its layers then take (Conv2dLayerOptions::channels_last).
+class ToChannelsLast : public Module {
+ public:
+  Tensor forward(const Tensor& x) override;
+  std::string repr() const override { return "ToChannelsLast()"; }
 };
 
 // A basic block of two 3x3 convolutions (no bias) with batch normalisation:
@@ -43,7 +53,9 @@ class GlobalAvgPool2d : public Module {
 // only) "downsample.1", a BatchNorm2d.
 class BasicBlock : public Module {
  public:
-  BasicBlock(std::int64_t in_channels, std::int64_t out_channels, std::int64_t stride, bool preact, DType dtype = get_default_dtype());
+  // channels_last: input and output [N, H, W, C] (every layer of the block in that layout).
+  BasicBlock(std::int64_t in_channels, std::int64_t out_channels, std::int64_t stride, bool preact, DType dtype = get_default_dtype(),
+             bool channels_last = false);
   Tensor forward(const Tensor& x) override;
   std::string repr() const override;
   std::int64_t in_channels, out_channels, stride;

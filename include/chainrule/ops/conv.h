@@ -20,6 +20,10 @@ struct Conv2dOptions {
   // to bfloat16 inside the kernel, products accumulate and the result is returned in float32; the
   // derivatives' convolutions do the same. Float32 where the CPU lacks AVX512-BF16; float64 ignores it.
   bool bf16 = false;
+  // conv2d: x is [..., H, W, C] and the result [..., oH, oW, O] (NHWC, PyTorch's channels_last as
+  // an explicit layout); the weight stays [O, C/groups, kH, kW]. oneDNN's convolutions run on NHWC
+  // directly, so a network kept in it pays no layout reorders around each convolution.
+  bool channels_last = false;
 };
 
 // conv_transpose2d: the adjoint of conv2d with the same stride, padding, dilation and groups;
@@ -30,7 +34,8 @@ struct ConvTranspose2dOptions {
   std::array<std::int64_t, 2> output_padding{0, 0};
   std::array<std::int64_t, 2> dilation{1, 1};
   std::int64_t groups = 1;
-  bool bf16 = false;  // as Conv2dOptions::bf16
+  bool bf16 = false;           // as Conv2dOptions::bf16
+  bool channels_last = false;  // as Conv2dOptions::channels_last: x [..., H, W, C_in], result [..., oH, oW, C_out]
 };
 
 // x [..., C, H, W] -> columns [..., C*kH*kW, oH*oW] (PyTorch's unfold). Linear; its adjoint is fold.
