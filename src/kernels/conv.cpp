@@ -233,8 +233,21 @@ ThreadPlans& thread_plans() {
 }
 
 // Runs the oneDNN plan for this shape; false when the caller should use the reference path.
+// Where oneDNN 2.6's bf16 kernels run slower than its float32 ones (measured with `chainrule bench
+// --precision bf16` on ResNet-8's shapes, Zen 5): backward-weights of strided convolutions (118 vs
+// about 260 GFLOP/s) and inputs of fewer than 4 channels per group (the stem: 66 vs 96 GFLOP/s).
+bool bf16_pays(Kind kind, const ConvShape& s) {
+  if (kind == Kind::BackwardWeights && (s.stride[0] > 1 || s.stride[1] > 1)) return false;
+  return s.c / s.groups >= 4;
+}
+
 bool run_dnnl(Kind kind, const ConvShape& s, const float* a, const float* b, float* out) {
   if (s.n == 0 || s.c == 0 || s.o == 0) return false;
+  if (s.bf16 && !bf16_pays(kind, s)) {
+    ConvShape f = s;
+    f.bf16 = false;
+    return run_dnnl(kind, f, a, b, out);
+  }
   ThreadPlans& t = thread_plans();
   const PlanKey key{kind, s, omp_get_max_threads()};
   auto it = t.cache.find(key);
