@@ -184,8 +184,8 @@ void add_train(CLI::App& app, int& exit_code) {
   cmd->add_option("--seed", a->c.seed, "Seed of initialisation and data order")->check(kNonNegative)->capture_default_str();
   cmd->add_option("--dtype", a->dtype, "Parameter and data precision: f32 or f64")->capture_default_str();
   cmd->add_option("--precision", a->c.precision,
-                  "Linear layers' GEMM operands: f32, or bf16 (bfloat16 inputs, float32 accumulation; float32 master weights "
-                  "and optimizer state; needs --dtype f32)")
+                  "Linear and convolution layers' operands: f32, or bf16 (bfloat16 inputs, float32 accumulation; float32 "
+                  "master weights and optimizer state; needs --dtype f32)")
       ->check(CLI::IsMember({"f32", "bf16"}))
       ->capture_default_str();
   cmd->add_option("--threads", a->threads, "Threads for matrix products and kernels")->capture_default_str();
