@@ -215,16 +215,13 @@ Tensor unfold_images(const Tensor& t, std::int64_t b, std::int64_t n) {
   const Shape& s = t.shape();
   return reshape(t, {b, n, s[1], s[2], s[3]});
 }
-// [B, N, C, H, W] -> [N, B*C, H, W]: each example's channels become a group of their own
-// ([B, N, H, W, C] -> [N, H, W, B*C] channels-last).
-Tensor fold_into_channels(const Tensor& t, bool channels_last) {
+// [B, N, C, H, W] -> [N, B*C, H, W]: each example's channels become a group of their own.
+Tensor fold_into_channels(const Tensor& t) {
   const Shape& s = t.shape();
-  if (channels_last) return reshape(permute(t, {1, 2, 3, 0, 4}), {s[1], s[2], s[3], s[0] * s[4]});
   return reshape(permute(t, {1, 0, 2, 3, 4}), {s[1], s[0] * s[2], s[3], s[4]});
 }
-Tensor unfold_channels(const Tensor& t, std::int64_t b, std::int64_t c, bool channels_last) {
+Tensor unfold_channels(const Tensor& t, std::int64_t b, std::int64_t c) {
   const Shape& s = t.shape();
-  if (channels_last) return permute(reshape(t, {s[0], s[1], s[2], b, c}), {3, 0, 1, 2, 4});
   return permute(reshape(t, {s[0], b, c, s[2], s[3]}), {1, 0, 2, 3, 4});
 }
 Tensor with_batch(const Tensor& t, bool batched, std::int64_t b) { return batched ? t : broadcast_to(t, Shape{b} + t.shape()); }
@@ -238,38 +235,63 @@ Tensor unfold_weight(const Tensor& w, std::int64_t b, std::int64_t o) {
   return reshape(w, {b, o, s[1], s[2], s[3]});
 }
 
+// Batched weights fold into the groups, and oneDNN has no fast grouped channels-last kernel for
+// B·G groups of a few channels (its reference one ran 5x slower than the NCHW grouped call). So
+// those batch rules run channels-first: inputs permuted to NCHW, the NCHW rule, the result back.
+Tensor to_channels_first(const Tensor& t, bool batched) { return permute(t, batched ? Axes{0, 1, 4, 2, 3} : Axes{0, 3, 1, 2}); }
+Tensor to_channels_last(const Tensor& t) { return permute(t, {0, 1, 3, 4, 2}); }  // a batched [B, N, C, H, W]
+template <class Rule>
+Tensor channels_first_rule(Rule rule, std::span<const Tensor> x, std::uint32_t batched, const ConvGeom& g, const bool image_input[2]) {
+  ConvGeom f = g;
+  f.win.o.channels_last = false;
+  std::vector<Tensor> in;
+  for (int i = 0; i < 2; ++i) in.push_back(image_input[i] ? to_channels_first(x[i], bit(batched, i)) : x[i]);
+  return rule(std::span<const Tensor>(in), batched, Params::with_attrs(f));
+}
+
 Tensor conv_batch(std::span<const Tensor> x, std::uint32_t batched, const Params& p) {
   const ConvGeom& g = p.attrs<ConvGeom>();
   const std::int64_t groups = g.win.o.groups;
   const bool cl = g.channels_last();
+  if (cl && bit(batched, 1)) {
+    constexpr bool images[2] = {true, false};
+    return to_channels_last(channels_first_rule(conv_batch, x, batched, g, images));
+  }
   if (!bit(batched, 1)) return unfold_images(conv_b(fold_into_images(x[0]), x[1], g), x[0].shape()[0], x[0].shape()[1]);
   const std::int64_t b = x[1].shape()[0];
   if (!bit(batched, 0) && groups == 1)  // every example's filters over the same images: one wider conv
-    return unfold_channels(conv_b(x[0], fold_weight(x[1]), g.with(g.c, b * g.o, 1)), b, g.o, cl);
-  return unfold_channels(conv_b(fold_into_channels(with_batch(x[0], bit(batched, 0), b), cl), fold_weight(x[1]),
+    return unfold_channels(conv_b(x[0], fold_weight(x[1]), g.with(g.c, b * g.o, 1)), b, g.o);
+  return unfold_channels(conv_b(fold_into_channels(with_batch(x[0], bit(batched, 0), b)), fold_weight(x[1]),
                                 g.with(b * g.c, b * g.o, b * groups)),
-                         b, g.o, cl);
+                         b, g.o);
 }
 Tensor input_grad_batch(std::span<const Tensor> x, std::uint32_t batched, const Params& p) {
   const ConvGeom& g = p.attrs<ConvGeom>();
+  if (g.channels_last() && bit(batched, 1)) {
+    constexpr bool images[2] = {true, false};
+    return to_channels_last(channels_first_rule(input_grad_batch, x, batched, g, images));
+  }
   if (!bit(batched, 1)) return unfold_images(input_grad_b(fold_into_images(x[0]), x[1], g), x[0].shape()[0], x[0].shape()[1]);
   const std::int64_t b = x[1].shape()[0];
-  const bool cl = g.channels_last();
-  return unfold_channels(input_grad_b(fold_into_channels(with_batch(x[0], bit(batched, 0), b), cl), fold_weight(x[1]),
+  return unfold_channels(input_grad_b(fold_into_channels(with_batch(x[0], bit(batched, 0), b)), fold_weight(x[1]),
                                       g.with(b * g.c, b * g.o, b * g.win.o.groups)),
-                         b, g.c, cl);
+                         b, g.c);
 }
 Tensor weight_grad_batch(std::span<const Tensor> x, std::uint32_t batched, const Params& p) {
   const ConvGeom& g = p.attrs<ConvGeom>();
-  const bool bx = bit(batched, 0), bdy = bit(batched, 1), cl = g.channels_last();
+  if (g.channels_last()) {
+    constexpr bool images[2] = {true, true};
+    return channels_first_rule(weight_grad_batch, x, batched, g, images);
+  }
+  const bool bx = bit(batched, 0), bdy = bit(batched, 1);
   const std::int64_t b = bx ? x[0].shape()[0] : x[1].shape()[0];
   if (g.win.o.groups == 1 && !bx)  // one image batch, each example's output channels apart
-    return unfold_weight(weight_grad_b(x[0], fold_into_channels(x[1], cl), g.with(g.c, b * g.o, 1)), b, g.o);
+    return unfold_weight(weight_grad_b(x[0], fold_into_channels(x[1]), g.with(g.c, b * g.o, 1)), b, g.o);
   if (g.win.o.groups == 1 && !bdy) {  // [O, B*C, kH, kW] -> [B, O, C, kH, kW]
-    const Tensor dw = weight_grad_b(fold_into_channels(x[0], cl), x[1], g.with(b * g.c, g.o, 1));
+    const Tensor dw = weight_grad_b(fold_into_channels(x[0]), x[1], g.with(b * g.c, g.o, 1));
     return permute(reshape(dw, {g.o, b, g.c, g.win.kh, g.win.kw}), {1, 0, 2, 3, 4});
   }
-  return unfold_weight(weight_grad_b(fold_into_channels(with_batch(x[0], bx, b), cl), fold_into_channels(with_batch(x[1], bdy, b), cl),
+  return unfold_weight(weight_grad_b(fold_into_channels(with_batch(x[0], bx, b)), fold_into_channels(with_batch(x[1], bdy, b)),
                                      g.with(b * g.c, b * g.o, b * g.win.o.groups)),
                        b, g.o);
 }
