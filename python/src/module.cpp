@@ -698,7 +698,7 @@ numpy are not seen by the version counter that guards saved tensors.)doc");
   m.def("digamma", &chainrule::digamma, py::arg("x"));
   m.def("polygamma", &chainrule::polygamma, py::arg("n"), py::arg("x"));
 
-  // Convolution and pooling (chainrule/ops/conv.h), NCHW as PyTorch.
+  // Convolution and pooling (chainrule/ops/conv.h), NCHW as PyTorch (conv: NHWC with channels_last=True).
   using Pair = std::array<std::int64_t, 2>;
   auto pair_of = [](const py::object& o) -> Pair {
     if (py::isinstance<py::int_>(o)) { auto v = o.cast<std::int64_t>(); return {v, v}; }
@@ -707,8 +707,9 @@ numpy are not seen by the version counter that guards saved tensors.)doc");
     return {v[0], v[1]};
   };
   m.def("conv2d", [pair_of](const Tensor& x, const Tensor& w, std::optional<Tensor> b, py::object stride, py::object padding,
-                            py::object dilation, std::int64_t groups) {
+                            py::object dilation, std::int64_t groups, bool channels_last) {
     Conv2dOptions o;
+    o.channels_last = channels_last;
     o.stride = pair_of(stride);
     if (py::isinstance<py::str>(padding)) {
       auto s = padding.cast<std::string>();
@@ -721,10 +722,11 @@ numpy are not seen by the version counter that guards saved tensors.)doc");
     o.groups = groups;
     return conv2d(x, w, b.value_or(Tensor()), o);
   }, py::arg("x"), py::arg("weight"), py::arg("bias") = py::none(), py::arg("stride") = 1, py::arg("padding") = 0,
-     py::arg("dilation") = 1, py::arg("groups") = 1);
+     py::arg("dilation") = 1, py::arg("groups") = 1, py::arg("channels_last") = false);
   m.def("conv_transpose2d", [pair_of](const Tensor& x, const Tensor& w, std::optional<Tensor> b, py::object stride, py::object padding,
-                                      py::object output_padding, py::object dilation, std::int64_t groups) {
+                                      py::object output_padding, py::object dilation, std::int64_t groups, bool channels_last) {
     ConvTranspose2dOptions o;
+    o.channels_last = channels_last;
     o.stride = pair_of(stride);
     o.padding = pair_of(padding);
     o.output_padding = pair_of(output_padding);
@@ -732,7 +734,7 @@ numpy are not seen by the version counter that guards saved tensors.)doc");
     o.groups = groups;
     return conv_transpose2d(x, w, b.value_or(Tensor()), o);
   }, py::arg("x"), py::arg("weight"), py::arg("bias") = py::none(), py::arg("stride") = 1, py::arg("padding") = 0,
-     py::arg("output_padding") = 0, py::arg("dilation") = 1, py::arg("groups") = 1);
+     py::arg("output_padding") = 0, py::arg("dilation") = 1, py::arg("groups") = 1, py::arg("channels_last") = false);
   // PyTorch's unfold and fold (kernel, stride, padding, dilation as ints or pairs).
   auto geometry = [pair_of](py::object stride, py::object padding, py::object dilation) {
     Conv2dOptions o;

@@ -207,3 +207,15 @@ def test_division_bitwise_and_creation_as_python_and_numpy():
     assert cr.full_like(f, 3.0).dtype == cr.float64 and cr.full_like(f, 3.0).numpy().tolist() == [3.0, 3.0]
     with pytest.raises(cr.DTypeError):
         f & f
+
+
+def test_conv2d_channels_last_matches_the_nchw_convolution():
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((2, 3, 6, 5))  # NCHW
+    w = rng.standard_normal((4, 3, 3, 3))
+    b = rng.standard_normal(4)
+    want = cr.conv2d(cr.tensor(x), cr.tensor(w), cr.tensor(b), stride=2, padding=1).numpy()
+    got = cr.conv2d(cr.tensor(x.transpose(0, 2, 3, 1).copy()), cr.tensor(w), cr.tensor(b), stride=2, padding=1,
+                    channels_last=True).numpy()
+    assert got.shape == (2, 3, 3, 4)
+    np.testing.assert_allclose(got.transpose(0, 3, 1, 2), want, rtol=1e-12, atol=1e-12)
