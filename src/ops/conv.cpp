@@ -216,13 +216,15 @@ Tensor unfold_images(const Tensor& t, std::int64_t b, std::int64_t n) {
   return reshape(t, {b, n, s[1], s[2], s[3]});
 }
 // [B, N, C, H, W] -> [N, B*C, H, W]: each example's channels become a group of their own.
+// With one image per example (per-example gradients) the permutes move nothing: reshapes only.
 Tensor fold_into_channels(const Tensor& t) {
   const Shape& s = t.shape();
-  return reshape(permute(t, {1, 0, 2, 3, 4}), {s[1], s[0] * s[2], s[3], s[4]});
+  const Shape folded{s[1], s[0] * s[2], s[3], s[4]};
+  return s[1] == 1 ? reshape(t, folded) : reshape(permute(t, {1, 0, 2, 3, 4}), folded);
 }
 Tensor unfold_channels(const Tensor& t, std::int64_t b, std::int64_t c) {
   const Shape& s = t.shape();
-  return permute(reshape(t, {s[0], b, c, s[2], s[3]}), {1, 0, 2, 3, 4});
+  return s[0] == 1 ? reshape(t, {b, 1, c, s[2], s[3]}) : permute(reshape(t, {s[0], b, c, s[2], s[3]}), {1, 0, 2, 3, 4});
 }
 Tensor with_batch(const Tensor& t, bool batched, std::int64_t b) { return batched ? t : broadcast_to(t, Shape{b} + t.shape()); }
 // [B, O, C/g, kH, kW] -> [B*O, C/g, kH, kW], and back.

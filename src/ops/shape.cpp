@@ -1,6 +1,7 @@
 // Structural primitives: reshape, permute, broadcast_to, slice/pad, concat, gather/scatter_add.
 // All are linear, so their JVP applies the primitive to the tangent and their VJP is the
 // transposed operation (slice <-> pad, gather <-> scatter_add, broadcast_to <-> sum_to).
+#include <algorithm>
 #include <numeric>
 
 #include "chainrule/tensor/allocator.h"
@@ -68,6 +69,36 @@ Axes full_perm(const Shape& trailing, std::int64_t rank, bool inverse) {
   return perm;
 }
 
+// A permutation reduced to the axes it really moves: size-1 axes dropped, and axes that stay
+// adjacent and in order merged. So NCHW <-> NHWC, [B, C, H, W] -> [B, H, W, C], is the batch of
+// [C, H*W] matrix transposes it is, and runs on the tiled transpose kernel.
+struct Moved {
+  Shape shape;  // of the input, merged
+  Axes perm;    // over the merged axes
+};
+Moved moved_axes(const Shape& in, const Axes& perm) {
+  std::vector<std::int64_t> kept;  // input axes of size > 1, in output order
+  for (auto a : perm)
+    if (in[static_cast<std::size_t>(a)] != 1) kept.push_back(a);
+  std::vector<std::vector<std::int64_t>> groups;  // runs of consecutive input axes, in output order
+  for (auto a : kept) {
+    if (!groups.empty() && groups.back().back() + 1 == a) groups.back().push_back(a);
+    else groups.push_back({a});
+  }
+  std::vector<std::size_t> by_input(groups.size());  // the groups in input order
+  std::iota(by_input.begin(), by_input.end(), std::size_t{0});
+  std::sort(by_input.begin(), by_input.end(), [&](std::size_t i, std::size_t j) { return groups[i][0] < groups[j][0]; });
+  Moved m;
+  m.perm.resize(groups.size());
+  for (std::size_t pos = 0; pos < by_input.size(); ++pos) {
+    std::int64_t size = 1;
+    for (auto a : groups[by_input[pos]]) size *= in[static_cast<std::size_t>(a)];
+    m.shape.push_back(size);
+    m.perm[by_input[pos]] = static_cast<std::int64_t>(pos);
+  }
+  return m;
+}
+
 using cases::Domain;
 
 }  // namespace
@@ -99,29 +130,34 @@ const Primitive permute_p{
       Shape oshape = in.slice(0, lead);
       for (auto a : p.axes) oshape.push_back(in[lead + static_cast<std::size_t>(a)]);
       Tensor o = empty(oshape, x[0].dtype());
-      Shape cs = kernels::contiguous_strides(in);
-      Shape is = cs.slice(0, lead);
-      for (auto a : p.axes) is.push_back(cs[lead + static_cast<std::size_t>(a)]);
-      Shape os = kernels::contiguous_strides(oshape);
-      // Only the last two axes swapped (a batch of matrix transposes, e.g. jacfwd's result).
-      bool matrix_t = r >= 2 && p.axes[r - 2] == static_cast<std::int64_t>(r - 1) && p.axes[r - 1] == static_cast<std::int64_t>(r - 2);
-      for (std::size_t i = 0; i + 2 < r && matrix_t; ++i) matrix_t = p.axes[i] == static_cast<std::int64_t>(i);
-      if (matrix_t && o.numel() > 0) {
-        const std::int64_t rows = in[in.size() - 2], cols = in[in.size() - 1];
-        kernels::dispatch_all(o.dtype(), [&](auto tag) {
-          using T = decltype(tag);
-          kernels::transpose_matrices(kernels::in<T>(x[0]), kernels::out<T>(o), o.numel() / (rows * cols), rows, cols);
-          return 0;
-        });
-        return o;
-      }
+      if (o.numel() == 0) return o;
+      Axes full(lead);
+      std::iota(full.begin(), full.end(), std::int64_t{0});
+      for (auto a : p.axes) full.push_back(static_cast<std::int64_t>(lead) + a);
+      const Moved m = moved_axes(in, full);
       kernels::dispatch_all(o.dtype(), [&](auto tag) {
         using T = decltype(tag);
         const T* s = kernels::in<T>(x[0]);
         T* d = kernels::out<T>(o);
-        kernels::for_each_row<2>(oshape, {&is, &os}, [&](const auto& off, std::int64_t n, const auto& st) {
-          for (std::int64_t i = 0; i < n; ++i) d[off[1] + i] = s[off[0] + i * st[0]];
-        });
+        const std::size_t k = m.perm.size();
+        if (k <= 1) {  // nothing moves: a copy
+          std::copy(s, s + o.numel(), d);
+        } else if (m.perm[k - 2] == static_cast<std::int64_t>(k - 1) && m.perm[k - 1] == static_cast<std::int64_t>(k - 2) &&
+                   std::is_sorted(m.perm.begin(), m.perm.end() - 2)) {  // a batch of matrix transposes
+          const std::int64_t rows = m.shape[k - 2], cols = m.shape[k - 1];
+          kernels::transpose_matrices(s, d, o.numel() / (rows * cols), rows, cols);
+        } else {
+          const Shape cs = kernels::contiguous_strides(m.shape);
+          Shape ms, is;
+          for (auto a : m.perm) {
+            ms.push_back(m.shape[static_cast<std::size_t>(a)]);
+            is.push_back(cs[static_cast<std::size_t>(a)]);
+          }
+          const Shape os = kernels::contiguous_strides(ms);
+          kernels::for_each_row<2>(ms, {&is, &os}, [&](const auto& off, std::int64_t n, const auto& st) {
+            for (std::int64_t i = 0; i < n; ++i) d[off[1] + i] = s[off[0] + i * st[0]];
+          });
+        }
         return 0;
       });
       return o;
@@ -138,6 +174,11 @@ const Primitive permute_p{
           cases::single("[0,3].T", {cases::sample({0, 3}, Domain::Real, 4)}, [](auto x) { return transpose(x[0]); }),
           cases::single("[] perm ()", {cases::sample({}, Domain::Real, 5)}, [](auto x) { return permute(x[0], {}); }),
           cases::single("[17,9].T", {cases::sample({17, 9}, Domain::Real, 6)}, [](auto x) { return transpose(x[0]); }),
+          // NCHW -> NHWC and back, with a size-1 axis: the merged-axes paths (moved_axes).
+          cases::single("[2,3,4,5] perm 0,2,3,1", {cases::sample({2, 3, 4, 5}, Domain::Real, 7)}, [](auto x) { return permute(x[0], {0, 2, 3, 1}); }),
+          cases::single("[2,1,3,4] perm 0,3,1,2", {cases::sample({2, 1, 3, 4}, Domain::Real, 8)}, [](auto x) { return permute(x[0], {0, 3, 1, 2}); }),
+          cases::single("[3,1,4] perm 1,0,2", {cases::sample({3, 1, 4}, Domain::Real, 9)}, [](auto x) { return permute(x[0], {1, 0, 2}); }),
+          cases::single("[2,3,4,5] perm 3,1,0,2", {cases::sample({2, 3, 4, 5}, Domain::Real, 10)}, [](auto x) { return permute(x[0], {3, 1, 0, 2}); }),
           cases::single("[2,40,35] last two swapped (tiled)", {cases::sample({2, 40, 35}, Domain::Real, 7)},
                         [](auto x) { return permute(x[0], {0, 2, 1}); }),
       };
