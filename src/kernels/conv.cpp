@@ -64,39 +64,44 @@ struct Ref {
 };
 
 // Channels-last on the reference path: NHWC <-> NCHW copies around the NCHW loops (float64 and
-// shapes without a fast oneDNN kernel only).
+// shapes without a fast oneDNN kernel only). Channel ch of image b is at ((f·n + b)·hw + p)·cb + j
+// for f = ch / cb, j = ch % cb, cb = c / folded (plain NHWC when folded = 1).
 template <class T>
-std::vector<T> to_nchw(const T* x, std::int64_t n, std::int64_t c, std::int64_t hw) {
+std::vector<T> to_nchw(const T* x, std::int64_t n, std::int64_t c, std::int64_t hw, std::int64_t folded) {
   std::vector<T> out(static_cast<std::size_t>(n * c * hw));
+  const std::int64_t cb = c / folded;
   for (std::int64_t b = 0; b < n; ++b)
     for (std::int64_t p = 0; p < hw; ++p)
-      for (std::int64_t ch = 0; ch < c; ++ch) out[static_cast<std::size_t>((b * c + ch) * hw + p)] = x[(b * hw + p) * c + ch];
+      for (std::int64_t ch = 0; ch < c; ++ch)
+        out[static_cast<std::size_t>((b * c + ch) * hw + p)] = x[((ch / cb * n + b) * hw + p) * cb + ch % cb];
   return out;
 }
 template <class T>
-void from_nchw(const std::vector<T>& x, std::int64_t n, std::int64_t c, std::int64_t hw, T* out) {
+void from_nchw(const std::vector<T>& x, std::int64_t n, std::int64_t c, std::int64_t hw, std::int64_t folded, T* out) {
+  const std::int64_t cb = c / folded;
   for (std::int64_t b = 0; b < n; ++b)
     for (std::int64_t p = 0; p < hw; ++p)
-      for (std::int64_t ch = 0; ch < c; ++ch) out[(b * hw + p) * c + ch] = x[static_cast<std::size_t>((b * c + ch) * hw + p)];
+      for (std::int64_t ch = 0; ch < c; ++ch)
+        out[((ch / cb * n + b) * hw + p) * cb + ch % cb] = x[static_cast<std::size_t>((b * c + ch) * hw + p)];
 }
 template <class T>
 void ref_forward(const ConvShape& s, const T* x, const T* w, T* y) {
   if (!s.channels_last) return Ref<T>{s}.forward(x, w, y);
   std::vector<T> out(static_cast<std::size_t>(s.n * s.o * s.oh * s.ow));
-  Ref<T>{s}.forward(to_nchw(x, s.n, s.c, s.h * s.w).data(), w, out.data());
-  from_nchw(out, s.n, s.o, s.oh * s.ow, y);
+  Ref<T>{s}.forward(to_nchw(x, s.n, s.c, s.h * s.w, s.folded).data(), w, out.data());
+  from_nchw(out, s.n, s.o, s.oh * s.ow, s.folded, y);
 }
 template <class T>
 void ref_backward_data(const ConvShape& s, const T* dy, const T* w, T* dx) {
   if (!s.channels_last) return Ref<T>{s}.backward_data(dy, w, dx);
   std::vector<T> out(static_cast<std::size_t>(s.n * s.c * s.h * s.w));
-  Ref<T>{s}.backward_data(to_nchw(dy, s.n, s.o, s.oh * s.ow).data(), w, out.data());
-  from_nchw(out, s.n, s.c, s.h * s.w, dx);
+  Ref<T>{s}.backward_data(to_nchw(dy, s.n, s.o, s.oh * s.ow, s.folded).data(), w, out.data());
+  from_nchw(out, s.n, s.c, s.h * s.w, s.folded, dx);
 }
 template <class T>
 void ref_backward_weights(const ConvShape& s, const T* x, const T* dy, T* dw) {
   if (!s.channels_last) return Ref<T>{s}.backward_weights(x, dy, dw);
-  Ref<T>{s}.backward_weights(to_nchw(x, s.n, s.c, s.h * s.w).data(), to_nchw(dy, s.n, s.o, s.oh * s.ow).data(), dw);
+  Ref<T>{s}.backward_weights(to_nchw(x, s.n, s.c, s.h * s.w, s.folded).data(), to_nchw(dy, s.n, s.o, s.oh * s.ow, s.folded).data(), dw);
 }
 
 // ---- oneDNN path ------------------------------------------------------------------------------
@@ -114,7 +119,8 @@ struct PlanKeyHash {
     const ConvShape& s = k.s;
     std::size_t h = static_cast<std::size_t>(k.kind) * 31 + static_cast<std::size_t>(k.threads);
     for (std::int64_t v : {s.n, s.c, s.h, s.w, s.o, s.kh, s.kw, s.oh, s.ow, s.stride[0], s.stride[1], s.pad_begin[0], s.pad_begin[1],
-                           s.pad_end[0], s.pad_end[1], s.dilation[0], s.dilation[1], s.groups, std::int64_t{s.bf16}, std::int64_t{s.channels_last}})
+                           s.pad_end[0], s.pad_end[1], s.dilation[0], s.dilation[1], s.groups, std::int64_t{s.bf16}, std::int64_t{s.channels_last},
+                           s.folded})
       h = h * 1000003u ^ static_cast<std::size_t>(v);
     return h;
   }
@@ -163,6 +169,25 @@ struct Plan {
   }
 };
 
+// ConvShape::folded's layout as oneDNN's [n, c, h, w]: a blocked layout whose blocks are one
+// example's c/folded channels, each block's images one after another, channels-last inside. With
+// blocks of 16 and one image per example it is oneDNN's own nChw16c, so no reorder runs at all.
+dnnl::memory::desc folded_desc(const dnnl::memory::dims& d, std::int64_t folded) {
+  dnnl::memory::desc md(d, dnnl::memory::data_type::f32, dnnl::memory::format_tag::nChw16c);
+  dnnl_memory_desc_t& m = md.data;
+  const std::int64_t n = d[0], c = d[1], hw = d[2] * d[3], cb = c / folded;
+  m.padded_dims[1] = c;
+  dnnl_blocking_desc_t& b = m.format_desc.blocking;
+  b.inner_nblks = 1;
+  b.inner_blks[0] = cb;
+  b.inner_idxs[0] = 1;
+  b.strides[0] = n == 1 ? c * hw : hw * cb;  // one image: the value nChw16c has (never used)
+  b.strides[1] = n * hw * cb;
+  b.strides[2] = d[3] * cb;
+  b.strides[3] = cb;
+  return md;
+}
+
 std::unique_ptr<Plan> make_plan(const PlanKey& key) {
   using md = dnnl::memory::desc;
   using tag = dnnl::memory::format_tag;
@@ -174,9 +199,12 @@ std::unique_ptr<Plan> make_plan(const PlanKey& key) {
   const dnnl::memory::dims strides{s.stride[0], s.stride[1]}, dil{s.dilation[0] - 1, s.dilation[1] - 1};
   const dnnl::memory::dims pl{s.pad_begin[0], s.pad_begin[1]}, pr{s.pad_end[0], s.pad_end[1]};
   // Channels-last activations stay NHWC inside the primitive too (oneDNN's NHWC kernels run about
-  // as fast as its blocked ones here, and no reorder is needed); NCHW ones let oneDNN choose.
-  const tag plain_act = s.channels_last ? tag::nhwc : tag::nchw, act = s.channels_last ? tag::nhwc : tag::any;
-  const md src_plain(src, f32, plain_act), dst_plain(dst, f32, plain_act);
+  // as fast as its blocked ones here, and no reorder is needed); NCHW and folded ones (grouped
+  // convolutions, which oneDNN runs fast only in its blocked layouts) let oneDNN choose.
+  const bool folded = s.folded > 1;
+  const tag plain_act = s.channels_last ? tag::nhwc : tag::nchw, act = s.channels_last && !folded ? tag::nhwc : tag::any;
+  const md src_plain = folded ? folded_desc(src, s.folded) : md(src, f32, plain_act);
+  const md dst_plain = folded ? folded_desc(dst, s.folded) : md(dst, f32, plain_act);
   const md wei_plain(wei, f32, s.groups == 1 ? tag::oihw : tag::goihw);
   // Mixed precision: the two inputs of each primitive in bfloat16 (the reorders from the plain
   // float32 buffers round them), its output in float32.

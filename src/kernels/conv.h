@@ -17,6 +17,11 @@ struct ConvShape {
   std::int64_t groups;
   bool bf16 = false;           // float32 buffers, bfloat16 products (Conv2dOptions::bf16)
   bool channels_last = false;  // x [n, h, w, c] and y [n, oh, ow, o] (NHWC); the weight OIHW either way
+  // Channels-last only: the images of `folded` vmapped examples folded into the channels (and
+  // groups) without moving: x [folded, n, h, w, c/folded], y [folded, n, oh, ow, o/folded], each
+  // example's block of channels a channels-last image of its own (example f owns channels
+  // [f·c/folded, (f+1)·c/folded)). Per-example weight gradients run on this layout directly.
+  std::int64_t folded = 1;
   bool operator==(const ConvShape&) const = default;
 };
 

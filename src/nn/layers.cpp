@@ -230,8 +230,12 @@ Tensor batch_norm(const Tensor& x, const Axes& axes, const Shape& stat_shape, bo
     }
     if (fused) return y;
   } else {
-    d = sub(x, view(s.running_mean));
+    // Evaluation: the per-channel affine map x * scale + shift, its two vectors computed first (as
+    // PyTorch's and oneDNN's kernels do), so the activations take two passes, not three.
     inv = div(scalar_tensor(1.0, x.dtype()), sqrt(add(s.running_var, scalar_tensor(s.eps, x.dtype()))));
+    const Tensor scale = s.weight.defined() ? mul(inv, s.weight) : inv;
+    const Tensor shift = neg(mul(s.running_mean, scale));
+    return add(mul(x, view(scale)), view(s.bias.defined() ? add(shift, s.bias) : shift));
   }
   if (!s.weight.defined()) return mul(d, view(inv));
   return add(mul(d, view(mul(inv, s.weight))), view(s.bias));

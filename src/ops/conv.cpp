@@ -131,14 +131,20 @@ Tensor col2im_w(const Tensor& x, const Window& g) {
 struct ConvGeom {
   Window win;
   std::int64_t c, o;  // input and output channels
+  // Channels-last batch rules only (kernels::ConvShape::folded): the images of `folded` examples
+  // folded into the channels and groups without moving. The image tensors are then [folded·N,
+  // H, W, C/folded] (example-major), the weight [O, C/groups, kH, kW] as always.
+  std::int64_t folded = 1;
 
+  // n: the image tensors' leading size (folded·N images when folded).
   kernels::ConvShape kernel_shape(std::int64_t n) const {
-    return {n, c, win.h, win.w, o, win.kh, win.kw, win.oh(), win.ow(), win.o.stride, win.o.padding,
-            {win.o.padding[0] + win.extra[0], win.o.padding[1] + win.extra[1]}, win.o.dilation, win.o.groups, win.o.bf16, win.o.channels_last};
+    return {n / folded, c, win.h, win.w, o, win.kh, win.kw, win.oh(), win.ow(), win.o.stride, win.o.padding,
+            {win.o.padding[0] + win.extra[0], win.o.padding[1] + win.extra[1]}, win.o.dilation, win.o.groups, win.o.bf16, win.o.channels_last,
+            folded};
   }
   bool channels_last() const { return win.o.channels_last; }
-  Shape image() const { return channels_last() ? Shape{win.h, win.w, c} : Shape{c, win.h, win.w}; }
-  Shape output() const { return channels_last() ? Shape{win.oh(), win.ow(), o} : Shape{o, win.oh(), win.ow()}; }
+  Shape image() const { return channels_last() ? Shape{win.h, win.w, c / folded} : Shape{c, win.h, win.w}; }
+  Shape output() const { return channels_last() ? Shape{win.oh(), win.ow(), o / folded} : Shape{o, win.oh(), win.ow()}; }
   Shape weight() const { return {o, c / win.o.groups, win.kh, win.kw}; }
   // The same convolution with other channel counts and groups (a batch folded into the groups).
   ConvGeom with(std::int64_t c2, std::int64_t o2, std::int64_t groups) const {
@@ -239,7 +245,10 @@ Tensor unfold_weight(const Tensor& w, std::int64_t b, std::int64_t o) {
 
 // Batched weights fold into the groups, and oneDNN has no fast grouped channels-last kernel for
 // B·G groups of a few channels (its reference one ran 5x slower than the NCHW grouped call). So
-// those batch rules run channels-first: inputs permuted to NCHW, the NCHW rule, the result back.
+// channels-last batch rules with batched weights run channels-first (inputs permuted to NCHW,
+// the NCHW rule, the result back), except where both image operands are batched: [B, N, H, W, C]
+// is then already B·N images of the folded layout (ConvGeom::folded), which oneDNN reads as its
+// blocked nChw16c or reorders itself. Per-example gradients take that path with no data moved.
 Tensor to_channels_first(const Tensor& t, bool batched) { return permute(t, batched ? Axes{0, 1, 4, 2, 3} : Axes{0, 3, 1, 2}); }
 Tensor to_channels_last(const Tensor& t) { return permute(t, {0, 1, 3, 4, 2}); }  // a batched [B, N, C, H, W]
 template <class Rule>
@@ -250,13 +259,44 @@ Tensor channels_first_rule(Rule rule, std::span<const Tensor> x, std::uint32_t b
   for (int i = 0; i < 2; ++i) in.push_back(image_input[i] ? to_channels_first(x[i], bit(batched, i)) : x[i]);
   return rule(std::span<const Tensor>(in), batched, Params::with_attrs(f));
 }
+ConvGeom folded_geometry(const ConvGeom& g, std::int64_t b) {
+  ConvGeom f = g.with(b * g.c, b * g.o, b * g.win.o.groups);
+  f.folded = b;
+  return f;
+}
+// A folded primitive under another vmap: its folded images [(B,) F·N, H, W, C/F] as plain
+// channels-last ones [(B,) N, H, W, C], the plain rule, the result folded back.
+Tensor folded_to_plain(const Tensor& t, std::int64_t f, bool batched) {
+  const Shape& s = t.shape();
+  const std::size_t r = s.size();
+  const Shape lead = s.slice(0, batched ? 1 : 0);
+  const std::int64_t n = s[r - 4] / f, cb = s[r - 1];
+  const Tensor moved = permute(reshape(t, lead + Shape{f, n, s[r - 3] * s[r - 2], cb}), batched ? Axes{0, 2, 3, 1, 4} : Axes{1, 2, 0, 3});
+  return reshape(moved, lead + Shape{n, s[r - 3], s[r - 2], f * cb});
+}
+Tensor plain_to_folded(const Tensor& t, std::int64_t f) {  // a batched [B, N, H, W, F·C]
+  const Shape& s = t.shape();
+  const Tensor moved = permute(reshape(t, {s[0], s[1], s[2] * s[3], f, s[4] / f}), {0, 3, 1, 2, 4});
+  return reshape(moved, {s[0], f * s[1], s[2], s[3], s[4] / f});
+}
+template <class Rule>
+Tensor unfolded_rule(Rule rule, std::span<const Tensor> x, std::uint32_t batched, const ConvGeom& g, const bool image_input[2], bool image_output) {
+  ConvGeom plain = g;
+  plain.folded = 1;
+  std::vector<Tensor> in;
+  for (int i = 0; i < 2; ++i) in.push_back(image_input[i] ? folded_to_plain(x[i], g.folded, bit(batched, i)) : x[i]);
+  const Tensor out = rule(std::span<const Tensor>(in), batched, Params::with_attrs(plain));
+  return image_output ? plain_to_folded(out, g.folded) : out;
+}
 
 Tensor conv_batch(std::span<const Tensor> x, std::uint32_t batched, const Params& p) {
   const ConvGeom& g = p.attrs<ConvGeom>();
   const std::int64_t groups = g.win.o.groups;
-  const bool cl = g.channels_last();
-  if (cl && bit(batched, 1)) {
-    constexpr bool images[2] = {true, false};
+  constexpr bool images[2] = {true, false};
+  if (g.folded > 1) return unfolded_rule(conv_batch, x, batched, g, images, true);
+  if (g.channels_last() && bit(batched, 1)) {
+    const std::int64_t b = x[1].shape()[0];
+    if (bit(batched, 0)) return unfold_images(conv_b(fold_into_images(x[0]), fold_weight(x[1]), folded_geometry(g, b)), b, x[0].shape()[1]);
     return to_channels_last(channels_first_rule(conv_batch, x, batched, g, images));
   }
   if (!bit(batched, 1)) return unfold_images(conv_b(fold_into_images(x[0]), x[1], g), x[0].shape()[0], x[0].shape()[1]);
@@ -269,8 +309,12 @@ Tensor conv_batch(std::span<const Tensor> x, std::uint32_t batched, const Params
 }
 Tensor input_grad_batch(std::span<const Tensor> x, std::uint32_t batched, const Params& p) {
   const ConvGeom& g = p.attrs<ConvGeom>();
+  constexpr bool images[2] = {true, false};
+  if (g.folded > 1) return unfolded_rule(input_grad_batch, x, batched, g, images, true);
   if (g.channels_last() && bit(batched, 1)) {
-    constexpr bool images[2] = {true, false};
+    const std::int64_t b = x[1].shape()[0];
+    if (bit(batched, 0))
+      return unfold_images(input_grad_b(fold_into_images(x[0]), fold_weight(x[1]), folded_geometry(g, b)), b, x[0].shape()[1]);
     return to_channels_last(channels_first_rule(input_grad_batch, x, batched, g, images));
   }
   if (!bit(batched, 1)) return unfold_images(input_grad_b(fold_into_images(x[0]), x[1], g), x[0].shape()[0], x[0].shape()[1]);
@@ -281,11 +325,16 @@ Tensor input_grad_batch(std::span<const Tensor> x, std::uint32_t batched, const 
 }
 Tensor weight_grad_batch(std::span<const Tensor> x, std::uint32_t batched, const Params& p) {
   const ConvGeom& g = p.attrs<ConvGeom>();
+  const bool bx = bit(batched, 0), bdy = bit(batched, 1);
+  constexpr bool images[2] = {true, true};
+  if (g.folded > 1) return unfolded_rule(weight_grad_batch, x, batched, g, images, false);
   if (g.channels_last()) {
-    constexpr bool images[2] = {true, true};
+    if (bx && bdy) {  // per-example gradients
+      const std::int64_t b = x[0].shape()[0];
+      return unfold_weight(weight_grad_b(fold_into_images(x[0]), fold_into_images(x[1]), folded_geometry(g, b)), b, g.o);
+    }
     return channels_first_rule(weight_grad_batch, x, batched, g, images);
   }
-  const bool bx = bit(batched, 0), bdy = bit(batched, 1);
   const std::int64_t b = bx ? x[0].shape()[0] : x[1].shape()[0];
   if (g.win.o.groups == 1 && !bx)  // one image batch, each example's output channels apart
     return unfold_weight(weight_grad_b(x[0], fold_into_channels(x[1]), g.with(g.c, b * g.o, 1)), b, g.o);
@@ -387,6 +436,16 @@ Conv2dOptions options(std::array<std::int64_t, 2> stride, std::array<std::int64_
   o.channels_last = channels_last;
   return o;
 }
+// The folded layout of the per-example batch rules (ConvGeom::folded): the channels-last images
+// of `f` examples of xs [N, H, W, C] as one tensor [f·N, H, W, C], weights [f·O, C/groups, kH, kW].
+template <class Pick>
+OpCase folded_case(std::string label, Shape xs, Shape ws, Conv2dOptions o, std::int64_t f, std::uint64_t seed, Pick pick) {
+  o.channels_last = true;
+  const ConvGeom g = folded_geometry(conv_geometry(s(xs, seed), s(ws, seed + 1), Tensor{}, o), f);
+  const Tensor x = s(Shape{f * xs[0]} + xs.slice(1, 4), seed + 2), w = s(Shape{f * ws[0]} + ws.slice(1, 4), seed + 3);
+  const Tensor dy = s(Shape{f * xs[0]} + g.output(), seed + 4);
+  return pick(std::move(label), x, w, dy, g);
+}
 }  // namespace
 
 const Primitive conv2d_p{
@@ -436,6 +495,10 @@ const Primitive conv2d_p{
                         [](auto x) { return conv2d(x[0], x[1], x[2], options({2, 1}, {1, 1}, {1, 1}, 1, false, true)); }),
           cases::single("conv2d channels-last groups2 [1,4,4,4] w[4,2,2,3]", {s({1, 4, 4, 4}, 31), s({4, 2, 2, 3}, 32)},
                         [](auto x) { return conv2d(x[0], x[1], Tensor{}, options({1, 1}, {0, 1}, {1, 1}, 2, false, true)); }),
+          folded_case("conv2d folded: 2 examples of x[1,4,4,3] w[2,3,3,3] pad1", {1, 4, 4, 3}, {2, 3, 3, 3}, options({1, 1}, {1, 1}, {1, 1}, 1), 2,
+                      33, [](std::string l, const Tensor& x, const Tensor& w, const Tensor&, const ConvGeom& g) {
+                        return cases::single(std::move(l), {x, w}, [g](auto in) { return conv_b(in[0], in[1], g); });
+                      }),
       };
     },
 };
@@ -477,6 +540,10 @@ const Primitive conv2d_input_grad_p{
           input_grad_case("dy of x[1,2,4,5] w[2,2,2,2] same", {1, 2, 4, 5}, {2, 2, 2, 2}, options({1, 1}, {0, 0}, {1, 1}, 1, true), 49),
           input_grad_case("dy of channels-last x[2,5,5,3] w[4,3,3,3] stride2 pad1", {2, 5, 5, 3}, {4, 3, 3, 3},
                           options({2, 2}, {1, 1}, {1, 1}, 1, false, true), 58),
+          folded_case("dy folded: 3 examples of x[2,5,4,4] w[4,2,3,2] groups2 stride(2,1)", {2, 5, 4, 4}, {4, 2, 3, 2},
+                      options({2, 1}, {1, 0}, {1, 1}, 2), 3, 65, [](std::string l, const Tensor&, const Tensor& w, const Tensor& dy, const ConvGeom& g) {
+                        return cases::single(std::move(l), {dy, w}, [g](auto in) { return input_grad_b(in[0], in[1], g); });
+                      }),
           cases::single("conv_transpose2d channels-last [1,3,3,2] w[2,2,3,3] b[2] stride2", {s({1, 3, 3, 2}, 61), s({2, 2, 3, 3}, 62), s({2}, 63)},
                         [](auto x) {
                           ConvTranspose2dOptions o;
@@ -514,6 +581,14 @@ const Primitive conv2d_weight_grad_p{
                            56),
           weight_grad_case("channels-last x[2,4,5,4] w[4,2,3,2] groups2 pad1", {2, 4, 5, 4}, {4, 2, 3, 2},
                            options({1, 1}, {1, 1}, {1, 1}, 2, false, true), 64),
+          folded_case("folded (per-example): 3 examples of x[1,4,4,2] w[3,2,3,3] pad1", {1, 4, 4, 2}, {3, 2, 3, 3},
+                      options({1, 1}, {1, 1}, {1, 1}, 1), 3, 70, [](std::string l, const Tensor& x, const Tensor&, const Tensor& dy, const ConvGeom& g) {
+                        return cases::single(std::move(l), {x, dy}, [g](auto in) { return weight_grad_b(in[0], in[1], g); });
+                      }),
+          folded_case("folded: 2 examples of x[2,5,4,4] w[4,2,3,2] groups2 stride(2,1)", {2, 5, 4, 4}, {4, 2, 3, 2},
+                      options({2, 1}, {1, 0}, {1, 1}, 2), 2, 75, [](std::string l, const Tensor& x, const Tensor&, const Tensor& dy, const ConvGeom& g) {
+                        return cases::single(std::move(l), {x, dy}, [g](auto in) { return weight_grad_b(in[0], in[1], g); });
+                      }),
       };
     },
 };
