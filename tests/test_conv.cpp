@@ -286,3 +286,34 @@ TEST(ConvChannelsLast, BatchNorm2dAgreesWithNchw) {
   EXPECT_THROW(b.forward(x), ShapeError);  // [N, C, H, W] given to a channels-last layer: C = 6 is not the last axis
 }
 }  // namespace
+
+// permute merges the axes it keeps together and runs a batch of matrix transposes on the tiled
+// (float32: AVX2 8x8) kernel where it can (NHWC <-> NCHW); every path against an index gather.
+TEST(Permute, MergedAxesAndTransposeKernelsMatchAnIndexGather) {
+  const std::vector<std::pair<Shape, Axes>> cases = {
+      {{64, 1, 28, 28, 16}, {0, 1, 4, 2, 3}}, {{3, 37, 21}, {0, 2, 1}}, {{2, 9, 1, 13, 8}, {0, 3, 4, 1, 2}},
+      {{5, 7, 11}, {2, 0, 1}},                {{4, 1, 6}, {1, 0, 2}},  {{2, 3, 4, 5}, {3, 1, 0, 2}},
+      {{16, 8}, {1, 0}},                      {{1, 1, 1}, {2, 0, 1}},  {{7, 8, 9, 10}, {0, 1, 3, 2}},
+  };
+  for (DType dt : {DType::f32, DType::f64, DType::i64}) {
+    for (const auto& [shape, perm] : cases) {
+      const Tensor x = arange(shape.numel(), DType::f64).reshape(shape).to(dt);
+      const Tensor y = permute(x, perm);
+      const std::vector<double> in = x.to(DType::f64).to_vector<double>(), out = y.to(DType::f64).to_vector<double>();
+      Shape os;
+      for (auto a : perm) os.push_back(shape[static_cast<std::size_t>(a)]);
+      ASSERT_EQ(y.shape(), os);
+      Shape is = Shape::filled(shape.size(), 1);  // the input's contiguous strides
+      for (std::size_t d = shape.size(); d-- > 1;) is[d - 1] = is[d] * shape[d];
+      Shape idx = Shape::filled(os.size(), 0);
+      for (std::int64_t k = 0; k < os.numel(); ++k) {
+        std::int64_t src = 0;
+        for (std::size_t d = 0; d < os.size(); ++d) src += idx[d] * is[static_cast<std::size_t>(perm[d])];
+        ASSERT_EQ(out[static_cast<std::size_t>(k)], in[static_cast<std::size_t>(src)]) << shape.str() << " at " << k;
+        for (std::size_t d = os.size(); d-- > 0;)
+          if (++idx[d] < os[d]) break;
+          else idx[d] = 0;
+      }
+    }
+  }
+}

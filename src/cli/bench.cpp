@@ -452,32 +452,33 @@ void run_bench(const BenchArgs& a) {
   fmt::print("{:<8} {:>5} {:>7} {:>4} {:>11} {:>13} {:>8} {:>6} {:>10} {:>9} {:>10} {:>11}\n", "config", "prec", "batch", "thr", "step",
              "uncompiled", "GFLOP/s", "peak", "grad/fwd", "jvp/fwd", "peak MB", "needed MB");
   nlohmann::json configs = nlohmann::json::array();
-  for (const auto& c : chosen)
-  for (const auto& precision : precisions) {
-    Measurement best;
-    for (int t : thread_counts) {
-      Measurement m = measure(c, t, a.min_time, compile, precision);
-      if (best.threads == 0 || m.step_s < best.step_s) best = m;
+  for (const auto& c : chosen) {
+    for (const auto& precision : precisions) {
+      Measurement best;
+      for (int t : thread_counts) {
+        Measurement m = measure(c, t, a.min_time, compile, precision);
+        if (best.threads == 0 || m.step_s < best.step_s) best = m;
+      }
+      const double gflops = 2.0 * static_cast<double>(best.step_madds) / best.step_s / 1e9;
+      fmt::print("{:<8} {:>5} {:>7} {:>4} {:>8.1f} µs {:>10} {:>8.1f} {:>5.0f}% {:>10.2f} {:>9.2f} {:>10.1f} {:>11.1f}\n", best.name,
+                 best.precision, best.batch, best.threads, best.step_s * 1e6,
+                 compile ? fmt::format("{:.1f} µs", best.uncompiled_step_s * 1e6) : std::string("-"), gflops, 100 * gflops / peak, best.grad_s / best.forward_s,
+                 best.jvp_s / best.forward_s, static_cast<double>(best.peak_bytes) / 1e6,
+                 static_cast<double>(best.needed_bytes) / 1e6);
+      std::fflush(stdout);
+      if (a.profile)
+        profile_config(c, best.threads, a.profile_steps,
+                       chosen.size() * precisions.size() == 1 ? a.trace : trace_path(a.trace, c.name + (precisions.size() > 1 ? "-" + precision : "")),
+                       compile, precision);
+      nlohmann::json convs = conv_share(c, best.threads, best.step_s, best.step_madds, a.min_time, compile, precision);
+      configs.push_back({{"convolutions", convs}, {"name", best.name}, {"model", best.model}, {"precision", best.precision}, {"batch", best.batch}, {"threads", best.threads},
+                         {"step_us", best.step_s * 1e6}, {"compiled", best.compiled},
+                         {"uncompiled_step_us", compile ? nlohmann::json(best.uncompiled_step_s * 1e6) : nlohmann::json()},
+                         {"gflops", gflops}, {"peak_fraction", gflops / peak},
+                         {"grad_over_forward", best.grad_s / best.forward_s}, {"jvp_over_forward", best.jvp_s / best.forward_s},
+                         {"forward_us", best.forward_s * 1e6}, {"grad_us", best.grad_s * 1e6}, {"jvp_us", best.jvp_s * 1e6},
+                         {"peak_bytes", best.peak_bytes}, {"needed_bytes", best.needed_bytes}});
     }
-    const double gflops = 2.0 * static_cast<double>(best.step_madds) / best.step_s / 1e9;
-    fmt::print("{:<8} {:>5} {:>7} {:>4} {:>8.1f} µs {:>10} {:>8.1f} {:>5.0f}% {:>10.2f} {:>9.2f} {:>10.1f} {:>11.1f}\n", best.name,
-               best.precision, best.batch, best.threads, best.step_s * 1e6,
-               compile ? fmt::format("{:.1f} µs", best.uncompiled_step_s * 1e6) : std::string("-"), gflops, 100 * gflops / peak, best.grad_s / best.forward_s,
-               best.jvp_s / best.forward_s, static_cast<double>(best.peak_bytes) / 1e6,
-               static_cast<double>(best.needed_bytes) / 1e6);
-    std::fflush(stdout);
-    if (a.profile)
-      profile_config(c, best.threads, a.profile_steps,
-                     chosen.size() * precisions.size() == 1 ? a.trace : trace_path(a.trace, c.name + (precisions.size() > 1 ? "-" + precision : "")),
-                     compile, precision);
-    nlohmann::json convs = conv_share(c, best.threads, best.step_s, best.step_madds, a.min_time, compile, precision);
-    configs.push_back({{"convolutions", convs}, {"name", best.name}, {"model", best.model}, {"precision", best.precision}, {"batch", best.batch}, {"threads", best.threads},
-                       {"step_us", best.step_s * 1e6}, {"compiled", best.compiled},
-                       {"uncompiled_step_us", compile ? nlohmann::json(best.uncompiled_step_s * 1e6) : nlohmann::json()},
-                       {"gflops", gflops}, {"peak_fraction", gflops / peak},
-                       {"grad_over_forward", best.grad_s / best.forward_s}, {"jvp_over_forward", best.jvp_s / best.forward_s},
-                       {"forward_us", best.forward_s * 1e6}, {"grad_us", best.grad_s * 1e6}, {"jvp_us", best.jvp_s * 1e6},
-                       {"peak_bytes", best.peak_bytes}, {"needed_bytes", best.needed_bytes}});
   }
   nlohmann::json out{{"gemm_peak_gflops", peak}, {"configs", configs}};
   if (a.jacobians) {
