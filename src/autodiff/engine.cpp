@@ -147,10 +147,7 @@ std::vector<Tensor> run_backward(std::span<const std::shared_ptr<Node>> roots, s
     Tensor& b = buf[roots[r]->topo];
     b = b.defined() ? add(b, seeds[r]) : seeds[r];
   }
-  std::optional<NoGradGuard> no_grad;
-  std::optional<EnableGradGuard> enable_grad;
-  if (opts.create_graph) enable_grad.emplace();
-  else no_grad.emplace();
+  AutoGradMode grad_mode(opts.create_graph);  // the VJPs' own ops are recorded only for create_graph
 
   for (std::size_t k = 0; k < order.size(); ++k) {
     Node* node = order[k];

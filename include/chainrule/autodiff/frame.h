@@ -71,5 +71,17 @@ class EnableGradGuard {
  private:
   bool prev_;
 };
+// Grad mode set to `enabled` for a scope (libtorch's AutoGradMode).
+class AutoGradMode {
+ public:
+  explicit AutoGradMode(bool enabled) : prev_(GradMode::is_enabled()) { GradMode::set_enabled(enabled); }
+  ~AutoGradMode() { GradMode::set_enabled(prev_); }
+  AutoGradMode(const AutoGradMode&) = delete;
+  AutoGradMode& operator=(const AutoGradMode&) = delete;
+
+ private:
+  bool prev_;
+};
+
 
 }  // namespace chainrule
