@@ -225,6 +225,43 @@ TEST(Conv2d, PerExampleWeightGradientsEqualALoopOfGrad) {
   }
 }
 
+// The same on channels-last images, where the batch rules run on the folded layout (examples'
+// images as blocks of channels, no copies): 1, 16 and 32 channels per example (oneDNN's gemm
+// path, nChw16c as it stands, a reorder from blocks of 32), groups, a stride; and vmap over
+// images and weights together (the folded forward and input-gradient convolutions).
+TEST(ConvChannelsLast, FoldedPerExampleGradientsEqualALoopOfGrad) {
+  struct Case {
+    std::int64_t c, o, groups, stride;
+  };
+  for (DType dt : {DType::f64, DType::f32}) {
+    for (Case k : {Case{1, 16, 1, 1}, Case{16, 16, 1, 1}, Case{32, 16, 2, 2}, Case{3, 5, 1, 1}}) {
+      const Tensor w = cast(rnd({k.o, k.c / k.groups, 3, 3}, 50 + k.c), dt), xs = cast(rnd({4, 9, 9, k.c}, 51 + k.c), dt);
+      Conv2dOptions o;
+      o.padding = {1, 1}, o.stride = {k.stride, k.stride}, o.groups = k.groups, o.channels_last = true;
+      auto loss = [o](const Tensor& ww, const Tensor& x) { return sum(square(tanh(conv2d(x, ww, Tensor{}, o)))); };
+      const Tensor per_example = vmap(grad(loss), {not_mapped, 0})(w, xs);
+      ASSERT_EQ(per_example.shape(), (Shape{4} + w.shape()));
+      const double tol = dt == DType::f64 ? 1e-12 : 1e-3;
+      for (std::int64_t b = 0; b < 4; ++b) {
+        const Tensor one = grad(loss)(w, squeeze(slice(xs, 0, b, b + 1), 0));
+        EXPECT_LT(max_abs_diff(cast(squeeze(slice(per_example, 0, b, b + 1), 0), DType::f64), cast(one, DType::f64)), tol)
+            << "c " << k.c << " example " << b;
+      }
+      // Each example's images under its own weights, and the gradient of that with respect to the images.
+      const Tensor ws = cast(rnd({4, k.o, k.c / k.groups, 3, 3}, 52 + k.c), dt);
+      auto conv = [o](const Tensor& x, const Tensor& ww) { return conv2d(x, ww, Tensor{}, o); };
+      auto image_loss = [o](const Tensor& x, const Tensor& ww) { return sum(square(tanh(conv2d(x, ww, Tensor{}, o)))); };
+      const Tensor ys = vmap(conv, {0, 0})(xs, ws), dxs = vmap(grad(image_loss), {0, 0})(xs, ws);
+      for (std::int64_t b = 0; b < 4; ++b) {
+        const Tensor xb = squeeze(slice(xs, 0, b, b + 1), 0), wb = squeeze(slice(ws, 0, b, b + 1), 0);
+        EXPECT_LT(max_abs_diff(cast(squeeze(slice(ys, 0, b, b + 1), 0), DType::f64), cast(conv(xb, wb), DType::f64)), tol) << k.c;
+        EXPECT_LT(max_abs_diff(cast(squeeze(slice(dxs, 0, b, b + 1), 0), DType::f64), cast(grad(image_loss)(xb, wb), DType::f64)), tol)
+            << k.c;
+      }
+    }
+  }
+}
+
 namespace {
 // Channels-last (Conv2dOptions::channels_last) in float32 runs oneDNN on NHWC buffers directly; it
 // must agree with the NCHW convolution of the permuted tensors, forward and both gradients, and
