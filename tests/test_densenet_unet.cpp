@@ -109,6 +109,53 @@ TEST(DenseNet, ForwardShapesConcatOrderAndGradcheck) {
   EXPECT_TRUE(r.pass) << r.failure;
 }
 
+// float32 DenseNets run channels-last inside: the same weights give the float64 (channels-first)
+// network's logits and gradients to float32 rounding, in training and evaluation mode, on image
+// sizes whose transitions pool odd sizes (7 -> 3) too.
+TEST(DenseNet, ChannelsLastFloat32MatchesChannelsFirstFloat64) {
+  for (const char* spec : {"densenet:1x28x28-g4-b2x2x2-c0.5-10", "densenet:2x7x9-g3-b1x2-c0.5-4:basic"}) {
+    auto m32 = build_model(spec, DType::f32), m64 = build_model(spec, DType::f64);
+    Generator g(7);
+    init_model(*m64, g);
+    auto sd = m64->state_dict();
+    for (auto& [name, t] : sd) t = t.to(t.dtype() == DType::f64 ? DType::f32 : t.dtype());
+    m32->load_state_dict(sd);
+    const auto in = ModelSpec::parse(spec).input_dim();
+    Tensor x = randn({5, in}, g, DType::f64), y = randint({5}, ModelSpec::parse(spec).output_dim(), g);
+    for (bool train : {true, false}) {
+      m32->train(train), m64->train(train);
+      for (auto* m : {m32.get(), m64.get()})
+        for (auto& [n, p] : m->named_parameters()) p.zero_grad();
+      Tensor l32 = cross_entropy(m32->forward(x.to(DType::f32)), y), l64 = cross_entropy(m64->forward(x), y);
+      l32.backward(), l64.backward();
+      EXPECT_NEAR(l32.to(DType::f64).item<double>(), l64.item<double>(), 1e-4) << spec << " train " << train;
+      if (!train) continue;
+      const auto p64 = m64->named_parameters(), p32 = m32->named_parameters();
+      ASSERT_EQ(p32.size(), p64.size());
+      for (std::size_t i = 0; i < p32.size(); ++i) {
+        const auto& [n, p] = p32[i];
+        ASSERT_EQ(n, p64[i].first);
+        const Tensor g64 = p64[i].second.grad();
+        EXPECT_LT(max_abs_diff(p.grad().to(DType::f64), g64), 1e-4 * (1 + max(abs(g64)).item<double>())) << spec << " " << n;
+      }
+    }
+  }
+  // The channels-last pooling itself, against the channels-first kernel: tiles, odd sizes rounded
+  // down, and the general case (overlapping windows, padding) through the kernel.
+  Generator g(8);
+  Tensor x = randn({2, 3, 7, 6}, g, DType::f64);
+  for (auto [k, s, p] : std::vector<std::array<std::int64_t, 3>>{{2, 2, 0}, {3, 3, 0}, {3, 2, 1}, {2, 1, 0}}) {
+    AvgPool2d first({k, k}, {s, s}, {p, p}), last({k, k}, {s, s}, {p, p});
+    last.channels_last = true;
+    const Tensor want = first.forward(x), got = permute(last.forward(permute(x, {0, 2, 3, 1})), {0, 3, 1, 2});
+    EXPECT_EQ(got.shape(), want.shape()) << k << s << p;
+    EXPECT_LT(max_abs_diff(got, want), 1e-12) << k << s << p;
+  }
+  AvgPool2d last({2, 2});
+  last.channels_last = true;
+  EXPECT_THROW(last.forward(zeros({2, 3})), ShapeError);
+}
+
 TEST(UNet, ParameterCountByHandShapesAndGradcheck) {
   auto m = build_model("unet:1x28x28-c16-d2-1");
   auto block = [](std::int64_t in, std::int64_t c) { return in * c * 9 + 2 * c + c * c * 9 + 2 * c; };

@@ -176,7 +176,7 @@ void add_train(CLI::App& app, int& exit_code) {
   cmd->add_flag("--no-eval-flips", a->no_eval_flips, "Classify each test image as it is")->excludes("--eval-flips");
   cmd->add_option("--time-budget", a->c.time_budget,
                   fmt::format("Seconds the run may take: after the second epoch, train fewer epochs if the pace so far would exceed "
-                              "it (0: none; default: {} for the resnet and densenet recipes without --epochs, 0 otherwise)",
+                              "it (0: none; default: {} for the resnet recipe without --epochs, 0 otherwise)",
                               nn::kConvRecipeBudget));
   cmd->add_option("--batch", a->c.batch, "Batch size")->capture_default_str();
   cmd->add_option("--epochs", a->c.epochs,

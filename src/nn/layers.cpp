@@ -468,9 +468,29 @@ std::string MaxPool2d::repr() const {
 
 AvgPool2d::AvgPool2d(std::array<std::int64_t, 2> k, std::array<std::int64_t, 2> s, std::array<std::int64_t, 2> p)
     : kernel_size(k), stride(or_kernel(s, k)), padding(p) {}
-Tensor AvgPool2d::forward(const Tensor& x) { return avg_pool2d(x, kernel_size, stride, padding); }
+Tensor AvgPool2d::forward(const Tensor& x) {
+  if (!channels_last) return avg_pool2d(x, kernel_size, stride, padding);
+  if (x.dim() != 3 && x.dim() != 4) throw ShapeError(fmt::format("{}: input of shape {} needs [N, H, W, C] or [H, W, C]", repr(), x.shape().str()));
+  const auto r = static_cast<std::size_t>(x.dim());
+  const std::int64_t h = x.shape()[r - 3], w = x.shape()[r - 2], c = x.shape()[r - 1];
+  const auto [kh, kw] = kernel_size;
+  if (stride != kernel_size || padding != std::array<std::int64_t, 2>{0, 0} || h < kh || w < kw) {
+    // The general case on the channels-first kernel (its errors name the shapes).
+    const Axes to_first = r == 4 ? Axes{0, 3, 1, 2} : Axes{2, 0, 1}, to_last = r == 4 ? Axes{0, 2, 3, 1} : Axes{1, 2, 0};
+    return permute(avg_pool2d(permute(x, to_first), kernel_size, stride, padding), to_last);
+  }
+  // Non-overlapping tiles: the mean over each kh x kw tile of [..., H/kh, kh, W/kw, kw, C], the
+  // rows and columns past the last whole tile dropped as PyTorch's floor mode drops them.
+  const std::int64_t oh = h / kh, ow = w / kw;
+  Tensor t = x;
+  if (oh * kh != h) t = slice(t, -3, 0, oh * kh);
+  if (ow * kw != w) t = slice(t, -2, 0, ow * kw);
+  Shape tiles = r == 4 ? Shape{x.shape()[0], oh, kh, ow, kw, c} : Shape{oh, kh, ow, kw, c};
+  return mean(reshape(t, tiles), {-4, -2});
+}
 std::string AvgPool2d::repr() const {
-  return fmt::format("AvgPool2d(kernel_size={}, stride={}, padding={})", pair_str(kernel_size), pair_str(stride), pair_str(padding));
+  return fmt::format("AvgPool2d(kernel_size={}, stride={}, padding={}{})", pair_str(kernel_size), pair_str(stride), pair_str(padding),
+                     channels_last ? ", channels_last" : "");
 }
 
 AdaptiveAvgPool2d::AdaptiveAvgPool2d(std::array<std::int64_t, 2> size) : output_size(size) {}

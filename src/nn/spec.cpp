@@ -125,25 +125,31 @@ ModelSpec parse_unet(std::string_view spec, const std::vector<std::string_view>&
 std::shared_ptr<Sequential> build_densenet(const ModelSpec& spec, DType dtype) {
   auto model = std::make_shared<Sequential>();
   const auto [c, h, w] = spec.image;
+  // float32 runs channels-last inside, as build_resnet does; names, parameters, inputs and outputs
+  // do not change.
+  const bool cl = dtype == DType::f32;
   model->push_back("unflatten", std::make_shared<Unflatten>(1, Shape{c, h, w}));
+  if (cl) model->push_back("channels_last", std::make_shared<ToChannelsLast>());
   auto features = std::make_shared<Sequential>();
   std::int64_t channels = 2 * spec.growth;
   features->push_back("conv0", std::make_shared<Conv2d>(c, channels, std::array<std::int64_t, 2>{3, 3},
-                                                        Conv2dLayerOptions{.padding = {1, 1}, .bias = false, .dtype = dtype}));
+                                                        Conv2dLayerOptions{.padding = {1, 1}, .bias = false, .dtype = dtype, .channels_last = cl}));
   for (std::size_t b = 0; b < spec.dense_blocks.size(); ++b) {
-    auto block = std::make_shared<DenseBlock>(channels, spec.dense_blocks[b], spec.growth, spec.bottleneck, dtype);
+    auto block = std::make_shared<DenseBlock>(channels, spec.dense_blocks[b], spec.growth, spec.bottleneck, dtype, cl);
     features->push_back(fmt::format("denseblock{}", b + 1), block);
     channels = block->out_channels();
     if (b + 1 < spec.dense_blocks.size()) {
       const auto next = static_cast<std::int64_t>(std::floor(spec.compression * static_cast<double>(channels)));
-      features->push_back(fmt::format("transition{}", b + 1), make_transition(channels, next, dtype));
+      features->push_back(fmt::format("transition{}", b + 1), make_transition(channels, next, dtype, cl));
       channels = next;
     }
   }
-  features->push_back("norm5", std::make_shared<BatchNorm2d>(channels, 1e-5, 0.1, true, dtype));
+  auto norm5 = std::make_shared<BatchNorm2d>(channels, 1e-5, 0.1, true, dtype);
+  norm5->channels_last = cl;
+  features->push_back("norm5", norm5);
   model->push_back("features", features);
   model->push_back("relu", std::make_shared<ReLU>());
-  model->push_back("avgpool", std::make_shared<GlobalAvgPool2d>());
+  model->push_back("avgpool", std::make_shared<GlobalAvgPool2d>(cl));
   model->push_back("classifier", std::make_shared<Linear>(channels, spec.out, LinearOptions{.dtype = dtype}));
   return model;
 }

@@ -330,6 +330,7 @@ void fill_defaults(TrainConfig& c, const data::Splits& s) {
   // The convolutional recipes: a spec for the data's images, the recipe's number of epochs, and
   // (unless given) SGD with random shifts for the classifiers.
   std::int64_t recipe_epochs = 0;
+  const bool main_recipe = c.model == kResNetAlias;  // the main job's, the only one with a time budget
   if (c.model == kResNetAlias || c.model == kDenseNetAlias || c.model == kUNetAlias) {
     if (!images)
       throw ValueError(fmt::format("--model {}: data {} holds no images (a convolutional network needs height and width)", c.model, c.data));
@@ -359,7 +360,7 @@ void fill_defaults(TrainConfig& c, const data::Splits& s) {
   if (c.weight_decay < 0) c.weight_decay = c.opt == "sgd" ? 5e-4 : c.opt == "adamw" ? 0.05 : 0.0;
   if (c.label_smoothing < 0) c.label_smoothing = fashion ? 0.1 : 0.0;
   if (c.label_smoothing > 1) throw ValueError(fmt::format("--label-smoothing must be in [0, 1], got {}", c.label_smoothing));
-  if (c.time_budget < 0) c.time_budget = recipe_epochs > 0 && c.epochs == 0 && s.train.num_classes > 0 ? kConvRecipeBudget : 0;
+  if (c.time_budget < 0) c.time_budget = main_recipe && c.epochs == 0 ? kConvRecipeBudget : 0;
   if (!std::isfinite(c.time_budget)) throw ValueError(fmt::format("--time-budget must be finite, got {}", c.time_budget));
   if (c.epochs == 0 && recipe_epochs > 0) c.epochs = recipe_epochs;
   if (c.epochs == 0) c.epochs = fashion ? kRecommendedEpochs : spirals ? 30 : regression ? 50 : 20;

@@ -22,7 +22,7 @@ namespace chainrule::nn {
 class DenseLayer : public Module {
  public:
   DenseLayer(std::int64_t in_channels, std::int64_t growth, bool bottleneck, std::int64_t bn_size = 4,
-             DType dtype = get_default_dtype());
+             DType dtype = get_default_dtype(), bool channels_last = false);
   Tensor forward(const Tensor& x) override;
   std::string repr() const override;
   std::int64_t in_channels, growth;
@@ -34,19 +34,22 @@ class DenseLayer : public Module {
 // A dense block of `layers` DenseLayers (children denselayer1, denselayer2, ...): layer l sees the
 // block's input and the outputs of layers 1..l-1 concatenated along the channels, in that order,
 // and the block returns all of them concatenated: in_channels + layers·growth channels. Inputs
-// [N, C, H, W] or [C, H, W].
+// [N, C, H, W] or [C, H, W]; [N, H, W, C] or [H, W, C] when channels_last (its layers' too).
 class DenseBlock : public Module {
  public:
-  DenseBlock(std::int64_t in_channels, std::int64_t layers, std::int64_t growth, bool bottleneck, DType dtype = get_default_dtype());
+  DenseBlock(std::int64_t in_channels, std::int64_t layers, std::int64_t growth, bool bottleneck, DType dtype = get_default_dtype(),
+             bool channels_last = false);
   Tensor forward(const Tensor& x) override;
   std::string repr() const override;
   std::int64_t out_channels() const;
   std::int64_t in_channels, growth;
+  bool channels_last;
   std::vector<std::shared_ptr<DenseLayer>> layers;
 };
 
 // A transition between two blocks (torchvision's _Transition): norm, relu, conv (1x1, no bias)
 // to out_channels, pool (2x2 average pooling, stride 2; odd sizes round down as in PyTorch).
-std::shared_ptr<Sequential> make_transition(std::int64_t in_channels, std::int64_t out_channels, DType dtype = get_default_dtype());
+std::shared_ptr<Sequential> make_transition(std::int64_t in_channels, std::int64_t out_channels, DType dtype = get_default_dtype(),
+                                            bool channels_last = false);
 
 }  // namespace chainrule::nn

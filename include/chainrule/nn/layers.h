@@ -240,6 +240,8 @@ class MaxPool2d : public Module {
   Tensor forward(const Tensor& x) override;
   std::string repr() const override;
   std::array<std::int64_t, 2> kernel_size, stride, padding;
+  // Inputs [N, H, W, C] or [H, W, C] (Conv2dLayerOptions::channels_last); the result has the same layout.
+  bool channels_last = false;
 };
 
 // torch.nn.AvgPool2d(kernel_size, stride = kernel_size, padding = 0), count_include_pad = true.
@@ -250,6 +252,8 @@ class AvgPool2d : public Module {
   Tensor forward(const Tensor& x) override;
   std::string repr() const override;
   std::array<std::int64_t, 2> kernel_size, stride, padding;
+  // Inputs [N, H, W, C] or [H, W, C] (Conv2dLayerOptions::channels_last); the result has the same layout.
+  bool channels_last = false;
 };
 
 // torch.nn.AdaptiveAvgPool2d(output_size); {1, 1} is global average pooling.

@@ -56,7 +56,7 @@ struct TrainConfig {
   // of the run, it sets `epochs` (at most the number given) so that, at the mean pace of the
   // epochs after the first, training and the final test end within it; the schedule then follows
   // the new length (one process only). < 0: the recipe's
-  // (kConvRecipeBudget for the conv classifier recipes when --epochs is not given); 0: none.
+  // (kConvRecipeBudget for the resnet recipe, the main job, when --epochs is not given); 0: none.
   double time_budget = -1;
   DType dtype = DType::f32;
   // "bf16": Linear layers compute on bfloat16 GEMM operands with float32 accumulation, float32
@@ -89,7 +89,8 @@ inline constexpr int kConvRecipeShift = 2;
 // The conv recipe's time budget: the main job's 10 minutes, less the data loading and start-up
 // around nn::train and a margin for the estimate.
 inline constexpr double kConvRecipeBudget = 570;
-// `--model densenet`: a small DenseNet-BC (nn/densenet.h) for the data's images.
+// `--model densenet`: a small DenseNet-BC (nn/densenet.h) for the data's images, trained for all
+// its epochs (no time budget).
 inline constexpr const char* kDenseNetAlias = "densenet";
 std::string recommended_densenet(std::int64_t height, std::int64_t width, std::int64_t classes);
 inline constexpr std::int64_t kDenseNetEpochs = 10;
