@@ -73,58 +73,58 @@ $d1_3 << EOD
 4096 1179648
 EOD
 $d2_0 << EOD
-1 3.4216e-05
-4 4.752e-05
-16 5.7358e-05
-64 0.000150495
-256 0.000404446
-1024 0.00281456
-4096 0.02208278
+1 3.68445e-05
+4 5.5104e-05
+16 6.22975e-05
+64 0.0001551035
+256 0.000533528
+1024 0.0023525685
+4096 0.020674574
 EOD
 $d2_1 << EOD
-1 0.000203585
-4 0.000212453
-16 0.000211621
-64 0.000238992
-256 0.000330386
-1024 0.000632527
-4096 0.001833012
+1 0.0002294685
+4 0.00024378
+16 0.000249781
+64 0.000335724
+256 0.000470855
+1024 0.00080484
+4096 0.0021721125
 EOD
 $d2_2 << EOD
-1 5.3441e-05
-4 6.7738e-05
-16 7.8178e-05
-64 0.000179039
-256 0.000333712
-1024 0.000629993
-4096 0.001847178
+1 7.8319e-05
+4 7.63045e-05
+16 8.6534e-05
+64 0.0002180715
+256 0.000457975
+1024 0.000807816
+4096 0.002336382
 EOD
 $d3_0 << EOD
-1 0.000247739
-4 0.000251626
-16 0.000254962
-64 0.000277586
-256 0.000408594
-1024 0.000806848
-4096 0.004844054
+1 0.000312566
+4 0.000308113
+16 0.000308583
+64 0.000358792
+256 0.000527025
+1024 0.001002373
+4096 0.00537413
 EOD
 $d3_1 << EOD
-1 3.9524e-05
-4 4.0357e-05
-16 5.4454e-05
-64 0.000105741
-256 0.000333422
-1024 0.001512385
-4096 0.016978655
+1 5.33055e-05
+4 5.4528e-05
+16 6.97165e-05
+64 0.0001407055
+256 0.000458085
+1024 0.002148116
+4096 0.022646689
 EOD
 $d3_2 << EOD
-1 4.0006e-05
-4 4.0717e-05
-16 5.5194e-05
-64 0.000107323
-256 0.000334935
-1024 0.000817278
-4096 0.004856156
+1 5.2969e-05
+4 4.4504e-05
+16 6.8815e-05
+64 0.0001405905
+256 0.000469026
+1024 0.001058809
+4096 0.005656909
 EOD
 set terminal svg size 1200,900 font 'sans,10' background '#ffffff'
 set output 'modes.svg'
@@ -165,7 +165,7 @@ set grid
 set key top left font ',8'
 set title 'time, m = 256'
 set xlabel 'n (inputs)'
-set ylabel 'seconds (best of runs)'
+set ylabel 'seconds (median of runs)'
 set logscale x
 set logscale y
 set format y '%.0e'
@@ -179,7 +179,7 @@ set grid
 set key top left font ',8'
 set title 'time, n = 256'
 set xlabel 'm (outputs)'
-set ylabel 'seconds (best of runs)'
+set ylabel 'seconds (median of runs)'
 set logscale x
 set logscale y
 set format y '%.0e'
@@ -227,7 +227,7 @@ set grid
 set key top left font ',8'
 set title 'time, m = 256'
 set xlabel 'n (inputs)'
-set ylabel 'seconds (best of runs)'
+set ylabel 'seconds (median of runs)'
 set logscale x
 set logscale y
 set format y '%.0e'
@@ -241,7 +241,7 @@ set grid
 set key top left font ',8'
 set title 'time, n = 256'
 set xlabel 'm (outputs)'
-set ylabel 'seconds (best of runs)'
+set ylabel 'seconds (median of runs)'
 set logscale x
 set logscale y
 set format y '%.0e'
