@@ -367,15 +367,31 @@ Result run_shattered(const Options& opts) {
                                   rate_detail(Arch::PlainBN, theorem1)));
   r.checks.push_back(reproduction("theorem 2: residual nets' gradient correlation decays at <= 0.447 per block",
                                   fits.at(Arch::Residual).point.rate, Compare::LessEq, midway, rate_detail(Arch::Residual, theorem2)));
-  // Theorem 3 (resnets with BN): the correlation decays sublinearly, like 1/√L. Per block, BN
-  // divides the branch's gradient by the stream's standard deviation √(1 + β²l), so the correlation
-  // keeps 1 - β²/(2(1 + β²l)) per block: ∏ ≈ (1 + β²L)^(-1/2). "Sublinearly" is a power law of
-  // exponent p < 1; the power law must also fit ln q no worse than an exponential.
+  // Theorem 3 (resnets with BN): the correlation decays sublinearly, like 1/√L. Per block l, BN
+  // holds the branch's variance at β² while the stream's grows as 1 + β²l, and the correlation
+  // keeps 1 - (1 - c) β²/(1 + β²l), c being the correlation the branch's own Jacobian keeps between
+  // two inputs: ∏ ≈ (1 + β²L)^-(1-c). The theorem takes c = 1/2 (a ReLU's independent patterns),
+  // so p = 1/2; branches that decorrelate fully (c = 0) give p = 1, a decay like 1/L. The check
+  // names which the data follow: the fitted p of q ∝ (1 + L)^-p at most their midpoint 0.75. (It
+  // replaced "a power law L^-p with p < 1", which sat on its line: with 100 nested networks its p
+  // read 0.84-1.04 over 40 fresh seeds, 38 of them under 1.)
   const auto& fbn = fits.at(Arch::ResidualBN);
-  r.checks.push_back(reproduction("theorem 3: residual + BN correlation decays sublinearly (power-law exponent < 1)",
-                                  fbn.point.exponent, Compare::Less, 1.0,
-                                  fmt::format("fitted exponent p of q ∝ L^-p: {} over the resolved depths {}; theorem: about 1/2",
-                                              interval(fbn.exponent), depth_list(fbn.depths))));
+  auto theorem3_exponent = [&](const std::vector<std::size_t>& pick) {
+    std::vector<double> l1, q;
+    for (int d : fbn.depths) l1.push_back(1.0 + d), q.push_back(mean_pair_correlation(at(Arch::ResidualBN, d).g, pick));
+    return fit_decay(l1, q).exponent;  // the slope of ln q against ln(1 + L)
+  };
+  std::vector<std::size_t> all_nets(static_cast<std::size_t>(bn_nets));
+  std::iota(all_nets.begin(), all_nets.end(), std::size_t{0});
+  const double p3 = theorem3_exponent(all_nets);
+  const Interval p3_ci = bootstrap_ci({all_nets.size()}, [&](const GroupIndices& idx) { return theorem3_exponent(idx[0]); }, 500,
+                                      opts.seed + 47);
+  r.checks.push_back(reproduction("theorem 3: residual + BN decays as (1 + L)^-p with p nearer 1/2 than 1 (p <= 0.75)", p3,
+                                  Compare::LessEq, 0.75,
+                                  fmt::format("fitted p of q ∝ (1 + L)^-p: {} over the resolved depths {} (95 % bootstrap over "
+                                              "networks); theorem 3: 1/2, fully decorrelating branches: 1; as a power law of L: "
+                                              "p = {}",
+                                              interval({p3, p3_ci.lo, p3_ci.hi}), depth_list(fbn.depths), interval(fbn.exponent))));
   // Sub-exponential: an exponential loses the same fraction per block at every depth, theorem 3's
   // (1 + L)^-p less and less. The mean rate per block over depths 6-12, ln(q6/q12)/6, over that
   // over depths 1-4, ln(q1/q4)/3, is 1 for an exponential and ln(13/7)/6 ÷ ln(5/2)/3 = 0.338 for
@@ -394,8 +410,6 @@ Result run_shattered(const Options& opts) {
     if (!(q1 > 0 && q4 > 0 && q6 > 0 && q12 > 0 && early > 0)) return std::numeric_limits<double>::infinity();
     return late / early;
   };
-  std::vector<std::size_t> all_nets(static_cast<std::size_t>(bn_nets));
-  std::iota(all_nets.begin(), all_nets.end(), std::size_t{0});
   const double ratio = rate_ratio(all_nets);
   const Interval ratio_ci = bootstrap_ci({all_nets.size()}, [&](const GroupIndices& idx) { return rate_ratio(idx[0]); }, 500, opts.seed + 43);
   r.checks.push_back(reproduction("theorem 3: residual + BN decay slows with depth (sub-exponential): rate ratio < 1",
@@ -605,7 +619,7 @@ Result run_shattered(const Options& opts) {
     const auto& f = fits.at(a);
     const char* theory = is_plain(a) ? "λ = ln 2 = 0.693 (thm 1)"
                          : a == Arch::Residual ? "λ = ln 4/3 = 0.288 (thm 2)"
-                                               : "sublinear, p ≈ 1/2 (thm 3)";
+                                               : "(1 + L)^-1/2 (thm 3)";
     fit_shown.rows.push_back({arch_name(a), depth_list(f.depths), f.depths.size() >= 2 ? interval(f.rate) : "too few depths",
                               f.depths.size() >= 2 ? interval(f.exponent) : "–",
                               fmt::format("{:.3f} / {:.3f}", f.point.rms_exp, f.point.rms_pow), theory});
@@ -666,14 +680,18 @@ Result run_shattered(const Options& opts) {
                      : fr.point.rms_exp <= 0.8 * fr.point.rms_pow ? ", and an exponential fits it better than a power law"
                      : fr.point.rms_pow <= 0.8 * fr.point.rms_exp ? ", and a power law fits it better than an exponential"
                                                                   : "");
-  if (!std::isnan(fbn.point.exponent)) {
+  if (!std::isnan(p3)) {
     const double q_end = at(Arch::ResidualBN, deepest).q.mean, q_theory = theory_at(Arch::ResidualBN, deepest);
-    m += fmt::format("The residual + BN net's exponent is {:.2f} against theorem 3's 1/2, and its q at {} blocks {:.3f} against "
-                     "the anchored (1 + L)^(-1/2)'s {:.3f}{}. ",
-                     fbn.point.exponent, deepest, q_end, q_theory,
-                     q_end < 0.5 * q_theory ? ": sublinear, but below the theorem's curve"
-                     : q_end > 2 * q_theory ? ": above the theorem's curve"
-                                            : ": on the theorem's curve within a factor 2");
+    m += fmt::format("The residual + BN net decays as (1 + L)^-p with p = {} against theorem 3's 1/2 and fully decorrelating "
+                     "branches' 1{}, and its q at {} blocks is {:.3f} against the anchored (1 + L)^(-1/2)'s {:.3f}{}. ",
+                     interval({p3, p3_ci.lo, p3_ci.hi}),
+                     p3_ci.hi < 0.75  ? ": nearer the theorem"
+                     : p3_ci.lo > 0.75 ? ": nearer full decorrelation than the theorem"
+                                       : ": the interval spans the midpoint",
+                     deepest, q_end, q_theory,
+                     q_end < 0.5 * q_theory ? ", below the theorem's curve"
+                     : q_end > 2 * q_theory ? ", above the theorem's curve"
+                                            : ", on the theorem's curve within a factor 2");
   }
   // The rate ratio's interval against an exponential's 1 and theorem 3's value.
   m += fmt::format("Its mean decay rate per block over depths 6-12 is {} of that over depths 1-4 (an exponential: 1; (1 + L)^-p: "
